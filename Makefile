@@ -1,0 +1,54 @@
+# syncasync-bench. `make bench SERVER=uvicorn` runs the main job; `make test` runs the tests.
+# Both install what they need first (`make setup`).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+SERVER ?= uvicorn
+MODE ?= sync
+
+.PHONY: setup system-deps venv test lint serve bench report clean
+
+setup: system-deps venv
+
+# wrk and the PostgreSQL server binaries come from the system's packages.
+system-deps:
+	@missing=""; \
+	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
+	{ command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } \
+		|| missing="$$missing postgresql"; \
+	{ command -v pgbench >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pgbench >/dev/null 2>&1; } \
+		|| missing="$$missing postgresql-contrib"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing:$$missing"; \
+			DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing >/dev/null; \
+		else \
+			echo "missing system packages:$$missing"; \
+			echo "run: sudo apt-get install -y$$missing"; \
+			exit 1; \
+		fi; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.lock
+	touch $@
+
+test: setup
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+serve: setup
+	$(PY) -m harness serve --server $(SERVER) --mode $(MODE)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,62 @@
+"""The one settings class both apps read, from the environment, at start."""
+
+from enum import StrEnum
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+
+class SessionStyle(StrEnum):
+    """How an endpoint gets its database session."""
+
+    dependency = "dependency"  # the seed's: Depends() on a generator that yields and closes
+    context = "context"  # `with SessionLocal() as session:` inside the endpoint
+    limited = "limited"  # the dependency, with Depends(max_concurrency=pool capacity)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=True, frozen=True, extra="ignore")
+
+    DATABASE_URL: str
+    POOL_SIZE: int = Field(5, ge=1, le=10_000)
+    MAX_OVERFLOW: int = Field(10, ge=0, le=10_000)
+    POOL_TIMEOUT: float = Field(30.0, gt=0, le=3600)
+    THREADPOOL_TOKENS: int = Field(40, ge=1, le=10_000)
+    SESSION_STYLE: SessionStyle = SessionStyle.dependency
+
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _postgres_url(cls, value: str) -> str:
+        try:
+            url = make_url(value)
+        except ArgumentError as exc:
+            raise ValueError(f"not a database URL: {value!r}") from exc
+        if url.get_backend_name() != "postgresql":
+            raise ValueError(f"must be a postgresql:// URL, got {url.drivername!r}")
+        return value
+
+    @property
+    def pool_capacity(self) -> int:
+        """Connections one process can hold at once: pool_size + max_overflow."""
+        return self.POOL_SIZE + self.MAX_OVERFLOW
+
+    def url_for(self, driver: str) -> URL:
+        # Name the driver explicitly: since SQLAlchemy 2.1 a bare postgresql:// means psycopg 3.
+        return make_url(self.DATABASE_URL).set(drivername=f"postgresql+{driver}")
+
+
+class SettingsError(SystemExit):
+    """Raised at start for invalid settings; exits with one readable message, not a traceback."""
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()  # type: ignore[call-arg]  # fields come from the environment
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise SettingsError(f"invalid settings: {problems}") from None

@@ -1,0 +1,1 @@
+"""The benchmark harness: PostgreSQL management, cells, wrk, results and reports."""

@@ -1,0 +1,199 @@
+"""Command line: `python -m harness run|report|serve`. All user input is validated here."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from app.settings import SessionStyle
+from harness.errors import HarnessError, UsageError
+from harness.model import Cell, Workload
+from harness.parse import (
+    parse_choices,
+    parse_duration,
+    parse_nonnegative_int,
+    parse_pools,
+    parse_positive_ints,
+    parse_servers,
+)
+from harness.runner import Interrupted, Options, execute, new_metadata, order
+from harness.store import RunDir
+from harness.wrk import DEFAULT_IMAGE, WrkRunner
+from servers.registry import Mode
+
+RESULTS = Path(__file__).resolve().parent.parent / "results" / "runs"
+DEFAULT_CONNECTIONS = "1,12,24,48,100,200"
+
+
+def build_cells(args: argparse.Namespace) -> list[Cell]:
+    """The matrix: every combination of the axes, in a stable order."""
+    duration = parse_duration(args.duration)
+    pool_timeout = parse_duration(args.pool_timeout, "POOL_TIMEOUT")
+    rows = parse_nonnegative_int(args.rows, "ROWS")
+    axes = itertools.product(
+        parse_servers(args.server),
+        parse_choices(args.workload, "WORKLOAD", Workload, [w.value for w in Workload]),
+        parse_choices(args.modes, "MODES", Mode, [m.value for m in Mode]),
+        parse_choices(args.styles, "STYLES", SessionStyle, [s.value for s in SessionStyle]),
+        parse_pools(args.pools),
+        parse_positive_ints(args.tokens, "TOKENS", 10_000),
+        parse_positive_ints(args.workers, "WORKERS", 64),
+        parse_positive_ints(args.connections, "CONNECTIONS", 10_000),
+    )
+    return order(
+        [
+            Cell(
+                server=s,
+                mode=m,
+                style=st,
+                pool=p,
+                tokens=t,
+                workers=w,
+                connections=c,
+                workload=wl,
+                duration_s=duration,
+                rows=rows,
+                pool_timeout_s=pool_timeout,
+            )
+            for s, wl, m, st, p, t, w, c in axes
+        ]
+    )
+
+
+def options_from(args: argparse.Namespace) -> Options:
+    return Options(
+        warmup_s=parse_duration(args.warmup, "WARMUP") if args.warmup not in ("0", "0s") else 0.0,
+        wrk_timeout_s=parse_duration(args.timeout, "TIMEOUT"),
+        wrk_runner=parse_choices(args.wrk, "WRK", WrkRunner, [w.value for w in WrkRunner])[0],
+        wrk_image=args.wrk_image,
+        database_url=args.database_url or None,
+        keep_logs=args.keep_logs,
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    options = options_from(args)
+    if args.resume:
+        run = RunDir.open(Path(args.resume))
+        cells = [Cell.from_json(c) for c in run.metadata()["cells"]]
+    else:
+        cells = build_cells(args)
+    total = sum(options.estimate_s(c) for c in cells)
+    if args.dry_run:
+        for cell in cells:
+            print(cell.id)
+        print(f"{len(cells)} cells, about {total / 60:.1f} minutes")
+        return 0
+    if not args.resume:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path(args.out) if args.out else RESULTS / f"{stamp}-{args.server.replace(',', '-')}"
+        run = RunDir.create(out)
+        params = {
+            k: v
+            for k, v in vars(args).items()
+            if k not in ("func", "database_url", "resume", "dry_run")
+        }
+        run.write_metadata(new_metadata(cells, options, params))
+    print(
+        f"{len(cells)} cells, about {total / 60:.1f} minutes; results in {run.path}",
+        file=sys.stderr,
+    )
+    execute(run, options)
+    print(f"summary: {run.path / 'summary.md'}", file=sys.stderr)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from harness import report
+
+    run = RunDir.open(Path(args.run_dir))
+    report.write(run)
+    print(run.path / "summary.md")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from harness.serve import serve
+
+    return serve(args)
+
+
+def parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    p = argparse.ArgumentParser(prog="python -m harness", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser(
+        "run", help="run a matrix of benchmark cells and write a results directory"
+    )
+    run.add_argument("--server", default="uvicorn", help="uvicorn, gunicorn, hypercorn or all")
+    run.add_argument("--modes", default="sync,async")
+    run.add_argument(
+        "--styles",
+        default="dependency,context",
+        help="dependency, context, limited (comma separated)",
+    )
+    run.add_argument("--pools", default="5+10", help="POOL_SIZE+MAX_OVERFLOW, comma separated")
+    run.add_argument("--pool-timeout", default="30s", help="SQLAlchemy pool_timeout")
+    run.add_argument("--tokens", default="40", help="AnyIO default thread limiter tokens")
+    run.add_argument("--workers", default="1", help="server worker processes")
+    run.add_argument("--connections", default=DEFAULT_CONNECTIONS, help="wrk -c levels")
+    run.add_argument("--duration", default="10s", help="measured wrk run per cell")
+    run.add_argument("--warmup", default="2s", help="wrk warm-up per cell (0 for none)")
+    run.add_argument("--timeout", default="5s", help="wrk request timeout")
+    run.add_argument("--workload", default="list", help="list or insert (or list,insert)")
+    run.add_argument("--rows", default="10", help="rows in users before each cell")
+    run.add_argument("--wrk", default="local", help="local (the wrk binary) or docker")
+    run.add_argument("--wrk-image", default=env("WRK_IMAGE", DEFAULT_IMAGE))
+    run.add_argument(
+        "--database-url",
+        default=env("DATABASE_URL", ""),
+        help="use this PostgreSQL instead of starting a throwaway one",
+    )
+    run.add_argument(
+        "--out", default="", help="run directory (default results/runs/<time>-<server>)"
+    )
+    run.add_argument(
+        "--resume",
+        default="",
+        metavar="RUN_DIR",
+        help="run only the cells of RUN_DIR that have no record yet",
+    )
+    run.add_argument(
+        "--dry-run", action="store_true", help="list the cells and the time, run nothing"
+    )
+    run.add_argument("--keep-logs", action="store_true", help="keep server logs in RUN_DIR/logs")
+    run.set_defaults(func=_run)
+
+    rep = sub.add_parser("report", help="regenerate summary.md and results.csv from raw records")
+    rep.add_argument("run_dir")
+    rep.set_defaults(func=_report)
+
+    srv = sub.add_parser("serve", help="a throwaway database and one server, until Ctrl-C")
+    srv.add_argument("--server", default="uvicorn")
+    srv.add_argument("--mode", default="sync")
+    srv.add_argument("--style", default="dependency")
+    srv.add_argument("--rows", default="100")
+    srv.add_argument("--workers", default="1")
+    srv.add_argument("--database-url", default=env("DATABASE_URL", ""))
+    srv.set_defaults(func=_serve)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (Interrupted, KeyboardInterrupt):
+        return 130

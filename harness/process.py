@@ -1,0 +1,106 @@
+"""Child processes: free ports, start and stop in their own process group, CPU accounting.
+
+Every child the harness starts is registered here, so an interrupted run can end them all.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from contextlib import suppress
+
+import psutil
+
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def register_child(proc: subprocess.Popen[bytes]) -> None:
+    _children[proc.pid] = proc
+
+
+def unregister_child(proc: subprocess.Popen[bytes]) -> None:
+    _children.pop(proc.pid, None)
+
+
+def live_children() -> list[subprocess.Popen[bytes]]:
+    return [p for p in _children.values() if p.poll() is None]
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 right now (a race remains; callers retry on 'in use')."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def kill_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """SIGTERM the child's process group, then SIGKILL whatever is left after `grace` seconds."""
+    members = group_members(proc.pid)
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with suppress(subprocess.TimeoutExpired):
+        proc.wait(grace)
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    # Workers that re-parented (e.g. a supervisor killed first) are still in `members`.
+    for member in members:
+        with suppress(psutil.Error):
+            member.kill()
+    with suppress(subprocess.TimeoutExpired):
+        proc.wait(grace)
+    psutil.wait_procs(members, timeout=grace)
+    unregister_child(proc)
+
+
+def kill_all_children() -> None:
+    for proc in list(_children.values()):
+        kill_group(proc, grace=3.0)
+
+
+def group_members(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process, its live descendants and its reaped children.
+
+    Children that exited and were reaped count through their parent's `children_*` times,
+    so a PostgreSQL backend that ended inside the window is not lost.
+    """
+    total = 0.0
+    for proc in group_members(pid):
+        with suppress(psutil.Error):
+            t = proc.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def wait_with_rusage(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int | None, float]:
+    """Wait for `proc` up to `timeout`; return (exit code or None if killed, its CPU seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            unregister_child(proc)
+            return proc.returncode, usage.ru_utime + usage.ru_stime
+        if time.monotonic() > deadline:
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            unregister_child(proc)
+            return None, usage.ru_utime + usage.ru_stime
+        time.sleep(0.05)
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0

@@ -1,0 +1,366 @@
+"""Runs cells, always the same way, and a whole run of them with its metadata and tables.
+
+One cell: reset the data set; start the server fresh; wait until ready (bounded); verify the
+responses and the database; warm up; measure with wrk; stop the server and all its workers;
+read its log; judge.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from harness import postgres, report, wrk
+from harness.errors import HarnessError
+from harness.metadata import git_commit, machine, now_iso, package_versions
+from harness.model import (
+    WORKLOAD_PATH,
+    Cell,
+    CellResult,
+    Cpu,
+    Integrity,
+    Verdict,
+    Workload,
+    WrkResult,
+)
+from harness.process import free_port, kill_all_children, tree_cpu_seconds
+from harness.server import ServerProcess, read_log
+from harness.store import RunDir
+from harness.verdict import judge
+
+MAX_THROWAWAY_CONNECTIONS = 2000
+RESERVED_CONNECTIONS = 10
+POOL_TIMEOUT_GRACE_S = 5.0  # the harness's own checks, pgbench's setup, superuser slots
+
+
+@dataclass(frozen=True)
+class Options:
+    """How cells are run (not what they measure: that is the Cell)."""
+
+    warmup_s: float = 2.0
+    wrk_timeout_s: float = 5.0
+    start_timeout_s: float = 30.0
+    wrk_runner: wrk.WrkRunner = wrk.WrkRunner.local
+    wrk_image: str = wrk.DEFAULT_IMAGE
+    database_url: str | None = None
+    keep_logs: bool = False
+
+    def estimate_s(self, cell: Cell) -> float:
+        overhead = 4.0  # start, verify, stop: measured at 2-4 s on 2 cores
+        return overhead + self.warmup_s + cell.duration_s
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived; everything started has been stopped."""
+
+
+@dataclass
+class Database:
+    url: str
+    pid: int | None  # of the throwaway cluster's postmaster, for CPU accounting
+
+
+def required_connections(cells: Sequence[Cell]) -> int:
+    """The most connections one cell's servers can open: workers x (pool_size + max_overflow)."""
+    return max((c.workers * c.pool.capacity for c in cells), default=0)
+
+
+@contextmanager
+def database(cells: Sequence[Cell], options: Options) -> Iterator[Database]:
+    """The database for a run, checked before any cell runs."""
+    needed = required_connections(cells) + RESERVED_CONNECTIONS
+    if options.database_url:
+        db = postgres.check_reachable(options.database_url)
+        limit = int(postgres.server_settings(db.url)["max_connections"])
+        if needed > limit:
+            raise HarnessError(
+                f"the largest cell needs {needed - RESERVED_CONNECTIONS} connections "
+                f"(workers x (pool_size + max_overflow)) plus {RESERVED_CONNECTIONS} for the "
+                f"harness, but the database allows max_connections={limit}"
+            )
+        yield Database(db.url, None)
+        return
+    if needed > MAX_THROWAWAY_CONNECTIONS:
+        raise HarnessError(
+            f"the largest cell needs {needed} connections; the throwaway PostgreSQL is "
+            f"capped at max_connections={MAX_THROWAWAY_CONNECTIONS}: use smaller pools or workers"
+        )
+    with postgres.throwaway_cluster(max_connections=max(needed, 100)) as db:
+        yield Database(db.url, db.pid)
+
+
+def _server_env(cell: Cell, url: str) -> dict[str, str]:
+    return {
+        "DATABASE_URL": url,
+        "POOL_SIZE": str(cell.pool.size),
+        "MAX_OVERFLOW": str(cell.pool.overflow),
+        "POOL_TIMEOUT": f"{cell.pool_timeout_s:g}",
+        "THREADPOOL_TOKENS": str(cell.tokens),
+        "SESSION_STYLE": str(cell.style),
+    }
+
+
+def _verify(server: ServerProcess, cell: Cell, url: str) -> str | None:
+    """None if the server answers as it should; otherwise what was wrong."""
+    status, body = server.get("/users")
+    if status != 200 or not isinstance(body, list):
+        return f"GET /users answered {status}, not a JSON list"
+    if len(body) != cell.rows:
+        return f"GET /users returned {len(body)} rows, expected {cell.rows}"
+    if any(not isinstance(item, dict) or set(item) != {"email"} for item in body):
+        return "GET /users items are not {email} objects"
+    status, body = server.get(WORKLOAD_PATH[Workload.insert])
+    if status != 200 or not isinstance(body, dict) or not isinstance(body.get("id"), int):
+        return f"GET {WORKLOAD_PATH[Workload.insert]} answered {status} {body!r}"
+    if (count := postgres.count_rows(url)) != cell.rows + 1:
+        return f"the insert endpoint left {count} rows, expected {cell.rows + 1}"
+    postgres.delete_row(url, body["id"])  # back to the recorded data set
+    return None
+
+
+def _cpu_now(server: ServerProcess, db: Database) -> tuple[float, float | None]:
+    return server.cpu_seconds(), (tree_cpu_seconds(db.pid) if db.pid else None)
+
+
+def _await_pool_timeouts(server: ServerProcess, log: Path, deadline: float) -> float:
+    """Keep a stalled server up until its first pool timeout is logged (or `deadline`).
+
+    A stall lasts `pool_timeout` from when requests began to wait; a cell is usually shorter,
+    so without this wait the QueuePool errors that explain the stall would never be seen.
+    """
+    t0 = time.monotonic()
+    while time.monotonic() < deadline and server.alive:
+        if read_log(log).pool_timeouts:
+            break
+        time.sleep(0.25)
+    return time.monotonic() - t0
+
+
+def run_cell(
+    cell: Cell,
+    db: Database,
+    options: Options,
+    best_lower_ok_rps: float | None,
+    log_dir: Path,
+) -> CellResult:
+    started, t0 = now_iso(), time.monotonic()
+    postgres.reset_dataset(db.url, cell.rows)
+    leftover = postgres.drop_client_connections(db.url)
+    log_path = log_dir / f"{cell.id}.log"
+    notes = (
+        [f"{leftover} connections left by an earlier server were terminated"] if leftover else []
+    )
+
+    def finish(verdict: Verdict | None, note: str = "", **figures: Any) -> CellResult:
+        """The record; `verdict` None means judge the measured run, with the log's errors."""
+        counts = read_log(log_path)
+        if not options.keep_logs:
+            log_path.unlink(missing_ok=True)
+        if verdict is None:
+            verdict = judge(figures["wrk"], best_lower_ok_rps, counts.server_errors)
+        return CellResult(
+            cell=cell,
+            verdict=verdict,
+            pool_timeouts=counts.pool_timeouts,
+            server_errors=counts.server_errors,
+            started_at=started,
+            elapsed_s=round(time.monotonic() - t0, 2),
+            note="; ".join(n for n in [*notes, note] if n),
+            log_tail="" if verdict is Verdict.ok else counts.tail,
+            **figures,
+        )
+
+    port = free_port()
+    env = _server_env(cell, db.url)
+    with ServerProcess(cell.server, cell.mode, port, cell.workers, env, log_path) as server:
+        if not server.wait_ready(options.start_timeout_s):
+            why = (
+                "exited" if not server.alive else f"gave no answer in {options.start_timeout_s:g}s"
+            )
+            return finish(Verdict.failed_to_start, f"server {why}")
+        if problem := _verify(server, cell, db.url):
+            return finish(Verdict.failed_verification, problem)
+        command = wrk.WrkCommand(
+            url=server.url(WORKLOAD_PATH[cell.workload]),
+            connections=cell.connections,
+            duration_s=options.warmup_s,
+            threads=wrk.threads_for(cell.connections),
+            timeout_s=options.wrk_timeout_s,
+            runner=options.wrk_runner,
+            image=options.wrk_image,
+        )
+        load_start = time.monotonic()
+        try:
+            warm = wrk.run(command) if options.warmup_s > 0 else None
+            server_cpu0, pg_cpu0 = _cpu_now(server, db)
+            measured = wrk.run(replace(command, duration_s=cell.duration_s))
+            server_cpu1, pg_cpu1 = _cpu_now(server, db)
+        except HarnessError as exc:
+            if server.alive:
+                raise
+            return finish(Verdict.crashed, f"server died: {exc}")
+        if not server.alive:
+            return finish(
+                Verdict.crashed, "server died during the measured run", wrk=measured.result
+            )
+        if judge(measured.result, best_lower_ok_rps) is Verdict.collapsed:
+            waited = _await_pool_timeouts(
+                server, log_path, load_start + cell.pool_timeout_s + POOL_TIMEOUT_GRACE_S
+            )
+            notes.append(f"kept the stalled server up {waited:.0f} s after the run")
+    integrity = _integrity(cell, db.url, [r.result for r in (warm, measured) if r is not None])
+    if integrity and not integrity.ok:
+        notes.append(
+            f"integrity: {integrity.acknowledged} acknowledged, {integrity.rows_added} added"
+        )
+    cpu = Cpu(
+        server_s=round(server_cpu1 - server_cpu0, 2),
+        postgres_s=round(pg_cpu1 - pg_cpu0, 2) if pg_cpu0 is not None and pg_cpu1 else None,
+        wrk_s=round(measured.cpu_s, 2) if options.wrk_runner is wrk.WrkRunner.local else None,
+    )
+    return finish(None, wrk=measured.result, cpu=cpu, integrity=integrity)
+
+
+def _integrity(cell: Cell, url: str, runs: Sequence[WrkResult]) -> Integrity | None:
+    """Rows the insert endpoint really added (read after the server stopped) against 2xx counted."""
+    if cell.workload is not Workload.insert:
+        return None
+    return Integrity(
+        acknowledged=sum(r.ok_requests for r in runs),
+        rows_added=postgres.count_rows(url) - cell.rows,
+        # Each run can end with one request in flight per connection, and a late or broken
+        # response may still have committed its row.
+        unacknowledged_bound=sum(
+            cell.connections + r.timeouts + r.read_errors + r.write_errors for r in runs
+        ),
+    )
+
+
+def best_lower(cell: Cell, done: Sequence[CellResult]) -> float | None:
+    """The variant's best successful req/s at fewer connections, among the results so far."""
+    rates = [
+        r.wrk.ok_rps
+        for r in done
+        if r.wrk and r.cell.variant == cell.variant and r.cell.connections < cell.connections
+    ]
+    return max(rates, default=None)
+
+
+def order(cells: Sequence[Cell]) -> list[Cell]:
+    """Each variant's cells by rising connections, so verdicts can compare with lower loads."""
+    first_seen = {c.variant: i for i, c in reversed(list(enumerate(cells)))}
+    return sorted(cells, key=lambda c: (first_seen[c.variant], c.connections))
+
+
+class Progress:
+    def __init__(self, cells: Sequence[Cell], options: Options, stream: Any = sys.stderr) -> None:
+        self.left = {c.id: options.estimate_s(c) for c in cells}
+        self.total, self.done, self.start = len(cells), 0, time.monotonic()
+        self.stream = stream
+
+    def begin(self, cell: Cell) -> None:
+        elapsed = time.monotonic() - self.start
+        remaining = sum(self.left.values())
+        self.stream.write(
+            f"[{self.done + 1}/{self.total}] {_clock(elapsed)} elapsed, ~{_clock(remaining)} left"
+            f" | {cell.variant} | {cell.connections} connections ... "
+        )
+        self.stream.flush()
+
+    def end(self, result: CellResult) -> None:
+        self.done += 1
+        self.left.pop(result.cell.id, None)
+        w = result.wrk
+        figures = f"{w.ok_rps:.1f} req/s, p99 {w.p99_ms:.1f} ms, {w.failed} failed, " if w else ""
+        pool = f", {result.pool_timeouts} pool timeouts" if result.pool_timeouts else ""
+        self.stream.write(f"{figures}{result.verdict}{pool}\n")
+        self.stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+@contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def new_metadata(cells: Sequence[Cell], options: Options, parameters: dict[str, Any]) -> dict:
+    return {
+        "format": 1,
+        "started_at": now_iso(),
+        "complete": False,
+        "git": git_commit(),
+        "machine": machine(),
+        "packages": package_versions(),
+        "parameters": parameters,
+        "options": {
+            k: str(v) if not isinstance(v, (int, float, bool, type(None))) else v
+            for k, v in asdict(options).items()
+            if k != "database_url"
+        },
+        "database": {"managed": options.database_url is None},
+        "cells": [c.to_json() for c in cells],
+    }
+
+
+def execute(run: RunDir, options: Options, stream: Any = sys.stderr) -> list[CellResult]:
+    """Run every cell of `run` that has no record yet; write each record the moment it exists."""
+    meta = run.metadata()
+    cells = order([Cell.from_json(c) for c in meta["cells"]])
+    done = run.records()
+    done_ids = {r.cell.id for r in done}
+    todo = [c for c in cells if c.id not in done_ids]
+    progress = Progress(todo, options, stream)
+    try:
+        with ExitStack() as stack:
+            stack.enter_context(_signals_interrupt())
+            log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="syncasync-")))
+            if options.keep_logs:
+                log_dir = run.path / "logs"
+                log_dir.mkdir(exist_ok=True)
+            db = stack.enter_context(database(cells, options))
+            settings = postgres.server_settings(db.url)
+            run.update_metadata(
+                database={**meta.get("database", {}), **settings},
+                wrk_version=wrk.version(options.wrk_runner, options.wrk_image),
+            )
+            for cell in todo:
+                progress.begin(cell)
+                result = run_cell(cell, db, options, best_lower(cell, done), log_dir)
+                run.write_record(result)
+                done.append(result)
+                progress.end(result)
+                report.write(run)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        kill_all_children()
+        run.update_metadata(complete=False, interrupted_at=now_iso(), interrupted_by=str(exc))
+        report.write(run)
+        stream.write(
+            f"\ninterrupted ({exc}); {len(done)} of {len(cells)} cells kept in {run.path}\n"
+            f"resume with: python -m harness run --resume {run.path}\n"
+        )
+        raise
+    finally:
+        kill_all_children()
+    run.update_metadata(complete=True, finished_at=now_iso())
+    report.write(run)
+    return done

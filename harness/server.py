@@ -1,0 +1,111 @@
+"""One server process for one cell: started from the registry, waited for, stopped, its log read."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.metadata import PROJECT_ROOT
+from harness.process import kill_group, register_child, tree_cpu_seconds
+from servers.registry import Launch, Mode, server_argv
+
+POOL_TIMEOUT_LINE = re.compile(r"QueuePool limit of size \d+ overflow \d+ reached")
+# uvicorn (also under gunicorn) and hypercorn say this once per failed request.
+SERVER_ERROR_LINE = re.compile(r"Exception in ASGI application|Error in ASGI Framework")
+
+
+@dataclass(frozen=True)
+class LogCounts:
+    pool_timeouts: int
+    server_errors: int
+    tail: str
+
+
+def read_log(path: Path, tail_lines: int = 30) -> LogCounts:
+    pool_timeouts = server_errors = 0
+    tail: list[str] = []
+    with open(path, errors="replace") as log:
+        for line in log:
+            if line.startswith("sqlalchemy.exc.TimeoutError") and POOL_TIMEOUT_LINE.search(line):
+                pool_timeouts += 1
+            if SERVER_ERROR_LINE.search(line):
+                server_errors += 1
+            tail.append(line.rstrip("\n"))
+            if len(tail) > tail_lines:
+                tail.pop(0)
+    return LogCounts(pool_timeouts, server_errors, "\n".join(tail))
+
+
+class ServerProcess:
+    """A server started fresh for one cell; use as a context manager so it always stops."""
+
+    def __init__(
+        self, server: str, mode: Mode, port: int, workers: int, env: dict[str, str], log: Path
+    ) -> None:
+        self.argv = server_argv(server, Launch(mode=mode, port=port, workers=workers))
+        self.port = port
+        self.log = log
+        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> ServerProcess:
+        with open(self.log, "wb") as log:
+            # Own session: the whole group (arbiter and workers) can be signalled at once.
+            self.proc = subprocess.Popen(
+                self.argv,
+                cwd=PROJECT_ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        register_child(self.proc)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, grace: float = 3.0) -> None:
+        if self.proc is not None:
+            kill_group(self.proc, grace=grace)
+
+    def cpu_seconds(self) -> float:
+        return tree_cpu_seconds(self.proc.pid) if self.proc else 0.0
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Poll /health until it answers 200, the process dies, or `timeout` passes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive:
+                return False
+            try:
+                status, _ = self.get("/health", timeout=1.0)
+                if status == 200:
+                    return True
+            except OSError:
+                pass
+            time.sleep(0.05)
+        return False
+
+    def get(self, path: str, timeout: float = 10.0) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(self.url(path), timeout=timeout) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            return exc.code, None

@@ -1,0 +1,138 @@
+"""wrk: the argv (local binary or a container), running it, and parsing the Lua script's JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from harness.errors import HarnessError
+from harness.model import WrkResult
+from harness.process import register_child, wait_with_rusage
+
+SCRIPT = Path(__file__).resolve().parent / "wrk_report.lua"
+MARKER = "WRK_JSON "
+DEFAULT_IMAGE = "skandyla/wrk"  # the seed's image; its entrypoint is wrk
+
+
+class WrkRunner(StrEnum):
+    local = "local"
+    docker = "docker"
+
+
+@dataclass(frozen=True)
+class WrkCommand:
+    url: str
+    connections: int
+    duration_s: float
+    threads: int
+    timeout_s: float
+    runner: WrkRunner = WrkRunner.local
+    image: str = DEFAULT_IMAGE
+
+    def argv(self) -> list[str]:
+        options = [
+            "-t",
+            str(self.threads),
+            "-c",
+            str(self.connections),
+            "-d",
+            f"{self.duration_s:g}s",
+            "--timeout",
+            f"{self.timeout_s:g}s",
+        ]
+        if self.runner is WrkRunner.local:
+            return [local_binary(), *options, "-s", str(SCRIPT), self.url]
+        # Host networking so 127.0.0.1 inside the container is the host's loopback.
+        return [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "-v",
+            f"{SCRIPT.parent}:/scripts:ro",
+            self.image,
+            *options,
+            "-s",
+            f"/scripts/{SCRIPT.name}",
+            self.url,
+        ]
+
+
+def threads_for(connections: int, cores: int | None = None) -> int:
+    return max(1, min(connections, cores or os.cpu_count() or 1))
+
+
+def local_binary() -> str:
+    found = shutil.which("wrk")
+    if not found:
+        raise HarnessError(
+            "wrk not found on PATH; install it (sudo apt-get install -y wrk) or use WRK=docker"
+        )
+    return found
+
+
+def version(runner: WrkRunner = WrkRunner.local, image: str = DEFAULT_IMAGE) -> str:
+    argv = (
+        [local_binary(), "-v"]
+        if runner is WrkRunner.local
+        else ["docker", "run", "--rm", image, "-v"]
+    )
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    return (out.stdout + out.stderr).strip().splitlines()[0] if (out.stdout + out.stderr) else ""
+
+
+def parse(stdout: str) -> WrkResult:
+    """The result from wrk's stdout: the one line the Lua done() hook printed."""
+    lines = [line for line in stdout.splitlines() if line.startswith(MARKER)]
+    if len(lines) != 1:
+        raise ValueError(f"expected one {MARKER.strip()} line in wrk output, found {len(lines)}")
+    data = json.loads(lines[0][len(MARKER) :])
+    lat, err = data["latency_us"], data["errors"]
+    return WrkResult(
+        requests=int(data["requests"]),
+        duration_s=data["duration_us"] / 1e6,
+        bytes=int(data["bytes"]),
+        p50_ms=lat["p50"] / 1e3,
+        p90_ms=lat["p90"] / 1e3,
+        p99_ms=lat["p99"] / 1e3,
+        p999_ms=lat["p999"] / 1e3,
+        max_ms=lat["max"] / 1e3,
+        mean_ms=lat["mean"] / 1e3,
+        connect_errors=int(err["connect"]),
+        read_errors=int(err["read"]),
+        write_errors=int(err["write"]),
+        timeouts=int(err["timeout"]),
+        status_errors=int(err["status"]),
+    )
+
+
+@dataclass(frozen=True)
+class WrkRun:
+    result: WrkResult
+    cpu_s: float
+
+
+def run(command: WrkCommand, grace_s: float = 15.0) -> WrkRun:
+    """Run wrk to completion (killed if it overruns by `grace_s`) and parse its report."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(command.argv(), stdout=out, stderr=err, start_new_session=True)
+        register_child(proc)
+        code, cpu = wait_with_rusage(proc, command.duration_s + grace_s)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    if code is None:
+        raise HarnessError(f"wrk did not finish within {command.duration_s + grace_s:g}s")
+    try:
+        return WrkRun(parse(stdout), cpu)
+    except (ValueError, KeyError) as exc:
+        raise HarnessError(
+            f"wrk exited {code} without a report ({exc}): {stderr.strip()[-300:]}"
+        ) from None

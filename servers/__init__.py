@@ -1,0 +1,1 @@
+"""How each server is launched: one registry (`servers.registry`) and the config files it names."""

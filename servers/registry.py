@@ -1,0 +1,126 @@
+"""The one registry of servers: for a server, an app, a host, a port and a worker count, the argv.
+
+The harness, `make serve` and the compose file all take their command lines from here.
+"""
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+CONFIG_DIR = Path(__file__).resolve().parent
+LOOPBACK = "127.0.0.1"
+
+
+class Mode(StrEnum):
+    sync = "sync"
+    async_ = "async"
+
+
+class ServerName(StrEnum):
+    uvicorn = "uvicorn"
+    gunicorn = "gunicorn"
+    hypercorn = "hypercorn"
+
+
+# The seed's ports for `make serve` and compose: async on 8000, sync on 8001.
+SEED_PORTS = {Mode.async_: 8000, Mode.sync: 8001}
+
+APP_FACTORY = {Mode.sync: "app.sync_app:create_app", Mode.async_: "app.async_app:create_app"}
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What a server needs to know to start: which app, where, how many processes."""
+
+    mode: Mode
+    port: int
+    workers: int = 1
+    host: str = LOOPBACK
+    python: str = sys.executable
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"port must be 1-65535, got {self.port}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
+
+
+def _uvicorn(launch: Launch) -> list[str]:
+    return [
+        launch.python,
+        "-m",
+        "uvicorn",
+        "--factory",
+        APP_FACTORY[launch.mode],
+        "--host",
+        launch.host,
+        "--port",
+        str(launch.port),
+        "--workers",
+        str(launch.workers),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+
+
+def _gunicorn(launch: Launch) -> list[str]:
+    return [
+        launch.python,
+        "-m",
+        "gunicorn",
+        "--config",
+        str(CONFIG_DIR / "gunicorn.conf.py"),
+        "--bind",
+        f"{launch.host}:{launch.port}",
+        "--workers",
+        str(launch.workers),
+        f"{APP_FACTORY[launch.mode]}()",
+    ]
+
+
+def _hypercorn(launch: Launch) -> list[str]:
+    return [
+        launch.python,
+        "-m",
+        "hypercorn",
+        "--config",
+        str(CONFIG_DIR / "hypercorn.toml"),
+        "--bind",
+        f"{launch.host}:{launch.port}",
+        "--workers",
+        str(launch.workers),
+        f"{APP_FACTORY[launch.mode]}()",
+    ]
+
+
+@dataclass(frozen=True)
+class Server:
+    name: ServerName
+    describe: str
+    argv: Callable[[Launch], list[str]]
+
+
+REGISTRY: dict[ServerName, Server] = {
+    s.name: s
+    for s in (
+        Server(ServerName.uvicorn, "uvicorn (uvloop, httptools)", _uvicorn),
+        Server(ServerName.gunicorn, "gunicorn with uvicorn workers", _gunicorn),
+        Server(ServerName.hypercorn, "hypercorn (asyncio workers)", _hypercorn),
+    )
+}
+
+
+def server_argv(name: str, launch: Launch) -> list[str]:
+    """The argv that starts `name` for `launch`; the working directory must be the project root."""
+    try:
+        server = REGISTRY[ServerName(name)]
+    except ValueError:
+        raise ValueError(f"unknown server {name!r}; choose from {', '.join(REGISTRY)}") from None
+    return server.argv(launch)
