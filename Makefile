@@ -48,7 +48,25 @@ lint: venv
 	$(PY) -m ruff format --check .
 
 serve: setup
-	$(PY) -m harness serve --server $(SERVER) --mode $(MODE)
+	$(PY) -m harness serve --server $(SERVER) --mode $(MODE) \
+		$(if $(STYLE),--style $(STYLE)) $(if $(ROWS),--rows $(ROWS)) $(if $(WORKERS),--workers $(WORKERS))
+
+# Each variable maps onto one flag of `python -m harness run`; unset ones take its defaults.
+BENCH_FLAGS = --server $(SERVER) \
+	$(if $(MODES),--modes $(MODES)) $(if $(STYLES),--styles $(STYLES)) \
+	$(if $(POOLS),--pools $(POOLS)) $(if $(POOL_TIMEOUT),--pool-timeout $(POOL_TIMEOUT)) \
+	$(if $(TOKENS),--tokens $(TOKENS)) $(if $(WORKERS),--workers $(WORKERS)) \
+	$(if $(CONNECTIONS),--connections $(CONNECTIONS)) $(if $(DURATION),--duration $(DURATION)) \
+	$(if $(WARMUP),--warmup $(WARMUP)) $(if $(WORKLOAD),--workload $(WORKLOAD)) \
+	$(if $(ROWS),--rows $(ROWS)) $(if $(WRK),--wrk $(WRK)) $(if $(OUT),--out $(OUT)) \
+	$(if $(DATABASE_URL),--database-url $(DATABASE_URL)) $(if $(WRK_IMAGE),--wrk-image $(WRK_IMAGE)) \
+	$(if $(RESUME),--resume $(RESUME)) $(if $(DRY_RUN),--dry-run)
+
+bench: setup
+	$(PY) -m harness run $(BENCH_FLAGS)
+
+report: venv
+	$(PY) -m harness report $(RUN)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

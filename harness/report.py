@@ -8,9 +8,11 @@ from collections.abc import Sequence
 from itertools import groupby
 from typing import Any
 
+from app.settings import SessionStyle
 from harness import verdict as rules
 from harness.model import WORKLOAD_PATH, Cell, CellResult
 from harness.store import RunDir
+from servers.registry import Mode
 
 VARIANT_FIELDS = ("mode", "style", "pool", "pool_timeout_s", "tokens", "workers")
 
@@ -31,6 +33,18 @@ def _label(cell: Cell, varying: Sequence[str]) -> str:
     return " ".join(parts)
 
 
+def _variant_order(cell: Cell) -> tuple:
+    """Sync before async, styles in their declared order, then pools, tokens, workers."""
+    return (
+        list(Mode).index(cell.mode),
+        list(SessionStyle).index(cell.style),
+        cell.pool,
+        cell.pool_timeout_s,
+        cell.tokens,
+        cell.workers,
+    )
+
+
 def _varying(cells: Sequence[Cell]) -> list[str]:
     return [f for f in VARIANT_FIELDS if len({getattr(c, f) for c in cells}) > 1]
 
@@ -43,7 +57,7 @@ def seed_tables(records: Sequence[CellResult]) -> str:
         rows = list(group)
         varying = _varying([r.cell for r in rows])
         labels: dict[str, str] = {}
-        for r in sorted(rows, key=lambda r: (str(r.cell.mode) != "sync", r.cell.variant)):
+        for r in sorted(rows, key=lambda r: _variant_order(r.cell)):
             labels.setdefault(r.cell.variant, _label(r.cell, varying))
         by = {(r.cell.variant, r.cell.connections): r for r in rows}
         cell0 = rows[0].cell

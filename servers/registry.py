@@ -39,6 +39,7 @@ class Launch:
     workers: int = 1
     host: str = LOOPBACK
     python: str = sys.executable
+    config_dir: Path = CONFIG_DIR  # where this machine (or container) has servers/
 
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65535:
@@ -76,7 +77,7 @@ def _gunicorn(launch: Launch) -> list[str]:
         "-m",
         "gunicorn",
         "--config",
-        str(CONFIG_DIR / "gunicorn.conf.py"),
+        str(launch.config_dir / "gunicorn.conf.py"),
         "--bind",
         f"{launch.host}:{launch.port}",
         "--workers",
@@ -91,7 +92,7 @@ def _hypercorn(launch: Launch) -> list[str]:
         "-m",
         "hypercorn",
         "--config",
-        str(CONFIG_DIR / "hypercorn.toml"),
+        str(launch.config_dir / "hypercorn.toml"),
         "--bind",
         f"{launch.host}:{launch.port}",
         "--workers",

@@ -1,0 +1,81 @@
+"""Both apps, every session style, every endpoint, in-process against the real PostgreSQL."""
+
+from collections.abc import Iterator
+
+import anyio.to_thread
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from app import async_app, sync_app
+from app.settings import SessionStyle, Settings
+from harness import postgres
+
+APPS = {"sync": sync_app, "async": async_app}
+
+
+@pytest.fixture(params=[(m, s) for m in APPS for s in SessionStyle], ids=lambda p: f"{p[0]}-{p[1]}")
+def client(request: pytest.FixtureRequest, db_url: str) -> Iterator[TestClient]:
+    mode, style = request.param
+    settings = Settings(DATABASE_URL=db_url, SESSION_STYLE=style, THREADPOOL_TOKENS=7)
+    app: FastAPI = APPS[mode].create_app(settings)
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def test_health_needs_no_database() -> None:
+    settings = Settings(DATABASE_URL="postgresql://nobody@127.0.0.1:1/none")
+    for module in APPS.values():
+        with TestClient(module.create_app(settings)) as c:
+            assert c.get("/health").json() == {"status": "ok"}
+
+
+def test_users_returns_every_row_as_email_objects(client: TestClient, db_url: str) -> None:
+    response = client.get("/users")
+    assert response.status_code == 200
+    body = response.json()
+    assert len(body) == postgres.count_rows(db_url) == 10
+    assert all(set(item) == {"email"} for item in body)
+    assert body[0] == {"email": "user1@example.com"}
+
+
+def test_insert_adds_exactly_one_row_and_returns_its_id(client: TestClient, db_url: str) -> None:
+    before = postgres.count_rows(db_url)
+    first = client.get("/users/insert-data-to-test").json()
+    second = client.get("/users/insert-data-to-test").json()
+    assert postgres.count_rows(db_url) == before + 2
+    assert second["id"] == first["id"] + 1
+    assert len(client.get("/users").json()) == before + 2
+
+
+def test_threadpool_tokens_are_applied_in_the_running_loop(client: TestClient) -> None:
+    async def tokens() -> float:
+        return anyio.to_thread.current_default_thread_limiter().total_tokens
+
+    # The TestClient's portal runs in the app's loop, where the lifespan set the limiter.
+    assert client.portal.call(tokens) == 7  # type: ignore[union-attr]
+
+
+def test_limited_style_caps_the_dependency_at_pool_capacity(db_url: str) -> None:
+    settings = Settings(DATABASE_URL=db_url, SESSION_STYLE="limited", POOL_SIZE=3, MAX_OVERFLOW=2)
+    for module in APPS.values():
+        app = module.create_app(settings)
+        limits = {
+            d.max_concurrency
+            for route in app.routes
+            if getattr(route, "path", "").startswith("/users")
+            for d in _depends(route)
+        }
+        assert limits == {5}
+
+
+def _depends(route: object) -> list:
+    import inspect
+    import typing
+
+    hints = typing.get_type_hints(route.endpoint, include_extras=True)  # type: ignore[attr-defined]
+    found = []
+    for name in inspect.signature(route.endpoint).parameters:  # type: ignore[attr-defined]
+        for meta in getattr(hints.get(name), "__metadata__", ()):
+            found.append(meta)
+    return found

@@ -1,0 +1,51 @@
+"""Each server really starts from the registry and answers, in both modes (real processes)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from harness.process import free_port
+from harness.server import ServerProcess
+from servers.registry import Mode, ServerName
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("server", list(ServerName))
+@pytest.mark.parametrize("mode", list(Mode))
+def test_server_starts_and_answers(server: str, mode: Mode, db_url: str, tmp_path: Path) -> None:
+    env = {"DATABASE_URL": db_url}
+    proc = ServerProcess(server, mode, free_port(), 2, env, tmp_path / "server.log")
+    with proc:
+        assert proc.wait_ready(30), (tmp_path / "server.log").read_text()
+        assert proc.get("/health") == (200, {"status": "ok"})
+        status, body = proc.get("/users")
+        assert status == 200 and len(body) == 10
+        assert proc.proc is not None
+        members = psutil.Process(proc.proc.pid).children(recursive=True)
+        listening = {
+            c.laddr
+            for p in [psutil.Process(proc.proc.pid), *members]
+            for c in p.net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN
+        }
+        assert listening and all(addr.ip == "127.0.0.1" for addr in listening)
+    assert not proc.alive
+    assert all(not m.is_running() or m.status() == psutil.STATUS_ZOMBIE for m in members)
+
+
+def test_bad_setting_stops_the_server_with_a_clear_message(db_url: str) -> None:
+    env = {"DATABASE_URL": db_url, "POOL_SIZE": "zero", "PATH": ""}
+    out = subprocess.run(
+        [sys.executable, "-c", "from app.sync_app import create_app; create_app()"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1
+    assert "invalid settings: POOL_SIZE: Input should be a valid integer" in out.stderr
+    assert "Traceback" not in out.stderr
