@@ -10,9 +10,9 @@ from typing import Any
 
 from app.settings import SessionStyle
 from harness import verdict as rules
-from harness.model import WORKLOAD_PATH, Cell, CellResult
+from harness.model import WORKLOAD_PATH, Cell, CellResult, Workload
 from harness.store import RunDir
-from servers.registry import Mode
+from servers.registry import Mode, ServerName
 
 VARIANT_FIELDS = ("mode", "style", "pool", "pool_timeout_s", "tokens", "workers")
 
@@ -52,8 +52,11 @@ def _varying(cells: Sequence[Cell]) -> list[str]:
 def seed_tables(records: Sequence[CellResult]) -> str:
     """One table per server and workload: rows are connections, columns each variant's figures."""
     out = []
-    key = lambda r: (str(r.cell.server), str(r.cell.workload))  # noqa: E731
-    for (server, workload), group in groupby(sorted(records, key=key), key=key):
+
+    def key(r: CellResult) -> tuple[int, int]:
+        return list(ServerName).index(r.cell.server), list(Workload).index(r.cell.workload)
+
+    for _, group in groupby(sorted(records, key=key), key=key):
         rows = list(group)
         varying = _varying([r.cell for r in rows])
         labels: dict[str, str] = {}
@@ -62,7 +65,7 @@ def seed_tables(records: Sequence[CellResult]) -> str:
         by = {(r.cell.variant, r.cell.connections): r for r in rows}
         cell0 = rows[0].cell
         out.append(
-            f"## {server} · {workload} (`GET {WORKLOAD_PATH[cell0.workload]}`, "
+            f"## {cell0.server} · {cell0.workload} (`GET {WORKLOAD_PATH[cell0.workload]}`, "
             f"{cell0.rows} rows, {cell0.duration_s:g} s per cell)\n"
         )
         header = ["connections"]

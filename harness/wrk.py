@@ -104,7 +104,7 @@ def parse(stdout: str) -> WrkResult:
         p99_ms=lat["p99"] / 1e3,
         p999_ms=lat["p999"] / 1e3,
         max_ms=lat["max"] / 1e3,
-        mean_ms=lat["mean"] / 1e3,
+        mean_ms=round(lat["mean"] / 1e3, 3),
         connect_errors=int(err["connect"]),
         read_errors=int(err["read"]),
         write_errors=int(err["write"]),

@@ -1,0 +1,108 @@
+"""The harness end to end: real PostgreSQL, real servers, real wrk, 1-3 s cells."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.model import Verdict
+from harness.store import RunDir
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def harness(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_two_cell_run_writes_records_metadata_and_tables(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    done = harness(
+        "run",
+        "--modes",
+        "sync,async",
+        "--styles",
+        "context",
+        "--connections",
+        "4",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0",
+        "--rows",
+        "5",
+        "--workload",
+        "insert",
+        "--out",
+        str(out),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "[2/2]" in done.stderr
+    run = RunDir.open(out)
+    records = run.records()
+    assert len(records) == 2
+    for r in records:
+        assert r.verdict is Verdict.ok, r
+        assert r.wrk is not None and r.wrk.ok_requests > 0
+        assert r.cpu is not None and r.cpu.server_s is not None and r.cpu.postgres_s is not None
+        assert r.integrity is not None and r.integrity.ok and r.integrity.missing == 0
+        assert r.integrity.acknowledged == r.wrk.ok_requests  # no warm-up in this run
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["complete"] is True
+    assert meta["machine"]["cpu_count"] >= 1 and meta["machine"]["cpu_model"]
+    assert meta["packages"]["fastapi"] and meta["database"]["server_version"].startswith("1")
+    assert meta["wrk_version"].startswith("wrk")
+    assert len(meta["git"]["sha"]) == 40 or meta["git"]["sha"] == "unknown"
+    assert meta["parameters"]["connections"] == "4"
+    summary = (out / "summary.md").read_text()
+    assert "| connections | sync context req/s |" in summary
+    assert "async context req/s" in summary
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [r["mode"] for r in rows] == ["async", "sync"]
+    assert all(int(r["rows_added"]) >= int(r["ok_requests"]) for r in rows)
+
+
+def test_small_reproduction_of_the_sync_failure(tmp_path: Path) -> None:
+    """4 threadpool tokens, pool 1+1, pool_timeout 2 s, 16 connections: the mechanism in small."""
+    out = tmp_path / "repro"
+    done = harness(
+        "run",
+        "--modes",
+        "sync",
+        "--styles",
+        "dependency,context",
+        "--pools",
+        "1+1",
+        "--tokens",
+        "4",
+        "--pool-timeout",
+        "2s",
+        "--connections",
+        "1,16",
+        "--duration",
+        "2s",
+        "--warmup",
+        "1s",
+        "--out",
+        str(out),
+    )
+    assert done.returncode == 0, done.stderr
+    by = {(r.cell.style, r.cell.connections): r for r in RunDir.open(out).records()}
+    dependency, context = by[("dependency", 16)], by[("context", 16)]
+    assert dependency.verdict is Verdict.collapsed, dependency
+    assert dependency.pool_timeouts > 0
+    assert "QueuePool limit of size 1 overflow 1 reached" in dependency.log_tail
+    assert context.verdict is Verdict.ok, context
+    assert context.pool_timeouts == 0
+    assert context.wrk is not None and context.wrk.ok_rps > 50
