@@ -21,7 +21,7 @@ from harness.parse import (
     parse_positive_ints,
     parse_servers,
 )
-from harness.runner import Interrupted, Options, execute, new_metadata, order
+from harness.runner import Interrupted, Options, execute, new_metadata, order, preflight
 from harness.store import RunDir
 from harness.wrk import DEFAULT_IMAGE, WrkRunner
 from servers.registry import Mode
@@ -89,6 +89,7 @@ def _run(args: argparse.Namespace) -> int:
             print(cell.id)
         print(f"{len(cells)} cells, about {total / 60:.1f} minutes")
         return 0
+    preflight(cells, options)
     if not args.resume:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path(args.out) if args.out else RESULTS / f"{stamp}-{args.server.replace(',', '-')}"

@@ -19,7 +19,7 @@ from types import FrameType
 from typing import Any
 
 from harness import postgres, report, wrk
-from harness.errors import HarnessError
+from harness.errors import HarnessError, UsageError
 from harness.metadata import git_commit, machine, now_iso, package_versions
 from harness.model import (
     WORKLOAD_PATH,
@@ -73,26 +73,27 @@ def required_connections(cells: Sequence[Cell]) -> int:
     return max((c.workers * c.pool.capacity for c in cells), default=0)
 
 
+def check_capacity(cells: Sequence[Cell], limit: int, where: str) -> None:
+    needed = required_connections(cells)
+    if needed + RESERVED_CONNECTIONS > limit:
+        raise UsageError(
+            f"the largest cell needs {needed} connections (workers x (pool_size + max_overflow)) "
+            f"plus {RESERVED_CONNECTIONS} for the harness, but {where} allows "
+            f"max_connections={limit}"
+        )
+
+
 @contextmanager
 def database(cells: Sequence[Cell], options: Options) -> Iterator[Database]:
     """The database for a run, checked before any cell runs."""
-    needed = required_connections(cells) + RESERVED_CONNECTIONS
     if options.database_url:
         db = postgres.check_reachable(options.database_url)
         limit = int(postgres.server_settings(db.url)["max_connections"])
-        if needed > limit:
-            raise HarnessError(
-                f"the largest cell needs {needed - RESERVED_CONNECTIONS} connections "
-                f"(workers x (pool_size + max_overflow)) plus {RESERVED_CONNECTIONS} for the "
-                f"harness, but the database allows max_connections={limit}"
-            )
+        check_capacity(cells, limit, "the database")
         yield Database(db.url, None)
         return
-    if needed > MAX_THROWAWAY_CONNECTIONS:
-        raise HarnessError(
-            f"the largest cell needs {needed} connections; the throwaway PostgreSQL is "
-            f"capped at max_connections={MAX_THROWAWAY_CONNECTIONS}: use smaller pools or workers"
-        )
+    check_capacity(cells, MAX_THROWAWAY_CONNECTIONS, "the throwaway PostgreSQL (capped)")
+    needed = required_connections(cells) + RESERVED_CONNECTIONS
     with postgres.throwaway_cluster(max_connections=max(needed, 100)) as db:
         yield Database(db.url, db.pid)
 
@@ -144,6 +145,24 @@ def _await_pool_timeouts(server: ServerProcess, log: Path, deadline: float) -> f
     return time.monotonic() - t0
 
 
+PORT_IN_USE = ("address already in use", "Address already in use")
+
+
+@contextmanager
+def _start(cell: Cell, url: str, options: Options, log: Path) -> Iterator[ServerProcess]:
+    """Start the cell's server and wait until it answers; another port if the one picked was
+    taken in the meantime (a port in use must never fail a cell)."""
+    env = _server_env(cell, url)
+    for attempt in range(3):
+        server = ServerProcess(cell.server, cell.mode, free_port(), cell.workers, env, log)
+        with server:
+            server.ready = server.wait_ready(options.start_timeout_s)
+            text = "" if server.ready else log.read_text(errors="replace")
+            if not any(m in text for m in PORT_IN_USE) or attempt == 2:
+                yield server
+                return
+
+
 def run_cell(
     cell: Cell,
     db: Database,
@@ -153,11 +172,8 @@ def run_cell(
 ) -> CellResult:
     started, t0 = now_iso(), time.monotonic()
     postgres.reset_dataset(db.url, cell.rows)
-    leftover = postgres.drop_client_connections(db.url)
     log_path = log_dir / f"{cell.id}.log"
-    notes = (
-        [f"{leftover} connections left by an earlier server were terminated"] if leftover else []
-    )
+    notes: list[str] = []
 
     def finish(verdict: Verdict | None, note: str = "", **figures: Any) -> CellResult:
         """The record; `verdict` None means judge the measured run, with the log's errors."""
@@ -178,10 +194,8 @@ def run_cell(
             **figures,
         )
 
-    port = free_port()
-    env = _server_env(cell, db.url)
-    with ServerProcess(cell.server, cell.mode, port, cell.workers, env, log_path) as server:
-        if not server.wait_ready(options.start_timeout_s):
+    with _start(cell, db.url, options, log_path) as server:
+        if not server.ready:
             why = (
                 "exited" if not server.alive else f"gave no answer in {options.start_timeout_s:g}s"
             )
@@ -206,16 +220,21 @@ def run_cell(
         except HarnessError as exc:
             if server.alive:
                 raise
-            return finish(Verdict.crashed, f"server died: {exc}")
+            return finish(Verdict.crashed, f"server {server.exit_status()}: {exc}")
         if not server.alive:
             return finish(
-                Verdict.crashed, "server died during the measured run", wrk=measured.result
+                Verdict.crashed,
+                f"server {server.exit_status()} during the measured run",
+                wrk=measured.result,
             )
         if judge(measured.result, best_lower_ok_rps) is Verdict.collapsed:
             waited = _await_pool_timeouts(
                 server, log_path, load_start + cell.pool_timeout_s + POOL_TIMEOUT_GRACE_S
             )
             notes.append(f"kept the stalled server up {waited:.0f} s after the run")
+    # A stopped server must leave no connection behind for the next cell.
+    if left := postgres.drop_client_connections(db.url):
+        notes.append(f"{left} connections outlived the server and were terminated")
     integrity = _integrity(cell, db.url, [r.result for r in (warm, measured) if r is not None])
     if integrity and not integrity.ok:
         notes.append(
@@ -293,6 +312,9 @@ def _clock(seconds: float) -> str:
 @contextmanager
 def _signals_interrupt() -> Iterator[None]:
     def handler(signum: int, frame: FrameType | None) -> None:
+        # Further signals are ignored so that the clean-up they interrupt runs to the end.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
         raise Interrupted(signal.Signals(signum).name)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -320,6 +342,19 @@ def new_metadata(cells: Sequence[Cell], options: Options, parameters: dict[str, 
         "database": {"managed": options.database_url is None},
         "cells": [c.to_json() for c in cells],
     }
+
+
+def preflight(cells: Sequence[Cell], options: Options) -> None:
+    """What can be checked before a run directory is made or a cell runs."""
+    if options.wrk_runner is wrk.WrkRunner.local:
+        wrk.local_binary()
+    if options.database_url:
+        with database(cells, options):
+            pass
+        return
+    postgres.find_binary("initdb")
+    postgres.find_binary("postgres")
+    check_capacity(cells, MAX_THROWAWAY_CONNECTIONS, "the throwaway PostgreSQL (capped)")
 
 
 def execute(run: RunDir, options: Options, stream: Any = sys.stderr) -> list[CellResult]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 import urllib.error
@@ -55,6 +56,7 @@ class ServerProcess:
         self.log = log
         self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self.proc: subprocess.Popen[bytes] | None = None
+        self.ready = False
 
     def __enter__(self) -> ServerProcess:
         with open(self.log, "wb") as log:
@@ -77,6 +79,14 @@ class ServerProcess:
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def exit_status(self) -> str:
+        code = self.proc.poll() if self.proc else None
+        if code is None:
+            return "is running"
+        if code < 0:
+            return f"was killed by {signal.Signals(-code).name}"
+        return f"exited with code {code}"
 
     def stop(self, grace: float = 3.0) -> None:
         if self.proc is not None:

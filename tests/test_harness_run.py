@@ -103,6 +103,10 @@ def test_small_reproduction_of_the_sync_failure(tmp_path: Path) -> None:
     assert dependency.verdict is Verdict.collapsed, dependency
     assert dependency.pool_timeouts > 0
     assert "QueuePool limit of size 1 overflow 1 reached" in dependency.log_tail
+    # The frozen cell ends on time: warm-up, run, and at most pool_timeout + 5 s of waiting for
+    # the pool timeouts, plus start and stop; its server is killed and leaves no connection.
+    assert dependency.elapsed_s < 1 + 2 + 2 + 5 + 10
+    assert "outlived" not in dependency.note
     assert context.verdict is Verdict.ok, context
     assert context.pool_timeouts == 0
     assert context.wrk is not None and context.wrk.ok_rps > 50
