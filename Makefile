@@ -52,8 +52,9 @@ serve: setup
 		$(if $(STYLE),--style $(STYLE)) $(if $(ROWS),--rows $(ROWS)) $(if $(WORKERS),--workers $(WORKERS))
 
 # Each variable maps onto one flag of `python -m harness run`; unset ones take its defaults.
-BENCH_FLAGS = --server $(SERVER) \
-	$(if $(MODES),--modes $(MODES)) $(if $(STYLES),--styles $(STYLES)) \
+# With TARGET (a running server on 127.0.0.1) the harness starts nothing: MODE names its app.
+BENCH_FLAGS = $(if $(TARGET),--target $(TARGET) --modes $(or $(MODES),$(MODE)),\
+	--server $(SERVER) $(if $(MODES),--modes $(MODES))) $(if $(STYLES),--styles $(STYLES)) \
 	$(if $(POOLS),--pools $(POOLS)) $(if $(POOL_TIMEOUT),--pool-timeout $(POOL_TIMEOUT)) \
 	$(if $(TOKENS),--tokens $(TOKENS)) $(if $(WORKERS),--workers $(WORKERS)) \
 	$(if $(CONNECTIONS),--connections $(CONNECTIONS)) $(if $(DURATION),--duration $(DURATION)) \

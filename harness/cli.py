@@ -20,6 +20,7 @@ from harness.parse import (
     parse_pools,
     parse_positive_ints,
     parse_servers,
+    parse_target,
 )
 from harness.runner import Interrupted, Options, execute, new_metadata, order, preflight
 from harness.store import RunDir
@@ -30,20 +31,39 @@ RESULTS = Path(__file__).resolve().parent.parent / "results" / "runs"
 DEFAULT_CONNECTIONS = "1,12,24,48,100,200"
 
 
+# Settings of a server the harness starts; in target mode they cannot be set, only unknown.
+SERVER_DEFAULTS = {
+    "server": "uvicorn",
+    "styles": "dependency,context",
+    "pools": "5+10",
+    "pool_timeout": "30s",
+    "tokens": "40",
+    "workers": "1",
+    "rows": "10",
+    "database_url": "",
+}
+
+
 def build_cells(args: argparse.Namespace) -> list[Cell]:
     """The matrix: every combination of the axes, in a stable order."""
     duration = parse_duration(args.duration)
-    pool_timeout = parse_duration(args.pool_timeout, "POOL_TIMEOUT")
-    rows = parse_nonnegative_int(args.rows, "ROWS")
+    workloads = parse_choices(args.workload, "WORKLOAD", Workload, [w.value for w in Workload])
+    modes = parse_choices(args.modes, "MODES", Mode, [m.value for m in Mode])
+    connections = parse_positive_ints(args.connections, "CONNECTIONS", 10_000)
+    if args.target:
+        return _target_cells(args, duration, workloads, modes, connections)
+    given = {k: getattr(args, k) or default for k, default in SERVER_DEFAULTS.items()}
+    pool_timeout = parse_duration(given["pool_timeout"], "POOL_TIMEOUT")
+    rows = parse_nonnegative_int(given["rows"], "ROWS")
     axes = itertools.product(
-        parse_servers(args.server),
-        parse_choices(args.workload, "WORKLOAD", Workload, [w.value for w in Workload]),
-        parse_choices(args.modes, "MODES", Mode, [m.value for m in Mode]),
-        parse_choices(args.styles, "STYLES", SessionStyle, [s.value for s in SessionStyle]),
-        parse_pools(args.pools),
-        parse_positive_ints(args.tokens, "TOKENS", 10_000),
-        parse_positive_ints(args.workers, "WORKERS", 64),
-        parse_positive_ints(args.connections, "CONNECTIONS", 10_000),
+        parse_servers(given["server"]),
+        workloads,
+        modes,
+        parse_choices(given["styles"], "STYLES", SessionStyle, [s.value for s in SessionStyle]),
+        parse_pools(given["pools"]),
+        parse_positive_ints(given["tokens"], "TOKENS", 10_000),
+        parse_positive_ints(given["workers"], "WORKERS", 64),
+        connections,
     )
     return order(
         [
@@ -63,6 +83,43 @@ def build_cells(args: argparse.Namespace) -> list[Cell]:
             for s, wl, m, st, p, t, w, c in axes
         ]
     )
+
+
+def _target_cells(
+    args: argparse.Namespace,
+    duration: float,
+    workloads: list[Workload],
+    modes: list[Mode],
+    connections: list[int],
+) -> list[Cell]:
+    target = parse_target(args.target)
+    set_anyway = [k for k in SERVER_DEFAULTS if getattr(args, k)]
+    if set_anyway:
+        flags = ", ".join("--" + k.replace("_", "-") for k in set_anyway)
+        raise UsageError(
+            f"TARGET: {flags} cannot be used with a target: the harness does not start that "
+            "server, so its settings are recorded as unknown"
+        )
+    if len(modes) != 1:
+        raise UsageError("MODE: say which app the target serves: sync or async")
+    return [
+        Cell(
+            server=None,
+            mode=modes[0],
+            style=None,
+            pool=None,
+            tokens=None,
+            workers=None,
+            connections=c,
+            workload=wl,
+            duration_s=duration,
+            rows=None,
+            pool_timeout_s=None,
+            target=target,
+        )
+        for wl in workloads
+        for c in connections
+    ]
 
 
 def options_from(args: argparse.Namespace) -> Options:
@@ -132,23 +189,28 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run", help="run a matrix of benchmark cells and write a results directory"
     )
-    run.add_argument("--server", default="uvicorn", help="uvicorn, gunicorn, hypercorn or all")
+    run.add_argument("--server", default=None, help="uvicorn, gunicorn, hypercorn or all")
     run.add_argument("--modes", default="sync,async")
     run.add_argument(
         "--styles",
-        default="dependency,context",
+        default=None,
         help="dependency, context, limited (comma separated)",
     )
-    run.add_argument("--pools", default="5+10", help="POOL_SIZE+MAX_OVERFLOW, comma separated")
-    run.add_argument("--pool-timeout", default="30s", help="SQLAlchemy pool_timeout")
-    run.add_argument("--tokens", default="40", help="AnyIO default thread limiter tokens")
-    run.add_argument("--workers", default="1", help="server worker processes")
+    run.add_argument("--pools", default=None, help="POOL_SIZE+MAX_OVERFLOW, comma separated")
+    run.add_argument("--pool-timeout", default=None, help="SQLAlchemy pool_timeout")
+    run.add_argument("--tokens", default=None, help="AnyIO default thread limiter tokens")
+    run.add_argument("--workers", default=None, help="server worker processes")
     run.add_argument("--connections", default=DEFAULT_CONNECTIONS, help="wrk -c levels")
     run.add_argument("--duration", default="10s", help="measured wrk run per cell")
     run.add_argument("--warmup", default="2s", help="wrk warm-up per cell (0 for none)")
     run.add_argument("--timeout", default="5s", help="wrk request timeout")
     run.add_argument("--workload", default="list", help="list or insert (or list,insert)")
-    run.add_argument("--rows", default="10", help="rows in users before each cell")
+    run.add_argument("--rows", default=None, help="rows in users before each cell")
+    run.add_argument(
+        "--target",
+        default="",
+        help="measure this running server (http://127.0.0.1:PORT) instead of starting one",
+    )
     run.add_argument("--wrk", default="local", help="local (the wrk binary) or docker")
     run.add_argument("--wrk-image", default=env("WRK_IMAGE", DEFAULT_IMAGE))
     run.add_argument(

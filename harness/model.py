@@ -56,59 +56,83 @@ class Pool:
         return f"{self.size}+{self.overflow}"
 
 
+def shown(value: object) -> str:
+    """A parameter as text; None means the harness could not know it (target mode)."""
+    return "unknown" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
 @dataclass(frozen=True)
 class Cell:
-    """One measurement: every parameter that can change its outcome."""
+    """One measurement: every parameter that can change its outcome.
 
-    server: ServerName
+    In target mode (`target` set) the harness measures a server it did not start, so the
+    server's own settings are None: unknown, and recorded as such.
+    """
+
+    server: ServerName | None
     mode: Mode
-    style: SessionStyle
-    pool: Pool
-    tokens: int
-    workers: int
+    style: SessionStyle | None
+    pool: Pool | None
+    tokens: int | None
+    workers: int | None
     connections: int
     workload: Workload
     duration_s: float
-    rows: int
-    pool_timeout_s: float = 30.0
+    rows: int | None
+    pool_timeout_s: float | None = 30.0
+    target: str | None = None
+
+    @property
+    def server_label(self) -> str:
+        return f"target {self.target}" if self.target else shown(self.server)
 
     @property
     def variant(self) -> str:
         """The cell without its connection count: the line a threshold is looked for along."""
         return (
-            f"{self.server}/{self.mode}/{self.style}/pool {self.pool}/"
-            f"tokens {self.tokens}/workers {self.workers}/{self.workload}"
+            f"{self.server_label}/{self.mode}/{shown(self.style)}/pool {shown(self.pool)}/"
+            f"tokens {shown(self.tokens)}/workers {shown(self.workers)}/{self.workload}"
         )
 
     @property
     def id(self) -> str:
         """Stable across runs, so records can be resumed and compared."""
-        timeout = f"{self.pool_timeout_s:g}"
+        where = (
+            "target-" + re.sub(r"[^A-Za-z0-9]+", "_", self.target.split("//", 1)[-1]).strip("_")
+            if self.target
+            else str(self.server)
+        )
+        pool = f"{self.pool.size}+{self.pool.overflow}" if self.pool else "unknown"
         return (
-            f"{self.server}-{self.mode}-{self.style}-p{self.pool.size}+{self.pool.overflow}"
-            f"-pt{timeout}-t{self.tokens}-w{self.workers}-{self.workload}-r{self.rows}"
+            f"{where}-{self.mode}-{shown(self.style)}-p{pool}-pt{shown(self.pool_timeout_s)}"
+            f"-t{shown(self.tokens)}-w{shown(self.workers)}-{self.workload}-r{shown(self.rows)}"
             f"-d{self.duration_s:g}-c{self.connections}"
         )
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["pool"] = {"size": self.pool.size, "overflow": self.pool.overflow}
+        data["pool"] = asdict(self.pool) if self.pool else None
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Cell:
+        def opt(kind: Any, key: str) -> Any:
+            value = data.get(key)
+            return None if value is None else kind(value)
+
         return cls(
-            server=ServerName(data["server"]),
+            server=opt(ServerName, "server"),
             mode=Mode(data["mode"]),
-            style=SessionStyle(data["style"]),
-            pool=Pool(**data["pool"]),
-            tokens=int(data["tokens"]),
-            workers=int(data["workers"]),
+            style=opt(SessionStyle, "style"),
+            pool=Pool(**data["pool"]) if data.get("pool") else None,
+            tokens=opt(int, "tokens"),
+            workers=opt(int, "workers"),
             connections=int(data["connections"]),
             workload=Workload(data["workload"]),
             duration_s=float(data["duration_s"]),
-            rows=int(data["rows"]),
-            pool_timeout_s=float(data["pool_timeout_s"]),
+            rows=opt(int, "rows"),
+            pool_timeout_s=opt(float, "pool_timeout_s"),
+            target=data.get("target"),
         )
 
 
@@ -189,8 +213,8 @@ class CellResult:
     cell: Cell
     verdict: Verdict
     wrk: WrkResult | None = None
-    pool_timeouts: int = 0  # "QueuePool limit ... reached" in the server's log
-    server_errors: int = 0  # tracebacks / "Exception in ASGI application" in the server's log
+    pool_timeouts: int | None = 0  # "QueuePool limit ... reached" in the server's log
+    server_errors: int | None = 0  # "Exception in ASGI application" lines in the server's log
     cpu: Cpu | None = None
     integrity: Integrity | None = None
     started_at: str = ""
@@ -218,8 +242,8 @@ class CellResult:
             cell=Cell.from_json(data["cell"]),
             verdict=Verdict(data["verdict"]),
             wrk=opt(WrkResult, "wrk"),
-            pool_timeouts=int(data.get("pool_timeouts", 0)),
-            server_errors=int(data.get("server_errors", 0)),
+            pool_timeouts=data.get("pool_timeouts"),
+            server_errors=data.get("server_errors"),
             cpu=opt(Cpu, "cpu"),
             integrity=opt(Integrity, "integrity"),
             started_at=data.get("started_at", ""),

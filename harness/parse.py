@@ -5,9 +5,11 @@ Each raises UsageError naming the value and what would be valid.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Sequence
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from harness.errors import UsageError
 from harness.model import Pool
@@ -74,3 +76,24 @@ def parse_nonnegative_int(text: str, name: str) -> int:
     if not re.fullmatch(r"\s*\d+\s*", text):
         raise UsageError(f"{name}: {text!r} is not a whole number >= 0")
     return int(text)
+
+
+def parse_target(text: str) -> str:
+    """An http URL of a server on this machine's loopback: load is never sent anywhere else."""
+    url = urlsplit(text.strip())
+    if url.scheme != "http" or not url.hostname or url.path not in ("", "/"):
+        raise UsageError(f"TARGET: {text!r} is not a base URL like http://127.0.0.1:8001")
+    host = url.hostname
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise UsageError(f"TARGET: {host!r} is not a loopback address (127.0.0.1, ::1, localhost)")
+    try:
+        port = url.port
+    except ValueError:
+        port = None
+    if port is None:
+        raise UsageError(f"TARGET: {text!r} needs a port, e.g. http://127.0.0.1:8001")
+    return f"http://{url.netloc}"

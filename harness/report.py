@@ -10,7 +10,7 @@ from typing import Any
 
 from app.settings import SessionStyle
 from harness import verdict as rules
-from harness.model import WORKLOAD_PATH, Cell, CellResult, Workload
+from harness.model import WORKLOAD_PATH, Cell, CellResult, Workload, shown
 from harness.store import RunDir
 from servers.registry import Mode, ServerName
 
@@ -22,27 +22,43 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 
 def _label(cell: Cell, varying: Sequence[str]) -> str:
-    parts = [str(cell.mode), str(cell.style)]
+    parts = [str(cell.mode), shown(cell.style)]
     names = {
         "pool": "pool {}",
-        "pool_timeout_s": "timeout {:g}s",
+        "pool_timeout_s": "timeout {}s",
         "tokens": "{} tokens",
         "workers": "{} workers",
     }
-    parts += [names[f].format(getattr(cell, f)) for f in varying if f in names]
+    parts += [names[f].format(shown(getattr(cell, f))) for f in varying if f in names]
     return " ".join(parts)
+
+
+def _rank(choices: Sequence[object], value: object) -> int:
+    return list(choices).index(value) if value in choices else len(choices)
 
 
 def _variant_order(cell: Cell) -> tuple:
     """Sync before async, styles in their declared order, then pools, tokens, workers."""
     return (
-        list(Mode).index(cell.mode),
-        list(SessionStyle).index(cell.style),
-        cell.pool,
-        cell.pool_timeout_s,
-        cell.tokens,
-        cell.workers,
+        _rank(list(Mode), cell.mode),
+        _rank(list(SessionStyle), cell.style),
+        (cell.pool.size, cell.pool.overflow) if cell.pool else (0, 0),
+        cell.pool_timeout_s or 0.0,
+        cell.tokens or 0,
+        cell.workers or 0,
     )
+
+
+def _details_variant(c: Cell) -> str:
+    return (
+        f"{c.mode} {shown(c.style)} pool {shown(c.pool)} timeout {shown(c.pool_timeout_s)}s "
+        f"{shown(c.tokens)} tokens {shown(c.workers)} workers"
+    )
+
+
+def _record_order(r: CellResult) -> tuple:
+    c = r.cell
+    return _rank(list(ServerName), c.server), c.target or "", c.variant, c.connections
 
 
 def _varying(cells: Sequence[Cell]) -> list[str]:
@@ -53,8 +69,9 @@ def seed_tables(records: Sequence[CellResult]) -> str:
     """One table per server and workload: rows are connections, columns each variant's figures."""
     out = []
 
-    def key(r: CellResult) -> tuple[int, int]:
-        return list(ServerName).index(r.cell.server), list(Workload).index(r.cell.workload)
+    def key(r: CellResult) -> tuple[int, str, int]:
+        c = r.cell
+        return _rank(list(ServerName), c.server), c.target or "", _rank(list(Workload), c.workload)
 
     for _, group in groupby(sorted(records, key=key), key=key):
         rows = list(group)
@@ -65,8 +82,8 @@ def seed_tables(records: Sequence[CellResult]) -> str:
         by = {(r.cell.variant, r.cell.connections): r for r in rows}
         cell0 = rows[0].cell
         out.append(
-            f"## {cell0.server} · {cell0.workload} (`GET {WORKLOAD_PATH[cell0.workload]}`, "
-            f"{cell0.rows} rows, {cell0.duration_s:g} s per cell)\n"
+            f"## {cell0.server_label} · {cell0.workload} (`GET {WORKLOAD_PATH[cell0.workload]}`, "
+            f"{shown(cell0.rows)} rows, {cell0.duration_s:g} s per cell)\n"
         )
         header = ["connections"]
         for label in labels.values():
@@ -116,14 +133,9 @@ def details_table(records: Sequence[CellResult]) -> str:
         "note",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in sorted(
-        records, key=lambda r: (str(r.cell.server), r.cell.variant, r.cell.connections)
-    ):
+    for r in sorted(records, key=_record_order):
         w, c, cpu, i = r.wrk, r.cell, r.cpu, r.integrity
-        variant = (
-            f"{c.mode} {c.style} pool {c.pool} timeout {c.pool_timeout_s:g}s "
-            f"{c.tokens} tokens {c.workers} workers"
-        )
+        variant = _details_variant(c)
         errors = (
             (f"{w.connect_errors}/{w.read_errors}/{w.write_errors}/{w.timeouts}/{w.status_errors}")
             if w
@@ -136,7 +148,7 @@ def details_table(records: Sequence[CellResult]) -> str:
             "| "
             + " | ".join(
                 [
-                    str(c.server),
+                    c.server_label,
                     str(c.workload),
                     variant,
                     str(c.connections),
@@ -147,8 +159,8 @@ def details_table(records: Sequence[CellResult]) -> str:
                         for f in ("p50_ms", "p90_ms", "p99_ms", "max_ms")
                     ),
                     errors,
-                    str(r.pool_timeouts),
-                    str(r.server_errors),
+                    shown(r.pool_timeouts),
+                    shown(r.server_errors),
                     cpus,
                     (f"{i.acknowledged}/{i.rows_added}" + ("" if i.ok else " MISMATCH"))
                     if i
@@ -212,6 +224,7 @@ def summary(meta: dict[str, Any], records: Sequence[CellResult], name: str) -> s
 CSV_FIELDS = [
     "id",
     "server",
+    "target",
     "mode",
     "style",
     "pool_size",
@@ -257,17 +270,16 @@ def csv_text(records: Sequence[CellResult]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
-    for r in sorted(
-        records, key=lambda r: (str(r.cell.server), r.cell.variant, r.cell.connections)
-    ):
+    for r in sorted(records, key=_record_order):
         c, w, cpu, i = r.cell, r.wrk, r.cpu, r.integrity
         row: dict[str, Any] = {
             "id": c.id,
             "server": c.server,
             "mode": c.mode,
             "style": c.style,
-            "pool_size": c.pool.size,
-            "max_overflow": c.pool.overflow,
+            "target": c.target,
+            "pool_size": c.pool.size if c.pool else None,
+            "max_overflow": c.pool.overflow if c.pool else None,
             "pool_timeout_s": c.pool_timeout_s,
             "tokens": c.tokens,
             "workers": c.workers,

@@ -32,7 +32,7 @@ from harness.model import (
     WrkResult,
 )
 from harness.process import free_port, kill_all_children, tree_cpu_seconds
-from harness.server import ServerProcess, read_log
+from harness.server import ServerProcess, get_json, read_log
 from harness.store import RunDir
 from harness.verdict import judge
 
@@ -70,7 +70,7 @@ class Database:
 
 def required_connections(cells: Sequence[Cell]) -> int:
     """The most connections one cell's servers can open: workers x (pool_size + max_overflow)."""
-    return max((c.workers * c.pool.capacity for c in cells), default=0)
+    return max((c.workers * c.pool.capacity for c in cells if c.workers and c.pool), default=0)
 
 
 def check_capacity(cells: Sequence[Cell], limit: int, where: str) -> None:
@@ -84,8 +84,11 @@ def check_capacity(cells: Sequence[Cell], limit: int, where: str) -> None:
 
 
 @contextmanager
-def database(cells: Sequence[Cell], options: Options) -> Iterator[Database]:
-    """The database for a run, checked before any cell runs."""
+def database(cells: Sequence[Cell], options: Options) -> Iterator[Database | None]:
+    """The database for a run, checked before any cell runs (none if every cell is a target)."""
+    if all(c.target for c in cells):
+        yield None
+        return
     if options.database_url:
         db = postgres.check_reachable(options.database_url)
         limit = int(postgres.server_settings(db.url)["max_connections"])
@@ -109,15 +112,26 @@ def _server_env(cell: Cell, url: str) -> dict[str, str]:
     }
 
 
-def _verify(server: ServerProcess, cell: Cell, url: str) -> str | None:
-    """None if the server answers as it should; otherwise what was wrong."""
-    status, body = server.get("/users")
+def _verify_users(base_url: str, rows: int | None) -> str | None:
+    """None if GET /users answers `rows` {email} objects (any number if rows is unknown)."""
+    try:
+        status, body = get_json(base_url + WORKLOAD_PATH[Workload.list])
+    except OSError as exc:
+        return f"GET /users failed: {exc}"
     if status != 200 or not isinstance(body, list):
         return f"GET /users answered {status}, not a JSON list"
-    if len(body) != cell.rows:
-        return f"GET /users returned {len(body)} rows, expected {cell.rows}"
+    if rows is not None and len(body) != rows:
+        return f"GET /users returned {len(body)} rows, expected {rows}"
     if any(not isinstance(item, dict) or set(item) != {"email"} for item in body):
         return "GET /users items are not {email} objects"
+    return None
+
+
+def _verify(server: ServerProcess, cell: Cell, url: str) -> str | None:
+    """None if the server answers as it should and the database saw it; else what was wrong."""
+    if problem := _verify_users(server.url(""), cell.rows):
+        return problem
+    assert cell.rows is not None  # a cell the harness starts always has a known data set
     status, body = server.get(WORKLOAD_PATH[Workload.insert])
     if status != 200 or not isinstance(body, dict) or not isinstance(body.get("id"), int):
         return f"GET {WORKLOAD_PATH[Workload.insert]} answered {status} {body!r}"
@@ -163,6 +177,42 @@ def _start(cell: Cell, url: str, options: Options, log: Path) -> Iterator[Server
                 return
 
 
+def _wrk_command(cell: Cell, base_url: str, options: Options) -> wrk.WrkCommand:
+    return wrk.WrkCommand(
+        url=base_url + WORKLOAD_PATH[cell.workload],
+        connections=cell.connections,
+        duration_s=options.warmup_s,
+        threads=wrk.threads_for(cell.connections),
+        timeout_s=options.wrk_timeout_s,
+        runner=options.wrk_runner,
+        image=options.wrk_image,
+    )
+
+
+def run_target_cell(cell: Cell, options: Options, best_lower_ok_rps: float | None) -> CellResult:
+    """Measure a server the harness did not start: no reset, no log, its settings unknown."""
+    assert cell.target is not None
+    started, t0 = now_iso(), time.monotonic()
+    base = CellResult(
+        cell=cell, verdict=Verdict.ok, pool_timeouts=None, server_errors=None, started_at=started
+    )
+    if problem := _verify_users(cell.target, None):
+        return replace(base, verdict=Verdict.failed_verification, note=problem)
+    command = _wrk_command(cell, cell.target, options)
+    if options.warmup_s > 0:
+        wrk.run(command)
+    measured = wrk.run(replace(command, duration_s=cell.duration_s))
+    local = options.wrk_runner is wrk.WrkRunner.local
+    return replace(
+        base,
+        verdict=judge(measured.result, best_lower_ok_rps),
+        wrk=measured.result,
+        cpu=Cpu(server_s=None, postgres_s=None, wrk_s=round(measured.cpu_s, 2) if local else None),
+        elapsed_s=round(time.monotonic() - t0, 2),
+        note="target mode: the server's settings, log and CPU are unknown to the harness",
+    )
+
+
 def run_cell(
     cell: Cell,
     db: Database,
@@ -202,15 +252,7 @@ def run_cell(
             return finish(Verdict.failed_to_start, f"server {why}")
         if problem := _verify(server, cell, db.url):
             return finish(Verdict.failed_verification, problem)
-        command = wrk.WrkCommand(
-            url=server.url(WORKLOAD_PATH[cell.workload]),
-            connections=cell.connections,
-            duration_s=options.warmup_s,
-            threads=wrk.threads_for(cell.connections),
-            timeout_s=options.wrk_timeout_s,
-            runner=options.wrk_runner,
-            image=options.wrk_image,
-        )
+        command = _wrk_command(cell, server.url(""), options)
         load_start = time.monotonic()
         try:
             warm = wrk.run(command) if options.warmup_s > 0 else None
@@ -348,7 +390,7 @@ def preflight(cells: Sequence[Cell], options: Options) -> None:
     """What can be checked before a run directory is made or a cell runs."""
     if options.wrk_runner is wrk.WrkRunner.local:
         wrk.local_binary()
-    if options.database_url:
+    if options.database_url or all(c.target for c in cells):
         with database(cells, options):
             pass
         return
@@ -373,14 +415,18 @@ def execute(run: RunDir, options: Options, stream: Any = sys.stderr) -> list[Cel
                 log_dir = run.path / "logs"
                 log_dir.mkdir(exist_ok=True)
             db = stack.enter_context(database(cells, options))
-            settings = postgres.server_settings(db.url)
+            settings = postgres.server_settings(db.url) if db else {"server_version": "unknown"}
             run.update_metadata(
                 database={**meta.get("database", {}), **settings},
                 wrk_version=wrk.version(options.wrk_runner, options.wrk_image),
             )
             for cell in todo:
                 progress.begin(cell)
-                result = run_cell(cell, db, options, best_lower(cell, done), log_dir)
+                best = best_lower(cell, done)
+                if cell.target or db is None:
+                    result = run_target_cell(cell, options, best)
+                else:
+                    result = run_cell(cell, db, options, best, log_dir)
                 run.write_record(result)
                 done.append(result)
                 progress.end(result)

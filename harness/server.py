@@ -114,8 +114,15 @@ class ServerProcess:
         return False
 
     def get(self, path: str, timeout: float = 10.0) -> tuple[int, Any]:
-        try:
-            with urllib.request.urlopen(self.url(path), timeout=timeout) as response:
-                return response.status, json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            return exc.code, None
+        return get_json(self.url(path), timeout)
+
+
+def get_json(url: str, timeout: float = 10.0) -> tuple[int, Any]:
+    """(status, parsed JSON body or None); connection failures raise OSError."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+    except ValueError:
+        return 200, None

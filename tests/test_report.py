@@ -48,6 +48,9 @@ def test_records_round_trip_through_json() -> None:
     for path in sorted((FIXTURES / "run" / "cells").glob("*.json")):
         data = json.loads(path.read_text())
         result = CellResult.from_json(data)
-        assert result.to_json() == data
+        assert CellResult.from_json(result.to_json()) == result
+        again = json.loads(json.dumps(result.to_json()))
+        assert again["cell"].pop("target") is None  # a field newer than these records
+        assert again == data
         assert path.stem == result.cell.id
         assert result.verdict in set(Verdict)

@@ -1,0 +1,25 @@
+# The apps' image, used by every service of docker-compose.yml that runs Python (the servers
+# and the one-shot `seed`). Build context: the project root, filtered by .dockerignore.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+
+# The same pinned file `make setup` installs, and nothing else.
+COPY requirements.lock ./
+RUN pip install --no-cache-dir -r requirements.lock
+
+# app/ and servers/ for the servers; harness/ for `python -m servers.seed_db` (which resets the
+# data set with harness.postgres.reset_dataset). Owned by root, so the app user cannot change it.
+COPY . .
+
+RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin bench
+USER bench
+
+EXPOSE 8000-8005
+
+# No CMD of the project's own: each compose service's `command` is the argv from
+# servers/registry.py, rendered by `python -m servers.compose`.
