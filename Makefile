@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 SERVER ?= uvicorn
 MODE ?= sync
 
-.PHONY: setup system-deps venv test lint serve bench report clean
+.PHONY: setup system-deps venv test lint serve bench failure-map report clean
 
 setup: system-deps venv
 
@@ -65,6 +65,16 @@ BENCH_FLAGS = $(if $(TARGET),--target $(TARGET) --modes $(or $(MODES),$(MODE)),\
 
 bench: setup
 	$(PY) -m harness run $(BENCH_FLAGS)
+
+# The failure map: where each variant collapses, searched, with ceilings and charts.
+MAP_FLAGS = --server $(SERVER) $(if $(POOLS),--pools $(POOLS)) $(if $(TOKENS),--tokens $(TOKENS)) \
+	$(if $(WORKERS),--workers $(WORKERS)) $(if $(VARIANTS),--variants $(VARIANTS)) \
+	$(if $(CEILING),--ceiling $(CEILING)) $(if $(DURATION),--duration $(DURATION)) \
+	$(if $(DATABASE_URL),--database-url $(DATABASE_URL)) $(if $(OUT),--out $(OUT)) \
+	$(if $(RESUME),--resume $(RESUME)) $(if $(DRY_RUN),--dry-run)
+
+failure-map: setup
+	$(PY) -m harness map $(MAP_FLAGS)
 
 report: venv
 	$(PY) -m harness report $(RUN)

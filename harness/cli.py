@@ -7,6 +7,7 @@ import itertools
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -166,6 +167,65 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _map(args: argparse.Namespace) -> int:
+    from harness.failure_map import (
+        PROBE_ESTIMATE_S,
+        PROBES_PER_LINE,
+        MapPlan,
+        execute_map,
+        parse_variant,
+    )
+
+    options = replace(
+        options_from(args), await_pool_timeouts=False, database_url=args.database_url or None
+    )
+    if args.resume:
+        run = RunDir.open(Path(args.resume))
+        plan = MapPlan.from_json(run.metadata()["plan"])
+    else:
+        plan = MapPlan(
+            servers=tuple(parse_servers(args.server)),
+            pools=tuple(parse_pools(args.pools)),
+            tokens=tuple(parse_positive_ints(args.tokens, "TOKENS", 10_000, ordered=True)),
+            workers=tuple(parse_positive_ints(args.workers, "WORKERS", 64, ordered=True)),
+            start=parse_positive_ints(args.start, "START", 10_000)[0],
+            ceiling=parse_positive_ints(args.ceiling, "CEILING", 10_000)[0],
+            duration_s=parse_duration(args.duration),
+            rows=parse_nonnegative_int(args.rows, "ROWS"),
+            pool_timeout_s=parse_duration(args.pool_timeout, "POOL_TIMEOUT"),
+            ceiling_levels=tuple(parse_positive_ints(args.ceiling_levels, "CEILING_LEVELS")),
+            variants=tuple(
+                dict.fromkeys(parse_variant(v) for v in args.variants.split(",") if v.strip())
+            ),
+        )
+        if not plan.variants:
+            raise UsageError("VARIANTS: empty list")
+        if plan.start > plan.ceiling:
+            raise UsageError(f"START: {plan.start} is above the ceiling {plan.ceiling}")
+    lines = plan.lines()
+    estimate = len(lines) * PROBES_PER_LINE * PROBE_ESTIMATE_S + len(plan.servers) * 60
+    if args.dry_run:
+        for line in lines:
+            print(line.variant)
+        print(f"{len(lines)} lines, about {estimate / 60:.0f} minutes")
+        return 0
+    preflight([*lines, *plan.http_ceiling_cells()], options)
+    if not args.resume:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        name = "-".join(str(s) for s in plan.servers)
+        run = RunDir.create(Path(args.out) if args.out else RESULTS / f"{stamp}-map-{name}")
+        params = {k: v for k, v in vars(args).items() if k not in ("func", "database_url")}
+        meta = new_metadata([], options, params, kind="map")
+        run.write_metadata({**meta, "plan": plan.to_json()})
+    print(
+        f"{len(lines)} lines, about {estimate / 60:.0f} minutes; results in {run.path}",
+        file=sys.stderr,
+    )
+    execute_map(run, options)
+    print(f"summary: {run.path / 'summary.md'}", file=sys.stderr)
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from harness import report
 
@@ -232,6 +292,37 @@ def parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--keep-logs", action="store_true", help="keep server logs in RUN_DIR/logs")
     run.set_defaults(func=_run)
+
+    fmap = sub.add_parser(
+        "map", help="search where each variant collapses, with ceilings and charts"
+    )
+    fmap.add_argument("--server", default="uvicorn", help="uvicorn, gunicorn, hypercorn or all")
+    fmap.add_argument("--pools", default="5+10,20+0,40+0,80+0", help="first = baseline")
+    fmap.add_argument("--tokens", default="40,80", help="first = baseline")
+    fmap.add_argument("--workers", default="1,2", help="first = baseline")
+    fmap.add_argument(
+        "--variants",
+        default="sync-dependency,sync-context,sync-limited,async-dependency",
+        help="MODE-STYLE list",
+    )
+    fmap.add_argument(
+        "--ceiling-levels", default="1,12,24,48,100,200", help="connections for the ceilings"
+    )
+    fmap.add_argument("--start", default="8", help="first connection count probed")
+    fmap.add_argument("--ceiling", default="400", help="highest connection count probed")
+    fmap.add_argument("--duration", default="3s", help="measured wrk run per probe")
+    fmap.add_argument("--warmup", default="1s", help="wrk warm-up per probe")
+    fmap.add_argument("--timeout", default="5s", help="wrk request timeout")
+    fmap.add_argument("--pool-timeout", default="30s", help="SQLAlchemy pool_timeout")
+    fmap.add_argument("--rows", default="10", help="rows in users before each probe")
+    fmap.add_argument("--wrk", default="local", help="local or docker")
+    fmap.add_argument("--wrk-image", default=env("WRK_IMAGE", DEFAULT_IMAGE))
+    fmap.add_argument("--database-url", default=env("DATABASE_URL", ""))
+    fmap.add_argument("--out", default="", help="run directory")
+    fmap.add_argument("--resume", default="", metavar="RUN_DIR")
+    fmap.add_argument("--dry-run", action="store_true")
+    fmap.add_argument("--keep-logs", action="store_true")
+    fmap.set_defaults(func=_map)
 
     rep = sub.add_parser("report", help="regenerate summary.md and results.csv from raw records")
     rep.add_argument("run_dir")

@@ -16,9 +16,14 @@ RECORD_FORMAT = 1
 class Workload(StrEnum):
     list = "list"  # GET /users
     insert = "insert"  # GET /users/insert-data-to-test
+    health = "health"  # GET /health: no database, the HTTP ceiling
 
 
-WORKLOAD_PATH = {Workload.list: "/users", Workload.insert: "/users/insert-data-to-test"}
+WORKLOAD_PATH = {
+    Workload.list: "/users",
+    Workload.insert: "/users/insert-data-to-test",
+    Workload.health: "/health",
+}
 
 
 class Verdict(StrEnum):

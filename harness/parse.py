@@ -42,13 +42,16 @@ def parse_servers(text: str) -> list[ServerName]:
     return parse_choices(text, "SERVER", ServerName, [s.value for s in ServerName])
 
 
-def parse_positive_ints(text: str, name: str, maximum: int = 100_000) -> list[int]:
+def parse_positive_ints(
+    text: str, name: str, maximum: int = 100_000, ordered: bool = False
+) -> list[int]:
+    """Whole numbers from 1 to `maximum`; sorted, or in the order given (first = baseline)."""
     out = []
     for item in _items(text, name):
         if not re.fullmatch(r"\d+", item) or not 1 <= int(item) <= maximum:
             raise UsageError(f"{name}: {item!r} is not a whole number from 1 to {maximum}")
         out.append(int(item))
-    return sorted(set(out))
+    return list(dict.fromkeys(out)) if ordered else sorted(set(out))
 
 
 def parse_pools(text: str) -> list[Pool]:

@@ -331,7 +331,12 @@ def csv_text(records: Sequence[CellResult]) -> str:
 
 
 def write(run: RunDir) -> None:
-    records = run.records()
     meta = run.metadata()
+    if meta.get("kind") == "map":
+        from harness import map_report  # it builds on this module
+
+        map_report.write(run)
+        return
+    records = run.records()
     (run.path / "summary.md").write_text(summary(meta, records, run.path.name))
     (run.path / "results.csv").write_text(csv_text(records))

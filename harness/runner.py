@@ -52,6 +52,8 @@ class Options:
     wrk_image: str = wrk.DEFAULT_IMAGE
     database_url: str | None = None
     keep_logs: bool = False
+    # After a collapse, wait (up to pool_timeout) for the QueuePool errors that explain it.
+    await_pool_timeouts: bool = True
 
     def estimate_s(self, cell: Cell) -> float:
         overhead = 4.0  # start, verify, stop: measured at 2-4 s on 2 cores
@@ -84,19 +86,24 @@ def check_capacity(cells: Sequence[Cell], limit: int, where: str) -> None:
 
 
 @contextmanager
-def database(cells: Sequence[Cell], options: Options) -> Iterator[Database | None]:
-    """The database for a run, checked before any cell runs (none if every cell is a target)."""
+def database(
+    cells: Sequence[Cell], options: Options, extra_connections: int = 0
+) -> Iterator[Database | None]:
+    """The database for a run, checked before any cell runs (none if every cell is a target).
+
+    `extra_connections`: what the run itself opens besides the servers (pgbench's clients).
+    """
     if all(c.target for c in cells):
         yield None
         return
     if options.database_url:
         db = postgres.check_reachable(options.database_url)
         limit = int(postgres.server_settings(db.url)["max_connections"])
-        check_capacity(cells, limit, "the database")
+        check_capacity(cells, limit - extra_connections, "the database")
         yield Database(db.url, None)
         return
     check_capacity(cells, MAX_THROWAWAY_CONNECTIONS, "the throwaway PostgreSQL (capped)")
-    needed = required_connections(cells) + RESERVED_CONNECTIONS
+    needed = max(required_connections(cells), extra_connections) + RESERVED_CONNECTIONS
     with postgres.throwaway_cluster(max_connections=max(needed, 100)) as db:
         yield Database(db.url, db.pid)
 
@@ -269,7 +276,8 @@ def run_cell(
                 f"server {server.exit_status()} during the measured run",
                 wrk=measured.result,
             )
-        if judge(measured.result, best_lower_ok_rps) is Verdict.collapsed:
+        collapsed = judge(measured.result, best_lower_ok_rps) is Verdict.collapsed
+        if collapsed and options.await_pool_timeouts:
             waited = _await_pool_timeouts(
                 server, log_path, load_start + cell.pool_timeout_s + POOL_TIMEOUT_GRACE_S
             )
@@ -322,23 +330,20 @@ def order(cells: Sequence[Cell]) -> list[Cell]:
 
 
 class Progress:
-    def __init__(self, cells: Sequence[Cell], options: Options, stream: Any = sys.stderr) -> None:
-        self.left = {c.id: options.estimate_s(c) for c in cells}
-        self.total, self.done, self.start = len(cells), 0, time.monotonic()
-        self.stream = stream
+    """One line per cell on stderr: position, elapsed and remaining time, the cell, its result."""
 
-    def begin(self, cell: Cell) -> None:
+    def __init__(self, stream: Any = sys.stderr) -> None:
+        self.start, self.stream = time.monotonic(), stream
+
+    def begin(self, cell: Cell, position: str, remaining_s: float) -> None:
         elapsed = time.monotonic() - self.start
-        remaining = sum(self.left.values())
         self.stream.write(
-            f"[{self.done + 1}/{self.total}] {_clock(elapsed)} elapsed, ~{_clock(remaining)} left"
+            f"[{position}] {_clock(elapsed)} elapsed, ~{_clock(remaining_s)} left"
             f" | {cell.variant} | {cell.connections} connections ... "
         )
         self.stream.flush()
 
     def end(self, result: CellResult) -> None:
-        self.done += 1
-        self.left.pop(result.cell.id, None)
         w = result.wrk
         figures = f"{w.ok_rps:.1f} req/s, p99 {w.p99_ms:.1f} ms, {w.failed} failed, " if w else ""
         pool = f", {result.pool_timeouts} pool timeouts" if result.pool_timeouts else ""
@@ -367,9 +372,12 @@ def _signals_interrupt() -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def new_metadata(cells: Sequence[Cell], options: Options, parameters: dict[str, Any]) -> dict:
+def new_metadata(
+    cells: Sequence[Cell], options: Options, parameters: dict[str, Any], kind: str = "run"
+) -> dict:
     return {
         "format": 1,
+        "kind": kind,
         "started_at": now_iso(),
         "complete": False,
         "git": git_commit(),
@@ -399,14 +407,39 @@ def preflight(cells: Sequence[Cell], options: Options) -> None:
     check_capacity(cells, MAX_THROWAWAY_CONNECTIONS, "the throwaway PostgreSQL (capped)")
 
 
-def execute(run: RunDir, options: Options, stream: Any = sys.stderr) -> list[CellResult]:
-    """Run every cell of `run` that has no record yet; write each record the moment it exists."""
-    meta = run.metadata()
-    cells = order([Cell.from_json(c) for c in meta["cells"]])
-    done = run.records()
-    done_ids = {r.cell.id for r in done}
-    todo = [c for c in cells if c.id not in done_ids]
-    progress = Progress(todo, options, stream)
+@dataclass
+class Session:
+    """What cells of a run share: the database, where server logs go, the progress display."""
+
+    run: RunDir
+    options: Options
+    db: Database | None
+    log_dir: Path
+    progress: Progress
+
+    def measure(self, cell: Cell, done: Sequence[CellResult]) -> CellResult:
+        """Run one cell and write its record at once."""
+        best = best_lower(cell, done)
+        if cell.target or self.db is None:
+            result = run_target_cell(cell, self.options, best)
+        else:
+            result = run_cell(cell, self.db, self.options, best, self.log_dir)
+        self.run.write_record(result)
+        self.progress.end(result)
+        report.write(self.run)
+        return result
+
+
+@contextmanager
+def session(
+    run: RunDir,
+    options: Options,
+    cells: Sequence[Cell],
+    stream: Any = sys.stderr,
+    extra_connections: int = 0,
+) -> Iterator[Session]:
+    """Everything a run needs, and on Ctrl-C or SIGTERM: every process ended, finished cells
+    kept, the run marked incomplete, and how to resume printed."""
     try:
         with ExitStack() as stack:
             stack.enter_context(_signals_interrupt())
@@ -414,34 +447,38 @@ def execute(run: RunDir, options: Options, stream: Any = sys.stderr) -> list[Cel
             if options.keep_logs:
                 log_dir = run.path / "logs"
                 log_dir.mkdir(exist_ok=True)
-            db = stack.enter_context(database(cells, options))
+            db = stack.enter_context(database(cells, options, extra_connections))
             settings = postgres.server_settings(db.url) if db else {"server_version": "unknown"}
             run.update_metadata(
-                database={**meta.get("database", {}), **settings},
+                database={**run.metadata().get("database", {}), **settings},
                 wrk_version=wrk.version(options.wrk_runner, options.wrk_image),
             )
-            for cell in todo:
-                progress.begin(cell)
-                best = best_lower(cell, done)
-                if cell.target or db is None:
-                    result = run_target_cell(cell, options, best)
-                else:
-                    result = run_cell(cell, db, options, best, log_dir)
-                run.write_record(result)
-                done.append(result)
-                progress.end(result)
-                report.write(run)
+            yield Session(run, options, db, log_dir, Progress(stream))
     except (Interrupted, KeyboardInterrupt) as exc:
         kill_all_children()
         run.update_metadata(complete=False, interrupted_at=now_iso(), interrupted_by=str(exc))
         report.write(run)
         stream.write(
-            f"\ninterrupted ({exc}); {len(done)} of {len(cells)} cells kept in {run.path}\n"
-            f"resume with: python -m harness run --resume {run.path}\n"
+            f"\ninterrupted ({exc}); {len(run.records())} cells kept in {run.path}\n"
+            f"resume with: python -m harness {run.metadata().get('kind', 'run')} "
+            f"--resume {run.path}\n"
         )
         raise
     finally:
         kill_all_children()
     run.update_metadata(complete=True, finished_at=now_iso())
     report.write(run)
+
+
+def execute(run: RunDir, options: Options, stream: Any = sys.stderr) -> list[CellResult]:
+    """Run every cell of `run` that has no record yet; write each record the moment it exists."""
+    cells = order([Cell.from_json(c) for c in run.metadata()["cells"]])
+    done = run.records()
+    done_ids = {r.cell.id for r in done}
+    todo = [c for c in cells if c.id not in done_ids]
+    with session(run, options, cells, stream) as s:
+        for i, cell in enumerate(todo):
+            remaining = sum(options.estimate_s(c) for c in todo[i:])
+            s.progress.begin(cell, f"{i + 1}/{len(todo)}", remaining)
+            done.append(s.measure(cell, done))
     return done

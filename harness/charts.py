@@ -1,0 +1,187 @@
+"""PNG charts of a failure map, drawn from its raw records only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt
+
+from harness.failure_map import MapPlan, predicted, threshold_of
+from harness.model import Cell, CellResult, Workload
+from harness.pgbench import PgbenchResult
+from servers.registry import Mode, ServerName
+
+
+def _label(cell: Cell) -> str:
+    return f"{cell.mode} {cell.style}"
+
+
+def collapse_chart(
+    path: Path,
+    server: ServerName,
+    plan: MapPlan,
+    lines: Sequence[Cell],
+    records: Sequence[CellResult],
+) -> None:
+    """Measured collapse point of sync `dependency` against C, with the predicted line."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    base = lines[0]
+    assert base.pool and base.tokens and base.workers
+    capacities = [p.capacity for p in plan.pools]
+    xs = range(0, max(capacities) + 10)
+    ax.plot(
+        xs,
+        [base.workers * (base.tokens + c) for c in xs],
+        "--",
+        color="grey",
+        label=f"predicted: workers × (T + C), T={base.tokens}, workers={base.workers}",
+    )
+    styles = {"pool": ("o", "C0"), "tokens": ("s", "C1"), "workers": ("D", "C2")}
+    for line in lines:
+        if predicted(line) is None:
+            continue
+        assert line.pool and line.tokens and line.workers
+        kind = (
+            "tokens"
+            if line.tokens != base.tokens
+            else "workers"
+            if line.workers != base.workers
+            else "pool"
+        )
+        marker, color = styles[kind]
+        found = threshold_of(line, records, plan.ceiling)
+        x = line.pool.capacity
+        label = {
+            "pool": "measured (fine at → collapsed at)",
+            "tokens": f"measured, T={line.tokens}",
+            "workers": f"measured, {line.workers} workers",
+        }[kind]
+        if kind != "pool":
+            ax.plot(
+                x,
+                predicted(line),
+                marker,
+                mfc="none",
+                color=color,
+                label=f"predicted, {label.split(', ')[1]}",
+            )
+        if found.collapsed_at is None:
+            ax.plot(x, plan.ceiling, "^", color=color, label=f"{label}: none up to ceiling")
+            continue
+        low = found.fine_at or 0
+        ax.errorbar(
+            x,
+            found.collapsed_at,
+            yerr=[[found.collapsed_at - low], [0]],
+            fmt=marker,
+            color=color,
+            capsize=4,
+            label=label,
+        )
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="upper left")
+    ax.set_xlabel("C = pool_size + max_overflow (per worker)")
+    ax.set_ylabel("connections (wrk -c)")
+    ax.set_title(f"{server}: where sync `dependency` collapses")
+    ax.set_ylim(0, plan.ceiling * 1.05)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def throughput_chart(
+    path: Path,
+    server: ServerName,
+    lines: Sequence[Cell],
+    records: Sequence[CellResult],
+    pg: Sequence[PgbenchResult],
+) -> None:
+    """req/s and p99 against connections for each variant at the baseline, with ceilings."""
+    fig, (rps_ax, p99_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
+    baseline = [
+        line
+        for line in lines
+        if (line.pool, line.tokens, line.workers)
+        == (lines[0].pool, lines[0].tokens, lines[0].workers)
+    ]
+    floor = 10.0  # where a collapsed probe (0 req/s) is drawn on the log scale
+    for i, line in enumerate(baseline):
+        probes = sorted(
+            (r for r in records if r.cell.variant == line.variant and r.wrk),
+            key=lambda r: r.cell.connections,
+        )
+        served = [r for r in probes if r.wrk and r.wrk.ok_rps >= 1]
+        stalled = [r.cell.connections for r in probes if r.wrk and r.wrk.ok_rps < 1]
+        color = f"C{i}"
+        rps_ax.plot(
+            [r.cell.connections for r in served],
+            [r.wrk.ok_rps for r in served if r.wrk],
+            "o-",
+            color=color,
+            label=_label(line),
+        )
+        if stalled:
+            rps_ax.plot(
+                stalled,
+                [floor] * len(stalled),
+                "x",
+                color=color,
+                markersize=9,
+                label=f"{_label(line)}: collapsed (0 req/s)",
+            )
+        p99_ax.plot(
+            [r.cell.connections for r in served],
+            [r.wrk.p99_ms for r in served if r.wrk],
+            "o-",
+            color=color,
+            label=_label(line),
+        )
+    health = sorted(
+        (
+            r
+            for r in records
+            if r.cell.workload is Workload.health
+            and r.cell.server == server
+            and r.cell.mode is Mode.async_
+            and r.wrk
+        ),
+        key=lambda r: r.cell.connections,
+    )
+    if health:
+        rps_ax.plot(
+            [r.cell.connections for r in health],
+            [r.wrk.ok_rps for r in health if r.wrk],
+            "k--",
+            label="HTTP ceiling (/health, async)",
+        )
+    if pg:
+        rps_ax.plot(
+            [p.connections for p in pg],
+            [p.tps for p in pg],
+            ":",
+            color="purple",
+            label="database ceiling (pgbench, /users query)",
+        )
+    rps_ax.set_yscale("log")
+    rps_ax.set_ylim(bottom=floor / 1.5)
+    rps_ax.set_ylabel("successful requests/s (log)")
+    p99_ax.set_yscale("log")
+    p99_ax.set_ylabel("p99 latency, ms (log)")
+    for ax in (rps_ax, p99_ax):
+        ax.set_xlabel("connections (wrk -c)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    base = lines[0]
+    fig.suptitle(
+        f"{server}: GET /users, pool {base.pool}, {base.tokens} tokens, {base.workers} worker(s)"
+        " — × marks a probe that collapsed"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
