@@ -221,6 +221,10 @@ def summary(meta: dict[str, Any], records: Sequence[CellResult], name: str) -> s
     )
 
 
+WRK_FIELDS = (
+    "requests", "ok_requests", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "mean_ms",
+    "connect_errors", "read_errors", "write_errors", "timeouts", "status_errors", "failed",
+)  # fmt: skip
 CSV_FIELDS = [
     "id",
     "server",
@@ -239,20 +243,7 @@ CSV_FIELDS = [
     "verdict",
     "ok_rps",
     "rps",
-    "requests",
-    "ok_requests",
-    "p50_ms",
-    "p90_ms",
-    "p99_ms",
-    "p999_ms",
-    "max_ms",
-    "mean_ms",
-    "connect_errors",
-    "read_errors",
-    "write_errors",
-    "timeouts",
-    "status_errors",
-    "failed",
+    *WRK_FIELDS,
     "pool_timeouts",
     "server_errors",
     "cpu_server_s",
@@ -294,25 +285,7 @@ def csv_text(records: Sequence[CellResult]) -> str:
             "note": r.note,
         }
         if w:
-            row |= {
-                k: getattr(w, k)
-                for k in (
-                    "requests",
-                    "ok_requests",
-                    "p50_ms",
-                    "p90_ms",
-                    "p99_ms",
-                    "p999_ms",
-                    "max_ms",
-                    "mean_ms",
-                    "connect_errors",
-                    "read_errors",
-                    "write_errors",
-                    "timeouts",
-                    "status_errors",
-                    "failed",
-                )
-            }
+            row |= {k: getattr(w, k) for k in WRK_FIELDS}
             row |= {"ok_rps": round(w.ok_rps, 2), "rps": round(w.rps, 2)}
         if cpu:
             row |= {
