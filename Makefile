@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 SERVER ?= uvicorn
 MODE ?= sync
 
-.PHONY: setup system-deps venv test lint serve bench failure-map report clean
+.PHONY: setup system-deps venv test lint serve bench failure-map reference report clean
 
 setup: system-deps venv
 
@@ -75,6 +75,20 @@ MAP_FLAGS = --server $(SERVER) $(if $(POOLS),--pools $(POOLS)) $(if $(TOKENS),--
 
 failure-map: setup
 	$(PY) -m harness map $(MAP_FLAGS)
+
+# The reference run under results/: the seed-shaped tables for every server and the failure map
+# of all three, then results/README.md. An interrupted one resumes where it stopped.
+REF ?= results/reference
+
+reference: setup
+	@for s in uvicorn gunicorn hypercorn; do \
+		d=$(REF)/bench-$$s; \
+		if [ -f $$d/metadata.json ]; then $(PY) -m harness run --resume $$d || exit $$?; \
+		else $(PY) -m harness run --server $$s --out $$d || exit $$?; fi; \
+	done
+	@if [ -f $(REF)/map/metadata.json ]; then $(PY) -m harness map --resume $(REF)/map; \
+	else $(PY) -m harness map --server all --out $(REF)/map; fi
+	$(PY) -m harness reference $(REF) --readme results/README.md
 
 report: venv
 	$(PY) -m harness report $(RUN)

@@ -226,6 +226,17 @@ def _map(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reference(args: argparse.Namespace) -> int:
+    from harness import reference
+
+    root, page = Path(args.root), Path(args.readme)
+    if not root.is_dir():
+        raise UsageError(f"{root} is not a directory of reference runs")
+    reference.write(root, page)
+    print(page)
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from harness import report
 
@@ -327,6 +338,11 @@ def parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="regenerate summary.md and results.csv from raw records")
     rep.add_argument("run_dir")
     rep.set_defaults(func=_report)
+
+    ref = sub.add_parser("reference", help="regenerate results/README.md from the reference runs")
+    ref.add_argument("root", nargs="?", default=str(RESULTS.parent / "reference"))
+    ref.add_argument("--readme", default=str(RESULTS.parent / "README.md"))
+    ref.set_defaults(func=_reference)
 
     srv = sub.add_parser("serve", help="a throwaway database and one server, until Ctrl-C")
     srv.add_argument("--server", default="uvicorn")

@@ -1,0 +1,260 @@
+"""results/README.md: the reference run presented, generated from its run directories only.
+
+The reference lives in results/reference/: one `bench-<server>` run per server (the seed-shaped
+tables at 1-200 connections) and one `map` run (the failure map of all three servers).
+Regenerating from the same run files reproduces the page exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from app.settings import SessionStyle
+from harness import map_report, report
+from harness.failure_map import MapPlan, load_pgbench, predicted, threshold_of
+from harness.model import CellResult, Verdict, Workload
+from harness.store import RunDir
+from servers.registry import Mode, ServerName
+
+
+def _rel(path: Path, base: Path) -> str:
+    return path.relative_to(base).as_posix()
+
+
+def _bench_runs(root: Path) -> dict[ServerName, RunDir]:
+    runs = {}
+    for server in ServerName:
+        path = root / f"bench-{server}"
+        if (path / "metadata.json").is_file():
+            runs[server] = RunDir.open(path)
+    return runs
+
+
+def _is(r: CellResult, mode: Mode, style: SessionStyle) -> bool:
+    return r.cell.mode is mode and r.cell.style is style and r.cell.workload is Workload.list
+
+
+def bench_findings(server: ServerName, records: Sequence[CellResult]) -> list[str]:
+    """Plain sentences from one server's seed-shaped run."""
+    out = []
+    dep = sorted(
+        (r for r in records if _is(r, Mode.sync, SessionStyle.dependency)),
+        key=lambda r: r.cell.connections,
+    )
+    collapsed = [r for r in dep if r.verdict is Verdict.collapsed]
+    if collapsed:
+        first = collapsed[0]
+        held = [r.cell.connections for r in dep if r.cell.connections < first.cell.connections]
+        out.append(
+            f"In the seed-shaped run, sync `dependency` held up to {max(held, default=0)} "
+            f"connections and collapsed at {first.cell.connections} "
+            f"({first.wrk.ok_rps if first.wrk else 0:.1f} req/s, "
+            f"{first.pool_timeouts} QueuePool timeouts in the server's log)."
+        )
+    else:
+        top = max((r.cell.connections for r in dep), default=0)
+        out.append(f"In the seed-shaped run, sync `dependency` did not collapse up to {top}.")
+    below = [r for r in dep if r.verdict is not Verdict.collapsed and r.wrk]
+    ratios = []
+    for r in below:
+        twin = next(
+            (
+                a
+                for a in records
+                if _is(a, Mode.async_, SessionStyle.dependency)
+                and a.cell.connections == r.cell.connections
+                and a.wrk
+            ),
+            None,
+        )
+        if twin and twin.wrk and r.wrk and r.wrk.ok_rps:
+            ratios.append((r.cell.connections, twin.wrk.ok_rps / r.wrk.ok_rps))
+    if ratios:
+        low, high = min(x for _, x in ratios), max(x for _, x in ratios)
+        levels = ", ".join(str(c) for c, _ in ratios)
+        out.append(
+            f"Below the freeze ({levels} connections) async `dependency` served "
+            f"{low:.2f}× to {high:.2f}× the successful requests/s of sync `dependency`."
+        )
+    ctx = [r for r in records if _is(r, Mode.sync, SessionStyle.context) and r.wrk]
+    if ctx:
+        bad = [r.cell.connections for r in ctx if r.verdict is Verdict.collapsed]
+        top = max(r.cell.connections for r in ctx)
+        out.append(
+            "Sync `context` (the same query, session closed inside the endpoint) "
+            + (f"collapsed at {bad[0]}." if bad else f"never collapsed, up to {top} connections.")
+        )
+    heavy = [
+        r
+        for r in records
+        if r.cpu
+        and r.cpu.server_s
+        and r.cpu.postgres_s is not None
+        and r.cell.connections >= 12
+        and r.verdict is not Verdict.collapsed
+    ]
+    if heavy:
+        server_cpu = sum(r.cpu.server_s or 0 for r in heavy if r.cpu)
+        pg_cpu = sum(r.cpu.postgres_s or 0 for r in heavy if r.cpu)
+        wrk_cpu = sum(r.cpu.wrk_s or 0 for r in heavy if r.cpu)
+        total = server_cpu + pg_cpu + wrk_cpu
+        out.append(
+            f"Of the CPU time used during the measured runs at 12 connections and more (cells "
+            f"that did not collapse), the server processes took {server_cpu / total:.0%}, "
+            f"PostgreSQL {pg_cpu / total:.0%} and wrk {wrk_cpu / total:.0%}."
+        )
+    return out
+
+
+def map_findings(server: ServerName, plan: MapPlan, records: Sequence[CellResult]) -> list[str]:
+    out = []
+    lines = [line for line in plan.lines() if line.server == server]
+    base = lines[0]
+    moved = []
+    for line in lines:
+        found = threshold_of(line, records, plan.ceiling)
+        guess = predicted(line)
+        if line is base:
+            out.append(
+                f"The failure map puts the collapse of sync `dependency` with pool {line.pool} "
+                f"and {line.tokens} tokens at: {found.describe()} (predicted ~{guess})."
+            )
+        elif guess is not None:
+            change = (
+                f"pool {line.pool}"
+                if line.pool != base.pool
+                else f"{line.tokens} tokens"
+                if line.tokens != base.tokens
+                else f"{line.workers} workers"
+            )
+            moved.append(f"{change}: {found.describe()} (predicted ~{guess})")
+        else:
+            out.append(f"{line.mode} `{line.style}`: {found.describe()}.")
+    if moved:
+        out.insert(1, "What moved it: " + "; ".join(moved) + ".")
+    return out
+
+
+def ceiling_findings(plan: MapPlan, records: Sequence[CellResult], root: RunDir) -> list[str]:
+    pg = {p.connections: p for p in load_pgbench(root)}
+    out = []
+    for server in plan.servers:
+        health = [
+            r
+            for r in records
+            if r.cell.workload is Workload.health and r.cell.server == server and r.wrk
+        ]
+        probes = [
+            r
+            for r in records
+            if r.cell.server == server and r.wrk and r.cell.workload is Workload.list
+        ]
+        if not health or not probes:
+            continue
+        http = max(r.wrk.ok_rps for r in health if r.wrk)
+        best = max(probes, key=lambda r: r.wrk.ok_rps if r.wrk else 0)
+        assert best.wrk
+        out.append(
+            f"{server}: the best GET /users probe ({best.cell.mode} `{best.cell.style}`, "
+            f"{best.cell.connections} connections) served {best.wrk.ok_rps:,.0f} req/s, "
+            f"{best.wrk.ok_rps / http:.0%} of the HTTP ceiling ({http:,.0f} req/s on /health)."
+        )
+    if pg:
+        top = max(pg.values(), key=lambda p: p.tps)
+        served = max(
+            (r.wrk.ok_rps for r in records if r.wrk and r.cell.workload is Workload.list),
+            default=0.0,
+        )
+        verdict = (
+            "so the database is far from what limits the apps here"
+            if top.tps > 3 * served
+            else "so the database is close to being a limit here too"
+        )
+        out.append(
+            f"PostgreSQL alone answered the same query at up to {top.tps:,.0f} per second "
+            f"(pgbench, {top.connections} clients), {top.tps / max(served, 1):.0f}× the best "
+            f"app probe, {verdict}."
+        )
+    return out
+
+
+def readme(root: Path, page: Path) -> str:
+    base = page.parent
+    benches = _bench_runs(root)
+    map_run = RunDir.open(root / "map") if (root / "map" / "metadata.json").is_file() else None
+    first = next(iter(benches.values()), map_run)
+    meta = first.metadata() if first else {}
+    m = meta.get("machine", {})
+    parts = [
+        "# Reference results",
+        "",
+        "Everything on this page is generated by `python -m harness reference` from the run "
+        "directories under `reference/`; no number is typed by hand. Each run directory holds "
+        "its raw records (`cells/`), its metadata (machine, versions, git commit, every "
+        "parameter) and its own `summary.md` and `results.csv`.",
+        "",
+        f"Machine: {m.get('cpu_model', '?')}, {m.get('cpu_count', '?')} CPUs, "
+        f"{m.get('kernel', '?')}, Python {m.get('python', '?')}; "
+        f"git {meta.get('git', {}).get('sha', '?')[:12]}.",
+        "",
+        "## Findings",
+        "",
+    ]
+    plan = MapPlan.from_json(map_run.metadata()["plan"]) if map_run else None
+    map_records = map_run.records() if map_run else []
+    for server in ServerName:
+        sentences = []
+        if plan and server in plan.servers:
+            sentences += map_findings(server, plan, map_records)
+        if server in benches:
+            sentences += bench_findings(server, benches[server].records())
+        if sentences:
+            parts += [f"- **{server}**: " + " ".join(sentences), ""]
+    if plan and map_run:
+        parts += ["- **Ceilings**: " + " ".join(ceiling_findings(plan, map_records, map_run)), ""]
+    parts += [
+        "Why: a sync `dependency` request holds its pooled connection until the dependency's "
+        "exit, after the response model is validated in a second threadpool token; with T "
+        "tokens and C connections per process, T + C requests in flight can leave every "
+        "token waiting for a connection and every connection waiting for a token. Opening the "
+        "session inside the endpoint (`context`) returns the connection before validation; "
+        "`limited` lets at most C requests into the dependency; async endpoints take no "
+        "threadpool token.",
+        "",
+    ]
+    if map_run and plan:
+        parts += [f"## The failure map ([full report]({_rel(map_run.path, base)}/summary.md))", ""]
+        for server in plan.servers:
+            parts += [
+                f"### {server}",
+                "",
+                map_report.map_table(plan, str(server), map_records),
+                f"![collapse]({_rel(map_run.path, base)}/charts/collapse-{server}.png)",
+                "",
+                f"![throughput]({_rel(map_run.path, base)}/charts/throughput-{server}.png)",
+                "",
+            ]
+        parts += [
+            "### Ceilings",
+            "",
+            map_report.ceilings_table(plan, map_records, load_pgbench(map_run)),
+        ]
+    if benches:
+        parts += ["## Seed-shaped tables", ""]
+        for run in benches.values():
+            parts += [
+                f"Run [`{run.path.name}`]({_rel(run.path, base)}/summary.md) "
+                f"(every cell's figures, CPU split and notes are there).",
+                "",
+                report.seed_tables(run.records()).replace("## ", "### "),
+            ]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def write(root: Path, page: Path) -> None:
+    for run in _bench_runs(root).values():
+        report.write(run)
+    if (root / "map" / "metadata.json").is_file():
+        report.write(RunDir.open(root / "map"))
+    page.write_text(readme(root, page))
