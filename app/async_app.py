@@ -6,14 +6,13 @@ Kept line for line beside sync_app.py so the two can be diffed.
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
 
-import anyio.to_thread
 from fastapi import FastAPI, Request
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from app.common import session_dependency
+from app.compat import async_sessionmaker, create_fastapi, set_threadpool_tokens
 from app.models import Inserted, User, UserOut
 from app.settings import SessionStyle, Settings, load_settings
 
@@ -42,7 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The default limiter belongs to the running loop, so it can only be resized here.
-        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.THREADPOOL_TOKENS
+        set_threadpool_tokens(settings.THREADPOOL_TOKENS)
         engine = create_async_engine(
             settings.url_for("asyncpg"),
             pool_size=settings.POOL_SIZE,
@@ -53,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         await engine.dispose()
 
-    app = FastAPI(title=f"async ({settings.SESSION_STYLE})", lifespan=lifespan)
+    app = create_fastapi(lifespan, title=f"async ({settings.SESSION_STYLE})")
     app.state.settings = settings
 
     @app.get("/health")
@@ -79,12 +78,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     session_dep = session_dependency(get_session, settings)
 
     @app.get("/users", response_model=list[UserOut])
-    async def users_dep(session: Annotated[AsyncSession, session_dep]) -> list[User]:
+    async def users_dep(session: AsyncSession = session_dep) -> list[User]:
         """Every row; the session comes from a yield dependency (the seed's pattern)."""
         return await list_users(session)
 
     @app.get("/users/insert-data-to-test", response_model=Inserted)
-    async def insert_dep(session: Annotated[AsyncSession, session_dep]) -> Inserted:
+    async def insert_dep(session: AsyncSession = session_dep) -> Inserted:
         """Insert one row and commit; return its id."""
         return await insert_user(session)
 

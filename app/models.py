@@ -1,25 +1,35 @@
-"""The seed's table and response schema, shared by both apps."""
+"""The seed's table and response schema, shared by both apps and both stacks.
 
-from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Integer, String
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+The table is declared in the classic style (`declarative_base`, `Column`), which SQLAlchemy 1.4
+and 2.x both read the same way; `DeclarativeBase`, `Mapped` and `mapped_column` are 2.0-only.
+"""
 
+from pydantic import BaseModel
+from sqlalchemy import Column, Integer, String
+from sqlalchemy.orm import declarative_base
 
-class Base(DeclarativeBase):
-    pass
+from app.compat import PYDANTIC_V1
+
+Base = declarative_base()
 
 
 class User(Base):
     __tablename__ = "users"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    email: Mapped[str] = mapped_column(String(255), index=True)
+    id = Column(Integer, primary_key=True)
+    email = Column(String(255), index=True, nullable=False)
 
 
 class UserOut(BaseModel):
     """The seed's response model. Its validation is what takes a second threadpool token."""
 
-    model_config = ConfigDict(from_attributes=True)
+    if PYDANTIC_V1:  # the 2021 stack: pydantic 1 spells from_attributes `orm_mode`
+
+        class Config:
+            orm_mode = True
+
+    else:
+        model_config = {"from_attributes": True}
 
     email: str
 

@@ -2,10 +2,12 @@
 
 from enum import StrEnum
 
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
+
+from app import compat
+from app.compat import PYDANTIC_V1, BaseSettings, field_validator
 
 
 class SessionStyle(StrEnum):
@@ -17,7 +19,16 @@ class SessionStyle(StrEnum):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(case_sensitive=True, frozen=True, extra="ignore")
+    if PYDANTIC_V1:  # the 2021 stack: pydantic 1's own BaseSettings, configured by a class
+
+        class Config:
+            case_sensitive = True
+            frozen = True
+            extra = "ignore"
+            validate_all = False  # as in pydantic 2, defaults skip the validators below
+
+    else:
+        model_config = {"case_sensitive": True, "frozen": True, "extra": "ignore"}
 
     DATABASE_URL: str
     POOL_SIZE: int = Field(5, ge=1, le=10_000)
@@ -35,6 +46,32 @@ class Settings(BaseSettings):
             raise ValueError(f"not a database URL: {value!r}") from exc
         if url.get_backend_name() != "postgresql":
             raise ValueError(f"must be a postgresql:// URL, got {url.drivername!r}")
+        return value
+
+    # What the 2021 stack lacks is refused, not ignored. A field validator runs only for a value
+    # that was given (an environment variable or an argument), never for the default: so under
+    # Starlette < 0.15 any THREADPOOL_TOKENS is refused, even 40, and its absence is accepted.
+    @field_validator("THREADPOOL_TOKENS")
+    @classmethod
+    def _tokens_have_a_limiter(cls, value: int) -> int:
+        if not compat.ANYIO_THREADPOOL:
+            raise ValueError(
+                f"cannot be set with Starlette {compat.STARLETTE_VERSION}: it runs sync code on "
+                "asyncio's default executor, whose size is fixed at min(32, cpus + 4) = "
+                f"{compat.default_executor_threads()} threads here; unset THREADPOOL_TOKENS"
+            )
+        return value
+
+    @field_validator("SESSION_STYLE")
+    @classmethod
+    def _style_is_available(cls, value: SessionStyle) -> SessionStyle:
+        if value is SessionStyle.limited and not compat.has_max_concurrency():
+            from fastapi import __version__ as fastapi_version
+
+            raise ValueError(
+                f"'limited' needs Depends(max_concurrency=...), which FastAPI {fastapi_version} "
+                "does not have (FastAPI 0.163+); choose dependency or context"
+            )
         return value
 
     @property

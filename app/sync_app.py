@@ -6,14 +6,13 @@ Kept line for line beside async_app.py so the two can be diffed.
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from typing import Annotated
 
-import anyio.to_thread
 from fastapi import FastAPI, Request
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.common import session_dependency
+from app.compat import create_fastapi, set_threadpool_tokens
 from app.models import Inserted, User, UserOut
 from app.settings import SessionStyle, Settings, load_settings
 
@@ -42,7 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The default limiter belongs to the running loop, so it can only be resized here.
-        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.THREADPOOL_TOKENS
+        set_threadpool_tokens(settings.THREADPOOL_TOKENS)
         engine = create_engine(
             settings.url_for("psycopg2"),
             pool_size=settings.POOL_SIZE,
@@ -53,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         engine.dispose()
 
-    app = FastAPI(title=f"sync ({settings.SESSION_STYLE})", lifespan=lifespan)
+    app = create_fastapi(lifespan, title=f"sync ({settings.SESSION_STYLE})")
     app.state.settings = settings
 
     @app.get("/health")
@@ -79,12 +78,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     session_dep = session_dependency(get_session, settings)
 
     @app.get("/users", response_model=list[UserOut])
-    def users_dep(session: Annotated[Session, session_dep]) -> list[User]:
+    def users_dep(session: Session = session_dep) -> list[User]:
         """Every row; the session comes from a yield dependency (the seed's pattern)."""
         return list_users(session)
 
     @app.get("/users/insert-data-to-test", response_model=Inserted)
-    def insert_dep(session: Annotated[Session, session_dep]) -> Inserted:
+    def insert_dep(session: Session = session_dep) -> Inserted:
         """Insert one row and commit; return its id."""
         return insert_user(session)
 

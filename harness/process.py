@@ -55,9 +55,15 @@ def kill_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
     unregister_child(proc)
 
 
-def kill_all_children() -> None:
-    for proc in list(_children.values()):
-        kill_group(proc, grace=3.0)
+def kill_all_children(keep: frozenset[int] = frozenset()) -> None:
+    """End every registered child but those in `keep` (started before, by someone else)."""
+    for pid, proc in list(_children.items()):
+        if pid not in keep:
+            kill_group(proc, grace=3.0)
+
+
+def registered() -> frozenset[int]:
+    return frozenset(_children)
 
 
 def group_members(pid: int) -> list[psutil.Process]:

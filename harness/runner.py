@@ -31,7 +31,7 @@ from harness.model import (
     Workload,
     WrkResult,
 )
-from harness.process import free_port, kill_all_children, tree_cpu_seconds
+from harness.process import free_port, kill_all_children, registered, tree_cpu_seconds
 from harness.server import ServerProcess, get_json, read_log
 from harness.store import RunDir
 from harness.verdict import judge
@@ -440,6 +440,8 @@ def session(
 ) -> Iterator[Session]:
     """Everything a run needs, and on Ctrl-C or SIGTERM: every process ended, finished cells
     kept, the run marked incomplete, and how to resume printed."""
+    # Only what this session starts is its to end (a caller may hold a database of its own).
+    before = registered()
     try:
         with ExitStack() as stack:
             stack.enter_context(_signals_interrupt())
@@ -455,7 +457,7 @@ def session(
             )
             yield Session(run, options, db, log_dir, Progress(stream))
     except (Interrupted, KeyboardInterrupt) as exc:
-        kill_all_children()
+        kill_all_children(keep=before)
         run.update_metadata(complete=False, interrupted_at=now_iso(), interrupted_by=str(exc))
         report.write(run)
         stream.write(
@@ -465,7 +467,7 @@ def session(
         )
         raise
     finally:
-        kill_all_children()
+        kill_all_children(keep=before)
     run.update_metadata(complete=True, finished_at=now_iso())
     report.write(run)
 

@@ -7,3 +7,14 @@ loglevel = "warning"
 # arbiter's heartbeat timeout does not fire; keep gunicorn's default rather than hide a stall.
 timeout = 30
 graceful_timeout = 5
+
+
+def on_starting(server):  # gunicorn passes the arbiter
+    """Check the app's settings once, in the arbiter, before any worker is forked.
+
+    A worker that exits on invalid settings (e.g. `limited` under the 2021 stack) is otherwise
+    respawned forever; raised here, the same one-line "invalid settings: ..." stops gunicorn.
+    """
+    from app.settings import load_settings
+
+    load_settings()

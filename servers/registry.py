@@ -1,6 +1,7 @@
 """The one registry of servers: for a server, an app, a host, a port and a worker count, the argv.
 
-The harness, `make serve` and the compose file all take their command lines from here.
+The harness, `make serve` and the compose file all take their command lines from here. It imports
+only the standard library, so it works wherever servers/ is copied (e.g. a Docker image).
 """
 
 import sys
@@ -24,6 +25,13 @@ class ServerName(StrEnum):
     hypercorn = "hypercorn"
 
 
+class Stack(StrEnum):
+    """Which versions run the apps (harness/stacks.py builds the environment for each)."""
+
+    current = "current"  # requirements.lock
+    y2021 = "2021"  # requirements-2021.lock: FastAPI 0.63, Starlette 0.13.6, SQLAlchemy 1.4
+
+
 # The seed's ports for `make serve` and compose: async on 8000, sync on 8001.
 SEED_PORTS = {Mode.async_: 8000, Mode.sync: 8001}
 
@@ -38,10 +46,16 @@ class Launch:
     port: int
     workers: int = 1
     host: str = LOOPBACK
-    python: str = sys.executable
+    python: str = sys.executable  # an interpreter that has this stack's packages
     config_dir: Path = CONFIG_DIR  # where this machine (or container) has servers/
+    stack: Stack = Stack.current
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "stack", Stack(self.stack))
+        except ValueError:
+            choices = ", ".join(Stack)
+            raise ValueError(f"unknown stack {self.stack!r}; choose from {choices}") from None
         if not 1 <= self.port <= 65535:
             raise ValueError(f"port must be 1-65535, got {self.port}")
         if self.workers < 1:
@@ -49,6 +63,7 @@ class Launch:
 
 
 def _uvicorn(launch: Launch) -> list[str]:
+    # The same for both stacks: uvicorn 0.13.4 (February 2021) already has --factory.
     return [
         launch.python,
         "-m",
@@ -72,12 +87,18 @@ def _uvicorn(launch: Launch) -> list[str]:
 
 
 def _gunicorn(launch: Launch) -> list[str]:
+    # gunicorn.conf.py names uvicorn-worker's class; in 2021 that package did not exist and the
+    # worker came with uvicorn itself. A command-line flag overrides the config file.
+    worker_class = (
+        ["--worker-class", "uvicorn.workers.UvicornWorker"] if launch.stack is Stack.y2021 else []
+    )
     return [
         launch.python,
         "-m",
         "gunicorn",
         "--config",
         str(launch.config_dir / "gunicorn.conf.py"),
+        *worker_class,
         "--bind",
         f"{launch.host}:{launch.port}",
         "--workers",
@@ -87,12 +108,16 @@ def _gunicorn(launch: Launch) -> list[str]:
 
 
 def _hypercorn(launch: Launch) -> list[str]:
+    # Hypercorn 0.11 (2021) sets the log level from its command line, default INFO, over the
+    # config file's; repeat the file's level there.
+    log_level = ["--log-level", "WARNING"] if launch.stack is Stack.y2021 else []
     return [
         launch.python,
         "-m",
         "hypercorn",
         "--config",
         str(launch.config_dir / "hypercorn.toml"),
+        *log_level,
         "--bind",
         f"{launch.host}:{launch.port}",
         "--workers",

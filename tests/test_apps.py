@@ -75,7 +75,10 @@ def _depends(route: object) -> list:
 
     hints = typing.get_type_hints(route.endpoint, include_extras=True)  # type: ignore[attr-defined]
     found = []
-    for name in inspect.signature(route.endpoint).parameters:  # type: ignore[attr-defined]
-        for meta in getattr(hints.get(name), "__metadata__", ()):
-            found.append(meta)
+    # A Depends is either Annotated metadata or a parameter's default (the apps use the default,
+    # which FastAPI 0.63 of the 2021 stack understands too).
+    for name, param in inspect.signature(route.endpoint).parameters.items():  # type: ignore[attr-defined]
+        found.extend(getattr(hints.get(name), "__metadata__", ()))
+        if param.default is not inspect.Parameter.empty:
+            found.append(param.default)
     return found

@@ -1,6 +1,6 @@
 import pytest
 
-from servers.registry import APP_FACTORY, REGISTRY, Launch, Mode, ServerName, server_argv
+from servers.registry import APP_FACTORY, REGISTRY, Launch, Mode, ServerName, Stack, server_argv
 
 
 @pytest.mark.parametrize("server", list(ServerName))
@@ -29,3 +29,39 @@ def test_unknown_server_is_refused_with_the_choices() -> None:
 def test_launch_refuses_nonsense(port: int, workers: int) -> None:
     with pytest.raises(ValueError):
         Launch(mode=Mode.sync, port=port, workers=workers)
+
+
+# What the current stack runs, written out: the 2021 stack must not change it.
+CURRENT_ARGV = {
+    "uvicorn": "py -m uvicorn --factory app.sync_app:create_app --host 127.0.0.1 --port 8123 "
+    "--workers 3 --loop uvloop --http httptools --no-access-log --log-level warning",
+    "gunicorn": "py -m gunicorn --config {cfg}/gunicorn.conf.py --bind 127.0.0.1:8123 "
+    "--workers 3 app.sync_app:create_app()",
+    "hypercorn": "py -m hypercorn --config {cfg}/hypercorn.toml --bind 127.0.0.1:8123 "
+    "--workers 3 app.sync_app:create_app()",
+}
+
+
+@pytest.mark.parametrize("server", list(ServerName))
+def test_current_stack_argv_is_unchanged(server: str) -> None:
+    launch = Launch(mode=Mode.sync, port=8123, workers=3, python="py")
+    assert launch.stack is Stack.current
+    expected = CURRENT_ARGV[server].format(cfg=launch.config_dir)
+    assert " ".join(server_argv(server, launch)) == expected
+
+
+@pytest.mark.parametrize("server", list(ServerName))
+def test_2021_argv_differs_only_where_the_old_versions_need_it(server: str) -> None:
+    current = server_argv(server, Launch(mode=Mode.async_, port=8123, python="py"))
+    old = server_argv(server, Launch(mode=Mode.async_, port=8123, python="py", stack="2021"))
+    added = {
+        "uvicorn": [],  # uvicorn 0.13.4 already has --factory
+        "gunicorn": ["--worker-class", "uvicorn.workers.UvicornWorker"],  # no uvicorn-worker
+        "hypercorn": ["--log-level", "WARNING"],  # 0.12 puts its CLI default over the file's
+    }[server]
+    assert old == [*current[:5], *added, *current[5:]]
+
+
+def test_unknown_stack_is_refused_with_the_choices() -> None:
+    with pytest.raises(ValueError, match="unknown stack '2020'; choose from current, 2021"):
+        Launch(mode=Mode.sync, port=8000, stack="2020")  # type: ignore[arg-type]

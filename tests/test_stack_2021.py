@@ -1,0 +1,127 @@
+"""The 2021 stack: its venv builds from requirements-2021.lock, every server of the registry
+starts under it in both modes and answers, and what 2021 lacks is refused at start.
+
+The venv is built once (ensure_venv, cached by its marker); a fresh clone pays for that once.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import postgres, stacks
+from harness.errors import HarnessError
+from harness.process import free_port
+from harness.server import ServerProcess
+from servers.registry import Launch, Mode, ServerName, Stack, server_argv
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def python_2021() -> str:
+    return str(stacks.ensure_venv(Stack.y2021))
+
+
+def server_2021(
+    python: str, server: str, mode: Mode, env: dict[str, str], log: Path, workers: int = 2
+) -> ServerProcess:
+    port = free_port()
+    proc = ServerProcess(server, mode, port, workers, env, log)
+    # ServerProcess takes its argv from the registry for the current stack; use the 2021 one.
+    launch = Launch(mode=mode, port=port, workers=workers, python=python, stack=Stack.y2021)
+    proc.argv = server_argv(server, launch)
+    return proc
+
+
+def test_the_venv_is_built_from_its_lock(python_2021: str) -> None:
+    lock = stacks.lock_file(Stack.y2021)
+    marker = stacks.venv_dir(Stack.y2021) / stacks.MARKER
+    assert marker.read_text().strip() == stacks._sha256(lock)
+    pinned = dict(
+        line.lower().split("==")
+        for line in lock.read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    installed = stacks.package_versions(Stack.y2021)
+    assert installed["fastapi"] == "0.63.0"
+    assert installed["starlette"] == "0.13.6"
+    assert installed["sqlalchemy"].startswith("1.4.")
+    assert installed["pydantic"].startswith("1.")
+    assert all(installed[name] == pinned[name] for name in stacks.PACKAGES)
+    assert stacks.python_version(Stack.y2021).startswith("3.11.")
+    assert stacks.ensure_venv(Stack.y2021) == Path(python_2021)  # cached: no rebuild
+
+
+def test_a_failed_build_says_which_venv_and_why(tmp_path: Path) -> None:
+    (tmp_path / "requirements-2021.lock").write_text("--no-index\nno-such-package==0.0.1\n")
+    with pytest.raises(
+        HarnessError, match=r"(?s)could not build the 2021 stack's venv .*no-such-package"
+    ):
+        stacks.ensure_venv(Stack.y2021, root=tmp_path)
+    assert not (tmp_path / ".venv-2021" / stacks.MARKER).exists()
+
+
+# Every server with the seed's session style; the other style that 2021 has, under one server.
+STARTS = [(server, "dependency") for server in ServerName] + [(ServerName.uvicorn, "context")]
+
+
+@pytest.mark.parametrize(("server", "style"), STARTS, ids=lambda p: str(p))
+@pytest.mark.parametrize("mode", list(Mode))
+def test_server_starts_and_answers_under_2021(
+    server: str, style: str, mode: Mode, python_2021: str, db_url: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "server.log"
+    env = {"DATABASE_URL": db_url, "SESSION_STYLE": style}
+    with server_2021(python_2021, server, mode, env, log) as proc:
+        assert proc.wait_ready(30), log.read_text()
+        assert proc.get("/health") == (200, {"status": "ok"})
+        assert proc.get("/openapi.json")[1]["info"]["title"] == f"{mode} ({style})"
+        # FastAPI 0.63 writes OpenAPI 3.0.2 (today's writes 3.1): the 2021 stack is serving.
+        assert proc.get("/openapi.json")[1]["openapi"] == "3.0.2"
+        status, body = proc.get("/users")
+        assert status == 200
+        assert len(body) == postgres.count_rows(db_url) == 10
+        assert all(set(item) == {"email"} for item in body)
+        status, inserted = proc.get("/users/insert-data-to-test")
+        assert status == 200 and set(inserted) == {"id"}
+        assert postgres.count_rows(db_url) == 11
+        assert len(proc.get("/users")[1]) == 11
+    assert not proc.alive
+    assert "Traceback" not in log.read_text()
+
+
+REFUSED = {
+    "limited": (
+        {"SESSION_STYLE": "limited"},
+        "invalid settings: SESSION_STYLE: 'limited' needs Depends(max_concurrency=...), "
+        "which FastAPI 0.63.0 does not have",
+    ),
+    "tokens": (
+        {"THREADPOOL_TOKENS": "40"},  # even the current stack's default, when given
+        "invalid settings: THREADPOOL_TOKENS: cannot be set with Starlette 0.13.6",
+    ),
+}
+
+
+@pytest.mark.parametrize("server", list(ServerName))
+@pytest.mark.parametrize("refused", list(REFUSED))
+def test_what_2021_lacks_is_refused_at_start(
+    server: str, refused: str, python_2021: str, db_url: str, tmp_path: Path
+) -> None:
+    settings, message = REFUSED[refused]
+    log = tmp_path / "server.log"
+    # One worker: uvicorn 0.13's multi-process supervisor does not notice its workers exiting.
+    env = {"DATABASE_URL": db_url, **settings}
+    with server_2021(python_2021, server, Mode.sync, env, log, workers=1) as proc:
+        deadline = time.monotonic() + 30
+        while proc.alive and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not proc.alive, f"{server} still runs with {settings}:\n{log.read_text()}"
+    text = log.read_text()
+    assert message in text
+    assert "Traceback" not in text
+    assert re.search(r"threads here|choose dependency or context", text)
