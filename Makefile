@@ -57,7 +57,7 @@ BENCH_FLAGS = $(if $(TARGET),--target $(TARGET) --modes $(or $(MODES),$(MODE)),\
 	--server $(SERVER) $(if $(MODES),--modes $(MODES))) $(if $(STYLES),--styles $(STYLES)) \
 	$(if $(POOLS),--pools $(POOLS)) $(if $(POOL_TIMEOUT),--pool-timeout $(POOL_TIMEOUT)) \
 	$(if $(TOKENS),--tokens $(TOKENS)) $(if $(WORKERS),--workers $(WORKERS)) \
-	$(if $(CONNECTIONS),--connections $(CONNECTIONS)) $(if $(DURATION),--duration $(DURATION)) \
+	$(if $(STACK),--stack $(STACK)) $(if $(CONNECTIONS),--connections $(CONNECTIONS)) $(if $(DURATION),--duration $(DURATION)) \
 	$(if $(WARMUP),--warmup $(WARMUP)) $(if $(WORKLOAD),--workload $(WORKLOAD)) \
 	$(if $(ROWS),--rows $(ROWS)) $(if $(WRK),--wrk $(WRK)) $(if $(OUT),--out $(OUT)) \
 	$(if $(DATABASE_URL),--database-url $(DATABASE_URL)) $(if $(WRK_IMAGE),--wrk-image $(WRK_IMAGE)) \
@@ -69,6 +69,7 @@ bench: setup
 # The failure map: where each variant collapses, searched, with ceilings and charts.
 MAP_FLAGS = --server $(SERVER) $(if $(POOLS),--pools $(POOLS)) $(if $(TOKENS),--tokens $(TOKENS)) \
 	$(if $(WORKERS),--workers $(WORKERS)) $(if $(VARIANTS),--variants $(VARIANTS)) \
+	$(if $(STACK),--stack $(STACK)) $(if $(CEILING_LEVELS),--ceiling-levels $(CEILING_LEVELS)) \
 	$(if $(CEILING),--ceiling $(CEILING)) $(if $(DURATION),--duration $(DURATION)) \
 	$(if $(DATABASE_URL),--database-url $(DATABASE_URL)) $(if $(OUT),--out $(OUT)) \
 	$(if $(RESUME),--resume $(RESUME)) $(if $(DRY_RUN),--dry-run)
@@ -94,4 +95,4 @@ report: venv
 	$(PY) -m harness report $(RUN)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-2021 .pytest_cache .ruff_cache

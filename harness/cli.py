@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 from app.settings import SessionStyle
+from harness import stacks
 from harness.errors import HarnessError, UsageError
 from harness.model import Cell, Workload
 from harness.parse import (
@@ -26,7 +27,7 @@ from harness.parse import (
 from harness.runner import Interrupted, Options, execute, new_metadata, order, preflight
 from harness.store import RunDir
 from harness.wrk import DEFAULT_IMAGE, WrkRunner
-from servers.registry import Mode
+from servers.registry import Mode, Stack
 
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "runs"
 DEFAULT_CONNECTIONS = "1,12,24,48,100,200"
@@ -56,18 +57,21 @@ def build_cells(args: argparse.Namespace) -> list[Cell]:
     given = {k: getattr(args, k) or default for k, default in SERVER_DEFAULTS.items()}
     pool_timeout = parse_duration(given["pool_timeout"], "POOL_TIMEOUT")
     rows = parse_nonnegative_int(given["rows"], "ROWS")
-    axes = itertools.product(
-        parse_servers(given["server"]),
-        workloads,
-        modes,
-        parse_choices(given["styles"], "STYLES", SessionStyle, [s.value for s in SessionStyle]),
-        parse_pools(given["pools"]),
-        parse_positive_ints(given["tokens"], "TOKENS", 10_000),
-        parse_positive_ints(given["workers"], "WORKERS", 64),
-        connections,
-    )
-    return order(
-        [
+    styles = parse_choices(given["styles"], "STYLES", SessionStyle, [s.value for s in SessionStyle])
+    tokens = parse_positive_ints(given["tokens"], "TOKENS", 10_000)
+    cells = []
+    for stack in parse_stacks(args.stack, bool(args.tokens), styles):
+        axes = itertools.product(
+            parse_servers(given["server"]),
+            workloads,
+            modes,
+            styles,
+            parse_pools(given["pools"]),
+            [stacks.sync_threads(stack, 0)] if stack is Stack.y2021 else tokens,
+            parse_positive_ints(given["workers"], "WORKERS", 64),
+            connections,
+        )
+        cells += [
             Cell(
                 server=s,
                 mode=m,
@@ -80,10 +84,28 @@ def build_cells(args: argparse.Namespace) -> list[Cell]:
                 duration_s=duration,
                 rows=rows,
                 pool_timeout_s=pool_timeout,
+                stack=stack,
             )
             for s, wl, m, st, p, t, w, c in axes
         ]
-    )
+    return order(cells)
+
+
+def parse_stacks(text: str, tokens_given: bool, styles: Sequence[SessionStyle]) -> list[Stack]:
+    """STACK, and what the 2021 stack cannot honour (refused, not ignored)."""
+    chosen = parse_choices(text, "STACK", Stack, [s.value for s in Stack])
+    if Stack.y2021 in chosen:
+        if tokens_given:
+            raise UsageError(
+                "TOKENS: the 2021 stack has no thread limiter to size: sync code runs on "
+                "asyncio's default executor, of min(32, CPUs + 4) threads; leave TOKENS unset"
+            )
+        if SessionStyle.limited in styles:
+            raise UsageError(
+                "STYLES: 'limited' needs Depends(max_concurrency=...), which FastAPI 0.63 (the "
+                "2021 stack) does not have; choose dependency or context"
+            )
+    return chosen
 
 
 def _target_cells(
@@ -169,6 +191,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _map(args: argparse.Namespace) -> int:
     from harness.failure_map import (
+        DEFAULT_VARIANTS,
         PROBE_ESTIMATE_S,
         PROBES_PER_LINE,
         MapPlan,
@@ -183,20 +206,34 @@ def _map(args: argparse.Namespace) -> int:
         run = RunDir.open(Path(args.resume))
         plan = MapPlan.from_json(run.metadata()["plan"])
     else:
+        variants = args.variants or ",".join(
+            v for v in DEFAULT_VARIANTS if args.stack != "2021" or "limited" not in v
+        )
+        parsed = tuple(dict.fromkeys(parse_variant(v) for v in variants.split(",") if v.strip()))
+        stack = parse_stacks(args.stack, bool(args.tokens), [s for _, s in parsed])
+        if len(stack) != 1:
+            raise UsageError("STACK: a failure map is for one stack; run one map per stack")
+        tokens = (
+            [stacks.sync_threads(stack[0], 0)]
+            if stack[0] is Stack.y2021
+            else parse_positive_ints(args.tokens or "40,80", "TOKENS", 10_000, ordered=True)
+        )
+        levels = args.ceiling_levels
         plan = MapPlan(
             servers=tuple(parse_servers(args.server)),
             pools=tuple(parse_pools(args.pools)),
-            tokens=tuple(parse_positive_ints(args.tokens, "TOKENS", 10_000, ordered=True)),
+            tokens=tuple(tokens),
             workers=tuple(parse_positive_ints(args.workers, "WORKERS", 64, ordered=True)),
             start=parse_positive_ints(args.start, "START", 10_000)[0],
             ceiling=parse_positive_ints(args.ceiling, "CEILING", 10_000)[0],
             duration_s=parse_duration(args.duration),
             rows=parse_nonnegative_int(args.rows, "ROWS"),
             pool_timeout_s=parse_duration(args.pool_timeout, "POOL_TIMEOUT"),
-            ceiling_levels=tuple(parse_positive_ints(args.ceiling_levels, "CEILING_LEVELS")),
-            variants=tuple(
-                dict.fromkeys(parse_variant(v) for v in args.variants.split(",") if v.strip())
-            ),
+            ceiling_levels=()
+            if levels == "none"
+            else tuple(parse_positive_ints(levels, "CEILING_LEVELS")),
+            variants=parsed,
+            stack=stack[0],
         )
         if not plan.variants:
             raise UsageError("VARIANTS: empty list")
@@ -215,7 +252,7 @@ def _map(args: argparse.Namespace) -> int:
         name = "-".join(str(s) for s in plan.servers)
         run = RunDir.create(Path(args.out) if args.out else RESULTS / f"{stamp}-map-{name}")
         params = {k: v for k, v in vars(args).items() if k not in ("func", "database_url")}
-        meta = new_metadata([], options, params, kind="map")
+        meta = new_metadata(lines, options, params, kind="map")
         run.write_metadata({**meta, "plan": plan.to_json()})
     print(
         f"{len(lines)} lines, about {estimate / 60:.0f} minutes; results in {run.path}",
@@ -271,6 +308,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--pool-timeout", default=None, help="SQLAlchemy pool_timeout")
     run.add_argument("--tokens", default=None, help="AnyIO default thread limiter tokens")
     run.add_argument("--workers", default=None, help="server worker processes")
+    run.add_argument("--stack", default="current", help="current or 2021 (or current,2021)")
     run.add_argument("--connections", default=DEFAULT_CONNECTIONS, help="wrk -c levels")
     run.add_argument("--duration", default="10s", help="measured wrk run per cell")
     run.add_argument("--warmup", default="2s", help="wrk warm-up per cell (0 for none)")
@@ -309,15 +347,19 @@ def parser() -> argparse.ArgumentParser:
     )
     fmap.add_argument("--server", default="uvicorn", help="uvicorn, gunicorn, hypercorn or all")
     fmap.add_argument("--pools", default="5+10,20+0,40+0,80+0", help="first = baseline")
-    fmap.add_argument("--tokens", default="40,80", help="first = baseline")
+    fmap.add_argument("--tokens", default=None, help="first = baseline (default 40,80)")
+    fmap.add_argument("--stack", default="current", help="current or 2021")
     fmap.add_argument("--workers", default="1,2", help="first = baseline")
     fmap.add_argument(
         "--variants",
-        default="sync-dependency,sync-context,sync-limited,async-dependency",
-        help="MODE-STYLE list",
+        default=None,
+        help="MODE-STYLE list (default: sync-dependency, sync-context, sync-limited (not under "
+        "2021), async-dependency)",
     )
     fmap.add_argument(
-        "--ceiling-levels", default="1,12,24,48,100,200", help="connections for the ceilings"
+        "--ceiling-levels",
+        default="1,12,24,48,100,200",
+        help="connections for the ceilings, or none",
     )
     fmap.add_argument("--start", default="8", help="first connection count probed")
     fmap.add_argument("--ceiling", default="400", help="highest connection count probed")

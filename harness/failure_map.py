@@ -22,7 +22,7 @@ from harness.model import Cell, CellResult, Pool, Verdict, Workload
 from harness.runner import Options, session
 from harness.search import Threshold, bracket, find_threshold
 from harness.store import RunDir
-from servers.registry import Mode, ServerName
+from servers.registry import Mode, ServerName, Stack
 
 VARIANTS = (
     (Mode.sync, SessionStyle.dependency),
@@ -60,6 +60,7 @@ class MapPlan:
     pool_timeout_s: float = 30.0
     ceiling_levels: tuple[int, ...] = CEILING_LEVELS
     variants: tuple[tuple[Mode, SessionStyle], ...] = VARIANTS
+    stack: Stack = Stack.current
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -74,6 +75,7 @@ class MapPlan:
             "pool_timeout_s": self.pool_timeout_s,
             "ceiling_levels": list(self.ceiling_levels),
             "variants": [f"{m}-{s}" for m, s in self.variants],
+            "stack": str(self.stack),
         }
 
     @classmethod
@@ -90,6 +92,7 @@ class MapPlan:
             pool_timeout_s=data["pool_timeout_s"],
             ceiling_levels=tuple(data["ceiling_levels"]),
             variants=tuple(parse_variant(v) for v in data.get("variants", DEFAULT_VARIANTS)),
+            stack=Stack(data.get("stack", Stack.current)),
         )
 
     def lines(self) -> list[Cell]:
@@ -108,6 +111,7 @@ class MapPlan:
                 duration_s=self.duration_s,
                 rows=self.rows,
                 pool_timeout_s=self.pool_timeout_s,
+                stack=self.stack,
             )
             out += [replace(base, mode=m, style=s) for m, s in self.variants]
             if (Mode.sync, SessionStyle.dependency) in self.variants:
@@ -192,7 +196,7 @@ def execute_map(run: RunDir, options: Options, stream: Any = sys.stderr) -> None
     ceiling_cells = plan.http_ceiling_cells()
     done = run.records()
     by_id = {r.cell.id: r for r in done}
-    pgbench_max = max(plan.ceiling_levels)
+    pgbench_max = max(plan.ceiling_levels, default=0)
     with session(run, options, [*lines, *ceiling_cells], stream, pgbench_max) as s:
         for i, line in enumerate(lines):
             position = f"line {i + 1}/{len(lines)}"

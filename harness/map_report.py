@@ -14,7 +14,7 @@ from harness.failure_map import (
     predicted,
     threshold_of,
 )
-from harness.model import CellResult, Workload, shown
+from harness.model import CellResult, Workload, shown, tokens_label
 from harness.pgbench import PgbenchResult
 from harness.store import RunDir
 
@@ -67,7 +67,7 @@ def map_table(plan: MapPlan, server: str, records: Sequence[CellResult]) -> str:
                     f"{line.mode} {line.style}",
                     str(line.pool),
                     str(line.pool.capacity),
-                    shown(line.tokens),
+                    tokens_label(line),
                     shown(line.workers),
                     f"~{guess}" if guess else "none",
                     found.describe(),

@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from app.settings import SessionStyle
-from servers.registry import Mode, ServerName
+from servers.registry import Mode, ServerName, Stack
 
 RECORD_FORMAT = 1
 
@@ -61,6 +61,13 @@ class Pool:
         return f"{self.size}+{self.overflow}"
 
 
+def tokens_label(cell: Cell) -> str:
+    """T as a reader should take it: tokens of AnyIO's limiter, or 2021's executor threads."""
+    if cell.stack is Stack.y2021 and cell.tokens is not None:
+        return f"{cell.tokens} (executor)"
+    return shown(cell.tokens)
+
+
 def shown(value: object) -> str:
     """A parameter as text; None means the harness could not know it (target mode)."""
     return "unknown" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
@@ -86,6 +93,9 @@ class Cell:
     rows: int | None
     pool_timeout_s: float | None = 30.0
     target: str | None = None
+    # Which versions run the app. Under `2021` there is no token limiter: `tokens` then holds
+    # the size of asyncio's default executor on the machine that planned the run, not a setting.
+    stack: Stack = Stack.current
 
     @property
     def server_label(self) -> str:
@@ -94,9 +104,10 @@ class Cell:
     @property
     def variant(self) -> str:
         """The cell without its connection count: the line a threshold is looked for along."""
+        stack = "" if self.stack is Stack.current else f"/stack {self.stack}"
         return (
             f"{self.server_label}/{self.mode}/{shown(self.style)}/pool {shown(self.pool)}/"
-            f"tokens {shown(self.tokens)}/workers {shown(self.workers)}/{self.workload}"
+            f"tokens {shown(self.tokens)}/workers {shown(self.workers)}/{self.workload}{stack}"
         )
 
     @property
@@ -111,7 +122,8 @@ class Cell:
         return (
             f"{where}-{self.mode}-{shown(self.style)}-p{pool}-pt{shown(self.pool_timeout_s)}"
             f"-t{shown(self.tokens)}-w{shown(self.workers)}-{self.workload}-r{shown(self.rows)}"
-            f"-d{self.duration_s:g}-c{self.connections}"
+            f"-d{self.duration_s:g}{'' if self.stack is Stack.current else '-s' + self.stack}"
+            f"-c{self.connections}"
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -138,6 +150,7 @@ class Cell:
             rows=opt(int, "rows"),
             pool_timeout_s=opt(float, "pool_timeout_s"),
             target=data.get("target"),
+            stack=Stack(data.get("stack", Stack.current)),
         )
 
 

@@ -10,11 +10,11 @@ from typing import Any
 
 from app.settings import SessionStyle
 from harness import verdict as rules
-from harness.model import WORKLOAD_PATH, Cell, CellResult, Workload, shown
+from harness.model import WORKLOAD_PATH, Cell, CellResult, Workload, shown, tokens_label
 from harness.store import RunDir
-from servers.registry import Mode, ServerName
+from servers.registry import Mode, ServerName, Stack
 
-VARIANT_FIELDS = ("mode", "style", "pool", "pool_timeout_s", "tokens", "workers")
+VARIANT_FIELDS = ("mode", "style", "pool", "pool_timeout_s", "tokens", "workers", "stack")
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -28,8 +28,10 @@ def _label(cell: Cell, varying: Sequence[str]) -> str:
         "pool_timeout_s": "timeout {}s",
         "tokens": "{} tokens",
         "workers": "{} workers",
+        "stack": "stack {}",
     }
-    parts += [names[f].format(shown(getattr(cell, f))) for f in varying if f in names]
+    values = {f: shown(getattr(cell, f)) for f in varying} | {"tokens": tokens_label(cell)}
+    parts += [names[f].format(values[f]) for f in varying if f in names]
     return " ".join(parts)
 
 
@@ -52,7 +54,8 @@ def _variant_order(cell: Cell) -> tuple:
 def _details_variant(c: Cell) -> str:
     return (
         f"{c.mode} {shown(c.style)} pool {shown(c.pool)} timeout {shown(c.pool_timeout_s)}s "
-        f"{shown(c.tokens)} tokens {shown(c.workers)} workers"
+        f"{tokens_label(c)} tokens {shown(c.workers)} workers"
+        + ("" if c.stack is Stack.current else f" stack {c.stack}")
     )
 
 
@@ -181,6 +184,9 @@ def header(meta: dict[str, Any], records: Sequence[CellResult], name: str) -> st
     state = "complete" if meta.get("complete") else f"incomplete: {len(records)} of {total} cells"
     dirty = " (uncommitted changes)" if git.get("dirty") else ""
     pkgs = ", ".join(f"{k} {v}" for k, v in packages.items())
+    for name, stack in meta.get("stacks", {}).items():
+        versions = ", ".join(f"{k} {v}" for k, v in stack.get("packages", {}).items())
+        pkgs += f". Stack {name} (Python {stack.get('python', '?')}): {versions}"
     return "\n".join(
         [
             f"# syncasync-bench run `{name}`",
@@ -229,6 +235,7 @@ CSV_FIELDS = [
     "id",
     "server",
     "target",
+    "stack",
     "mode",
     "style",
     "pool_size",
@@ -269,6 +276,7 @@ def csv_text(records: Sequence[CellResult]) -> str:
             "mode": c.mode,
             "style": c.style,
             "target": c.target,
+            "stack": c.stack,
             "pool_size": c.pool.size if c.pool else None,
             "max_overflow": c.pool.overflow if c.pool else None,
             "pool_timeout_s": c.pool_timeout_s,

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from harness import postgres, report, wrk
+from harness import postgres, report, stacks, wrk
 from harness.errors import HarnessError, UsageError
 from harness.metadata import git_commit, machine, now_iso, package_versions
 from harness.model import (
@@ -35,6 +35,7 @@ from harness.process import free_port, kill_all_children, registered, tree_cpu_s
 from harness.server import ServerProcess, get_json, read_log
 from harness.store import RunDir
 from harness.verdict import judge
+from servers.registry import Launch, Stack
 
 MAX_THROWAWAY_CONNECTIONS = 2000
 RESERVED_CONNECTIONS = 10
@@ -109,7 +110,7 @@ def database(
 
 
 def _server_env(cell: Cell, url: str) -> dict[str, str]:
-    return {
+    env = {
         "DATABASE_URL": url,
         "POOL_SIZE": str(cell.pool.size),
         "MAX_OVERFLOW": str(cell.pool.overflow),
@@ -117,6 +118,9 @@ def _server_env(cell: Cell, url: str) -> dict[str, str]:
         "THREADPOOL_TOKENS": str(cell.tokens),
         "SESSION_STYLE": str(cell.style),
     }
+    if cell.stack is Stack.y2021:
+        del env["THREADPOOL_TOKENS"]  # no limiter to size; the app refuses the setting there
+    return env
 
 
 def _verify_users(base_url: str, rows: int | None) -> str | None:
@@ -175,7 +179,14 @@ def _start(cell: Cell, url: str, options: Options, log: Path) -> Iterator[Server
     taken in the meantime (a port in use must never fail a cell)."""
     env = _server_env(cell, url)
     for attempt in range(3):
-        server = ServerProcess(cell.server, cell.mode, free_port(), cell.workers, env, log)
+        launch = Launch(
+            mode=cell.mode,
+            port=free_port(),
+            workers=cell.workers,
+            stack=cell.stack,
+            python=str(stacks.venv_python(cell.stack)),
+        )
+        server = ServerProcess(cell.server, launch, env, log)
         with server:
             server.ready = server.wait_ready(options.start_timeout_s)
             text = "" if server.ready else log.read_text(errors="replace")
@@ -383,6 +394,14 @@ def new_metadata(
         "git": git_commit(),
         "machine": machine(),
         "packages": package_versions(),
+        "stacks": {
+            str(stack): {
+                "packages": stacks.package_versions(stack),
+                "python": stacks.python_version(stack),
+            }
+            for stack in dict.fromkeys(c.stack for c in cells)
+            if stack is not Stack.current
+        },
         "parameters": parameters,
         "options": {
             k: str(v) if not isinstance(v, (int, float, bool, type(None))) else v
@@ -398,6 +417,8 @@ def preflight(cells: Sequence[Cell], options: Options) -> None:
     """What can be checked before a run directory is made or a cell runs."""
     if options.wrk_runner is wrk.WrkRunner.local:
         wrk.local_binary()
+    for stack in dict.fromkeys(c.stack for c in cells if not c.target):
+        stacks.ensure_venv(stack)
     if options.database_url or all(c.target for c in cells):
         with database(cells, options):
             pass

@@ -16,7 +16,7 @@ from typing import Any
 
 from harness.metadata import PROJECT_ROOT
 from harness.process import kill_group, register_child, tree_cpu_seconds
-from servers.registry import Launch, Mode, server_argv
+from servers.registry import Launch, server_argv
 
 POOL_TIMEOUT_LINE = re.compile(r"QueuePool limit of size \d+ overflow \d+ reached")
 # uvicorn (also under gunicorn) and hypercorn say this once per failed request.
@@ -48,11 +48,9 @@ def read_log(path: Path, tail_lines: int = 30) -> LogCounts:
 class ServerProcess:
     """A server started fresh for one cell; use as a context manager so it always stops."""
 
-    def __init__(
-        self, server: str, mode: Mode, port: int, workers: int, env: dict[str, str], log: Path
-    ) -> None:
-        self.argv = server_argv(server, Launch(mode=mode, port=port, workers=workers))
-        self.port = port
+    def __init__(self, server: str, launch: Launch, env: dict[str, str], log: Path) -> None:
+        self.argv = server_argv(server, launch)
+        self.port = launch.port
         self.log = log
         self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self.proc: subprocess.Popen[bytes] | None = None

@@ -9,7 +9,7 @@ import pytest
 
 from harness.process import free_port
 from harness.server import ServerProcess
-from servers.registry import Mode, ServerName
+from servers.registry import Launch, Mode, ServerName
 
 pytestmark = pytest.mark.integration
 
@@ -18,7 +18,8 @@ pytestmark = pytest.mark.integration
 @pytest.mark.parametrize("mode", list(Mode))
 def test_server_starts_and_answers(server: str, mode: Mode, db_url: str, tmp_path: Path) -> None:
     env = {"DATABASE_URL": db_url}
-    proc = ServerProcess(server, mode, free_port(), 2, env, tmp_path / "server.log")
+    launch = Launch(mode=mode, port=free_port(), workers=2)
+    proc = ServerProcess(server, launch, env, tmp_path / "server.log")
     with proc:
         assert proc.wait_ready(30), (tmp_path / "server.log").read_text()
         assert proc.get("/health") == (200, {"status": "ok"})

@@ -16,7 +16,7 @@ from harness import postgres, stacks
 from harness.errors import HarnessError
 from harness.process import free_port
 from harness.server import ServerProcess
-from servers.registry import Launch, Mode, ServerName, Stack, server_argv
+from servers.registry import Launch, Mode, ServerName, Stack
 
 pytestmark = pytest.mark.integration
 
@@ -29,12 +29,8 @@ def python_2021() -> str:
 def server_2021(
     python: str, server: str, mode: Mode, env: dict[str, str], log: Path, workers: int = 2
 ) -> ServerProcess:
-    port = free_port()
-    proc = ServerProcess(server, mode, port, workers, env, log)
-    # ServerProcess takes its argv from the registry for the current stack; use the 2021 one.
-    launch = Launch(mode=mode, port=port, workers=workers, python=python, stack=Stack.y2021)
-    proc.argv = server_argv(server, launch)
-    return proc
+    launch = Launch(mode=mode, port=free_port(), workers=workers, python=python, stack=Stack.y2021)
+    return ServerProcess(server, launch, env, log)
 
 
 def test_the_venv_is_built_from_its_lock(python_2021: str) -> None:
@@ -125,3 +121,57 @@ def test_what_2021_lacks_is_refused_at_start(
     assert message in text
     assert "Traceback" not in text
     assert re.search(r"threads here|choose dependency or context", text)
+
+
+def test_the_2021_stack_collapses_at_fewer_connections_than_current(tmp_path: Path) -> None:
+    """Same machine, same settings (pool 1+1, pool_timeout 2 s), one run: under 2021 sync work
+    has the default executor's min(32, CPUs + 4) threads, under current AnyIO's 40 tokens."""
+    import subprocess
+    import sys
+
+    from harness.model import Verdict
+    from harness.store import RunDir
+
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "run",
+            "--stack",
+            "current,2021",
+            "--modes",
+            "sync",
+            "--styles",
+            "dependency",
+            "--pools",
+            "1+1",
+            "--pool-timeout",
+            "2s",
+            "--connections",
+            "4,24",
+            "--duration",
+            "2s",
+            "--warmup",
+            "1s",
+            "--out",
+            str(out),
+        ],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stderr
+    by = {(r.cell.stack, r.cell.connections): r for r in RunDir.open(out).records()}
+    assert stacks.sync_threads(Stack.y2021, 0) + 2 < 24 < 40 + 2  # so the test means something
+    assert by[(Stack.y2021, 4)].verdict is Verdict.ok
+    assert by[(Stack.y2021, 24)].verdict is Verdict.collapsed
+    assert by[(Stack.y2021, 24)].pool_timeouts > 0
+    assert by[(Stack.current, 24)].verdict is Verdict.ok
+    summary = (out / "summary.md").read_text()
+    threads = stacks.sync_threads(Stack.y2021, 0)
+    assert f"| sync dependency {threads} (executor) tokens stack 2021 req/s |" in summary
+    assert "fastapi 0.63.0" in summary  # the 2021 stack's versions are in the header
