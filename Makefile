@@ -78,7 +78,8 @@ failure-map: setup
 	$(PY) -m harness map $(MAP_FLAGS)
 
 # The reference run under results/: the seed-shaped tables for every server and the failure map
-# of all three, then results/README.md. An interrupted one resumes where it stopped.
+# of all three, the same for uvicorn and the map's baseline under the 2021 stack, then
+# results/README.md. An interrupted one resumes where it stopped. About 55 minutes on 2 cores.
 REF ?= results/reference
 
 reference: setup
@@ -89,6 +90,12 @@ reference: setup
 	done
 	@if [ -f $(REF)/map/metadata.json ]; then $(PY) -m harness map --resume $(REF)/map; \
 	else $(PY) -m harness map --server all --out $(REF)/map; fi
+	@d=$(REF)/bench-uvicorn-2021; if [ -f $$d/metadata.json ]; then \
+		$(PY) -m harness run --resume $$d; \
+	else $(PY) -m harness run --server uvicorn --stack 2021 --out $$d; fi
+	@d=$(REF)/map-2021; if [ -f $$d/metadata.json ]; then $(PY) -m harness map --resume $$d; \
+	else $(PY) -m harness map --server all --stack 2021 --pools 5+10 --workers 1 \
+		--variants sync-dependency --ceiling-levels none --out $$d; fi
 	$(PY) -m harness reference $(REF) --readme results/README.md
 
 report: venv

@@ -13,7 +13,7 @@ from pathlib import Path
 from app.settings import SessionStyle
 from harness import map_report, report
 from harness.failure_map import MapPlan, load_pgbench, predicted, threshold_of
-from harness.model import CellResult, Verdict, Workload
+from harness.model import CellResult, Verdict, Workload, tokens_label
 from harness.store import RunDir
 from servers.registry import Mode, ServerName
 
@@ -22,13 +22,61 @@ def _rel(path: Path, base: Path) -> str:
     return path.relative_to(base).as_posix()
 
 
-def _bench_runs(root: Path) -> dict[ServerName, RunDir]:
+def _bench_runs(root: Path, suffix: str = "") -> dict[ServerName, RunDir]:
     runs = {}
     for server in ServerName:
-        path = root / f"bench-{server}"
+        path = root / f"bench-{server}{suffix}"
         if (path / "metadata.json").is_file():
             runs[server] = RunDir.open(path)
     return runs
+
+
+def _map_run(root: Path, name: str) -> RunDir | None:
+    return RunDir.open(root / name) if (root / name / "metadata.json").is_file() else None
+
+
+def stacks_side_by_side(current: RunDir, old: RunDir) -> list[str]:
+    """The collapse point of sync `dependency` at the baseline under both stacks."""
+    plans = {
+        s: MapPlan.from_json(r.metadata()["plan"]) for s, r in (("current", current), ("2021", old))
+    }
+    records = {"current": current.records(), "2021": old.records()}
+    cpus = old.metadata().get("machine", {}).get("cpu_count", "?")
+    head = [
+        "server",
+        "2021: threads T",
+        "2021: predicted",
+        "2021: measured",
+        "current: tokens T",
+        "current: predicted",
+        "current: measured",
+    ]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for server in plans["2021"].servers:
+        cells = [str(server)]
+        for name in ("2021", "current"):
+            plan = plans[name]
+            line = next(
+                (x for x in plan.lines() if x.server == server and predicted(x) is not None), None
+            )
+            if line is None or server not in plan.servers:
+                cells += ["-", "-", "-"]
+                continue
+            found = threshold_of(line, records[name], plan.ceiling)
+            cells += [tokens_label(line), f"~{predicted(line)}", found.describe()]
+        rows.append("| " + " | ".join(cells) + " |")
+    plan = plans["2021"]
+    pool = plan.pools[0]
+    return [
+        f"Sync `dependency`, pool {pool} (C = {pool.capacity}), {plan.workers[0]} worker, "
+        "GET /users, the same machine and settings. Under 2021 (FastAPI 0.63, Starlette 0.13.6) "
+        "sync code ran on asyncio's default executor, min(32, CPUs + 4) threads: "
+        f"{plan.tokens[0]} on this machine's {cpus} CPUs, and nothing to configure; today it "
+        "runs on AnyIO's limiter, 40 tokens by default. The prediction is T + C in both cases.",
+        "",
+        "\n".join(rows),
+        "",
+    ]
 
 
 def _is(r: CellResult, mode: Mode, style: SessionStyle) -> bool:
@@ -136,6 +184,18 @@ def map_findings(server: ServerName, plan: MapPlan, records: Sequence[CellResult
     return out
 
 
+def stack_findings(server: ServerName, old: RunDir) -> list[str]:
+    plan = MapPlan.from_json(old.metadata()["plan"])
+    line = next((x for x in plan.lines() if x.server == server and predicted(x)), None)
+    if line is None:
+        return []
+    found = threshold_of(line, old.records(), plan.ceiling)
+    return [
+        f"Under the 2021 stack ({tokens_label(line)} threads, pool {line.pool}) the same "
+        f"endpoint: {found.describe()} (predicted ~{predicted(line)})."
+    ]
+
+
 def ceiling_findings(plan: MapPlan, records: Sequence[CellResult], root: RunDir) -> list[str]:
     pg = {p.connections: p for p in load_pgbench(root)}
     out = []
@@ -182,7 +242,9 @@ def ceiling_findings(plan: MapPlan, records: Sequence[CellResult], root: RunDir)
 def readme(root: Path, page: Path) -> str:
     base = page.parent
     benches = _bench_runs(root)
-    map_run = RunDir.open(root / "map") if (root / "map" / "metadata.json").is_file() else None
+    benches_2021 = _bench_runs(root, "-2021")
+    map_run = _map_run(root, "map")
+    map_2021 = _map_run(root, "map-2021")
     first = next(iter(benches.values()), map_run)
     meta = first.metadata() if first else {}
     m = meta.get("machine", {})
@@ -207,6 +269,8 @@ def readme(root: Path, page: Path) -> str:
         sentences = []
         if plan and server in plan.servers:
             sentences += map_findings(server, plan, map_records)
+        if map_2021:
+            sentences += stack_findings(server, map_2021)
         if server in benches:
             sentences += bench_findings(server, benches[server].records())
         if sentences:
@@ -240,9 +304,20 @@ def readme(root: Path, page: Path) -> str:
             "",
             map_report.ceilings_table(plan, map_records, load_pgbench(map_run)),
         ]
-    if benches:
-        parts += ["## Seed-shaped tables", ""]
-        for run in benches.values():
+    if map_run and map_2021:
+        parts += [
+            f"## 2021 beside today ([2021 map]({_rel(map_2021.path, base)}/summary.md))",
+            "",
+            *stacks_side_by_side(map_run, map_2021),
+        ]
+    for title, runs in (
+        ("Seed-shaped tables", benches),
+        ("Seed-shaped tables, 2021 stack", benches_2021),
+    ):
+        if not runs:
+            continue
+        parts += [f"## {title}", ""]
+        for run in runs.values():
             parts += [
                 f"Run [`{run.path.name}`]({_rel(run.path, base)}/summary.md) "
                 f"(every cell's figures, CPU split and notes are there).",
@@ -253,8 +328,9 @@ def readme(root: Path, page: Path) -> str:
 
 
 def write(root: Path, page: Path) -> None:
-    for run in _bench_runs(root).values():
+    for run in [*_bench_runs(root).values(), *_bench_runs(root, "-2021").values()]:
         report.write(run)
-    if (root / "map" / "metadata.json").is_file():
-        report.write(RunDir.open(root / "map"))
+    for name in ("map", "map-2021"):
+        if run := _map_run(root, name):
+            report.write(run)
     page.write_text(readme(root, page))
