@@ -12,8 +12,8 @@ from pathlib import Path
 
 from app.settings import SessionStyle
 from harness import map_report, report
-from harness.failure_map import MapPlan, load_pgbench, predicted, threshold_of
-from harness.model import CellResult, Verdict, Workload, tokens_label
+from harness.failure_map import MapPlan, agreement, load_pgbench, predicted, threshold_of
+from harness.model import Cell, CellResult, Verdict, Workload, tokens_label
 from harness.store import RunDir
 from servers.registry import Mode, ServerName
 
@@ -191,9 +191,73 @@ def stack_findings(server: ServerName, old: RunDir) -> list[str]:
         return []
     found = threshold_of(line, old.records(), plan.ceiling)
     return [
-        f"Under the 2021 stack ({tokens_label(line)} threads, pool {line.pool}) the same "
+        f"Under the 2021 stack ({line.tokens} executor threads, pool {line.pool}) the same "
         f"endpoint: {found.describe()} (predicted ~{predicted(line)})."
     ]
+
+
+def prediction_findings(plan: MapPlan, records: Sequence[CellResult]) -> list[str]:
+    """How the rule of thumb fared over every sync `dependency` line of the map."""
+    pairs = []
+    for line in plan.lines():
+        guess = predicted(line)
+        found = threshold_of(line, records, plan.ceiling)
+        if guess is not None and found.collapsed_at is not None:
+            pairs.append((line, guess, found))
+    if not pairs:
+        return []
+    below = [(g, f) for _, g, f in pairs if f.collapsed_at is not None and f.collapsed_at < g]
+    off = [(line, g, f) for line, g, f in pairs if agreement(g, f) != "agrees"]
+    ratios = [f.collapsed_at / g for _, g, f in pairs if f.collapsed_at]
+    out = [
+        f"Over the {len(pairs)} sync `dependency` lines that collapsed, the measured collapse "
+        f"point was below the prediction workers × (T + C) in {len(below)}, and more than one "
+        f"search step away from it in {len(off)}; measured / predicted ranged from "
+        f"{min(ratios):.2f} to {max(ratios):.2f}."
+    ]
+    if below:
+        named = "; ".join(
+            f"{line.server} with {_change(line, plan)}: collapsed at {f.collapsed_at}, "
+            f"predicted ~{g}"
+            for line, g, f in pairs
+            if f.collapsed_at is not None and f.collapsed_at < g
+        )
+        out.append(f"Below the prediction: {named}.")
+    if off:
+        trends = []
+        for server in plan.servers:
+            by_c = sorted(
+                (line.pool.capacity, f.collapsed_at / g)
+                for line, g, f in off
+                if line.server == server
+                and line.pool
+                and f.collapsed_at
+                and f.collapsed_at > g
+                and line.tokens == plan.tokens[0]
+                and line.workers == plan.workers[0]
+            )
+            if by_c:
+                trends.append(f"{server} " + ", ".join(f"C={c}: {r:.2f}" for c, r in by_c))
+        trend = "; ".join(trends)
+        out.append(
+            "Where the measurement was above the prediction, the rule named where a stall "
+            "becomes possible rather than where a short probe met it"
+            + (f" (measured / predicted at the baseline T and workers: {trend})" if trend else "")
+            + ". Reaching the stall needs T requests blocked on the pool while all C holders "
+            "queue for a token at the same moment, which more requests in flight make more "
+            "likely; longer probes were not tried here."
+        )
+    return out
+
+
+def _change(line: Cell, plan: MapPlan) -> str:
+    if line.pool != plan.pools[0]:
+        return f"pool {line.pool}"
+    if line.tokens != plan.tokens[0]:
+        return f"{line.tokens} tokens"
+    if line.workers != plan.workers[0]:
+        return f"{line.workers} workers"
+    return f"pool {line.pool}, {line.tokens} tokens"
 
 
 def ceiling_findings(plan: MapPlan, records: Sequence[CellResult], root: RunDir) -> list[str]:
@@ -275,6 +339,11 @@ def readme(root: Path, page: Path) -> str:
             sentences += bench_findings(server, benches[server].records())
         if sentences:
             parts += [f"- **{server}**: " + " ".join(sentences), ""]
+    if plan:
+        parts += [
+            "- **The rule of thumb**: " + " ".join(prediction_findings(plan, map_records)),
+            "",
+        ]
     if plan and map_run:
         parts += ["- **Ceilings**: " + " ".join(ceiling_findings(plan, map_records, map_run)), ""]
     parts += [
