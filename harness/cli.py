@@ -171,22 +171,29 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     preflight(cells, options)
     if not args.resume:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path(args.out) if args.out else RESULTS / f"{stamp}-{args.server.replace(',', '-')}"
-        run = RunDir.create(out)
-        params = {
-            k: v
-            for k, v in vars(args).items()
-            if k not in ("func", "database_url", "resume", "dry_run")
-        }
-        run.write_metadata(new_metadata(cells, options, params))
-    print(
-        f"{len(cells)} cells, about {total / 60:.1f} minutes; results in {run.path}",
-        file=sys.stderr,
-    )
+        name = args.target or args.server or SERVER_DEFAULTS["server"]
+        run = _new_run(args, new_metadata(cells, options, _parameters(args)), name)
+    _announce(f"{len(cells)} cells", total, run)
     execute(run, options)
     print(f"summary: {run.path / 'summary.md'}", file=sys.stderr)
     return 0
+
+
+def _parameters(args: argparse.Namespace) -> dict[str, object]:
+    """What the user asked for, as given (the database URL may hold a password: left out)."""
+    return {k: v for k, v in vars(args).items() if k not in ("func", "database_url")}
+
+
+def _new_run(args: argparse.Namespace, metadata: dict, name: str) -> RunDir:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
+    run = RunDir.create(Path(args.out) if args.out else RESULTS / f"{stamp}-{slug}")
+    run.write_metadata(metadata)
+    return run
+
+
+def _announce(what: str, estimate_s: float, run: RunDir) -> None:
+    print(f"{what}, about {estimate_s / 60:.1f} minutes; results in {run.path}", file=sys.stderr)
 
 
 def _map(args: argparse.Namespace) -> int:
@@ -248,16 +255,10 @@ def _map(args: argparse.Namespace) -> int:
         return 0
     preflight([*lines, *plan.http_ceiling_cells()], options)
     if not args.resume:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        name = "-".join(str(s) for s in plan.servers)
-        run = RunDir.create(Path(args.out) if args.out else RESULTS / f"{stamp}-map-{name}")
-        params = {k: v for k, v in vars(args).items() if k not in ("func", "database_url")}
-        meta = new_metadata(lines, options, params, kind="map")
-        run.write_metadata({**meta, "plan": plan.to_json()})
-    print(
-        f"{len(lines)} lines, about {estimate / 60:.0f} minutes; results in {run.path}",
-        file=sys.stderr,
-    )
+        meta = new_metadata(lines, options, _parameters(args), kind="map")
+        name = "map-" + "-".join(str(s) for s in plan.servers)
+        run = _new_run(args, {**meta, "plan": plan.to_json()}, name)
+    _announce(f"{len(lines)} lines", estimate, run)
     execute_map(run, options)
     print(f"summary: {run.path / 'summary.md'}", file=sys.stderr)
     return 0
