@@ -3,8 +3,6 @@ real map whose measured threshold must sit next to the prediction."""
 
 import shutil
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,9 +14,9 @@ from harness.model import Cell, Pool, Workload
 from harness.search import Threshold
 from harness.store import RunDir
 from servers.registry import Mode, ServerName
+from tests.cli import harness
 
 FIXTURES = Path(__file__).parent / "fixtures"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def line(mode: Mode = Mode.sync, style: SessionStyle = SessionStyle.dependency, **kw) -> Cell:
@@ -107,40 +105,30 @@ def test_charts_are_written_as_valid_png(tmp_path: Path) -> None:
 def test_small_real_map_measures_the_predicted_threshold(tmp_path: Path) -> None:
     """4 tokens, pool 1+1: sync dependency collapses near 4 + 2 = 6; context never does."""
     out = tmp_path / "map"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harness",
-            "map",
-            "--pools",
-            "1+1",
-            "--tokens",
-            "4",
-            "--workers",
-            "1",
-            "--variants",
-            "sync-dependency,sync-context",
-            "--start",
-            "2",
-            "--ceiling",
-            "16",
-            "--duration",
-            "1s",
-            "--warmup",
-            "1s",
-            "--pool-timeout",
-            "2s",
-            "--ceiling-levels",
-            "4",
-            "--out",
-            str(out),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=400,
-        stdin=subprocess.DEVNULL,
+    done = harness(
+        "map",
+        "--pools",
+        "1+1",
+        "--tokens",
+        "4",
+        "--workers",
+        "1",
+        "--variants",
+        "sync-dependency,sync-context",
+        "--start",
+        "2",
+        "--ceiling",
+        "16",
+        "--duration",
+        "1s",
+        "--warmup",
+        "1s",
+        "--pool-timeout",
+        "2s",
+        "--ceiling-levels",
+        "4",
+        "--out",
+        str(out),
     )
     assert done.returncode == 0, done.stderr
     run = RunDir.open(out)

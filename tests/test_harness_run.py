@@ -2,28 +2,15 @@
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from harness.model import Verdict
 from harness.store import RunDir
+from tests.cli import harness
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def harness(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "harness", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def test_two_cell_run_writes_records_metadata_and_tables(tmp_path: Path) -> None:

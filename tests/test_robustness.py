@@ -5,7 +5,6 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,27 +19,10 @@ from harness.process import free_port
 from harness.runner import Database, Options, execute, new_metadata, run_cell
 from harness.store import RunDir
 from servers.registry import Mode, ServerName
+from tests.cli import ROOT, harness, start_harness
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parent.parent
 QUICK = ["--modes", "sync", "--styles", "context", "--duration", "2s", "--warmup", "0"]
-
-
-def start_harness(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "harness", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
-
-
-def harness(*args: str) -> subprocess.CompletedProcess[str]:
-    proc = start_harness(*args)
-    out, err = proc.communicate(timeout=300)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 60) -> None:

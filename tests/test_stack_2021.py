@@ -126,43 +126,31 @@ def test_what_2021_lacks_is_refused_at_start(
 def test_the_2021_stack_collapses_at_fewer_connections_than_current(tmp_path: Path) -> None:
     """Same machine, same settings (pool 1+1, pool_timeout 2 s), one run: under 2021 sync work
     has the default executor's min(32, CPUs + 4) threads, under current AnyIO's 40 tokens."""
-    import subprocess
-    import sys
-
     from harness.model import Verdict
     from harness.store import RunDir
+    from tests.cli import harness
 
     out = tmp_path / "run"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harness",
-            "run",
-            "--stack",
-            "current,2021",
-            "--modes",
-            "sync",
-            "--styles",
-            "dependency",
-            "--pools",
-            "1+1",
-            "--pool-timeout",
-            "2s",
-            "--connections",
-            "4,24",
-            "--duration",
-            "2s",
-            "--warmup",
-            "1s",
-            "--out",
-            str(out),
-        ],
-        cwd=Path(__file__).resolve().parent.parent,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
+    done = harness(
+        "run",
+        "--stack",
+        "current,2021",
+        "--modes",
+        "sync",
+        "--styles",
+        "dependency",
+        "--pools",
+        "1+1",
+        "--pool-timeout",
+        "2s",
+        "--connections",
+        "4,24",
+        "--duration",
+        "2s",
+        "--warmup",
+        "1s",
+        "--out",
+        str(out),
     )
     assert done.returncode == 0, done.stderr
     by = {(r.cell.stack, r.cell.connections): r for r in RunDir.open(out).records()}

@@ -3,7 +3,6 @@
 import csv
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,21 +13,7 @@ from harness.process import free_port, kill_group
 from harness.server import get_json
 from harness.store import RunDir
 from servers.registry import Launch, Mode, server_argv
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def harness(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    return subprocess.run(
-        [sys.executable, "-m", "harness", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-        env=env,
-    )
+from tests.cli import ROOT, harness
 
 
 @pytest.mark.integration
