@@ -5,10 +5,30 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-SERVER ?= uvicorn
-MODE ?= sync
+# One set of variables for every target, each passed as the CLI flag of the same name
+# (POOL_TIMEOUT=30s -> --pool-timeout 30s). The CLI knows which target takes which, refuses the
+# others with one line, and shows the defaults: `.venv/bin/python -m harness run --help`.
+# Only variables given on the command line (or in this file) are passed; DATABASE_URL and
+# WRK_IMAGE are also read from the environment by the CLI itself.
+VARIABLES := SERVER MODES MODE STYLES STYLE POOLS POOL_TIMEOUT TOKENS WORKERS STACK CONNECTIONS \
+	DURATION WARMUP TIMEOUT WORKLOAD ROWS WRK WRK_IMAGE DATABASE_URL TARGET VARIANTS \
+	CEILING_LEVELS START CEILING OUT RESUME
+SWITCHES := DRY_RUN KEEP_LOGS FORCE
+# Variables of the Makefile itself (not settings of a run).
+OWN := PYTHON VENV RUN REF
+given = $(foreach v,$(1),$(if $(filter-out undefined environment default,$(origin $(v))),$(v)))
+lower = $(shell echo '$(1)' | tr 'A-Z_' 'a-z-')
+FLAGS = $(foreach v,$(call given,$(VARIABLES)),--$(call lower,$(v)) '$($(v))') \
+	$(foreach v,$(call given,$(SWITCHES)),$(if $(filter-out 0,$($(v))),--$(call lower,$(v))))
 
-.PHONY: setup system-deps venv test lint serve bench failure-map reference report clean
+# A misspelt variable (SERVERS=gunicorn) would otherwise be ignored and the wrong run start.
+unknown := $(strip $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),\
+	$(if $(filter $(v),$(VARIABLES) $(SWITCHES) $(OWN)),,$(v)))))
+ifneq ($(unknown),)
+$(error unknown variable $(unknown): the settings are $(VARIABLES) $(SWITCHES) (see README.md))
+endif
+
+.PHONY: setup system-deps venv test test-fast lint serve bench failure-map reference report clean
 
 setup: system-deps venv
 
@@ -39,43 +59,28 @@ $(VENV)/.installed: requirements.lock
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.lock
 	touch $@
 
-test: setup
-	$(PY) -m ruff check .
+# Lint (ruff, the import contracts in pyproject.toml), then every test: unit and integration.
+test: setup lint
 	$(PY) -m pytest
+
+# Unit tests only: no PostgreSQL, no servers, no wrk; well under 30 s.
+test-fast: venv
+	$(PY) -m pytest -m "not integration" -q
 
 lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 serve: setup
-	$(PY) -m harness serve --server $(SERVER) --mode $(MODE) \
-		$(if $(STYLE),--style $(STYLE)) $(if $(ROWS),--rows $(ROWS)) $(if $(WORKERS),--workers $(WORKERS))
-
-# Each variable maps onto one flag of `python -m harness run`; unset ones take its defaults.
-# With TARGET (a running server on 127.0.0.1) the harness starts nothing: MODE names its app.
-BENCH_FLAGS = $(if $(TARGET),--target $(TARGET) --modes $(or $(MODES),$(MODE)),\
-	--server $(SERVER) $(if $(MODES),--modes $(MODES))) $(if $(STYLES),--styles $(STYLES)) \
-	$(if $(POOLS),--pools $(POOLS)) $(if $(POOL_TIMEOUT),--pool-timeout $(POOL_TIMEOUT)) \
-	$(if $(TOKENS),--tokens $(TOKENS)) $(if $(WORKERS),--workers $(WORKERS)) \
-	$(if $(STACK),--stack $(STACK)) $(if $(CONNECTIONS),--connections $(CONNECTIONS)) $(if $(DURATION),--duration $(DURATION)) \
-	$(if $(WARMUP),--warmup $(WARMUP)) $(if $(WORKLOAD),--workload $(WORKLOAD)) \
-	$(if $(ROWS),--rows $(ROWS)) $(if $(WRK),--wrk $(WRK)) $(if $(OUT),--out $(OUT)) \
-	$(if $(DATABASE_URL),--database-url $(DATABASE_URL)) $(if $(WRK_IMAGE),--wrk-image $(WRK_IMAGE)) \
-	$(if $(RESUME),--resume $(RESUME)) $(if $(DRY_RUN),--dry-run)
+	$(PY) -m harness serve $(FLAGS)
 
 bench: setup
-	$(PY) -m harness run $(BENCH_FLAGS)
+	$(PY) -m harness run $(FLAGS)
 
 # The failure map: where each variant collapses, searched, with ceilings and charts.
-MAP_FLAGS = --server $(SERVER) $(if $(POOLS),--pools $(POOLS)) $(if $(TOKENS),--tokens $(TOKENS)) \
-	$(if $(WORKERS),--workers $(WORKERS)) $(if $(VARIANTS),--variants $(VARIANTS)) \
-	$(if $(STACK),--stack $(STACK)) $(if $(CEILING_LEVELS),--ceiling-levels $(CEILING_LEVELS)) \
-	$(if $(CEILING),--ceiling $(CEILING)) $(if $(DURATION),--duration $(DURATION)) \
-	$(if $(DATABASE_URL),--database-url $(DATABASE_URL)) $(if $(OUT),--out $(OUT)) \
-	$(if $(RESUME),--resume $(RESUME)) $(if $(DRY_RUN),--dry-run)
-
 failure-map: setup
-	$(PY) -m harness map $(MAP_FLAGS)
+	$(PY) -m harness map $(FLAGS)
 
 # The reference run under results/: the seed-shaped tables for every server and the failure map
 # of all three, the same for uvicorn and the map's baseline under the 2021 stack, then
@@ -99,7 +104,7 @@ reference: setup
 	$(PY) -m harness reference $(REF) --readme results/README.md
 
 report: venv
-	$(PY) -m harness report $(RUN)
+	$(PY) -m harness report $(if $(RUN),'$(RUN)')
 
 clean:
 	rm -rf $(VENV) .venv-2021 .pytest_cache .ruff_cache

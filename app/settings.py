@@ -1,21 +1,14 @@
 """The one settings class both apps read, from the environment, at start."""
 
-from enum import StrEnum
-
 from pydantic import Field, ValidationError
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from app import compat
 from app.compat import PYDANTIC_V1, BaseSettings, field_validator
+from app.styles import SessionStyle
 
-
-class SessionStyle(StrEnum):
-    """How an endpoint gets its database session."""
-
-    dependency = "dependency"  # the seed's: Depends() on a generator that yields and closes
-    context = "context"  # `with SessionLocal() as session:` inside the endpoint
-    limited = "limited"  # the dependency, with Depends(max_concurrency=pool capacity)
+__all__ = ["SessionStyle", "Settings", "SettingsError", "load_settings"]
 
 
 class Settings(BaseSettings):

@@ -22,8 +22,7 @@ from typing import Any
 import yaml
 
 from app.settings import Settings
-from harness.wrk import DEFAULT_IMAGE as WRK_DEFAULT_IMAGE
-from servers.registry import SEED_PORTS, Launch, Mode, ServerName, server_argv
+from servers.registry import SEED_PORTS, WRK_IMAGE, Launch, Mode, ServerName, server_argv
 from servers.seed_db import DEFAULT_ROWS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -171,7 +170,7 @@ def document() -> dict[str, Any]:
                 "depends_on": _depends_on_db_and_seed(),
             }
     services["wrk"] = {
-        "image": variable("WRK_IMAGE", WRK_DEFAULT_IMAGE),
+        "image": variable("WRK_IMAGE", WRK_IMAGE),
         "profiles": ["tools"],
         # Host networking: 127.0.0.1 inside is the host's loopback, where the ports are published.
         "network_mode": "host",

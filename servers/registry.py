@@ -35,6 +35,9 @@ class Stack(StrEnum):
 # The seed's ports for `make serve` and compose: async on 8000, sync on 8001.
 SEED_PORTS = {Mode.async_: 8000, Mode.sync: 8001}
 
+# The load generator's image, for `WRK=docker` and the compose file's `wrk` service: the seed's.
+WRK_IMAGE = "skandyla/wrk"
+
 APP_FACTORY = {Mode.sync: "app.sync_app:create_app", Mode.async_: "app.async_app:create_app"}
 
 

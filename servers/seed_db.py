@@ -2,7 +2,7 @@
 
 `python -m servers.seed_db` drops and recreates the `users` table in the database that
 DATABASE_URL names and fills it with ROWS rows (default 10), with the same function the harness
-runs before every cell (harness.postgres.reset_dataset), then prints the count read back. It
+runs before every cell (app.dataset.reset_dataset), then prints the count read back. It
 exits 0 only when that count is ROWS, so the app services, which wait for this service to
 complete successfully, never start against an unseeded database.
 """
@@ -13,9 +13,9 @@ import os
 import sys
 from collections.abc import Mapping
 
-from harness.postgres import reset_dataset
+from app.dataset import DEFAULT_ROWS, reset_dataset
 
-DEFAULT_ROWS = 10
+__all__ = ["DEFAULT_ROWS", "main"]
 
 
 def main(environ: Mapping[str, str] | None = None) -> int:

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from app import async_app, sync_app
 from app.settings import SessionStyle, Settings
-from harness import postgres
+from harness.infra import postgres
 
 APPS = {"sync": sync_app, "async": async_app}
 
@@ -30,6 +30,7 @@ def test_health_needs_no_database() -> None:
             assert c.get("/health").json() == {"status": "ok"}
 
 
+@pytest.mark.integration
 def test_users_returns_every_row_as_email_objects(client: TestClient, db_url: str) -> None:
     response = client.get("/users")
     assert response.status_code == 200
@@ -39,6 +40,7 @@ def test_users_returns_every_row_as_email_objects(client: TestClient, db_url: st
     assert body[0] == {"email": "user1@example.com"}
 
 
+@pytest.mark.integration
 def test_insert_adds_exactly_one_row_and_returns_its_id(client: TestClient, db_url: str) -> None:
     before = postgres.count_rows(db_url)
     first = client.get("/users/insert-data-to-test").json()
@@ -48,6 +50,7 @@ def test_insert_adds_exactly_one_row_and_returns_its_id(client: TestClient, db_u
     assert len(client.get("/users").json()) == before + 2
 
 
+@pytest.mark.integration
 def test_threadpool_tokens_are_applied_in_the_running_loop(client: TestClient) -> None:
     async def tokens() -> float:
         return anyio.to_thread.current_default_thread_limiter().total_tokens
@@ -56,6 +59,7 @@ def test_threadpool_tokens_are_applied_in_the_running_loop(client: TestClient) -
     assert client.portal.call(tokens) == 7  # type: ignore[union-attr]
 
 
+@pytest.mark.integration
 def test_limited_style_caps_the_dependency_at_pool_capacity(db_url: str) -> None:
     settings = Settings(DATABASE_URL=db_url, SESSION_STYLE="limited", POOL_SIZE=3, MAX_OVERFLOW=2)
     for module in APPS.values():

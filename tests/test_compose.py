@@ -229,7 +229,7 @@ def test_seed_module_refuses_missing_url_and_bad_rows(capsys: pytest.CaptureFixt
 
 @pytest.mark.integration
 def test_seed_module_resets_a_real_database(pg: Any) -> None:
-    from harness.postgres import count_rows
+    from harness.infra.postgres import count_rows
 
     assert seed_db.main({"DATABASE_URL": pg.url, "ROWS": "7"}) == 0
     assert count_rows(pg.url) == 7
@@ -330,7 +330,7 @@ def test_dockerignore_keeps_out(path: str) -> None:
         "servers/gunicorn.conf.py",
         "servers/hypercorn.toml",
         "servers/seed_db.py",
-        "harness/postgres.py",
+        "app/dataset.py",
     ],
 )
 def test_dockerignore_keeps_what_the_image_needs(path: str) -> None:

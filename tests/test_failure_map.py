@@ -7,39 +7,32 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import SessionStyle
-from harness import map_report
-from harness.failure_map import MapPlan, agreement, load_pgbench, predicted, threshold_of
-from harness.model import Cell, Pool, Workload
-from harness.search import Threshold
-from harness.store import RunDir
-from servers.registry import Mode, ServerName
+from harness.domain.axes import Mode, Pool, ServerName, SessionStyle
+from harness.domain.cell import ServerConfig
+from harness.domain.plan import MapLine, MapPlan
+from harness.domain.rules import agreement
+from harness.domain.search import Threshold
+from harness.report import files, map_summary
+from harness.report.map_summary import threshold_of
+from harness.store.rundir import RunDir
 from tests.cli import harness
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def line(mode: Mode = Mode.sync, style: SessionStyle = SessionStyle.dependency, **kw) -> Cell:
+def line(mode: Mode = Mode.sync, style: SessionStyle = SessionStyle.dependency, **kw) -> MapLine:
     values = {"pool": Pool(5, 10), "tokens": 40, "workers": 1, **kw}
-    return Cell(
-        ServerName.uvicorn,
-        mode,
-        style,
-        connections=400,
-        workload=Workload.list,
-        duration_s=3,
-        rows=10,
-        **values,
-    )  # type: ignore[arg-type]
+    config = ServerConfig(ServerName.uvicorn, style, rows=10, **values)  # type: ignore[arg-type]
+    return MapLine(config, mode, duration_s=3)
 
 
 def test_prediction_is_workers_times_tokens_plus_capacity() -> None:
-    assert predicted(line()) == 55
-    assert predicted(line(pool=Pool(80, 0))) == 120
-    assert predicted(line(tokens=80)) == 95
-    assert predicted(line(workers=2)) == 110
-    assert predicted(line(style=SessionStyle.context)) is None
-    assert predicted(line(mode=Mode.async_)) is None
+    assert line().predicted == 55
+    assert line(pool=Pool(80, 0)).predicted == 120
+    assert line(tokens=80).predicted == 95
+    assert line(workers=2).predicted == 110
+    assert line(style=SessionStyle.context).predicted is None
+    assert line(mode=Mode.async_).predicted is None
 
 
 @pytest.mark.parametrize(
@@ -63,7 +56,10 @@ def test_agreement_is_judged_within_one_search_step(
 
 def test_lines_are_every_variant_at_baseline_plus_one_factor_at_a_time() -> None:
     plan = MapPlan((ServerName.uvicorn,), (Pool(5, 10), Pool(20, 0)), (40, 80), (1, 2))
-    variants = [(c.mode, c.style, str(c.pool), c.tokens, c.workers) for c in plan.lines()]
+    variants = [
+        (x.mode, x.style, str(x.config.pool), x.config.tokens, x.config.workers)
+        for x in plan.lines()
+    ]
     assert variants == [
         (Mode.sync, SessionStyle.dependency, "5+10", 40, 1),
         (Mode.sync, SessionStyle.context, "5+10", 40, 1),
@@ -80,7 +76,7 @@ def test_map_summary_matches_the_golden_file() -> None:
     run = RunDir.open(FIXTURES / "map")
     meta = run.metadata()
     plan = MapPlan.from_json(meta["plan"])
-    text = map_report.summary(meta, run.records(), "fixture-map", plan, load_pgbench(run))
+    text = map_summary.summary(meta, run.records(), "fixture-map", plan, run.pgbench())
     assert text == (FIXTURES / "golden_map_summary.md").read_text()
     assert "| sync dependency | 1+1 | 2 | 4 | 1 | ~6 | fine at 4, collapsed at 6 |" in text
 
@@ -94,7 +90,7 @@ def png_size(path: Path) -> tuple[int, int]:
 def test_charts_are_written_as_valid_png(tmp_path: Path) -> None:
     shutil.copytree(FIXTURES / "map", tmp_path / "map")
     run = RunDir.open(tmp_path / "map")
-    map_report.write(run)
+    files.write(run)
     for name in ("collapse-uvicorn.png", "throughput-uvicorn.png"):
         width, height = png_size(tmp_path / "map" / "charts" / name)
         assert width > 400 and height > 300
@@ -135,17 +131,17 @@ def test_small_real_map_measures_the_predicted_threshold(tmp_path: Path) -> None
     plan = MapPlan.from_json(run.metadata()["plan"])
     dependency, context = plan.lines()
     found = threshold_of(dependency, run.records(), plan.ceiling)
-    assert agreement(predicted(dependency), found) == "agrees", found
+    assert agreement(dependency.predicted, found) == "agrees", found
     assert threshold_of(context, run.records(), plan.ceiling).collapsed_at is None
     assert max(r.cell.connections for r in run.records() if r.cell.variant == context.variant) == 16
-    assert [p.connections for p in load_pgbench(run)] == [4]
+    assert [p.connections for p in run.pgbench()] == [4]
     summary = (out / "summary.md").read_text()
     assert "| sync context | 1+1 | 2 | 4 | 1 | none | no collapse up to 16 |" in summary
     png_size(out / "charts" / "collapse-uvicorn.png")
 
 
 def test_pgbench_output_is_parsed() -> None:
-    from harness import pgbench
+    from harness.infra import pgbench
 
     r = pgbench.parse((FIXTURES / "pgbench_c200.txt").read_text(), 200, 2.0)
     assert (r.transactions, r.failed, r.tps, r.latency_avg_ms) == (21236, 0, 17736.440635, 11.276)

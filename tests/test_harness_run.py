@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.model import Verdict
-from harness.store import RunDir
+from harness.domain.axes import Verdict
+from harness.store.rundir import RunDir
 from tests.cli import harness
 
 pytestmark = pytest.mark.integration
@@ -46,11 +46,14 @@ def test_two_cell_run_writes_records_metadata_and_tables(tmp_path: Path) -> None
         assert r.integrity is not None and r.integrity.ok and r.integrity.missing == 0
         assert r.integrity.acknowledged == r.wrk.ok_requests  # no warm-up in this run
     meta = json.loads((out / "metadata.json").read_text())
-    assert meta["complete"] is True
-    assert meta["machine"]["cpu_count"] >= 1 and meta["machine"]["cpu_model"]
-    assert meta["packages"]["fastapi"] and meta["database"]["server_version"].startswith("1")
-    assert meta["wrk_version"].startswith("wrk")
-    assert len(meta["git"]["sha"]) == 40 or meta["git"]["sha"] == "unknown"
+    assert meta["complete"] is True and meta["format"] == 2
+    (entry,) = meta["provenance"]
+    assert entry["command"] == "run" and entry["outcome"] == "complete" and entry["measured"] == 2
+    assert entry["machine"]["cpu_count"] >= 1 and entry["machine"]["cpu_model"]
+    assert entry["packages"]["fastapi"] and entry["database"]["server_version"].startswith("1")
+    assert entry["wrk_version"].startswith("wrk")
+    assert len(entry["git"]["sha"]) == 40 or entry["git"]["sha"] == "unknown"
+    assert entry["started_at"] <= entry["finished_at"]
     assert meta["parameters"]["connections"] == "4"
     summary = (out / "summary.md").read_text()
     assert "| connections | sync context req/s |" in summary
@@ -85,7 +88,7 @@ def test_small_reproduction_of_the_sync_failure(tmp_path: Path) -> None:
         str(out),
     )
     assert done.returncode == 0, done.stderr
-    by = {(r.cell.style, r.cell.connections): r for r in RunDir.open(out).records()}
+    by = {(r.cell.known("style"), r.cell.connections): r for r in RunDir.open(out).records()}
     dependency, context = by[("dependency", 16)], by[("context", 16)]
     assert dependency.verdict is Verdict.collapsed, dependency
     assert dependency.pool_timeouts > 0

@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.errors import UsageError
-from harness.model import Pool
-from harness.parse import (
+from harness.domain.axes import Pool
+from harness.domain.errors import UsageError
+from harness.domain.parse import (
     parse_choices,
     parse_duration,
     parse_nonnegative_int,

@@ -4,9 +4,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness import postgres
-from harness.errors import HarnessError
-from harness.process import free_port
+from harness.domain.errors import HarnessError
+from harness.infra import postgres
+from harness.infra.process import free_port
 
 pytestmark = pytest.mark.integration
 

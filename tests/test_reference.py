@@ -3,7 +3,7 @@
 import shutil
 from pathlib import Path
 
-from harness import reference
+from harness.report import reference
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

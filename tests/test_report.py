@@ -5,9 +5,16 @@ import json
 import shutil
 from pathlib import Path
 
-from harness import report
-from harness.model import CellResult, Verdict
-from harness.store import RunDir
+import pytest
+
+from harness.domain.axes import Verdict
+from harness.domain.errors import HarnessError
+from harness.domain.result import CellResult
+from harness.report import files
+from harness.report import summary as report
+from harness.report.table import md_table
+from harness.store import migrate
+from harness.store.rundir import RunDir
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -35,24 +42,92 @@ def test_seed_shaped_table_has_a_row_per_connection_and_columns_per_variant() ->
 def test_regenerating_from_records_reproduces_the_files(tmp_path: Path) -> None:
     shutil.copytree(FIXTURES / "run", tmp_path / "run")
     run = RunDir.open(tmp_path / "run")
-    report.write(run)
+    files.write(run)
     first = (tmp_path / "run" / "summary.md").read_text()
-    report.write(run)
+    files.write(run)
     assert (tmp_path / "run" / "summary.md").read_text() == first
     rows = list(csv.DictReader((tmp_path / "run" / "results.csv").open()))
     assert len(rows) == len(run.records()) == 16
     assert {r["verdict"] for r in rows} == {"ok", "collapsed"}
 
 
-def test_records_round_trip_through_json() -> None:
+def test_format_1_records_are_read_as_format_2_with_the_same_ids() -> None:
     for path in sorted((FIXTURES / "run" / "cells").glob("*.json")):
         data = json.loads(path.read_text())
-        result = CellResult.from_json(data)
-        assert CellResult.from_json(result.to_json()) == result
-        again = json.loads(json.dumps(result.to_json()))
-        # fields newer than these records, with the values they mean for them
-        assert again["cell"].pop("target") is None
-        assert again["cell"].pop("stack") == "current"
-        assert again == data
-        assert path.stem == result.cell.id
+        assert data.get("format", 1) == 1
+        result = CellResult.from_json(migrate.record(data, str(path)))
+        assert path.stem == result.cell.id == data["id"]
         assert result.verdict in set(Verdict)
+        config = result.cell.config
+        assert config is not None and result.cell.target is None
+        flat = data["cell"]
+        assert (config.name, config.style, config.tokens, config.workers, config.rows) == (
+            flat["server"],
+            flat["style"],
+            flat["tokens"],
+            flat["workers"],
+            flat["rows"],
+        )
+        again = json.loads(json.dumps(result.to_json()))
+        assert again["format"] == 2 and CellResult.from_json(again) == result
+
+
+def test_an_unknown_format_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    shutil.copytree(FIXTURES / "run", tmp_path / "run")
+    meta = json.loads((tmp_path / "run" / "metadata.json").read_text())
+    (tmp_path / "run" / "metadata.json").write_text(json.dumps({**meta, "format": 7}))
+    with pytest.raises(HarnessError, match="has format 7, which this harness cannot read"):
+        RunDir.open(tmp_path / "run")
+    record = next((FIXTURES / "run" / "cells").glob("*.json"))
+    with pytest.raises(HarnessError, match="has format 3"):
+        migrate.record({**json.loads(record.read_text()), "format": 3}, "a record")
+
+
+def test_format_1_metadata_becomes_one_provenance_entry() -> None:
+    meta = RunDir.open(FIXTURES / "run").metadata()
+    assert meta["format"] == 2 and meta["kind"] == "run"
+    (entry,) = meta["provenance"]
+    assert entry["outcome"] == "complete" and entry["git"]["sha"]
+    assert entry["machine"]["cpu_count"] and entry["database"]["managed"] is True
+    assert {"started_at", "finished_at", "packages", "wrk_version"} <= set(entry)
+
+
+def test_the_title_names_the_run_whatever_stacks_it_used() -> None:
+    """The 2021 summaries once took the stack's name as their title (a shadowed variable)."""
+    run = RunDir.open(FIXTURES / "run")
+    meta = run.metadata()
+    (entry,) = meta["provenance"]
+    stacks = {"2021": {"python": "3.11.7", "packages": {"fastapi": "0.63.0"}}}
+    meta = {**meta, "provenance": [{**entry, "stacks": stacks}]}
+    text = report.summary(meta, run.records(), "my-run")
+    assert text.startswith("# syncasync-bench run `my-run`\n")
+    assert "Stack 2021 (Python 3.11.7): fastapi 0.63.0." in text
+
+
+def test_a_target_runs_header_says_what_the_harness_does_not_know() -> None:
+    run = RunDir.open(FIXTURES / "run")
+    meta = run.metadata()
+    (entry,) = meta["provenance"]
+    meta = {**meta, "provenance": [{**entry, "packages": None, "database": None}]}
+    text = report.header(meta, run.records(), "t")
+    assert "- PostgreSQL: unknown (target mode" in text
+    assert "- Packages: unknown (target mode" in text
+    assert "throwaway cluster" not in text and "fastapi" not in text
+
+
+def test_a_resumed_runs_header_lists_each_session() -> None:
+    run = RunDir.open(FIXTURES / "run")
+    meta = run.metadata()
+    (entry,) = meta["provenance"]
+    later = {**entry, "command": "resume", "git": {"sha": "f" * 40, "dirty": False}}
+    text = report.header({**meta, "provenance": [entry, later]}, run.records(), "r")
+    assert "- Sessions (each invocation that measured into this run): 1. `run`" in text
+    assert "2. `resume`" in text and "git ffffffffffff" in text
+    assert "later sessions ran other commits" in text
+
+
+def test_tables_escape_a_pipe_in_any_cell() -> None:
+    text = md_table(["a", "b|c"], [["x|y", 1]], ["---", "---:"])
+    assert text == "| a | b\\|c |\n|---|---:|\n| x\\|y | 1 |\n"
+    with pytest.raises(ValueError):
+        md_table(["a"], [["x", "y"]], ["---"])

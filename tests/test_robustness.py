@@ -7,18 +7,21 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
 import pytest
 
-from app.settings import SessionStyle
-from harness import postgres, runner
-from harness.model import Cell, Pool, Verdict, Workload
-from harness.process import free_port
-from harness.runner import Database, Options, execute, new_metadata, run_cell
-from harness.store import RunDir
-from servers.registry import Mode, ServerName
+from harness.domain.axes import Mode, Pool, ServerName, SessionStyle, Verdict, Workload
+from harness.domain.cell import Cell, ServerConfig
+from harness.infra import postgres
+from harness.infra.process import free_port
+from harness.run import cell as lifecycle
+from harness.run.bench import execute
+from harness.run.options import Options
+from harness.run.session import provenance_entry
+from harness.store.rundir import RunDir
 from tests.cli import ROOT, harness, start_harness
 
 pytestmark = pytest.mark.integration
@@ -83,9 +86,11 @@ def test_interruption_stops_everything_keeps_cells_and_resume_finishes(
     assert time.monotonic() - t0 < 10
     assert proc.returncode == 130
     assert alive(seen) == []
-    assert f"resume with: python -m harness run --resume {out}" in err
+    assert f"resume with: make bench RESUME={out}" in err
     meta = json.loads((out / "metadata.json").read_text())
-    assert meta["complete"] is False and meta["interrupted_by"] == sig.name
+    assert meta["complete"] is False
+    (entry,) = meta["provenance"]
+    assert entry["outcome"] == f"interrupted ({sig.name})" and entry["measured"] == 1
     kept = list((out / "cells").glob("*.json"))
     assert len(kept) == 1
     first = kept[0].read_text()
@@ -93,11 +98,21 @@ def test_interruption_stops_everything_keeps_cells_and_resume_finishes(
     if sig is signal.SIGINT:
         done = harness("run", "--resume", str(out))
         assert done.returncode == 0, done.stderr
-        assert "3 cells" in done.stderr and "[1/2]" in done.stderr and "[3/" not in done.stderr
+        assert "2 of 3 cells" in done.stderr and "[1/2]" in done.stderr
+        assert "[3/" not in done.stderr
         assert kept[0].read_text() == first  # the finished cell was not run again
         assert len(RunDir.open(out).records()) == 3
-        assert json.loads((out / "metadata.json").read_text())["complete"] is True
-        assert "| 3 |" in (out / "summary.md").read_text()
+        meta = json.loads((out / "metadata.json").read_text())
+        assert meta["complete"] is True
+        first_entry, second = meta["provenance"]  # the resume added its own entry
+        assert first_entry == entry
+        assert (second["command"], second["outcome"], second["measured"]) == (
+            "resume",
+            "complete",
+            2,
+        )
+        summary = (out / "summary.md").read_text()
+        assert "| 3 |" in summary and "2. `resume`" in summary
 
 
 def test_a_server_killed_mid_cell_is_crashed_and_the_run_goes_on(tmp_path: Path) -> None:
@@ -125,32 +140,31 @@ def test_a_server_killed_mid_cell_is_crashed_and_the_run_goes_on(tmp_path: Path)
     assert by[4].verdict is Verdict.ok
 
 
-def cell(**changes: object) -> Cell:
-    base = {
-        "server": ServerName.uvicorn,
-        "mode": Mode.sync,
-        "style": SessionStyle.context,
-        "pool": Pool(5, 10),
-        "tokens": 40,
-        "workers": 1,
-        "connections": 2,
-        "workload": Workload.list,
-        "duration_s": 1.0,
-        "rows": 5,
-        "pool_timeout_s": 30.0,
-    }
-    return Cell(**{**base, **changes})  # type: ignore[arg-type]
+CONFIG = ServerConfig(
+    name=ServerName.uvicorn,
+    style=SessionStyle.context,
+    pool=Pool(5, 10),
+    tokens=40,
+    workers=1,
+    rows=5,
+    pool_timeout_s=30.0,
+)
+
+
+def cell(connections: int = 2, config: ServerConfig = CONFIG) -> Cell:
+    return Cell(config, Mode.sync, Workload.list, connections, duration_s=1.0)
 
 
 def test_a_server_that_never_starts_is_failed_to_start_and_the_run_goes_on(
     tmp_path: Path,
 ) -> None:
     # The CLI refuses this value; the app's own validation is what stops the server here.
-    bad, good = cell(pool_timeout_s=99_999.0), cell(connections=3)
+    bad = cell(config=replace(CONFIG, pool_timeout_s=99_999.0))
+    good = cell(connections=3)
     options = Options(warmup_s=0, start_timeout_s=20)
-    run = RunDir.create(tmp_path / "run")
-    run.write_metadata(new_metadata([bad, good], options, {}))
-    execute(run, options)
+    cells = {"cells": [bad.to_json(), good.to_json()]}
+    run = RunDir.create(tmp_path / "run", "run", {}, options.to_json(), cells)
+    execute(run, options, provenance_entry("run", [bad, good]))
     by = {r.cell.connections: r for r in run.records()}
     assert by[2].verdict is Verdict.failed_to_start
     assert "invalid settings: POOL_TIMEOUT" in by[2].log_tail
@@ -165,8 +179,8 @@ def test_a_port_taken_between_picking_and_binding_does_not_fail_the_cell(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         ports = iter([taken.getsockname()[1]])
-        monkeypatch.setattr(runner, "free_port", lambda: next(ports, None) or free_port())
-        result = run_cell(cell(), Database(pg.url, pg.pid), Options(warmup_s=0), None, tmp_path)
+        monkeypatch.setattr(lifecycle, "free_port", lambda: next(ports, None) or free_port())
+        result = lifecycle.run_cell(cell(), CONFIG, pg, Options(warmup_s=0), None, tmp_path)
     assert result.verdict is Verdict.ok, result
 
 
@@ -197,25 +211,6 @@ def test_pools_larger_than_max_connections_are_refused_with_the_numbers(
     assert "needs 400 connections (workers x (pool_size + max_overflow))" in done.stderr
     assert "max_connections=300" in done.stderr
     assert not (tmp_path / "run").exists()
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--server", "nginx"], "SERVER: unknown value 'nginx'; choose from uvicorn"),
-        (["--pools", "5+x"], "POOLS: pool '5+x' is not SIZE+OVERFLOW"),
-        (["--connections", "0"], "CONNECTIONS: '0' is not a whole number from 1"),
-        (["--connections", "12,-4"], "CONNECTIONS: '-4' is not a whole number from 1"),
-        (["--duration", "10"], "DURATION: '10' needs a unit"),
-        (["--modes", "threads"], "MODES: unknown value 'threads'; choose from sync, async"),
-        (["--out", "/etc/hostname/run"], "OUT: cannot write results to /etc/hostname/run"),
-    ],
-)
-def test_bad_input_is_one_clear_line_and_exit_code_2(args: list[str], message: str) -> None:
-    done = harness("run", *args)
-    assert done.returncode == 2
-    assert done.stderr.startswith(f"error: {message}")
-    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
 
 
 def test_bad_input_through_the_makefile() -> None:

@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from harness.search import Threshold, bracket, find_threshold, resolution
+from harness.domain.search import Threshold, bracket, find_threshold, resolution
 
 
 def counting(threshold: int) -> tuple[list[int], object]:

@@ -7,8 +7,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.process import free_port
-from harness.server import ServerProcess
+from harness.infra.process import free_port
+from harness.infra.server import ServerProcess
 from servers.registry import Launch, Mode, ServerName
 
 pytestmark = pytest.mark.integration

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import postgres, stacks
-from harness.errors import HarnessError
-from harness.process import free_port
-from harness.server import ServerProcess
+from harness.domain.errors import HarnessError
+from harness.infra import postgres, stacks
+from harness.infra.process import free_port
+from harness.infra.server import ServerProcess
 from servers.registry import Launch, Mode, ServerName, Stack
 
 pytestmark = pytest.mark.integration
@@ -47,7 +47,8 @@ def test_the_venv_is_built_from_its_lock(python_2021: str) -> None:
     assert installed["starlette"] == "0.13.6"
     assert installed["sqlalchemy"].startswith("1.4.")
     assert installed["pydantic"].startswith("1.")
-    assert all(installed[name] == pinned[name] for name in stacks.PACKAGES)
+    for name in stacks.PACKAGES:  # one list for both stacks: what 2021 lacks says so
+        assert installed[name] == pinned.get(name, "not installed"), name
     assert stacks.python_version(Stack.y2021).startswith("3.11.")
     assert stacks.ensure_venv(Stack.y2021) == Path(python_2021)  # cached: no rebuild
 
@@ -126,10 +127,13 @@ def test_what_2021_lacks_is_refused_at_start(
 def test_the_2021_stack_collapses_at_fewer_connections_than_current(tmp_path: Path) -> None:
     """Same machine, same settings (pool 1+1, pool_timeout 2 s), one run: under 2021 sync work
     has the default executor's min(32, CPUs + 4) threads, under current AnyIO's 40 tokens."""
-    from harness.model import Verdict
-    from harness.store import RunDir
+    from harness.domain.axes import Verdict
+    from harness.store.rundir import RunDir
     from tests.cli import harness
 
+    threads = stacks.executor_threads()
+    if not threads + 2 < 24 < 40 + 2:
+        pytest.skip(f"{threads} executor threads here: 24 connections cannot tell the stacks apart")
     out = tmp_path / "run"
     done = harness(
         "run",
@@ -154,12 +158,10 @@ def test_the_2021_stack_collapses_at_fewer_connections_than_current(tmp_path: Pa
     )
     assert done.returncode == 0, done.stderr
     by = {(r.cell.stack, r.cell.connections): r for r in RunDir.open(out).records()}
-    assert stacks.sync_threads(Stack.y2021, 0) + 2 < 24 < 40 + 2  # so the test means something
     assert by[(Stack.y2021, 4)].verdict is Verdict.ok
     assert by[(Stack.y2021, 24)].verdict is Verdict.collapsed
     assert by[(Stack.y2021, 24)].pool_timeouts > 0
     assert by[(Stack.current, 24)].verdict is Verdict.ok
     summary = (out / "summary.md").read_text()
-    threads = stacks.sync_threads(Stack.y2021, 0)
     assert f"| sync dependency {threads} (executor) tokens stack 2021 req/s |" in summary
     assert "fastapi 0.63.0" in summary  # the 2021 stack's versions are in the header

@@ -1,7 +1,8 @@
 import pytest
 
-from harness.model import Verdict, WrkResult
-from harness.verdict import COLLAPSE_FRACTION, NEAR_ZERO_RPS, judge
+from harness.domain.axes import Verdict
+from harness.domain.result import WrkResult
+from harness.domain.rules import COLLAPSE_FRACTION, NEAR_ZERO_RPS, judge
 
 
 def result(requests: int, seconds: float = 10.0, status: int = 0, read: int = 0) -> WrkResult:

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import wrk
-from harness.errors import HarnessError
+from harness.domain.errors import HarnessError
+from harness.infra import wrk
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

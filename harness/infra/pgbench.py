@@ -6,27 +6,13 @@ import os
 import re
 import subprocess
 import tempfile
-from dataclasses import asdict, dataclass
-from typing import Any
 
-from harness.errors import HarnessError
-from harness.postgres import find_binary, libpq_url
+from harness.domain.errors import HarnessError
+from harness.domain.result import PgbenchResult
+from harness.infra.postgres import find_binary, libpq_url
 
 # The statement SQLAlchemy sends for GET /users (select(User) with both columns).
 USERS_QUERY = "SELECT users.id, users.email FROM users;\n"
-
-
-@dataclass(frozen=True)
-class PgbenchResult:
-    connections: int
-    duration_s: float
-    transactions: int
-    failed: int
-    tps: float
-    latency_avg_ms: float
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def parse(output: str, connections: int, duration_s: float) -> PgbenchResult:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.metadata import PROJECT_ROOT
-from harness.process import kill_group, register_child, tree_cpu_seconds
+from harness.infra.environment import PROJECT_ROOT
+from harness.infra.process import kill_group, register_child, tree_cpu_seconds
 from servers.registry import Launch, server_argv
 
 POOL_TIMEOUT_LINE = re.compile(r"QueuePool limit of size \d+ overflow \d+ reached")

@@ -10,27 +10,26 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
-from harness.failure_map import MapPlan, predicted, threshold_of
-from harness.model import Cell, CellResult, Workload
-from harness.pgbench import PgbenchResult
-from servers.registry import Mode, ServerName
+from harness.domain.axes import Mode, ServerName, Workload
+from harness.domain.plan import MapLine, MapPlan
+from harness.domain.result import CellResult, PgbenchResult
+from harness.report.map_summary import threshold_of
 
 
-def _label(cell: Cell) -> str:
-    return f"{cell.mode} {cell.style}"
+def _label(line: MapLine) -> str:
+    return f"{line.mode} {line.style}"
 
 
 def collapse_chart(
     path: Path,
     server: ServerName,
     plan: MapPlan,
-    lines: Sequence[Cell],
+    lines: Sequence[MapLine],
     records: Sequence[CellResult],
 ) -> None:
     """Measured collapse point of sync `dependency` against C, with the predicted line."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    base = lines[0]
-    assert base.pool and base.tokens and base.workers
+    base = lines[0].config
     capacities = [p.capacity for p in plan.pools]
     xs = range(0, max(capacities) + 10)
     ax.plot(
@@ -42,28 +41,28 @@ def collapse_chart(
     )
     styles = {"pool": ("o", "C0"), "tokens": ("s", "C1"), "workers": ("D", "C2")}
     for line in lines:
-        if predicted(line) is None:
+        if line.predicted is None:
             continue
-        assert line.pool and line.tokens and line.workers
+        config = line.config
         kind = (
             "tokens"
-            if line.tokens != base.tokens
+            if config.tokens != base.tokens
             else "workers"
-            if line.workers != base.workers
+            if config.workers != base.workers
             else "pool"
         )
         marker, color = styles[kind]
         found = threshold_of(line, records, plan.ceiling)
-        x = line.pool.capacity
+        x = config.pool.capacity
         label = {
             "pool": "measured (fine at → collapsed at)",
-            "tokens": f"measured, T={line.tokens}",
-            "workers": f"measured, {line.workers} workers",
+            "tokens": f"measured, T={config.tokens}",
+            "workers": f"measured, {config.workers} workers",
         }[kind]
         if kind != "pool":
             ax.plot(
                 x,
-                predicted(line),
+                line.predicted,
                 marker,
                 mfc="none",
                 color=color,
@@ -98,18 +97,17 @@ def collapse_chart(
 def throughput_chart(
     path: Path,
     server: ServerName,
-    lines: Sequence[Cell],
+    lines: Sequence[MapLine],
     records: Sequence[CellResult],
     pg: Sequence[PgbenchResult],
 ) -> None:
     """req/s and p99 against connections for each variant at the baseline, with ceilings."""
     fig, (rps_ax, p99_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
-    baseline = [
-        line
-        for line in lines
-        if (line.pool, line.tokens, line.workers)
-        == (lines[0].pool, lines[0].tokens, lines[0].workers)
-    ]
+
+    def factors(line: MapLine) -> tuple[object, ...]:
+        return line.config.pool, line.config.tokens, line.config.workers
+
+    baseline = [line for line in lines if factors(line) == factors(lines[0])]
     floor = 10.0  # where a collapsed probe (0 req/s) is drawn on the log scale
     for i, line in enumerate(baseline):
         probes = sorted(
@@ -147,7 +145,7 @@ def throughput_chart(
             r
             for r in records
             if r.cell.workload is Workload.health
-            and r.cell.server == server
+            and r.cell.known("name") == server
             and r.cell.mode is Mode.async_
             and r.wrk
         ),
@@ -177,7 +175,7 @@ def throughput_chart(
         ax.set_xlabel("connections (wrk -c)")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
-    base = lines[0]
+    base = lines[0].config
     fig.suptitle(
         f"{server}: GET /users, pool {base.pool}, {base.tokens} tokens, {base.workers} worker(s)"
         " — × marks a probe that collapsed"

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from app.settings import SessionStyle
-from harness import map_report, report
-from harness.failure_map import MapPlan, agreement, load_pgbench, predicted, threshold_of
-from harness.model import Cell, CellResult, Verdict, Workload, tokens_label
-from harness.store import RunDir
-from servers.registry import Mode, ServerName
+from harness.domain.axes import Mode, ServerName, SessionStyle, Verdict, Workload
+from harness.domain.plan import MapLine, MapPlan
+from harness.domain.result import CellResult
+from harness.domain.rules import agreement
+from harness.domain.search import Threshold
+from harness.report import files, map_summary, summary
+from harness.report.map_summary import threshold_of
+from harness.report.table import md_table
+from harness.store.rundir import RunDir
 
 
 def _rel(path: Path, base: Path) -> str:
@@ -31,6 +35,11 @@ def _bench_runs(root: Path, suffix: str = "") -> dict[ServerName, RunDir]:
     return runs
 
 
+def _first_session(run: RunDir) -> dict[str, Any]:
+    """Where and with what the run was started (its first provenance entry)."""
+    return dict(run.metadata()["provenance"][0])
+
+
 def _map_run(root: Path, name: str) -> RunDir | None:
     return RunDir.open(root / name) if (root / name / "metadata.json").is_file() else None
 
@@ -41,7 +50,7 @@ def stacks_side_by_side(current: RunDir, old: RunDir) -> list[str]:
         s: MapPlan.from_json(r.metadata()["plan"]) for s, r in (("current", current), ("2021", old))
     }
     records = {"current": current.records(), "2021": old.records()}
-    cpus = old.metadata().get("machine", {}).get("cpu_count", "?")
+    cpus = _first_session(old).get("machine", {}).get("cpu_count", "?")
     head = [
         "server",
         "2021: threads T",
@@ -51,20 +60,20 @@ def stacks_side_by_side(current: RunDir, old: RunDir) -> list[str]:
         "current: predicted",
         "current: measured",
     ]
-    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for server in plans["2021"].servers:
         cells = [str(server)]
         for name in ("2021", "current"):
             plan = plans[name]
             line = next(
-                (x for x in plan.lines() if x.server == server and predicted(x) is not None), None
+                (x for x in plan.lines() if x.server == server and x.predicted is not None), None
             )
             if line is None or server not in plan.servers:
                 cells += ["-", "-", "-"]
                 continue
             found = threshold_of(line, records[name], plan.ceiling)
-            cells += [tokens_label(line), f"~{predicted(line)}", found.describe()]
-        rows.append("| " + " | ".join(cells) + " |")
+            cells += [line.config.tokens_label, f"~{line.predicted}", found.describe()]
+        rows.append(cells)
     plan = plans["2021"]
     pool = plan.pools[0]
     return [
@@ -74,13 +83,14 @@ def stacks_side_by_side(current: RunDir, old: RunDir) -> list[str]:
         f"{plan.tokens[0]} on this machine's {cpus} CPUs, and nothing to configure; today it "
         "runs on AnyIO's limiter, 40 tokens by default. The prediction is T + C in both cases.",
         "",
-        "\n".join(rows),
-        "",
+        md_table(head, rows, ["---"] * len(head)),
     ]
 
 
 def _is(r: CellResult, mode: Mode, style: SessionStyle) -> bool:
-    return r.cell.mode is mode and r.cell.style is style and r.cell.workload is Workload.list
+    return (
+        r.cell.mode is mode and r.cell.known("style") is style and r.cell.workload is Workload.list
+    )
 
 
 def bench_findings(server: ServerName, records: Sequence[CellResult]) -> list[str]:
@@ -162,21 +172,15 @@ def map_findings(server: ServerName, plan: MapPlan, records: Sequence[CellResult
     moved = []
     for line in lines:
         found = threshold_of(line, records, plan.ceiling)
-        guess = predicted(line)
+        guess = line.predicted
         if line is base:
             out.append(
-                f"The failure map puts the collapse of sync `dependency` with pool {line.pool} "
-                f"and {line.tokens} tokens at: {found.describe()} (predicted ~{guess})."
+                f"The failure map puts the collapse of sync `dependency` with pool "
+                f"{line.config.pool} and {line.config.tokens} tokens at: {found.describe()} "
+                f"(predicted ~{guess})."
             )
         elif guess is not None:
-            change = (
-                f"pool {line.pool}"
-                if line.pool != base.pool
-                else f"{line.tokens} tokens"
-                if line.tokens != base.tokens
-                else f"{line.workers} workers"
-            )
-            moved.append(f"{change}: {found.describe()} (predicted ~{guess})")
+            moved.append(f"{plan.change(line)}: {found.describe()} (predicted ~{guess})")
         else:
             out.append(f"{line.mode} `{line.style}`: {found.describe()}.")
     if moved:
@@ -186,21 +190,21 @@ def map_findings(server: ServerName, plan: MapPlan, records: Sequence[CellResult
 
 def stack_findings(server: ServerName, old: RunDir) -> list[str]:
     plan = MapPlan.from_json(old.metadata()["plan"])
-    line = next((x for x in plan.lines() if x.server == server and predicted(x)), None)
+    line = next((x for x in plan.lines() if x.server == server and x.predicted), None)
     if line is None:
         return []
     found = threshold_of(line, old.records(), plan.ceiling)
     return [
-        f"Under the 2021 stack ({line.tokens} executor threads, pool {line.pool}) the same "
-        f"endpoint: {found.describe()} (predicted ~{predicted(line)})."
+        f"Under the 2021 stack ({line.config.tokens} executor threads, pool {line.config.pool}) "
+        f"the same endpoint: {found.describe()} (predicted ~{line.predicted})."
     ]
 
 
 def prediction_findings(plan: MapPlan, records: Sequence[CellResult]) -> list[str]:
     """How the rule of thumb fared over every sync `dependency` line of the map."""
-    pairs = []
+    pairs: list[tuple[MapLine, int, Threshold]] = []
     for line in plan.lines():
-        guess = predicted(line)
+        guess = line.predicted
         found = threshold_of(line, records, plan.ceiling)
         if guess is not None and found.collapsed_at is not None:
             pairs.append((line, guess, found))
@@ -217,8 +221,7 @@ def prediction_findings(plan: MapPlan, records: Sequence[CellResult]) -> list[st
     ]
     if below:
         named = "; ".join(
-            f"{line.server} with {_change(line, plan)}: collapsed at {f.collapsed_at}, "
-            f"predicted ~{g}"
+            f"{line.server} with {plan.change(line)}: collapsed at {f.collapsed_at}, predicted ~{g}"
             for line, g, f in pairs
             if f.collapsed_at is not None and f.collapsed_at < g
         )
@@ -227,14 +230,13 @@ def prediction_findings(plan: MapPlan, records: Sequence[CellResult]) -> list[st
         trends = []
         for server in plan.servers:
             by_c = sorted(
-                (line.pool.capacity, f.collapsed_at / g)
+                (line.config.pool.capacity, f.collapsed_at / g)
                 for line, g, f in off
                 if line.server == server
-                and line.pool
                 and f.collapsed_at
                 and f.collapsed_at > g
-                and line.tokens == plan.tokens[0]
-                and line.workers == plan.workers[0]
+                and line.config.tokens == plan.tokens[0]
+                and line.config.workers == plan.workers[0]
             )
             if by_c:
                 trends.append(f"{server} " + ", ".join(f"C={c}: {r:.2f}" for c, r in by_c))
@@ -250,29 +252,19 @@ def prediction_findings(plan: MapPlan, records: Sequence[CellResult]) -> list[st
     return out
 
 
-def _change(line: Cell, plan: MapPlan) -> str:
-    if line.pool != plan.pools[0]:
-        return f"pool {line.pool}"
-    if line.tokens != plan.tokens[0]:
-        return f"{line.tokens} tokens"
-    if line.workers != plan.workers[0]:
-        return f"{line.workers} workers"
-    return f"pool {line.pool}, {line.tokens} tokens"
-
-
 def ceiling_findings(plan: MapPlan, records: Sequence[CellResult], root: RunDir) -> list[str]:
-    pg = {p.connections: p for p in load_pgbench(root)}
+    pg = {p.connections: p for p in root.pgbench()}
     out = []
     for server in plan.servers:
         health = [
             r
             for r in records
-            if r.cell.workload is Workload.health and r.cell.server == server and r.wrk
+            if r.cell.workload is Workload.health and r.cell.known("name") == server and r.wrk
         ]
         probes = [
             r
             for r in records
-            if r.cell.server == server and r.wrk and r.cell.workload is Workload.list
+            if r.cell.known("name") == server and r.wrk and r.cell.workload is Workload.list
         ]
         if not health or not probes:
             continue
@@ -280,7 +272,7 @@ def ceiling_findings(plan: MapPlan, records: Sequence[CellResult], root: RunDir)
         best = max(probes, key=lambda r: r.wrk.ok_rps if r.wrk else 0)
         assert best.wrk
         out.append(
-            f"{server}: the best GET /users probe ({best.cell.mode} `{best.cell.style}`, "
+            f"{server}: the best GET /users probe ({best.cell.mode} `{best.cell.known('style')}`, "
             f"{best.cell.connections} connections) served {best.wrk.ok_rps:,.0f} req/s, "
             f"{best.wrk.ok_rps / http:.0%} of the HTTP ceiling ({http:,.0f} req/s on /health)."
         )
@@ -310,8 +302,8 @@ def readme(root: Path, page: Path) -> str:
     map_run = _map_run(root, "map")
     map_2021 = _map_run(root, "map-2021")
     first = next(iter(benches.values()), map_run)
-    meta = first.metadata() if first else {}
-    m = meta.get("machine", {})
+    session = _first_session(first) if first else {}
+    m = session.get("machine", {})
     parts = [
         "# Reference results",
         "",
@@ -322,7 +314,7 @@ def readme(root: Path, page: Path) -> str:
         "",
         f"Machine: {m.get('cpu_model', '?')}, {m.get('cpu_count', '?')} CPUs, "
         f"{m.get('kernel', '?')}, Python {m.get('python', '?')}; "
-        f"git {meta.get('git', {}).get('sha', '?')[:12]}.",
+        f"git {session.get('git', {}).get('sha', '?')[:12]}.",
         "",
         "## Findings",
         "",
@@ -362,7 +354,7 @@ def readme(root: Path, page: Path) -> str:
             parts += [
                 f"### {server}",
                 "",
-                map_report.map_table(plan, str(server), map_records),
+                map_summary.map_table(plan, str(server), map_records),
                 f"![collapse]({_rel(map_run.path, base)}/charts/collapse-{server}.png)",
                 "",
                 f"![throughput]({_rel(map_run.path, base)}/charts/throughput-{server}.png)",
@@ -371,7 +363,7 @@ def readme(root: Path, page: Path) -> str:
         parts += [
             "### Ceilings",
             "",
-            map_report.ceilings_table(plan, map_records, load_pgbench(map_run)),
+            map_summary.ceilings_table(plan, map_records, map_run.pgbench()),
         ]
     if map_run and map_2021:
         parts += [
@@ -391,15 +383,15 @@ def readme(root: Path, page: Path) -> str:
                 f"Run [`{run.path.name}`]({_rel(run.path, base)}/summary.md) "
                 f"(every cell's figures, CPU split and notes are there).",
                 "",
-                report.seed_tables(run.records()).replace("## ", "### "),
+                summary.seed_tables(run.records(), level=3),
             ]
     return "\n".join(parts).rstrip() + "\n"
 
 
 def write(root: Path, page: Path) -> None:
     for run in [*_bench_runs(root).values(), *_bench_runs(root, "-2021").values()]:
-        report.write(run)
+        files.write(run)
     for name in ("map", "map-2021"):
         if run := _map_run(root, name):
-            report.write(run)
+            files.write(run)
     page.write_text(readme(root, page))

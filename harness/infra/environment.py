@@ -1,4 +1,4 @@
-"""What a run records about the machine and software that produced it."""
+"""What a run records about the machine and the code that produced it."""
 
 from __future__ import annotations
 
@@ -6,27 +6,10 @@ import os
 import platform
 import subprocess
 from datetime import UTC, datetime
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = (
-    "fastapi",
-    "starlette",
-    "anyio",
-    "pydantic",
-    "uvicorn",
-    "uvloop",
-    "httptools",
-    "gunicorn",
-    "uvicorn-worker",
-    "hypercorn",
-    "sqlalchemy",
-    "asyncpg",
-    "psycopg2-binary",
-    "greenlet",
-)
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def now_iso() -> str:
@@ -52,16 +35,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
-
-
-def package_versions() -> dict[str, str]:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib_metadata.version(name)
-        except importlib_metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
 
 
 def machine() -> dict[str, Any]:

@@ -17,20 +17,23 @@ import json
 import os
 import subprocess
 import sys
+from importlib import metadata as importlib_metadata
 from pathlib import Path
 
-from harness.errors import HarnessError
-from harness.metadata import PROJECT_ROOT
-from servers.registry import Stack
+from app.compat import default_executor_threads
+from harness.domain.axes import Stack
+from harness.domain.errors import HarnessError
+from harness.infra.environment import PROJECT_ROOT
 
 __all__ = [
     "PACKAGES",
     "Stack",
     "ensure_venv",
+    "executor_threads",
+    "installed_versions",
     "lock_file",
     "package_versions",
     "python_version",
-    "sync_threads",
     "venv_dir",
     "venv_python",
 ]
@@ -42,13 +45,18 @@ MARKER = ".lock-sha256"
 PACKAGES = (
     "fastapi",
     "starlette",
-    "sqlalchemy",
+    "anyio",
     "pydantic",
     "uvicorn",
+    "uvloop",
+    "httptools",
     "gunicorn",
+    "uvicorn-worker",
     "hypercorn",
+    "sqlalchemy",
     "asyncpg",
     "psycopg2-binary",
+    "greenlet",
 )
 BUILD_TIMEOUT = 1800.0  # seconds; a cold build of the 2021 venv takes well under a minute
 
@@ -183,13 +191,18 @@ def python_version(stack: Stack | str, root: Path = PROJECT_ROOT) -> str:
     return str(_probe(stack, root, ())["python"])
 
 
-def sync_threads(stack: Stack | str, tokens: int) -> int:
-    """Threads that sync endpoints and dependencies can use at once in one worker process.
+def executor_threads() -> int:
+    """Threads of asyncio's default executor here: what sync code runs on under `2021`, where
+    there is no token limiter (the app's own rule, app/compat.py, so it is written once)."""
+    return default_executor_threads()
 
-    `current`: AnyIO's limiter, THREADPOOL_TOKENS. `2021`: Starlette 0.13.6's
-    `loop.run_in_executor(None, ...)`, asyncio's default executor of `min(32, cpus + 4)` threads
-    on Python 3.11; THREADPOOL_TOKENS is refused there (app/settings.py).
-    """
-    if Stack(stack) is Stack.y2021:
-        return min(32, (os.cpu_count() or 1) + 4)
-    return tokens
+
+def installed_versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
+    """Versions of `packages` in the running interpreter (the `current` stack's venv)."""
+    versions = {}
+    for name in packages:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions

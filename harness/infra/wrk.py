@@ -8,21 +8,17 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
-from harness.errors import HarnessError
-from harness.model import WrkResult
-from harness.process import register_child, wait_with_rusage
+from harness.domain.axes import WrkRunner
+from harness.domain.errors import HarnessError
+from harness.domain.result import WrkResult
+from harness.infra.process import register_child, wait_with_rusage
+from servers.registry import WRK_IMAGE as DEFAULT_IMAGE  # the seed's; its entrypoint is wrk
 
-SCRIPT = Path(__file__).resolve().parent / "wrk_report.lua"
+# Beside the package, not in it: the compose file mounts harness/ into the wrk container.
+SCRIPT = Path(__file__).resolve().parent.parent / "wrk_report.lua"
 MARKER = "WRK_JSON "
-DEFAULT_IMAGE = "skandyla/wrk"  # the seed's image; its entrypoint is wrk
-
-
-class WrkRunner(StrEnum):
-    local = "local"
-    docker = "docker"
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from harness.errors import UsageError
-from harness.model import Pool
-from servers.registry import ServerName
+from harness.domain.axes import Mode, Pool, ServerName, SessionStyle, Stack
+from harness.domain.errors import UsageError
+from harness.domain.plan import MAP_VARIANTS
 
 T = TypeVar("T")
 
@@ -37,9 +37,10 @@ def parse_choices(
 
 
 def parse_servers(text: str) -> list[ServerName]:
-    if text.strip() == "all":
-        return list(ServerName)
-    return parse_choices(text, "SERVER", ServerName, [s.value for s in ServerName])
+    """Server names, or `all` for every registered one."""
+    choices = [*(s.value for s in ServerName), "all"]
+    named = parse_choices(text, "SERVER", str, choices)
+    return list(ServerName) if "all" in named else [ServerName(n) for n in named]
 
 
 def parse_positive_ints(
@@ -100,3 +101,41 @@ def parse_target(text: str) -> str:
     if port is None:
         raise UsageError(f"TARGET: {text!r} needs a port, e.g. http://127.0.0.1:8001")
     return f"http://{url.netloc}"
+
+
+def parse_variants(text: str) -> list[tuple[Mode, SessionStyle]]:
+    """'sync-dependency,async-dependency' -> [(Mode.sync, SessionStyle.dependency), ...]."""
+    names = [f"{m}-{s}" for m, s in MAP_VARIANTS]
+    out = []
+    for item in _items(text, "VARIANTS"):
+        mode, _, style = item.partition("-")
+        if mode not in {m.value for m in Mode} or style not in {s.value for s in SessionStyle}:
+            raise UsageError(f"VARIANTS: unknown variant {item!r}; choose from {', '.join(names)}")
+        out.append((Mode(mode), SessionStyle(style)))
+    return list(dict.fromkeys(out))
+
+
+def parse_stacks(
+    text: str, tokens_given: bool, styles: Sequence[SessionStyle], styles_name: str = "STYLES"
+) -> list[Stack]:
+    """STACK, and what the 2021 stack cannot honour (refused, not ignored)."""
+    chosen = parse_choices(text, "STACK", Stack, [s.value for s in Stack])
+    if Stack.y2021 in chosen:
+        if tokens_given:
+            raise UsageError(
+                "TOKENS: the 2021 stack has no thread limiter to size: sync code runs on "
+                "asyncio's default executor, of min(32, CPUs + 4) threads; leave TOKENS unset"
+            )
+        if SessionStyle.limited in styles:
+            raise UsageError(
+                f"{styles_name}: 'limited' needs Depends(max_concurrency=...), which FastAPI 0.63 "
+                "(the 2021 stack) does not have; choose dependency or context"
+            )
+    return chosen
+
+
+def parse_one(values: Sequence[T], name: str, why: str) -> T:
+    """The single value a setting must have where only one makes sense."""
+    if len(values) != 1:
+        raise UsageError(f"{name}: {why}; give one value, not {len(values)}")
+    return values[0]

@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg2
-from sqlalchemy import NullPool, create_engine, text
 from sqlalchemy.engine import make_url
 
-from app.models import Base
-from harness.errors import HarnessError
-from harness.process import free_port, register_child, unregister_child
+from app.dataset import reset_dataset
+from harness.domain.errors import HarnessError
+from harness.infra.process import free_port, register_child, unregister_child
+
+__all__ = ["Database", "reset_dataset"]  # and the functions below
 
 DB_USER = "bench"
 DB_NAME = "bench"
@@ -35,7 +36,8 @@ UNPRIVILEGED_USERS = ("postgres", "nobody")
 
 @dataclass(frozen=True)
 class Database:
-    """A reachable PostgreSQL database: its URL (libpq form) and, when we started it, its PID."""
+    """A reachable PostgreSQL database: its URL (libpq form) and, when the harness started it,
+    its postmaster's PID (for CPU accounting)."""
 
     url: str
     managed: bool
@@ -204,28 +206,6 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 
 # --- the data set -------------------------------------------------------------------------
-
-
-def reset_dataset(url: str, rows: int) -> int:
-    """Recreate the apps' `users` table with exactly `rows` rows; return the count read back."""
-    if rows < 0:
-        raise ValueError("rows must be >= 0")
-    engine = create_engine(make_url(url).set(drivername="postgresql+psycopg2"), poolclass=NullPool)
-    try:
-        Base.metadata.drop_all(engine)
-        Base.metadata.create_all(engine)
-        with engine.begin() as conn:
-            conn.execute(
-                text(
-                    "insert into users (email) select 'user' || i || '@example.com' "
-                    "from generate_series(1, :rows) as i"
-                ),
-                {"rows": rows},
-            )
-            conn.execute(text("analyze users"))
-    finally:
-        engine.dispose()
-    return count_rows(url)
 
 
 def count_rows(url: str) -> int:

@@ -1,22 +1,17 @@
-"""summary.md, results.csv and charts/ of a failure map, generated from its raw records only."""
+"""summary.md and results.csv of a failure map, generated from its raw records only."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from harness import charts, report
-from harness.failure_map import (
-    MapPlan,
-    agreement,
-    is_collapse,
-    load_pgbench,
-    predicted,
-    threshold_of,
-)
-from harness.model import CellResult, Workload, shown, tokens_label
-from harness.pgbench import PgbenchResult
-from harness.store import RunDir
+from harness.domain.axes import Workload
+from harness.domain.plan import MapLine, MapPlan
+from harness.domain.result import CellResult, PgbenchResult
+from harness.domain.rules import agreement, is_collapse
+from harness.domain.search import Threshold, bracket
+from harness.report.summary import details_table, header
+from harness.report.table import md_table
 
 PREDICTION = (
     "**Prediction.** For sync `dependency`, a collapse becomes possible at about "
@@ -34,50 +29,53 @@ PREDICTION = (
 )
 
 
-def _probe_trail(line_variant: str, records: Sequence[CellResult]) -> str:
+def threshold_of(line: MapLine, records: Sequence[CellResult], ceiling: int) -> Threshold:
+    """The collapse point the probes of `line` show."""
+    probes = {r.cell.connections: is_collapse(r) for r in records if r.cell.variant == line.variant}
+    return bracket(probes, ceiling)
+
+
+def _probe_trail(line: MapLine, records: Sequence[CellResult]) -> str:
     probes = sorted(
-        (r for r in records if r.cell.variant == line_variant), key=lambda r: r.started_at
+        (r for r in records if r.cell.variant == line.variant), key=lambda r: r.started_at
     )
     return " ".join(f"{r.cell.connections}{'✗' if is_collapse(r) else ''}" for r in probes)
 
 
+MAP_HEAD = (
+    "variant",
+    "pool",
+    "C",
+    "tokens T",
+    "workers",
+    "predicted",
+    "measured",
+    "probes (✗ collapsed)",
+    "prediction vs measurement",
+)
+
+
 def map_table(plan: MapPlan, server: str, records: Sequence[CellResult]) -> str:
-    head = [
-        "variant",
-        "pool",
-        "C",
-        "tokens T",
-        "workers",
-        "predicted",
-        "measured",
-        "probes (✗ collapsed)",
-        "prediction vs measurement",
-    ]
-    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for line in plan.lines():
         if str(line.server) != server:
             continue
-        assert line.pool
         found = threshold_of(line, records, plan.ceiling)
-        guess = predicted(line)
+        guess = line.predicted
         rows.append(
-            "| "
-            + " | ".join(
-                [
-                    f"{line.mode} {line.style}",
-                    str(line.pool),
-                    str(line.pool.capacity),
-                    tokens_label(line),
-                    shown(line.workers),
-                    f"~{guess}" if guess else "none",
-                    found.describe(),
-                    _probe_trail(line.variant, records),
-                    agreement(guess, found),
-                ]
-            )
-            + " |"
+            [
+                f"{line.mode} {line.style}",
+                str(line.config.pool),
+                str(line.config.pool.capacity),
+                line.config.tokens_label,
+                str(line.config.workers),
+                f"~{guess}" if guess else "none",
+                found.describe(),
+                _probe_trail(line, records),
+                agreement(guess, found),
+            ]
         )
-    return "\n".join(rows) + "\n"
+    return md_table(MAP_HEAD, rows, ["---"] * len(MAP_HEAD))
 
 
 def ceilings_table(
@@ -91,12 +89,12 @@ def ceilings_table(
         "pgbench latency ms",
     ]
     health = {
-        (str(r.cell.server), r.cell.connections): r
+        (str(r.cell.known("name")), r.cell.connections): r
         for r in records
         if r.cell.workload is Workload.health
     }
     by_pg = {p.connections: p for p in pg}
-    rows = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    rows = []
     for c in plan.ceiling_levels:
         cells = []
         for s in servers:
@@ -104,8 +102,8 @@ def ceilings_table(
             cells.append(f"{r.wrk.ok_rps:,.1f}" if r and r.wrk else "-")
         p = by_pg.get(c)
         cells += [f"{p.tps:,.0f}" if p else "-", f"{p.latency_avg_ms:.2f}" if p else "-"]
-        rows.append("| " + " | ".join([str(c), *cells]) + " |")
-    return "\n".join(rows) + "\n"
+        rows.append([str(c), *cells])
+    return md_table(head, rows, ["---:"] * len(head))
 
 
 def summary(
@@ -117,7 +115,7 @@ def summary(
 ) -> str:
     probes = [r for r in records if r.cell.workload is not Workload.health]
     parts = [
-        report.header(meta, records, name).replace("run `", "failure map `", 1),
+        header(meta, records, name, title="failure map"),
         PREDICTION,
         "",
         f"**Search.** Each line doubles the connections from {plan.start} until the variant "
@@ -145,23 +143,6 @@ def summary(
         "connection counts.\n",
         ceilings_table(plan, records, pg),
         "## Every probe\n",
-        report.details_table(probes),
+        details_table(probes),
     ]
     return "\n".join(parts)
-
-
-def write(run: RunDir) -> None:
-    meta, records = run.metadata(), run.records()
-    plan = MapPlan.from_json(meta["plan"])
-    pg = load_pgbench(run)
-    (run.path / "summary.md").write_text(summary(meta, records, run.path.name, plan, pg))
-    (run.path / "results.csv").write_text(report.csv_text(records))
-    folder = run.path / "charts"
-    folder.mkdir(exist_ok=True)
-    lines = plan.lines()
-    for server in plan.servers:
-        mine = [line for line in lines if line.server == server]
-        if not any(r.cell.server == server for r in records):
-            continue
-        charts.collapse_chart(folder / f"collapse-{server}.png", server, plan, mine, records)
-        charts.throughput_chart(folder / f"throughput-{server}.png", server, mine, records, pg)

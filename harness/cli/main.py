@@ -1,0 +1,362 @@
+"""`python -m harness run|map|serve|report|reference`: parse, validate, plan, then hand over to
+the run layer with a console listening; draw the report at the end or on interruption."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from harness.cli.console import Console
+from harness.cli.variables import BY_NAME, MAKE_TARGET, Given, add_arguments, resolve
+from harness.domain.axes import Mode, SessionStyle, Stack, Workload, WrkRunner
+from harness.domain.cell import Cell, ServerConfig
+from harness.domain.errors import HarnessError, UsageError
+from harness.domain.parse import (
+    parse_choices,
+    parse_duration,
+    parse_nonnegative_int,
+    parse_one,
+    parse_pools,
+    parse_positive_ints,
+    parse_servers,
+    parse_stacks,
+    parse_target,
+    parse_variants,
+)
+from harness.domain.plan import MAP_VARIANTS, MapPlan, Matrix, target_cells
+from harness.infra import stacks
+from harness.infra.environment import PROJECT_ROOT
+from harness.report import files, reference
+from harness.run.bench import execute, planned, remaining
+from harness.run.fmap import estimate_s, execute_map
+from harness.run.options import Options
+from harness.run.serve import serve
+from harness.run.session import Interrupted, preflight, provenance_entry
+from harness.store.rundir import RunDir
+
+RESULTS = PROJECT_ROOT / "results"
+# Settings of a server the harness starts; a target's are unknown, so they cannot be given.
+SERVER_SETTINGS = (
+    "SERVER", "STYLES", "POOLS", "POOL_TIMEOUT", "TOKENS", "WORKERS", "ROWS", "STACK",
+    "DATABASE_URL",
+)  # fmt: skip
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# --- what to measure ---------------------------------------------------------------------------
+
+
+def _choices(given: Given, name: str, kind: Any) -> list[Any]:
+    return parse_choices(given[name], name, kind, [k.value for k in kind])
+
+
+def bench_cells(given: Given) -> list[Cell]:
+    """The cells `make bench` asked for: the matrix of its axes, or the target's levels."""
+    duration = parse_duration(given["DURATION"])
+    workloads = tuple(_choices(given, "WORKLOAD", Workload))
+    modes = tuple(_choices(given, "MODES", Mode))
+    connections = tuple(parse_positive_ints(given["CONNECTIONS"], "CONNECTIONS", 10_000))
+    if given["TARGET"]:
+        target = parse_target(given["TARGET"])
+        if refused := [n for n in SERVER_SETTINGS if n in given.explicit]:
+            named = ", ".join(f"{n} ({BY_NAME[n].flag})" for n in refused)
+            raise UsageError(
+                f"TARGET: {named} cannot be used with a target: the harness does not start that "
+                "server, so its settings are recorded as unknown"
+            )
+        if len(modes) != 1 or "MODES" not in given.explicit:
+            raise UsageError("MODE: say which app the target serves: sync or async")
+        return target_cells(target, modes[0], workloads, connections, duration)
+    styles = tuple(_choices(given, "STYLES", SessionStyle))
+    chosen = parse_stacks(given["STACK"], "TOKENS" in given.explicit, styles)
+    return Matrix(
+        servers=tuple(parse_servers(given["SERVER"])),
+        workloads=workloads,
+        modes=modes,
+        styles=styles,
+        pools=tuple(parse_pools(given["POOLS"])),
+        tokens=tuple(parse_positive_ints(given["TOKENS"], "TOKENS", 10_000)),
+        workers=tuple(parse_positive_ints(given["WORKERS"], "WORKERS", 64)),
+        connections=connections,
+        duration_s=duration,
+        rows=parse_nonnegative_int(given["ROWS"], "ROWS"),
+        pool_timeout_s=parse_duration(given["POOL_TIMEOUT"], "POOL_TIMEOUT"),
+        stacks=tuple(chosen),
+        executor_threads=stacks.executor_threads() if Stack.y2021 in chosen else 0,
+    ).cells()
+
+
+def map_plan(given: Given) -> MapPlan:
+    """The failure map `make failure-map` asked for."""
+    default = ",".join(
+        f"{m}-{s}"
+        for m, s in MAP_VARIANTS
+        if given["STACK"] != "2021" or s is not SessionStyle.limited
+    )
+    variants = tuple(parse_variants(given["VARIANTS"] or default))
+    stack = parse_one(
+        parse_stacks(
+            given["STACK"], "TOKENS" in given.explicit, [s for _, s in variants], "VARIANTS"
+        ),
+        "STACK",
+        "a failure map is for one stack; run one map per stack",
+    )
+    tokens = (
+        [stacks.executor_threads()]
+        if stack is Stack.y2021
+        else parse_positive_ints(given["TOKENS"], "TOKENS", 10_000, ordered=True)
+    )
+    levels = given["CEILING_LEVELS"]
+    plan = MapPlan(
+        servers=tuple(parse_servers(given["SERVER"])),
+        pools=tuple(parse_pools(given["POOLS"])),
+        tokens=tuple(tokens),
+        workers=tuple(parse_positive_ints(given["WORKERS"], "WORKERS", 64, ordered=True)),
+        start=parse_positive_ints(given["START"], "START", 10_000)[0],
+        ceiling=parse_positive_ints(given["CEILING"], "CEILING", 10_000)[0],
+        duration_s=parse_duration(given["DURATION"]),
+        rows=parse_nonnegative_int(given["ROWS"], "ROWS"),
+        pool_timeout_s=parse_duration(given["POOL_TIMEOUT"], "POOL_TIMEOUT"),
+        ceiling_levels=()
+        if levels == "none"
+        else tuple(parse_positive_ints(levels, "CEILING_LEVELS")),
+        variants=variants,
+        stack=stack,
+    )
+    if plan.start > plan.ceiling:
+        raise UsageError(f"START: {plan.start} is above the ceiling {plan.ceiling}")
+    return plan
+
+
+def options_from(given: Given) -> Options:
+    warmup = given["WARMUP"]
+    return Options(
+        warmup_s=0.0 if warmup in ("0", "0s") else parse_duration(warmup, "WARMUP"),
+        wrk_timeout_s=parse_duration(given["TIMEOUT"], "TIMEOUT"),
+        wrk_runner=_choices(given, "WRK", WrkRunner)[0],
+        wrk_image=given["WRK_IMAGE"],
+        database_url=given["DATABASE_URL"] or None,
+        keep_logs=given.on("KEEP_LOGS"),
+        # A map's probe only needs to know that it collapsed, not how many requests timed out.
+        await_pool_timeouts=given.command != "map",
+    )
+
+
+# --- the run directory -------------------------------------------------------------------------
+
+
+def _parameters(given: Given) -> dict[str, Any]:
+    """The effective settings (the database URL may hold a password: left out)."""
+    values = {k.lower(): v for k, v in given.values.items() if k != "DATABASE_URL"}
+    return {"command": given.command, **values}
+
+
+def _out(given: Given, name: str) -> Path:
+    """Where a new run goes, checked before anything starts."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
+    path = Path(given["OUT"]) if given["OUT"] else RESULTS / "runs" / f"{stamp}-{slug}"
+    RunDir.check_creatable(path)
+    return path
+
+
+def _resume(given: Given) -> tuple[RunDir, Options]:
+    run = RunDir.open(Path(given["RESUME"]))
+    if run.kind != given.command:
+        raise UsageError(
+            f"RESUME: {run.path} is a {run.kind} run; resume it with "
+            f"{MAKE_TARGET[run.kind]} RESUME={run.path}"
+        )
+    meta = run.metadata()
+    return run, Options.from_json(meta["options"], given["DATABASE_URL"] or None)
+
+
+def _check_resume(run: RunDir, entry: dict[str, Any], given: Given) -> None:
+    for note in run.check_resumable(entry, force=given.on("FORCE")):
+        say(f"note: resuming with a difference: {note}")
+
+
+def _measure(run: RunDir, given: Given, work: Any) -> int:
+    """Run `work`, then draw the report, also when interrupted; say how to resume."""
+    try:
+        work()
+    except (Interrupted, KeyboardInterrupt) as exc:
+        kept = len(run.records())
+        say(f"\ninterrupted ({exc}); {kept} records kept in {run.path}")
+        say(f"resume with: {MAKE_TARGET[given.command]} RESUME={run.path}")
+        raise
+    finally:
+        files.write(run)
+    say(f"summary: {run.path / 'summary.md'}")
+    return 0
+
+
+def _announce(what: str, estimate: float, run: RunDir, given: Given) -> None:
+    settings = " ".join(
+        f"{k}={v}" for k, v in given.values.items() if v and k not in ("DATABASE_URL", "RESUME")
+    )
+    say(f"settings: {settings}")
+    say(f"{what}, about {estimate / 60:.1f} minutes; results in {run.path}")
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+
+def _run(given: Given) -> int:
+    if given["RESUME"]:
+        run, options = _resume(given)
+        cells, todo = planned(run), remaining(run)
+    else:
+        options = options_from(given)
+        cells = todo = bench_cells(given)
+        run, out = None, _out(given, given["TARGET"] or given["SERVER"])
+    estimate = sum(options.estimate_s(c) for c in todo)
+    if given.on("DRY_RUN"):
+        for cell in todo:
+            print(cell.id)
+        print(f"{len(todo)} of {len(cells)} cells to run, about {estimate / 60:.1f} minutes")
+        return 0
+    if run is not None and not todo:
+        say(f"nothing to resume: every cell of {run.path} has its record")
+        return 0
+    entry = provenance_entry("resume" if run else "run", cells)
+    if run is not None:
+        _check_resume(run, entry, given)
+    preflight(cells, options)
+    if run is None:
+        body = {"cells": [c.to_json() for c in cells]}
+        run = RunDir.create(out, "run", _parameters(given), options.to_json(), body)
+    _announce(f"{len(todo)} of {len(cells)} cells", estimate, run, given)
+    resumed = run
+    return _measure(run, given, lambda: execute(resumed, options, entry, Console()))
+
+
+def _map(given: Given) -> int:
+    if given["RESUME"]:
+        run, options = _resume(given)
+        plan = MapPlan.from_json(run.metadata()["plan"])
+    else:
+        options = options_from(given)
+        plan = map_plan(given)
+        run, out = None, _out(given, "map-" + "-".join(str(s) for s in plan.servers))
+    lines = plan.lines()
+    if given.on("DRY_RUN"):
+        for line in lines:
+            print(line.variant)
+        kept = f", {len(run.records())} probes on record" if run else ""
+        print(f"{len(lines)} lines{kept}, about {estimate_s(plan) / 60:.0f} minutes")
+        return 0
+    cells = [*(line.cell(plan.ceiling) for line in lines), *plan.http_ceiling_cells()]
+    entry = provenance_entry("resume" if run else "map", cells)
+    if run is not None:
+        _check_resume(run, entry, given)
+    preflight(cells, options)
+    if run is None:
+        body = {"plan": plan.to_json()}
+        run = RunDir.create(out, "map", _parameters(given), options.to_json(), body)
+    _announce(f"{len(lines)} lines", estimate_s(plan), run, given)
+    the_run = run
+    return _measure(run, given, lambda: execute_map(the_run, options, entry, Console()))
+
+
+def _serve(given: Given) -> int:
+    why = "`make serve` starts one server"
+    style = parse_one(_choices(given, "STYLES", SessionStyle), "STYLES", why)
+    stack = parse_one(
+        parse_stacks(given["STACK"], "TOKENS" in given.explicit, [style]), "STACK", why
+    )
+    tokens = parse_one(parse_positive_ints(given["TOKENS"], "TOKENS", 10_000), "TOKENS", why)
+    config = ServerConfig(
+        name=parse_one(parse_servers(given["SERVER"]), "SERVER", why),
+        style=style,
+        pool=parse_one(parse_pools(given["POOLS"]), "POOLS", why),
+        tokens=stacks.executor_threads() if stack is Stack.y2021 else tokens,
+        workers=parse_one(parse_positive_ints(given["WORKERS"], "WORKERS", 64), "WORKERS", why),
+        rows=parse_nonnegative_int(given["ROWS"], "ROWS"),
+        pool_timeout_s=parse_duration(given["POOL_TIMEOUT"], "POOL_TIMEOUT"),
+        stack=stack,
+    )
+    mode = parse_one(_choices(given, "MODES", Mode), "MODES", why)
+    return serve(config, mode, given["DATABASE_URL"] or None, say)
+
+
+def _report(args: argparse.Namespace) -> int:
+    if not args.run_dir:
+        raise UsageError("RUN: name a run directory, e.g. make report RUN=results/runs/<dir>")
+    run = RunDir.open(Path(args.run_dir))
+    files.write(run)
+    print(run.path / "summary.md")
+    return 0
+
+
+def _reference(args: argparse.Namespace) -> int:
+    root, page = Path(args.root), Path(args.readme)
+    if not root.is_dir():
+        raise UsageError(f"ROOT: {root} is not a directory of reference runs")
+    if not root.resolve().is_relative_to(page.resolve().parent):
+        raise UsageError(
+            f"README: {page} must be in a folder that holds {root}, so its links can be relative"
+        )
+    reference.write(root, page)
+    print(page)
+    return 0
+
+
+COMMAND_HELP = {
+    "run": "run a matrix of benchmark cells and write a run directory (make bench)",
+    "map": "search where each variant collapses, with ceilings and charts (make failure-map)",
+    "serve": "a throwaway database and one server on the seed's port, until Ctrl-C (make serve)",
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m harness",
+        description="syncasync-bench: sync versus async PostgreSQL access in FastAPI, measured.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command, help_text in COMMAND_HELP.items():
+        cmd = sub.add_parser(command, help=help_text, description=help_text)
+        add_arguments(cmd, command)
+        cmd.set_defaults(func=None)
+    rep = sub.add_parser(
+        "report",
+        help="regenerate a run directory's summary.md, results.csv and charts (make report)",
+    )
+    rep.add_argument("run_dir", nargs="?", metavar="RUN", help="the run directory")
+    rep.set_defaults(func=_report)
+    ref = sub.add_parser(
+        "reference", help="regenerate results/README.md from the reference runs (make reference)"
+    )
+    ref.add_argument(
+        "root", nargs="?", default=str(RESULTS / "reference"), help="the reference runs' folder"
+    )
+    ref.add_argument("--readme", default=str(RESULTS / "README.md"), help="the page to write")
+    ref.set_defaults(func=_reference)
+    return p
+
+
+COMMANDS = {"run": _run, "map": _map, "serve": _serve}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.func is not None:
+            return int(args.func(args))
+        return int(COMMANDS[args.command](resolve(args, args.command)))
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (Interrupted, KeyboardInterrupt):
+        return 130

@@ -1,0 +1,239 @@
+"""The one table of variables: each Makefile variable, its flag, its default per command, and
+which commands take it. A variable given to a command that does not take it is refused."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+
+from harness.domain.errors import UsageError
+from harness.report.table import md_table
+from servers.registry import WRK_IMAGE
+
+# What each command is called where users meet it.
+MAKE_TARGET = {"run": "make bench", "map": "make failure-map", "serve": "make serve"}
+COMMANDS = tuple(MAKE_TARGET)
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str  # as the Makefile spells it; the flag is its lower-case, dashed form
+    help: str
+    defaults: dict[str, str]  # command -> default; a command not here does not take it
+    switch: bool = False  # DRY_RUN=1 / --dry-run
+    alias: str | None = None  # MODE for MODES: one value, the same variable
+    from_env: bool = False  # the default comes from the environment variable of that name
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.lower().replace("_", "-")
+
+    @property
+    def dest(self) -> str:
+        return self.name.lower()
+
+    def default(self, command: str) -> str:
+        if self.from_env and os.environ.get(self.name):
+            return os.environ[self.name]
+        return self.defaults[command]
+
+
+ALL = {"run": "", "map": "", "serve": ""}
+VARIABLES: tuple[Variable, ...] = (
+    Variable(
+        "SERVER",
+        "uvicorn, gunicorn, hypercorn, or all (comma list)",
+        {"run": "uvicorn", "map": "uvicorn", "serve": "uvicorn"},
+    ),
+    Variable(
+        "MODES",
+        "sync, async (comma list; MODE is the same). With TARGET: the one app the target serves",
+        {"run": "sync,async", "serve": "sync"},
+        alias="MODE",
+    ),
+    Variable(
+        "STYLES",
+        "session styles: dependency (the seed's Depends generator), context (`with` inside the "
+        "endpoint), limited (Depends(max_concurrency=pool capacity)); STYLE is the same",
+        {"run": "dependency,context", "serve": "dependency"},
+        alias="STYLE",
+    ),
+    Variable(
+        "POOLS",
+        "POOL_SIZE+MAX_OVERFLOW (comma list); for the map the first is the baseline",
+        {"run": "5+10", "map": "5+10,20+0,40+0,80+0", "serve": "5+10"},
+    ),
+    Variable(
+        "POOL_TIMEOUT",
+        "SQLAlchemy pool_timeout",
+        {"run": "30s", "map": "30s", "serve": "30s"},
+    ),
+    Variable(
+        "TOKENS",
+        "AnyIO default thread limiter tokens (comma list; map: first = baseline)",
+        {"run": "40", "map": "40,80", "serve": "40"},
+    ),
+    Variable(
+        "WORKERS",
+        "server worker processes (comma list; map: first = baseline)",
+        {"run": "1", "map": "1,2", "serve": "1"},
+    ),
+    Variable(
+        "STACK",
+        "current (requirements.lock) or 2021 (requirements-2021.lock); run: both with a comma",
+        {"run": "current", "map": "current", "serve": "current"},
+    ),
+    Variable("CONNECTIONS", "wrk -c levels (comma list)", {"run": "1,12,24,48,100,200"}),
+    Variable("DURATION", "measured wrk run per cell (map: per probe)", {"run": "10s", "map": "3s"}),
+    Variable(
+        "WARMUP", "wrk warm-up before each measured run (0 for none)", {"run": "2s", "map": "1s"}
+    ),
+    Variable("TIMEOUT", "wrk's request timeout", {"run": "5s", "map": "5s"}),
+    Variable(
+        "WORKLOAD",
+        "list (GET /users), insert (GET /users/insert-data-to-test), health (GET /health, no "
+        "database)",
+        {"run": "list"},
+    ),
+    Variable("ROWS", "rows in `users` before each cell", {"run": "10", "map": "10", "serve": "10"}),
+    Variable(
+        "WRK", "local (the wrk binary) or docker (WRK_IMAGE)", {"run": "local", "map": "local"}
+    ),
+    Variable(
+        "WRK_IMAGE",
+        "wrk's image for WRK=docker",
+        {"run": WRK_IMAGE, "map": WRK_IMAGE},
+        from_env=True,
+    ),
+    Variable(
+        "DATABASE_URL",
+        "use this PostgreSQL instead of a throwaway one",
+        dict(ALL),
+        from_env=True,
+    ),
+    Variable(
+        "TARGET",
+        "measure this running server (http://127.0.0.1:PORT) instead of starting one",
+        {"run": ""},
+    ),
+    Variable(
+        "VARIANTS",
+        "MODE-STYLE lines at the baseline (default: sync-dependency, sync-context, sync-limited "
+        "(not under 2021), async-dependency)",
+        {"map": ""},
+    ),
+    Variable(
+        "CEILING_LEVELS", "connections for the ceilings, or none", {"map": "1,12,24,48,100,200"}
+    ),
+    Variable("START", "first connection count probed", {"map": "8"}),
+    Variable("CEILING", "highest connection count probed", {"map": "400"}),
+    Variable(
+        "OUT",
+        "run directory (default results/runs/<time>-<server>)",
+        {"run": "", "map": ""},
+    ),
+    Variable(
+        "RESUME",
+        "a run directory: run only what it has no record of, with its own settings",
+        {"run": "", "map": ""},
+    ),
+    Variable(
+        "DRY_RUN", "list what would run and the time, run nothing", {"run": "", "map": ""}, True
+    ),
+    Variable("KEEP_LOGS", "keep server logs in RUN_DIR/logs", {"run": "", "map": ""}, True),
+    Variable(
+        "FORCE",
+        "resume even where the machine or package versions differ from the run's",
+        {"run": "", "map": ""},
+        True,
+    ),
+)
+BY_NAME = {v.name: v for v in VARIABLES}
+# What may accompany RESUME: everything else is the run's own, recorded setting.
+WITH_RESUME = ("RESUME", "FORCE", "DRY_RUN", "DATABASE_URL")
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    """Every variable's flag; those the command does not take are hidden, and refused later."""
+    for v in VARIABLES:
+        takes = command in v.defaults
+        shown = f"{v.help} (default: {v.defaults[command] or 'none'})" if takes else None
+        help_text = shown if takes else argparse.SUPPRESS
+        if v.switch:
+            parser.add_argument(
+                v.flag, dest=v.dest, action="store_const", const="1", help=help_text
+            )
+            continue
+        parser.add_argument(v.flag, dest=v.dest, default=None, metavar=v.name, help=help_text)
+        if v.alias:
+            parser.add_argument(
+                f"--{v.alias.lower()}",
+                dest=v.alias.lower(),
+                default=None,
+                metavar=v.alias,
+                help=f"the same as {v.flag}" if takes else argparse.SUPPRESS,
+            )
+
+
+@dataclass(frozen=True)
+class Given:
+    """The values for one command: what the user gave, and the defaults for the rest."""
+
+    command: str
+    explicit: dict[str, str] = field(default_factory=dict)
+    values: dict[str, str] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> str:
+        return self.values[name]
+
+    def on(self, name: str) -> bool:
+        return self.values[name] not in ("", "0")
+
+
+def resolve(args: argparse.Namespace, command: str) -> Given:
+    explicit = {
+        v.name: getattr(args, v.dest) for v in VARIABLES if getattr(args, v.dest) is not None
+    }
+    for v in VARIABLES:
+        singular = getattr(args, v.alias.lower(), None) if v.alias else None
+        if singular is not None:
+            if v.name in explicit:
+                raise UsageError(f"{v.alias} and {v.name} are the same setting; give one of them")
+            explicit[v.name] = singular
+    misplaced = [n for n in explicit if command not in BY_NAME[n].defaults]
+    if misplaced:
+        takes = ", ".join(v.name for v in VARIABLES if command in v.defaults)
+        raise UsageError(
+            f"{', '.join(misplaced)}: not a setting of `{MAKE_TARGET[command]}` "
+            f"(python -m harness {command}); it takes {takes}"
+        )
+    if explicit.get("RESUME"):
+        fixed = [n for n in explicit if n not in WITH_RESUME]
+        if fixed:
+            raise UsageError(
+                f"RESUME: {', '.join(fixed)} cannot be given with RESUME: a resumed run keeps the "
+                f"settings it was started with (see {explicit['RESUME']}/metadata.json)"
+            )
+    values = {v.name: v.default(command) for v in VARIABLES if command in v.defaults}
+    return Given(command, explicit, {**values, **explicit})
+
+
+def markdown_table() -> str:
+    """The variables table of README.md (tests/test_cli.py checks that the two agree)."""
+    head = ["variable", "meaning", "`make bench`", "`make failure-map`", "`make serve`"]
+    rows = []
+    for v in VARIABLES:
+        name = f"`{v.name}=1`" if v.switch else f"`{v.name}`"
+        name += f" (or `{v.alias}`)" if v.alias else ""
+        cells = []
+        for command in COMMANDS:
+            default = v.defaults.get(command)
+            if default is None:
+                cells.append("—")
+            elif v.switch:
+                cells.append("off")
+            else:
+                cells.append(f"`{default}`" if default else "unset")
+        rows.append([name, v.help, *cells])
+    return md_table(head, rows, ["---"] * len(head))

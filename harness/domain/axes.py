@@ -1,0 +1,75 @@
+"""The closed sets a cell is made of, and the pool value type."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+from app.styles import SessionStyle
+from servers.registry import Mode, ServerName, Stack
+
+__all__ = [
+    "WORKLOAD_PATH",
+    "Mode",
+    "Pool",
+    "ServerName",
+    "SessionStyle",
+    "Stack",
+    "Verdict",
+    "Workload",
+    "WrkRunner",
+]
+
+
+class Workload(StrEnum):
+    list = "list"  # GET /users
+    insert = "insert"  # GET /users/insert-data-to-test
+    health = "health"  # GET /health: no database, the HTTP ceiling
+
+
+WORKLOAD_PATH = {
+    Workload.list: "/users",
+    Workload.insert: "/users/insert-data-to-test",
+    Workload.health: "/health",
+}
+
+
+class Verdict(StrEnum):
+    ok = "ok"
+    errors = "errors"  # some requests failed, throughput held
+    collapsed = "collapsed"  # throughput fell far below the variant's best, or ~nothing completed
+    crashed = "crashed"  # the server died during the cell
+    failed_to_start = "failed-to-start"  # never answered /health within the bound
+    failed_verification = "failed-verification"  # answered, but not with the expected rows
+
+
+class WrkRunner(StrEnum):
+    local = "local"  # the wrk binary on PATH
+    docker = "docker"  # the wrk image, on the host network
+
+
+@dataclass(frozen=True, order=True)
+class Pool:
+    size: int
+    overflow: int
+
+    def __post_init__(self) -> None:
+        if self.size < 1 or self.overflow < 0:
+            raise ValueError(
+                f"pool needs size >= 1 and overflow >= 0, got {self.size}+{self.overflow}"
+            )
+
+    @property
+    def capacity(self) -> int:
+        return self.size + self.overflow
+
+    @classmethod
+    def parse(cls, text: str) -> Pool:
+        match = re.fullmatch(r"\s*(\d+)\s*\+\s*(\d+)\s*", text)
+        if not match:
+            raise ValueError(f"pool {text!r} is not SIZE+OVERFLOW, e.g. 5+10")
+        return cls(int(match[1]), int(match[2]))
+
+    def __str__(self) -> str:
+        return f"{self.size}+{self.overflow}"

@@ -1,0 +1,156 @@
+"""The one model of a benchmark cell: what is measured, against which server.
+
+A cell measures either a server the harness starts (`ServerConfig`: every setting known) or a
+server someone else started (`Target`: only its URL is known). The two are different types, so
+code that starts servers never has to narrow optional settings.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from harness.domain.axes import Mode, Pool, ServerName, SessionStyle, Stack, Workload
+
+
+def shown(value: object) -> str:
+    """A parameter as text; None means the harness could not know it (target mode)."""
+    return "unknown" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """A server the harness starts, with every setting that can change what it measures."""
+
+    name: ServerName
+    style: SessionStyle
+    pool: Pool
+    tokens: int
+    workers: int
+    rows: int
+    pool_timeout_s: float = 30.0
+    # Which versions run the app. Under `2021` there is no token limiter: `tokens` then holds
+    # the size of asyncio's default executor on the machine that planned the run, not a setting.
+    stack: Stack = Stack.current
+
+    @property
+    def tokens_label(self) -> str:
+        """T as a reader should take it: tokens of AnyIO's limiter, or 2021's executor threads."""
+        return f"{self.tokens} (executor)" if self.stack is Stack.y2021 else str(self.tokens)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "pool": asdict(self.pool)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ServerConfig:
+        return cls(
+            name=ServerName(data["name"]),
+            style=SessionStyle(data["style"]),
+            pool=Pool(**data["pool"]),
+            tokens=int(data["tokens"]),
+            workers=int(data["workers"]),
+            rows=int(data["rows"]),
+            pool_timeout_s=float(data["pool_timeout_s"]),
+            stack=Stack(data["stack"]),
+        )
+
+
+@dataclass(frozen=True)
+class Target:
+    """A server the harness did not start, on this machine's loopback: its settings are unknown."""
+
+    url: str
+
+
+# What a report may ask of any cell's server; None where it is a target's.
+CONFIG_FIELDS = tuple(f.name for f in fields(ServerConfig))
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One measurement: a server (started, or a target), an app mode, a load."""
+
+    server: ServerConfig | Target
+    mode: Mode
+    workload: Workload
+    connections: int
+    duration_s: float
+
+    @property
+    def config(self) -> ServerConfig | None:
+        return self.server if isinstance(self.server, ServerConfig) else None
+
+    @property
+    def target(self) -> str | None:
+        return self.server.url if isinstance(self.server, Target) else None
+
+    def known(self, name: str) -> Any:
+        """A setting of the server, or None when the harness cannot know it (a target)."""
+        if name not in CONFIG_FIELDS:
+            raise AttributeError(name)
+        return getattr(self.config, name) if self.config else None
+
+    @property
+    def stack(self) -> Stack:
+        return self.config.stack if self.config else Stack.current
+
+    @property
+    def tokens_label(self) -> str:
+        return self.config.tokens_label if self.config else shown(None)
+
+    @property
+    def server_label(self) -> str:
+        return f"target {self.target}" if self.target else shown(self.known("name"))
+
+    @property
+    def variant(self) -> str:
+        """The cell without its connection count: the line a threshold is looked for along."""
+        k = self.known
+        stack = "" if self.stack is Stack.current else f"/stack {self.stack}"
+        return (
+            f"{self.server_label}/{self.mode}/{shown(k('style'))}/pool {shown(k('pool'))}/"
+            f"tokens {shown(k('tokens'))}/workers {shown(k('workers'))}/{self.workload}{stack}"
+        )
+
+    @property
+    def id(self) -> str:
+        """Stable across runs and record formats, so records can be resumed and compared."""
+        k = self.known
+        where = (
+            "target-" + re.sub(r"[^A-Za-z0-9]+", "_", self.target.split("//", 1)[-1]).strip("_")
+            if self.target
+            else str(k("name"))
+        )
+        pool = k("pool")
+        return (
+            f"{where}-{self.mode}-{shown(k('style'))}-p{pool or 'unknown'}"
+            f"-pt{shown(k('pool_timeout_s'))}-t{shown(k('tokens'))}-w{shown(k('workers'))}"
+            f"-{self.workload}-r{shown(k('rows'))}-d{self.duration_s:g}"
+            f"{'' if self.stack is Stack.current else '-s' + self.stack}-c{self.connections}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        where: dict[str, Any] = (
+            {"server": self.config.to_json()} if self.config else {"target": self.target}
+        )
+        return {
+            **where,
+            "mode": str(self.mode),
+            "workload": str(self.workload),
+            "connections": self.connections,
+            "duration_s": self.duration_s,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Cell:
+        server = (
+            Target(data["target"]) if data.get("target") else ServerConfig.from_json(data["server"])
+        )
+        return cls(
+            server=server,
+            mode=Mode(data["mode"]),
+            workload=Workload(data["workload"]),
+            connections=int(data["connections"]),
+            duration_s=float(data["duration_s"]),
+        )

@@ -1,0 +1,230 @@
+"""What a run will measure: the matrix of a bench run, and the lines of a failure map.
+
+A matrix is declared once, as typed axes, and expanded with itertools.product. A failure map is
+a set of lines (a server configuration and a mode, without a connection count) along which a
+search looks for the collapse; a line is not a cell, its probes are.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, replace
+from typing import Any
+
+from harness.domain.axes import Mode, Pool, ServerName, SessionStyle, Stack, Workload
+from harness.domain.cell import Cell, ServerConfig, Target
+from harness.domain.rules import order, predicted
+
+CEILING_LEVELS = (1, 12, 24, 48, 100, 200)
+MAP_VARIANTS = (
+    (Mode.sync, SessionStyle.dependency),
+    (Mode.sync, SessionStyle.context),
+    (Mode.sync, SessionStyle.limited),
+    (Mode.async_, SessionStyle.dependency),
+)
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """The axes of a bench run; every combination is a cell."""
+
+    servers: tuple[ServerName, ...]
+    workloads: tuple[Workload, ...]
+    modes: tuple[Mode, ...]
+    styles: tuple[SessionStyle, ...]
+    pools: tuple[Pool, ...]
+    tokens: tuple[int, ...]
+    workers: tuple[int, ...]
+    connections: tuple[int, ...]
+    duration_s: float
+    rows: int
+    pool_timeout_s: float
+    stacks: tuple[Stack, ...] = (Stack.current,)
+    # Under 2021 sync code runs on asyncio's default executor: its size stands where T would.
+    executor_threads: int = 0
+
+    def cells(self) -> list[Cell]:
+        cells = []
+        for stack in self.stacks:
+            tokens = (self.executor_threads,) if stack is Stack.y2021 else self.tokens
+            axes = itertools.product(
+                self.servers,
+                self.workloads,
+                self.modes,
+                self.styles,
+                self.pools,
+                tokens,
+                self.workers,
+                self.connections,
+            )
+            cells += [
+                Cell(
+                    server=ServerConfig(
+                        name=s,
+                        style=st,
+                        pool=p,
+                        tokens=t,
+                        workers=w,
+                        rows=self.rows,
+                        pool_timeout_s=self.pool_timeout_s,
+                        stack=stack,
+                    ),
+                    mode=m,
+                    workload=wl,
+                    connections=c,
+                    duration_s=self.duration_s,
+                )
+                for s, wl, m, st, p, t, w, c in axes
+            ]
+        return order(cells)
+
+
+def target_cells(
+    target: str,
+    mode: Mode,
+    workloads: tuple[Workload, ...],
+    connections: tuple[int, ...],
+    duration_s: float,
+) -> list[Cell]:
+    """The cells of a run against a server the harness did not start."""
+    return [
+        Cell(Target(target), mode, workload, c, duration_s)
+        for workload in workloads
+        for c in connections
+    ]
+
+
+@dataclass(frozen=True)
+class MapLine:
+    """A server configuration and a mode, along which the collapse point is searched."""
+
+    config: ServerConfig
+    mode: Mode
+    duration_s: float
+
+    def cell(self, connections: int) -> Cell:
+        return Cell(self.config, self.mode, Workload.list, connections, self.duration_s)
+
+    @property
+    def variant(self) -> str:
+        """The `variant` of every probe of this line."""
+        return self.cell(1).variant
+
+    @property
+    def server(self) -> ServerName:
+        return self.config.name
+
+    @property
+    def style(self) -> SessionStyle:
+        return self.config.style
+
+    @property
+    def predicted(self) -> int | None:
+        return predicted(self.mode, self.config)
+
+
+@dataclass(frozen=True)
+class MapPlan:
+    servers: tuple[ServerName, ...]
+    pools: tuple[Pool, ...]
+    tokens: tuple[int, ...]
+    workers: tuple[int, ...]
+    start: int = 8
+    ceiling: int = 400
+    duration_s: float = 3.0
+    rows: int = 10
+    pool_timeout_s: float = 30.0
+    ceiling_levels: tuple[int, ...] = CEILING_LEVELS
+    variants: tuple[tuple[Mode, SessionStyle], ...] = MAP_VARIANTS
+    stack: Stack = Stack.current
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "servers": [str(s) for s in self.servers],
+            "pools": [str(p) for p in self.pools],
+            "tokens": list(self.tokens),
+            "workers": list(self.workers),
+            "start": self.start,
+            "ceiling": self.ceiling,
+            "duration_s": self.duration_s,
+            "rows": self.rows,
+            "pool_timeout_s": self.pool_timeout_s,
+            "ceiling_levels": list(self.ceiling_levels),
+            "variants": [f"{m}-{s}" for m, s in self.variants],
+            "stack": str(self.stack),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MapPlan:
+        def variant(text: str) -> tuple[Mode, SessionStyle]:
+            mode, _, style = text.partition("-")
+            return Mode(mode), SessionStyle(style)
+
+        return cls(
+            servers=tuple(ServerName(s) for s in data["servers"]),
+            pools=tuple(Pool.parse(p) for p in data["pools"]),
+            tokens=tuple(data["tokens"]),
+            workers=tuple(data["workers"]),
+            start=data["start"],
+            ceiling=data["ceiling"],
+            duration_s=data["duration_s"],
+            rows=data["rows"],
+            pool_timeout_s=data["pool_timeout_s"],
+            ceiling_levels=tuple(data["ceiling_levels"]),
+            variants=tuple(variant(v) for v in data["variants"]),
+            stack=Stack(data["stack"]),
+        )
+
+    def baseline(self, server: ServerName) -> ServerConfig:
+        """The first pool, token count and worker count given: what each line varies from."""
+        return ServerConfig(
+            name=server,
+            style=SessionStyle.dependency,
+            pool=self.pools[0],
+            tokens=self.tokens[0],
+            workers=self.workers[0],
+            rows=self.rows,
+            pool_timeout_s=self.pool_timeout_s,
+            stack=self.stack,
+        )
+
+    def lines(self) -> list[MapLine]:
+        """Per server: every variant at the baseline; sync `dependency` also at each other pool,
+        token count and worker count (one factor at a time)."""
+        out = []
+        for server in self.servers:
+            base = self.baseline(server)
+            out += [
+                MapLine(replace(base, style=style), mode, self.duration_s)
+                for mode, style in self.variants
+            ]
+            if (Mode.sync, SessionStyle.dependency) in self.variants:
+                others = [
+                    *(replace(base, pool=p) for p in self.pools[1:]),
+                    *(replace(base, tokens=t) for t in self.tokens[1:]),
+                    *(replace(base, workers=w) for w in self.workers[1:]),
+                ]
+                out += [MapLine(c, Mode.sync, self.duration_s) for c in others]
+        return out
+
+    def http_ceiling_cells(self) -> list[Cell]:
+        """/health of the async app on each server: what HTTP alone allows."""
+        return [
+            Cell(self.baseline(server), Mode.async_, Workload.health, c, self.duration_s)
+            for server in self.servers
+            for c in self.ceiling_levels
+        ]
+
+    def configs(self) -> list[ServerConfig]:
+        return [line.config for line in self.lines()]
+
+    def change(self, line: MapLine) -> str:
+        """What a line changes from its server's baseline, in words."""
+        base = self.baseline(line.server)
+        if line.config.pool != base.pool:
+            return f"pool {line.config.pool}"
+        if line.config.tokens != base.tokens:
+            return f"{line.config.tokens} tokens"
+        if line.config.workers != base.workers:
+            return f"{line.config.workers} workers"
+        return f"pool {line.config.pool}, {line.config.tokens} tokens"

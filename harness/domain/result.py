@@ -1,0 +1,149 @@
+"""What one cell's measurement produced: wrk's figures, CPU, integrity, the verdict."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from harness.domain.axes import Verdict
+from harness.domain.cell import Cell
+
+# Version of a record's and a run's JSON. 1: a cell's settings flat, targets with settings None,
+# map lines stored as cells, metadata overwritten by a resume. 2: a cell names its server
+# (`server` settings or a `target` URL), metadata keeps one provenance entry per invocation.
+# harness/store/migrate.py reads 1; any other number is refused.
+FORMAT = 2
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    """wrk's figures for one run; latencies in milliseconds."""
+
+    requests: int
+    duration_s: float
+    bytes: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    p999_ms: float
+    max_ms: float
+    mean_ms: float
+    connect_errors: int
+    read_errors: int
+    write_errors: int
+    timeouts: int
+    status_errors: int  # responses with HTTP status >= 400 (wrk's "Non-2xx or 3xx")
+
+    @property
+    def ok_requests(self) -> int:
+        return max(self.requests - self.status_errors, 0)
+
+    @property
+    def ok_rps(self) -> float:
+        return self.ok_requests / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def failed(self) -> int:
+        """Requests that did not get a successful response: HTTP errors and socket errors.
+
+        wrk counts a response with status >= 400 that also closed the socket twice (as a status
+        error and a read error); read errors beyond the status errors are counted once here.
+        """
+        socket = self.connect_errors + self.write_errors + self.timeouts
+        return self.status_errors + socket + max(self.read_errors - self.status_errors, 0)
+
+
+@dataclass(frozen=True)
+class Cpu:
+    """CPU seconds each party used during the measured window (None: could not be measured)."""
+
+    server_s: float | None
+    postgres_s: float | None
+    wrk_s: float | None
+
+
+@dataclass(frozen=True)
+class Integrity:
+    """For insert cells: acknowledged inserts against rows really added."""
+
+    acknowledged: int  # 2xx responses wrk counted (warm-up and measured run)
+    rows_added: int
+    unacknowledged_bound: int  # requests whose response may have been lost
+
+    @property
+    def missing(self) -> int:
+        return max(self.acknowledged - self.rows_added, 0)
+
+    @property
+    def surplus(self) -> int:
+        return max(self.rows_added - self.acknowledged, 0)
+
+    @property
+    def ok(self) -> bool:
+        return self.missing == 0 and self.surplus <= self.unacknowledged_bound
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """The raw record of one cell (or one probe of a failure map)."""
+
+    cell: Cell
+    verdict: Verdict
+    wrk: WrkResult | None = None
+    pool_timeouts: int | None = 0  # "QueuePool limit ... reached" in the server's log
+    server_errors: int | None = 0  # "Exception in ASGI application" lines in the server's log
+    cpu: Cpu | None = None
+    integrity: Integrity | None = None
+    started_at: str = ""
+    elapsed_s: float = 0.0
+    note: str = ""
+    log_tail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["cell"] = self.cell.to_json()
+        for name in ("wrk", "cpu", "integrity"):
+            value = getattr(self, name)
+            data[name] = asdict(value) if value is not None else None
+        data["verdict"] = str(self.verdict)
+        return {**data, "format": FORMAT, "id": self.cell.id}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CellResult:
+        """A record of the current format (harness/store/migrate.py upgrades older ones)."""
+
+        def opt(kind: type, key: str) -> Any:
+            return kind(**data[key]) if data.get(key) is not None else None
+
+        return cls(
+            cell=Cell.from_json(data["cell"]),
+            verdict=Verdict(data["verdict"]),
+            wrk=opt(WrkResult, "wrk"),
+            pool_timeouts=data.get("pool_timeouts"),
+            server_errors=data.get("server_errors"),
+            cpu=opt(Cpu, "cpu"),
+            integrity=opt(Integrity, "integrity"),
+            started_at=data.get("started_at", ""),
+            elapsed_s=float(data.get("elapsed_s", 0.0)),
+            note=data.get("note", ""),
+            log_tail=data.get("log_tail", ""),
+        )
+
+
+@dataclass(frozen=True)
+class PgbenchResult:
+    """The database ceiling at one client count: pgbench running the `/users` query."""
+
+    connections: int
+    duration_s: float
+    transactions: int
+    failed: int
+    tps: float
+    latency_avg_ms: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)

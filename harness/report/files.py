@@ -1,0 +1,29 @@
+"""Every file a run directory's report consists of, (re)written from its records."""
+
+from __future__ import annotations
+
+from harness.domain.plan import MapPlan
+from harness.report import charts, map_summary, summary
+from harness.store.rundir import RunDir
+
+
+def write(run: RunDir) -> None:
+    meta, records = run.metadata(), run.records()
+    if meta["kind"] != "map":
+        (run.path / "summary.md").write_text(summary.summary(meta, records, run.path.name))
+        (run.path / "results.csv").write_text(summary.csv_text(records))
+        return
+    plan = MapPlan.from_json(meta["plan"])
+    pg = run.pgbench()
+    text = map_summary.summary(meta, records, run.path.name, plan, pg)
+    (run.path / "summary.md").write_text(text)
+    (run.path / "results.csv").write_text(summary.csv_text(records))
+    folder = run.path / "charts"
+    folder.mkdir(exist_ok=True)
+    lines = plan.lines()
+    for server in plan.servers:
+        mine = [line for line in lines if line.server == server]
+        if not any(r.cell.known("name") == server for r in records):
+            continue
+        charts.collapse_chart(folder / f"collapse-{server}.png", server, plan, mine, records)
+        charts.throughput_chart(folder / f"throughput-{server}.png", server, mine, records, pg)

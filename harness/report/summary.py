@@ -1,0 +1,363 @@
+"""A bench run's tables, generated from its raw records only: summary.md and results.csv."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from itertools import groupby
+from typing import Any
+
+from harness.domain import rules
+from harness.domain.axes import WORKLOAD_PATH, Mode, ServerName, SessionStyle, Stack, Workload
+from harness.domain.cell import Cell, shown
+from harness.domain.result import CellResult
+from harness.report.table import md_table
+
+VARIANT_FIELDS = ("mode", "style", "pool", "pool_timeout_s", "tokens", "workers", "stack")
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _setting(cell: Cell, name: str) -> object:
+    if name == "mode":
+        return cell.mode
+    if name == "stack":
+        return cell.stack
+    return cell.known(name)
+
+
+def _label(cell: Cell, varying: Sequence[str]) -> str:
+    parts = [str(cell.mode), shown(cell.known("style"))]
+    names = {
+        "pool": "pool {}",
+        "pool_timeout_s": "timeout {}s",
+        "tokens": "{} tokens",
+        "workers": "{} workers",
+        "stack": "stack {}",
+    }
+    values = {f: shown(_setting(cell, f)) for f in varying} | {"tokens": cell.tokens_label}
+    parts += [names[f].format(values[f]) for f in varying if f in names]
+    return " ".join(parts)
+
+
+def _rank(choices: Sequence[object], value: object) -> int:
+    return list(choices).index(value) if value in choices else len(choices)
+
+
+def _variant_order(cell: Cell) -> tuple[Any, ...]:
+    """Sync before async, styles in their declared order, then pools, tokens, workers."""
+    c = cell.config
+    return (
+        _rank(list(Mode), cell.mode),
+        _rank(list(SessionStyle), c.style if c else None),
+        (c.pool.size, c.pool.overflow) if c else (0, 0),
+        c.pool_timeout_s if c else 0.0,
+        c.tokens if c else 0,
+        c.workers if c else 0,
+    )
+
+
+def _details_variant(c: Cell) -> str:
+    k = c.known
+    return (
+        f"{c.mode} {shown(k('style'))} pool {shown(k('pool'))} "
+        f"timeout {shown(k('pool_timeout_s'))}s {c.tokens_label} tokens {shown(k('workers'))} "
+        "workers" + ("" if c.stack is Stack.current else f" stack {c.stack}")
+    )
+
+
+def _record_order(r: CellResult) -> tuple[Any, ...]:
+    c = r.cell
+    return _rank(list(ServerName), c.known("name")), c.target or "", c.variant, c.connections
+
+
+def _varying(cells: Sequence[Cell]) -> list[str]:
+    return [f for f in VARIANT_FIELDS if len({_setting(c, f) for c in cells}) > 1]
+
+
+def seed_tables(records: Sequence[CellResult], level: int = 2) -> str:
+    """One table per server and workload: rows are connections, columns each variant's figures.
+
+    `level`: the markdown heading level of each table's title.
+    """
+    out = []
+
+    def key(r: CellResult) -> tuple[int, str, int]:
+        c = r.cell
+        return (
+            _rank(list(ServerName), c.known("name")),
+            c.target or "",
+            _rank(list(Workload), c.workload),
+        )
+
+    for _, group in groupby(sorted(records, key=key), key=key):
+        rows = list(group)
+        varying = _varying([r.cell for r in rows])
+        labels: dict[str, str] = {}
+        for r in sorted(rows, key=lambda r: _variant_order(r.cell)):
+            labels.setdefault(r.cell.variant, _label(r.cell, varying))
+        by = {(r.cell.variant, r.cell.connections): r for r in rows}
+        cell0 = rows[0].cell
+        out.append(
+            f"{'#' * level} {cell0.server_label} · {cell0.workload} "
+            f"(`GET {WORKLOAD_PATH[cell0.workload]}`, {shown(cell0.known('rows'))} rows, "
+            f"{cell0.duration_s:g} s per cell)\n"
+        )
+        head = ["connections"]
+        for label in labels.values():
+            head += [f"{label} req/s", "p99 ms", "failed", "verdict"]
+        lines = []
+        for conns in sorted({r.cell.connections for r in rows}):
+            line = [str(conns)]
+            for variant in labels:
+                r = by.get((variant, conns))
+                if r is None:
+                    line += ["", "", "", "not run"]
+                    continue
+                w = r.wrk
+                verdict = str(r.verdict)
+                if r.pool_timeouts:
+                    verdict += f" ({r.pool_timeouts} pool timeouts)"
+                line += [
+                    _fmt(w.ok_rps if w else None),
+                    _fmt(w.p99_ms if w and w.requests else None),
+                    str(w.failed) if w else "-",
+                    f"**{verdict}**" if r.verdict != "ok" else verdict,
+                ]
+            lines.append(line)
+        out.append(md_table(head, lines, ["---:"] + ["---:", "---:", "---:", "---"] * len(labels)))
+    return "\n".join(out)
+
+
+DETAILS_HEAD = (
+    "server",
+    "workload",
+    "variant",
+    "conns",
+    "ok req/s",
+    "all req/s",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "max ms",
+    "connect/read/write/timeout/status errors",
+    "pool timeouts",
+    "server errors",
+    "CPU s server/postgres/wrk",
+    "inserts acked/added",
+    "verdict",
+    "note",
+)
+
+
+def details_table(records: Sequence[CellResult]) -> str:
+    rows = []
+    for r in sorted(records, key=_record_order):
+        w, c, cpu, i = r.wrk, r.cell, r.cpu, r.integrity
+        errors = (
+            f"{w.connect_errors}/{w.read_errors}/{w.write_errors}/{w.timeouts}/{w.status_errors}"
+            if w
+            else "-"
+        )
+        cpus = (
+            "/".join(_fmt(v, 2) for v in (cpu.server_s, cpu.postgres_s, cpu.wrk_s)) if cpu else "-"
+        )
+        rows.append(
+            [
+                c.server_label,
+                str(c.workload),
+                _details_variant(c),
+                str(c.connections),
+                _fmt(w.ok_rps if w else None),
+                _fmt(w.rps if w else None),
+                *(
+                    _fmt(getattr(w, f) if w and w.requests else None)
+                    for f in ("p50_ms", "p90_ms", "p99_ms", "max_ms")
+                ),
+                errors,
+                shown(r.pool_timeouts),
+                shown(r.server_errors),
+                cpus,
+                (f"{i.acknowledged}/{i.rows_added}" + ("" if i.ok else " MISMATCH")) if i else "-",
+                str(r.verdict),
+                r.note,
+            ]
+        )
+    return md_table(DETAILS_HEAD, rows, ["---"] * len(DETAILS_HEAD))
+
+
+def _sessions(entries: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per invocation that measured into the run, when there was more than one."""
+    if len(entries) < 2:
+        return []
+    parts = []
+    for n, e in enumerate(entries, 1):
+        git = e.get("git") or {}
+        dirty = " (uncommitted changes)" if git.get("dirty") else ""
+        parts.append(
+            f"{n}. `{e.get('command', '?')}` {e.get('started_at', '?')} to "
+            f"{e.get('finished_at') or '-'}, {e.get('outcome', '?')}, "
+            f"{e.get('measured', '?')} measured, git {str(git.get('sha', '?'))[:12]}{dirty}"
+        )
+    return ["- Sessions (each invocation that measured into this run): " + "; ".join(parts) + "."]
+
+
+def header(
+    meta: dict[str, Any], records: Sequence[CellResult], name: str, title: str = "run"
+) -> str:
+    entries = meta.get("provenance") or [{}]
+    first, last = entries[0], entries[-1]
+    m, git = first.get("machine", {}), first.get("git", {})
+    db, packages = last.get("database"), first.get("packages")
+    opts = meta.get("options", {})
+    if meta.get("complete"):
+        state = "complete"
+    elif meta.get("kind") == "map":
+        state = f"incomplete: {len(records)} probes so far"
+    else:
+        state = f"incomplete: {len(records)} of {len(meta.get('cells', []))} cells"
+    shas = {(e.get("git") or {}).get("sha") for e in entries}
+    dirty = " (uncommitted changes)" if git.get("dirty") else ""
+    code = f"git {git.get('sha', '?')[:12]}{dirty}" + (
+        "; later sessions ran other commits (see Sessions)" if len(shas) > 1 else ""
+    )
+    if packages is None:
+        pkgs = "unknown (target mode: the harness did not start the server)"
+    else:
+        pkgs = ", ".join(f"{k} {v}" for k, v in packages.items())
+    for stack_name, stack in (first.get("stacks") or {}).items():
+        versions = ", ".join(f"{k} {v}" for k, v in stack.get("packages", {}).items())
+        pkgs += f". Stack {stack_name} (Python {stack.get('python', '?')}): {versions}"
+    if db is None:
+        database = "unknown (target mode: the harness did not start the server or its database)"
+    else:
+        database = (
+            f"{db.get('server_version', '?')}, max_connections {db.get('max_connections', '?')}, "
+            f"{'throwaway cluster' if db.get('managed') else 'existing database'}"
+        )
+    return "\n".join(
+        [
+            f"# syncasync-bench {title} `{name}`",
+            "",
+            f"- Started {first.get('started_at', '?')}, "
+            f"finished {last.get('finished_at') or '-'} ({state}).",
+            f"- Machine: {m.get('cpu_model', '?')}, {m.get('cpu_count', '?')} CPUs, "
+            f"{m.get('kernel', '?')}, Python {m.get('python', '?')}.",
+            f"- Code: {code}.",
+            *_sessions(entries),
+            f"- PostgreSQL: {database}.",
+            f"- wrk: {last.get('wrk_version', '?')} ({opts.get('wrk_runner', '?')}), threads = "
+            f"min(connections, CPUs), warm-up {opts.get('warmup_s', '?')} s, request timeout "
+            f"{opts.get('wrk_timeout_s', '?')} s.",
+            f"- Packages: {pkgs}.",
+            "",
+            "Figures: **req/s** counts successful (2xx) responses per second; **p99** is wrk's "
+            "99th-percentile latency; **failed** is requests with an HTTP error status or a socket "
+            "error (connect, read, write, timeout). Verdicts: **collapsed** when successful "
+            f"throughput is below {rules.COLLAPSE_FRACTION:.0%} of the same variant's best at "
+            f"fewer connections, or below {rules.NEAR_ZERO_RPS:g} req/s; **errors** when some "
+            "requests failed or the server logged errors but throughput held; **ok** otherwise. "
+            "*Pool timeouts* are `QueuePool limit ... reached` errors counted in the server's log.",
+            "",
+        ]
+    )
+
+
+def summary(meta: dict[str, Any], records: Sequence[CellResult], name: str) -> str:
+    return "\n".join(
+        [
+            header(meta, records, name),
+            seed_tables(records),
+            "## Every cell\n",
+            details_table(records),
+        ]
+    )
+
+
+WRK_FIELDS = (
+    "requests", "ok_requests", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "mean_ms",
+    "connect_errors", "read_errors", "write_errors", "timeouts", "status_errors", "failed",
+)  # fmt: skip
+CSV_FIELDS = [
+    "id",
+    "server",
+    "target",
+    "stack",
+    "mode",
+    "style",
+    "pool_size",
+    "max_overflow",
+    "pool_timeout_s",
+    "tokens",
+    "workers",
+    "workload",
+    "rows",
+    "duration_s",
+    "connections",
+    "verdict",
+    "ok_rps",
+    "rps",
+    *WRK_FIELDS,
+    "pool_timeouts",
+    "server_errors",
+    "cpu_server_s",
+    "cpu_postgres_s",
+    "cpu_wrk_s",
+    "inserts_acknowledged",
+    "rows_added",
+    "integrity_ok",
+    "started_at",
+    "note",
+]
+
+
+def csv_text(records: Sequence[CellResult]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for r in sorted(records, key=_record_order):
+        c, w, cpu, i = r.cell, r.wrk, r.cpu, r.integrity
+        known = c.known
+        pool = known("pool")
+        row: dict[str, Any] = {
+            "id": c.id,
+            "server": known("name"),
+            "mode": c.mode,
+            "style": known("style"),
+            "target": c.target,
+            "stack": c.stack,
+            "pool_size": pool.size if pool else None,
+            "max_overflow": pool.overflow if pool else None,
+            "pool_timeout_s": known("pool_timeout_s"),
+            "tokens": known("tokens"),
+            "workers": known("workers"),
+            "workload": c.workload,
+            "rows": known("rows"),
+            "duration_s": c.duration_s,
+            "connections": c.connections,
+            "verdict": r.verdict,
+            "pool_timeouts": r.pool_timeouts,
+            "server_errors": r.server_errors,
+            "started_at": r.started_at,
+            "note": r.note,
+        }
+        if w:
+            row |= {k: getattr(w, k) for k in WRK_FIELDS}
+            row |= {"ok_rps": round(w.ok_rps, 2), "rps": round(w.rps, 2)}
+        if cpu:
+            row |= {
+                "cpu_server_s": cpu.server_s,
+                "cpu_postgres_s": cpu.postgres_s,
+                "cpu_wrk_s": cpu.wrk_s,
+            }
+        if i:
+            row |= {
+                "inserts_acknowledged": i.acknowledged,
+                "rows_added": i.rows_added,
+                "integrity_ok": i.ok,
+            }
+        writer.writerow(row)
+    return buf.getvalue()

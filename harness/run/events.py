@@ -1,0 +1,24 @@
+"""What a run tells whoever watches it (the CLI's console): the run itself prints nothing."""
+
+from __future__ import annotations
+
+from harness.domain.cell import Cell
+from harness.domain.plan import MapLine
+from harness.domain.result import CellResult, PgbenchResult
+from harness.domain.search import Threshold
+
+
+class Listener:
+    """Subclass and override what you want to hear about; every event is a no-op here."""
+
+    def cell_started(self, cell: Cell, position: str, remaining_s: float) -> None:
+        """A cell (or a map probe) is about to run."""
+
+    def record_written(self, result: CellResult) -> None:
+        """Its raw record is on disk."""
+
+    def line_searched(self, line: MapLine, found: Threshold) -> None:
+        """A failure-map line's search has ended."""
+
+    def ceiling_measured(self, result: PgbenchResult) -> None:
+        """pgbench measured the database ceiling at one client count."""

@@ -1,0 +1,24 @@
+"""One measurement inside a session: run the cell, write its record at once, tell the listener."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from harness.domain.cell import Cell, Target
+from harness.domain.result import CellResult
+from harness.domain.rules import best_lower
+from harness.run.cell import run_cell, run_target_cell
+from harness.run.session import Session
+
+
+def measure(s: Session, cell: Cell, done: Sequence[CellResult]) -> CellResult:
+    best = best_lower(cell, done)
+    if isinstance(cell.server, Target):
+        result = run_target_cell(cell, cell.server, s.options, best)
+    else:
+        assert s.db is not None, "a session with servers to start has a database"
+        result = run_cell(cell, cell.server, s.db, s.options, best, s.log_dir)
+    s.run.write_record(result)
+    s.measured += 1
+    s.listener.record_written(result)
+    return result

@@ -1,0 +1,49 @@
+"""How cells are run (not what they measure: that is the Cell)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from harness.domain.axes import WrkRunner
+from harness.domain.cell import Cell
+from servers.registry import WRK_IMAGE
+
+
+@dataclass(frozen=True)
+class Options:
+    warmup_s: float = 2.0
+    wrk_timeout_s: float = 5.0
+    start_timeout_s: float = 30.0
+    wrk_runner: WrkRunner = WrkRunner.local
+    wrk_image: str = WRK_IMAGE
+    database_url: str | None = None
+    keep_logs: bool = False
+    # After a collapse, wait (up to pool_timeout) for the QueuePool errors that explain it.
+    await_pool_timeouts: bool = True
+
+    def estimate_s(self, cell: Cell) -> float:
+        overhead = 4.0  # start, verify, stop: measured at 2-4 s on 2 cores
+        return overhead + self.warmup_s + cell.duration_s
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], database_url: str | None) -> Options:
+        """The options a run was started with (a resume measures the same way)."""
+        return cls(
+            warmup_s=float(data["warmup_s"]),
+            wrk_timeout_s=float(data["wrk_timeout_s"]),
+            start_timeout_s=float(data["start_timeout_s"]),
+            wrk_runner=WrkRunner(data["wrk_runner"]),
+            wrk_image=str(data["wrk_image"]),
+            database_url=database_url,
+            keep_logs=bool(data["keep_logs"]),
+            await_pool_timeouts=bool(data.get("await_pool_timeouts", True)),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """As the run records them; the database URL may hold a password and is left out."""
+        return {
+            k: str(v) if not isinstance(v, (int, float, bool, type(None))) else v
+            for k, v in asdict(self).items()
+            if k != "database_url"
+        }

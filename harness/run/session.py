@@ -1,0 +1,190 @@
+"""What the cells of one invocation share: the database, the logs folder, signal handling, the
+provenance entry, and on Ctrl-C, SIGTERM or a failure: every process ended, finished cells kept,
+the entry closed with what happened."""
+
+from __future__ import annotations
+
+import signal
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from harness.domain.axes import Stack, WrkRunner
+from harness.domain.cell import Cell, ServerConfig
+from harness.domain.errors import UsageError
+from harness.domain.rules import connections_needed
+from harness.infra import postgres, stacks, wrk
+from harness.infra.environment import git_commit, machine, now_iso
+from harness.infra.process import kill_all_children, registered
+from harness.run.events import Listener
+from harness.run.options import Options
+from harness.store.rundir import RunDir
+
+MAX_THROWAWAY_CONNECTIONS = 2000
+RESERVED_CONNECTIONS = 10  # the harness's own checks, pgbench's setup, superuser slots
+
+
+class Interrupted(Exception):
+    """SIGINT, SIGTERM or SIGHUP arrived; everything started has been stopped."""
+
+
+def check_capacity(configs: Sequence[ServerConfig], limit: int, where: str) -> None:
+    needed = connections_needed(configs)
+    if needed + RESERVED_CONNECTIONS > limit:
+        raise UsageError(
+            f"the largest cell needs {needed} connections (workers x (pool_size + max_overflow)) "
+            f"plus {RESERVED_CONNECTIONS} for the harness, but {where} allows "
+            f"max_connections={limit}"
+        )
+
+
+@contextmanager
+def database(
+    configs: Sequence[ServerConfig], options: Options, extra_connections: int = 0
+) -> Iterator[postgres.Database | None]:
+    """The database for a run, checked before any cell runs (none if every cell is a target).
+
+    `extra_connections`: what the run itself opens besides the servers (pgbench's clients).
+    """
+    if not configs:
+        yield None
+        return
+    if options.database_url:
+        db = postgres.check_reachable(options.database_url)
+        limit = int(postgres.server_settings(db.url)["max_connections"])
+        check_capacity(configs, limit - extra_connections, "the database")
+        yield db
+        return
+    check_capacity(configs, MAX_THROWAWAY_CONNECTIONS, "the throwaway PostgreSQL (capped)")
+    needed = max(connections_needed(configs), extra_connections) + RESERVED_CONNECTIONS
+    with postgres.throwaway_cluster(max_connections=max(needed, 100)) as db:
+        yield db
+
+
+def configs_of(cells: Sequence[Cell]) -> list[ServerConfig]:
+    return [c.config for c in cells if c.config]
+
+
+def preflight(cells: Sequence[Cell], options: Options) -> None:
+    """What can be checked before a run directory is made or a cell runs."""
+    if options.wrk_runner is WrkRunner.local:
+        wrk.local_binary()
+    configs = configs_of(cells)
+    for stack in dict.fromkeys(c.stack for c in configs):
+        stacks.ensure_venv(stack)
+    if options.database_url or not configs:
+        with database(configs, options):
+            pass
+        return
+    postgres.find_binary("initdb")
+    postgres.find_binary("postgres")
+    check_capacity(configs, MAX_THROWAWAY_CONNECTIONS, "the throwaway PostgreSQL (capped)")
+
+
+def provenance_entry(command: str, cells: Sequence[Cell]) -> dict[str, Any]:
+    """Who measured, where, with what: this invocation's entry (the database is added once up).
+
+    Packages describe the servers the harness starts; for a target they are not known.
+    """
+    configs = configs_of(cells)
+    used = dict.fromkeys(c.stack for c in configs)
+    return {
+        "command": command,
+        "started_at": now_iso(),
+        "git": git_commit(),
+        "machine": machine(),
+        "packages": stacks.installed_versions() if configs else None,
+        "stacks": {
+            str(stack): {
+                "packages": stacks.package_versions(stack),
+                "python": stacks.python_version(stack),
+            }
+            for stack in used
+            if stack is not Stack.current
+        },
+    }
+
+
+@contextmanager
+def interrupt_on_signals() -> Iterator[None]:
+    # SIGHUP too: a closed terminal must not leave the database and servers running.
+    caught = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        # Further signals are ignored so that the clean-up they interrupt runs to the end.
+        for sig in caught:
+            signal.signal(sig, signal.SIG_IGN)
+        raise Interrupted(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, handler) for s in caught}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@dataclass
+class Session:
+    """What the cells of one invocation share."""
+
+    run: RunDir
+    options: Options
+    db: postgres.Database | None
+    log_dir: Path
+    listener: Listener
+    measured: int = 0
+
+
+@contextmanager
+def session(
+    run: RunDir,
+    options: Options,
+    cells: Sequence[Cell],
+    entry: dict[str, Any],
+    listener: Listener,
+    extra_connections: int = 0,
+) -> Iterator[Session]:
+    """Everything an invocation needs. Its provenance entry is appended to the run's metadata
+    first, completed with the database once it is up, and closed with the outcome whatever
+    happens."""
+    # Only what this session starts is its to end (a caller may hold a database of its own).
+    before = registered()
+    run.begin({**entry, "outcome": "running"})
+    s: Session | None = None
+    try:
+        with ExitStack() as stack:
+            stack.enter_context(interrupt_on_signals())
+            log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="syncasync-")))
+            if options.keep_logs:
+                log_dir = run.path / "logs"
+                log_dir.mkdir(exist_ok=True)
+            db = stack.enter_context(database(configs_of(cells), options, extra_connections))
+            run.update_session(
+                database=(
+                    {"managed": db.managed, **postgres.server_settings(db.url)} if db else None
+                ),
+                wrk_version=wrk.version(options.wrk_runner, options.wrk_image),
+            )
+            s = Session(run, options, db, log_dir, listener)
+            yield s
+    except (Interrupted, KeyboardInterrupt) as exc:
+        kill_all_children(keep=before)
+        _close(run, f"interrupted ({exc})", s)
+        raise
+    except Exception as exc:
+        kill_all_children(keep=before)
+        _close(run, f"stopped: {exc}", s)
+        raise
+    finally:
+        kill_all_children(keep=before)
+    _close(run, "complete", s)
+
+
+def _close(run: RunDir, outcome: str, s: Session | None) -> None:
+    run.update_session(finished_at=now_iso(), outcome=outcome, measured=s.measured if s else 0)
+    run.update_metadata(complete=outcome == "complete")

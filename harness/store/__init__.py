@@ -1,0 +1,1 @@
+"""The run directory: metadata with its provenance, raw records, format versions and migrations."""

@@ -1,0 +1,91 @@
+"""Older run directories, read as the current format (harness.domain.result.FORMAT).
+
+Files on disk are never rewritten here: a format-1 run is upgraded in memory when it is read,
+and its metadata is written in the current format only when a new invocation (a resume) adds
+its own provenance entry to it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.domain.errors import HarnessError
+from harness.domain.plan import MAP_VARIANTS
+from harness.domain.result import FORMAT
+
+READABLE = (1, FORMAT)
+# What a format-1 run kept at the top level of its metadata, one invocation's worth (a resume
+# overwrote them): they become that run's first provenance entry.
+_SESSION_KEYS = ("git", "machine", "packages", "stacks", "database", "wrk_version")
+
+
+def check_format(found: object, what: str) -> int:
+    if found not in READABLE:
+        readable = ", ".join(str(f) for f in READABLE)
+        raise HarnessError(
+            f"{what} has format {found!r}, which this harness cannot read (it reads {readable}); "
+            "use the harness version that wrote it"
+        )
+    return int(found)  # type: ignore[call-overload]
+
+
+def cell_v1(cell: dict[str, Any]) -> dict[str, Any]:
+    """A format-1 cell (settings flat, None in target mode) as a format-2 one."""
+    load = {k: cell[k] for k in ("mode", "workload", "connections", "duration_s")}
+    if cell.get("target"):
+        return {"target": cell["target"], **load}
+    server = {
+        "name": cell["server"],
+        "style": cell["style"],
+        "pool": cell["pool"],
+        "tokens": cell["tokens"],
+        "workers": cell["workers"],
+        "rows": cell["rows"],
+        "pool_timeout_s": cell["pool_timeout_s"],
+        "stack": cell.get("stack", "current"),
+    }
+    return {"server": server, **load}
+
+
+def record(data: dict[str, Any], what: str) -> dict[str, Any]:
+    if check_format(data.get("format", 1), what) == FORMAT:
+        return data
+    return {**data, "cell": cell_v1(data["cell"]), "format": FORMAT}
+
+
+def metadata(data: dict[str, Any], what: str) -> dict[str, Any]:
+    if check_format(data.get("format"), what) == FORMAT:
+        return data
+    kind = data.get("kind", "run")
+    if data.get("complete"):
+        outcome = "complete"
+    elif data.get("interrupted_by"):
+        outcome = f"interrupted ({data['interrupted_by']})"
+    else:
+        outcome = "incomplete"
+    session = {
+        "command": kind,
+        "started_at": data.get("started_at"),
+        "finished_at": data.get("finished_at") or data.get("interrupted_at"),
+        "outcome": outcome,
+        **{k: data[k] for k in _SESSION_KEYS if k in data},
+    }
+    targets_only = kind == "run" and all(c.get("target") for c in data.get("cells", []))
+    if targets_only:
+        # Format 1 described the harness's own packages and database in target mode.
+        session |= {"packages": None, "database": None}
+    out: dict[str, Any] = {
+        "format": FORMAT,
+        "kind": kind,
+        "complete": bool(data.get("complete")),
+        "parameters": data.get("parameters", {}),
+        # A failure map never waited for pool timeouts after a collapsed probe.
+        "options": {"await_pool_timeouts": kind != "map", **data.get("options", {})},
+    }
+    if kind == "map":
+        # A format-1 map kept its lines as cells; they follow from the plan.
+        plan = {"variants": [f"{m}-{s}" for m, s in MAP_VARIANTS], "stack": "current"}
+        out["plan"] = {**plan, **data["plan"]}
+    else:
+        out["cells"] = [cell_v1(c) for c in data["cells"]]
+    return {**out, "provenance": [session]}

@@ -1,0 +1,182 @@
+"""A run directory: metadata.json, one raw record per cell (cells/) or per map probe (probes/),
+the map's database ceilings (ceilings/), and the tables generated from them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from harness.domain.errors import UsageError
+from harness.domain.result import FORMAT, CellResult, PgbenchResult
+from harness.store import migrate
+from harness.store.provenance import differences
+
+METADATA = "metadata.json"
+CEILINGS = "ceilings"
+
+
+def _write_json(path: Path, data: Any) -> None:
+    # Written to a temporary name and renamed, so a crash never leaves half a record.
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def records_folder(kind: str, format_on_disk: int) -> str:
+    """Where the raw records are: a map's are probes (format 1 kept them in cells/)."""
+    return "probes" if kind == "map" and format_on_disk >= 2 else "cells"
+
+
+class RunDir:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @staticmethod
+    def check_creatable(path: Path) -> None:
+        """Refuse, before anything starts, an OUT that holds a run or cannot be written."""
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise UsageError(f"OUT: {path} already holds a run; use RESUME={path} or another OUT")
+        parent = next(p for p in (path, *path.parents) if p.exists())
+        why = (
+            "is not a directory"
+            if not parent.is_dir()
+            else "is not writable"
+            if not os.access(parent, os.W_OK | os.X_OK)
+            else ""
+        )
+        if why:
+            raise UsageError(f"OUT: cannot write results to {path}: {parent} {why}")
+
+    @classmethod
+    def create(
+        cls,
+        path: Path,
+        kind: str,
+        parameters: dict[str, Any],
+        options: dict[str, Any],
+        plan: dict[str, Any],
+    ) -> RunDir:
+        """A new run directory, or a clear refusal. `plan`: the run's `cells` or the map's
+        `plan`; every invocation that measures into it appends a provenance entry."""
+        cls.check_creatable(path)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise UsageError(f"OUT: cannot write results to {path}: {exc.strerror}") from None
+        run = cls(path)
+        run.write_metadata(
+            {
+                "format": FORMAT,
+                "kind": kind,
+                "complete": False,
+                "parameters": parameters,
+                "options": options,
+                **plan,
+                "provenance": [],
+            }
+        )
+        return run
+
+    @classmethod
+    def open(cls, path: Path) -> RunDir:
+        if not (path / METADATA).is_file():
+            raise UsageError(f"{path} is not a run directory (no {METADATA})")
+        run = cls(path)
+        run.metadata()  # refuses an unknown format now, not halfway through a command
+        return run
+
+    def _raw_metadata(self) -> dict[str, Any]:
+        return dict(json.loads((self.path / METADATA).read_text()))
+
+    def metadata(self) -> dict[str, Any]:
+        """The metadata in the current format, whatever format is on disk."""
+        return migrate.metadata(self._raw_metadata(), str(self.path / METADATA))
+
+    @property
+    def kind(self) -> str:
+        return str(self.metadata()["kind"])
+
+    @property
+    def records_dir(self) -> Path:
+        on_disk = migrate.check_format(self._raw_metadata().get("format"), str(self.path))
+        return self.path / records_folder(self.kind, on_disk)
+
+    def write_metadata(self, data: dict[str, Any]) -> None:
+        _write_json(self.path / METADATA, data)
+
+    def update_metadata(self, **changes: Any) -> None:
+        self.write_metadata({**self.metadata(), **changes})
+
+    # --- provenance --------------------------------------------------------------------------
+
+    def check_resumable(self, entry: dict[str, Any], force: bool) -> list[str]:
+        """What differs from the run's first session; raises unless `force`. Returns notes."""
+        first = self.metadata()["provenance"][0]
+        found = differences(first, entry)
+        if found and not force:
+            raise UsageError(
+                f"RESUME: {self.path} was measured elsewhere or with other versions ("
+                + "; ".join(found)
+                + "); its cells would not be comparable. Start a new run, or add FORCE=1 "
+                "(--force) to resume anyway"
+            )
+        sha = (first.get("git") or {}).get("sha")
+        if sha and sha != (entry.get("git") or {}).get("sha"):
+            found.append(f"git commit: {sha[:12]} then, {entry['git']['sha'][:12]} now")
+        return found
+
+    def begin(self, entry: dict[str, Any]) -> None:
+        """Append this invocation's provenance entry, upgrading an older directory first."""
+        raw = self._raw_metadata()
+        meta = self.metadata()
+        if raw.get("format") != FORMAT and meta["kind"] == "map":
+            self._move_records(self.path / "cells", self.path / records_folder("map", FORMAT))
+        self.write_metadata({**meta, "provenance": [*meta["provenance"], entry]})
+
+    def update_session(self, **fields: Any) -> None:
+        """Add to this invocation's (the last) provenance entry."""
+        meta = self.metadata()
+        entries = meta["provenance"]
+        self.write_metadata({**meta, "provenance": [*entries[:-1], {**entries[-1], **fields}]})
+
+    def _move_records(self, source: Path, dest: Path) -> None:
+        dest.mkdir(exist_ok=True)
+        if source.is_dir():
+            for path in source.glob("*.json"):
+                shutil.move(path, dest / path.name)
+            source.rmdir()
+
+    # --- records -----------------------------------------------------------------------------
+
+    def write_record(self, result: CellResult) -> Path:
+        folder = self.records_dir
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{result.cell.id}.json"
+        _write_json(path, result.to_json())
+        return path
+
+    def records(self) -> list[CellResult]:
+        return [
+            CellResult.from_json(migrate.record(json.loads(p.read_text()), str(p)))
+            for p in sorted(self.records_dir.glob("*.json"))
+        ]
+
+    def ceiling_path(self, connections: int) -> Path:
+        return self.path / CEILINGS / f"pgbench-c{connections}.json"
+
+    def write_pgbench(self, result: PgbenchResult) -> None:
+        (self.path / CEILINGS).mkdir(exist_ok=True)
+        _write_json(self.ceiling_path(result.connections), result.to_json())
+
+    def pgbench(self) -> list[PgbenchResult]:
+        folder = self.path / CEILINGS
+        if not folder.is_dir():
+            return []
+        found = [PgbenchResult(**json.loads(p.read_text())) for p in folder.glob("pgbench-*.json")]
+        return sorted(found, key=lambda r: r.connections)

@@ -1,0 +1,173 @@
+"""The command line in-process: every mistaken input is one line and exit code 2, every variable
+applies where it is given or is refused, resume keeps provenance. Nothing is started here."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness.cli.main import main, map_plan, options_from, parser
+from harness.cli.variables import COMMANDS, VARIABLES, markdown_table, resolve
+from harness.domain.axes import WrkRunner
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def refused(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    code, _, err = cli(capsys, *args)
+    assert code == 2, err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--server", "nginx"], "SERVER: unknown value 'nginx'; choose from uvicorn, gunicorn"),
+        (["--pools", "5+x"], "POOLS: pool '5+x' is not SIZE+OVERFLOW"),
+        (["--connections", "0"], "CONNECTIONS: '0' is not a whole number from 1"),
+        (["--duration", "10"], "DURATION: '10' needs a unit"),
+        (["--modes", "threads"], "MODES: unknown value 'threads'; choose from sync, async"),
+        (["--out", "/etc/hostname/run"], "OUT: cannot write results to /etc/hostname/run"),
+        (["--target", "http://10.0.0.5:8001"], "is not a loopback address"),
+        (["--target", "http://127.0.0.1"], "needs a port"),
+        (["--target", "http://127.0.0.1:8001", "--pools", "5+10"], "POOLS (--pools) cannot be"),
+        (["--target", "http://127.0.0.1:8001"], "MODE: say which app"),
+        (["--mode", "sync", "--modes", "async"], "MODE and MODES are the same setting"),
+        (["--stack", "2021", "--tokens", "40"], "TOKENS: the 2021 stack has no thread limiter"),
+    ],
+)
+def test_bad_input_to_run_is_one_line_and_exit_code_2(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    assert message in refused(capsys, "run", "--dry-run", *args)
+
+
+def test_the_server_error_names_all_as_a_choice(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "choose from uvicorn, gunicorn, hypercorn, all" in refused(
+        capsys, "run", "--server", "nginx"
+    )
+
+
+def test_a_variable_a_command_does_not_take_is_refused_with_what_it_takes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    err = refused(capsys, "map", "--connections", "5")
+    assert "CONNECTIONS: not a setting of `make failure-map`" in err and "POOLS" in err
+    err = refused(capsys, "serve", "--duration", "3s")
+    assert "DURATION: not a setting of `make serve`" in err
+
+
+def test_the_map_takes_rows_warmup_pool_timeout_and_wrk() -> None:
+    """Once silently dropped by `make failure-map`."""
+    argv = ["map", "--rows", "20", "--warmup", "2s", "--pool-timeout", "5s", "--wrk", "docker"]
+    given = resolve(parser().parse_args(argv), "map")
+    plan, options = map_plan(given), options_from(given)
+    assert (plan.rows, plan.pool_timeout_s) == (20, 5.0)
+    assert (options.warmup_s, options.wrk_runner) == (2.0, WrkRunner.docker)
+    assert all(line.cell(8).id.endswith("-r20-d3-c8") for line in plan.lines())
+
+
+def test_map_blames_variants_for_limited_under_2021(capsys: pytest.CaptureFixture[str]) -> None:
+    err = refused(capsys, "map", "--stack", "2021", "--variants", "sync-limited")
+    assert err.startswith("error: VARIANTS: 'limited' needs")
+
+
+def test_the_singular_mode_and_style_work_everywhere(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(capsys, "run", "--dry-run", "--mode", "async", "--style", "context")
+    assert code == 0
+    ids = out.splitlines()[:-1]
+    assert ids and all("-async-context-" in i for i in ids)
+    assert "STYLES: `make serve` starts one server" in refused(
+        capsys, "serve", "--styles", "context,dependency"
+    )
+
+
+def test_serve_validates_its_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "STYLES: unknown value 'bogus'" in refused(capsys, "serve", "--style", "bogus")
+
+
+def test_every_command_lists_its_settings_with_defaults(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for command in COMMANDS:
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        for v in VARIABLES:
+            assert (v.flag in text) == (command in v.defaults), (command, v.name)
+        assert "(default: " in text
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert all(c in text for c in ("run", "map", "serve", "report", "reference"))
+
+
+def test_report_and_reference_say_what_they_need(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert "RUN: name a run directory" in refused(capsys, "report")
+    (tmp_path / "ref").mkdir()
+    err = refused(capsys, "reference", str(tmp_path / "ref"), "--readme", "/tmp/elsewhere/x.md")
+    assert "README: /tmp/elsewhere/x.md must be in a folder that holds" in err
+
+
+def incomplete_copy(tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURES / "run", run)
+    next((run / "cells").glob("*-c100.json")).unlink()
+    return run
+
+
+def test_resume_keeps_the_runs_settings(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    run = incomplete_copy(tmp_path)
+    err = refused(capsys, "run", "--resume", str(run), "--connections", "1,500")
+    assert "RESUME: CONNECTIONS cannot be given with RESUME" in err
+    code, out, _ = cli(capsys, "run", "--resume", str(run), "--dry-run")
+    assert code == 0
+    assert out.splitlines()[-1].startswith("1 of 16 cells to run")
+
+
+def test_resume_refuses_another_package_set(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    run = incomplete_copy(tmp_path)
+    before = (run / "metadata.json").read_text()
+    meta = json.loads(before)
+    meta["packages"]["fastapi"] = "0.99.0"
+    (run / "metadata.json").write_text(json.dumps(meta))
+    err = refused(capsys, "run", "--resume", str(run))
+    assert "packages fastapi: 0.99.0 then, 0.165.0 now" in err and "FORCE=1" in err
+    assert json.loads((run / "metadata.json").read_text()) == meta  # provenance untouched
+
+
+def test_resume_of_a_complete_run_runs_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    shutil.copytree(FIXTURES / "run", tmp_path / "run")
+    before = (tmp_path / "run" / "metadata.json").read_text()
+    code, _, err = cli(capsys, "run", "--resume", str(tmp_path / "run"))
+    assert code == 0 and "nothing to resume" in err
+    assert (tmp_path / "run" / "metadata.json").read_text() == before
+    code, out, _ = cli(capsys, "run", "--resume", str(tmp_path / "run"), "--dry-run")
+    assert out.splitlines() == ["0 of 16 cells to run, about 0.0 minutes"]
+
+
+def test_a_map_is_resumed_as_a_map(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    shutil.copytree(FIXTURES / "map", tmp_path / "map")
+    err = refused(capsys, "run", "--resume", str(tmp_path / "map"))
+    assert "is a map run; resume it with make failure-map RESUME=" in err
+
+
+def test_the_readme_table_is_the_variables_table() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert markdown_table() in readme

@@ -1,0 +1,74 @@
+"""The run directory: format versions, upgrades, provenance that is appended, never overwritten."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness.domain.errors import UsageError
+from harness.store.provenance import differences
+from harness.store.rundir import RunDir
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_a_format_1_map_is_upgraded_when_a_session_begins(tmp_path: Path) -> None:
+    shutil.copytree(FIXTURES / "map", tmp_path / "map")
+    run = RunDir.open(tmp_path / "map")
+    probes = run.records()
+    assert run.records_dir.name == "cells" and len(probes) > 20
+    entry = {"command": "resume", "started_at": "now", "outcome": "running"}
+    run.begin(entry)
+    raw = json.loads((tmp_path / "map" / "metadata.json").read_text())
+    assert raw["format"] == 2 and "cells" not in raw  # map lines follow from the plan
+    assert raw["provenance"][1] == entry and raw["provenance"][0]["outcome"] == "complete"
+    assert run.records_dir.name == "probes" and not (tmp_path / "map" / "cells").exists()
+    assert run.records() == probes
+    run.update_session(outcome="complete", measured=0)
+    first, last = RunDir.open(tmp_path / "map").metadata()["provenance"]
+    assert first == raw["provenance"][0] and last == {**entry, "outcome": "complete", "measured": 0}
+
+
+def test_differences_name_what_changed() -> None:
+    then = {
+        "machine": {"cpu_model": "A", "cpu_count": 2, "python": "3.11.7", "kernel": "x"},
+        "packages": {"fastapi": "1", "anyio": "2"},
+        "stacks": {"2021": {"packages": {"fastapi": "0.63.0"}}},
+    }
+    assert differences(then, then) == []
+    now = {
+        "machine": {**then["machine"], "cpu_count": 4, "kernel": "y"},  # kernel: not compared
+        "packages": {"fastapi": "1", "anyio": "3"},
+        "stacks": {"2021": {"packages": {"fastapi": "0.64.0"}}},
+    }
+    assert differences(then, now) == [
+        "machine cpu_count: 2 then, 4 now",
+        "packages anyio: 2 then, 3 now",
+        "stacks.2021 fastapi: 0.63.0 then, 0.64.0 now",
+    ]
+
+
+def test_resume_is_refused_elsewhere_unless_forced(tmp_path: Path) -> None:
+    shutil.copytree(FIXTURES / "run", tmp_path / "run")
+    run = RunDir.open(tmp_path / "run")
+    (first,) = run.metadata()["provenance"]
+    elsewhere = {**first, "machine": {**first["machine"], "cpu_model": "Other CPU"}}
+    with pytest.raises(UsageError, match=r"machine cpu_model: .* then, Other CPU now"):
+        run.check_resumable(elsewhere, force=False)
+    assert run.check_resumable(elsewhere, force=True) == [
+        f"machine cpu_model: {first['machine']['cpu_model']} then, Other CPU now"
+    ]
+    later = {**first, "git": {"sha": "0" * 40, "dirty": False}}
+    (note,) = run.check_resumable(later, force=False)  # a new commit is said, not refused
+    assert note.startswith("git commit: ")
+
+
+def test_out_is_checked_before_anything_is_made(tmp_path: Path) -> None:
+    shutil.copytree(FIXTURES / "run", tmp_path / "run")
+    with pytest.raises(UsageError, match="already holds a run; use RESUME="):
+        RunDir.check_creatable(tmp_path / "run")
+    RunDir.check_creatable(tmp_path / "new" / "deeper")
+    assert not (tmp_path / "new").exists()
