@@ -10,15 +10,16 @@ PY := $(VENV)/bin/python
 # others with one line, and shows the defaults: `.venv/bin/python -m harness run --help`.
 # Only variables given on the command line (or in this file) are passed; DATABASE_URL and
 # WRK_IMAGE are also read from the environment by the CLI itself.
-VARIABLES := SERVER MODES MODE STYLES STYLE POOLS POOL_TIMEOUT TOKENS WORKERS STACK CONNECTIONS \
-	DURATION WARMUP TIMEOUT WORKLOAD ROWS WRK WRK_IMAGE DATABASE_URL TARGET VARIANTS \
+VARIABLES := SERVER MODES MODE STYLES STYLE POOLS POOL_TIMEOUT TOKENS WORKERS STACK CONNECTIONS REPEATS \
+	DURATION WARMUP TIMEOUT SETTLE WORKLOAD ROWS WRK WRK_IMAGE DATABASE_URL TARGET VARIANTS \
 	CEILING_LEVELS START CEILING OUT RESUME
-SWITCHES := DRY_RUN KEEP_LOGS FORCE
+SWITCHES := DRY_RUN KEEP_LOGS FORCE PIN
 # Variables of the Makefile itself (not settings of a run).
-OWN := PYTHON VENV RUN REF
+OWN := PYTHON VENV RUN REF A B
 given = $(foreach v,$(1),$(if $(filter-out undefined environment default,$(origin $(v))),$(v)))
 lower = $(shell echo '$(1)' | tr 'A-Z_' 'a-z-')
-FLAGS = $(foreach v,$(call given,$(VARIABLES)),--$(call lower,$(v)) '$($(v))') \
+quoted = '$(subst ','\'',$(1))'
+FLAGS = $(foreach v,$(call given,$(VARIABLES)),--$(call lower,$(v)) $(call quoted,$($(v)))) \
 	$(foreach v,$(call given,$(SWITCHES)),$(if $(filter-out 0,$($(v))),--$(call lower,$(v))))
 
 # A misspelt variable (SERVERS=gunicorn) would otherwise be ignored and the wrong run start.
@@ -27,8 +28,16 @@ unknown := $(strip $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin
 ifneq ($(unknown),)
 $(error unknown variable $(unknown): the settings are $(VARIABLES) $(SWITCHES) (see README.md))
 endif
+# Settings are for the targets that measure; anywhere else they would be silently ignored.
+settings := $(strip $(call given,$(VARIABLES) $(SWITCHES)))
+ifneq ($(settings),)
+ifeq ($(filter bench failure-map serve,$(MAKECMDGOALS)),)
+$(error $(settings): settings of make bench, failure-map and serve; make $(or $(MAKECMDGOALS),setup) takes none)
+endif
+endif
 
-.PHONY: setup system-deps venv test test-fast lint serve bench failure-map reference report clean
+.PHONY: setup system-deps venv test test-fast lint serve bench failure-map reference report compare \
+	clean
 
 setup: system-deps venv
 
@@ -105,6 +114,10 @@ reference: setup
 
 report: venv
 	$(PY) -m harness report $(if $(RUN),'$(RUN)')
+
+# Two runs side by side: B/A for every cell they share, with 95% intervals and verdicts.
+compare: venv
+	$(PY) -m harness compare $(if $(A),'$(A)') $(if $(B),'$(B)')
 
 clean:
 	rm -rf $(VENV) .venv-2021 .pytest_cache .ruff_cache

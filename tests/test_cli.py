@@ -3,8 +3,10 @@ applies where it is given or is refused, resume keeps provenance. Nothing is sta
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -134,7 +136,7 @@ def test_resume_keeps_the_runs_settings(capsys: pytest.CaptureFixture[str], tmp_
     assert "RESUME: CONNECTIONS cannot be given with RESUME" in err
     code, out, _ = cli(capsys, "run", "--resume", str(run), "--dry-run")
     assert code == 0
-    assert out.splitlines()[-1].startswith("1 of 16 cells to run")
+    assert out.splitlines()[-1].startswith("1 of 16 measurements (16 cells x 1 rounds) to run")
 
 
 def test_resume_refuses_another_package_set(
@@ -146,7 +148,8 @@ def test_resume_refuses_another_package_set(
     meta["packages"]["fastapi"] = "0.99.0"
     (run / "metadata.json").write_text(json.dumps(meta))
     err = refused(capsys, "run", "--resume", str(run))
-    assert "packages fastapi: 0.99.0 then, 0.165.0 now" in err and "FORCE=1" in err
+    now = importlib.metadata.version("fastapi")
+    assert f"packages fastapi: 0.99.0 then, {now} now" in err and "FORCE=1" in err
     assert json.loads((run / "metadata.json").read_text()) == meta  # provenance untouched
 
 
@@ -159,7 +162,9 @@ def test_resume_of_a_complete_run_runs_nothing(
     assert code == 0 and "nothing to resume" in err
     assert (tmp_path / "run" / "metadata.json").read_text() == before
     code, out, _ = cli(capsys, "run", "--resume", str(tmp_path / "run"), "--dry-run")
-    assert out.splitlines() == ["0 of 16 cells to run, about 0.0 minutes"]
+    assert out.splitlines() == [
+        "0 of 16 measurements (16 cells x 1 rounds) to run, about 0.0 minutes"
+    ]
 
 
 def test_a_map_is_resumed_as_a_map(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -171,3 +176,36 @@ def test_a_map_is_resumed_as_a_map(capsys: pytest.CaptureFixture[str], tmp_path:
 def test_the_readme_table_is_the_variables_table() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     assert markdown_table() in readme
+
+
+def test_resume_of_a_complete_map_touches_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    shutil.copytree(FIXTURES / "map", tmp_path / "map")
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "map").rglob("*"))
+    meta = (tmp_path / "map" / "metadata.json").read_text()
+    code, _, err = cli(capsys, "map", "--resume", str(tmp_path / "map"))
+    assert code == 0 and "nothing to resume" in err
+    assert (tmp_path / "map" / "metadata.json").read_text() == meta
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "map").rglob("*")) == before
+
+
+def test_the_makefile_passes_each_variable_as_its_flag() -> None:
+    root = Path(__file__).parent.parent
+    done = subprocess.run(
+        ["make", "-n", "bench", "POOL_TIMEOUT=5s", "MODE=sync", "OUT=/tmp/it's", "DRY_RUN=1"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    line = done.stdout.strip().splitlines()[-1]
+    assert "-m harness run " in line
+    assert "--pool-timeout '5s'" in line and "--mode 'sync'" in line and "--dry-run" in line
+    assert "--out '/tmp/it'\\''s'" in line
+    for args, message in [
+        (["bench", "SERVERS=gunicorn"], "unknown variable SERVERS"),
+        (["reference", "DURATION=3s"], "DURATION: settings of make bench"),
+    ]:
+        done = subprocess.run(["make", "-n", *args], cwd=root, capture_output=True, text=True)
+        assert done.returncode != 0 and message in done.stderr

@@ -147,3 +147,18 @@ def test_pgbench_output_is_parsed() -> None:
     assert (r.transactions, r.failed, r.tps, r.latency_avg_ms) == (21236, 0, 17736.440635, 11.276)
     with pytest.raises(ValueError):
         pgbench.parse("pgbench: error: connection refused", 200, 2.0)
+
+
+def test_ceiling_cells_keep_the_ids_their_records_have() -> None:
+    run = RunDir.open(FIXTURES / "map")
+    plan = MapPlan.from_json(run.metadata()["plan"])
+    on_record = {r.cell.id for r in run.records()}
+    assert {c.id for c in plan.http_ceiling_cells()} <= on_record
+    other = MapPlan(
+        plan.servers,
+        plan.pools,
+        plan.tokens,
+        plan.workers,
+        variants=((Mode.sync, SessionStyle.context),),
+    )
+    assert all("-async-context-" in c.id for c in other.http_ceiling_cells())

@@ -17,6 +17,8 @@ def test_two_cell_run_writes_records_metadata_and_tables(tmp_path: Path) -> None
     out = tmp_path / "run"
     done = harness(
         "run",
+        "--repeats",
+        "1",
         "--modes",
         "sync,async",
         "--styles",
@@ -68,6 +70,8 @@ def test_small_reproduction_of_the_sync_failure(tmp_path: Path) -> None:
     out = tmp_path / "repro"
     done = harness(
         "run",
+        "--repeats",
+        "1",
         "--modes",
         "sync",
         "--styles",

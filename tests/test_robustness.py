@@ -26,6 +26,7 @@ from tests.cli import ROOT, harness, start_harness
 
 pytestmark = pytest.mark.integration
 QUICK = ["--modes", "sync", "--styles", "context", "--duration", "2s", "--warmup", "0"]
+QUICK += ["--repeats", "1"]
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 60) -> None:
@@ -98,7 +99,7 @@ def test_interruption_stops_everything_keeps_cells_and_resume_finishes(
     if sig is signal.SIGINT:
         done = harness("run", "--resume", str(out))
         assert done.returncode == 0, done.stderr
-        assert "2 of 3 cells" in done.stderr and "[1/2]" in done.stderr
+        assert "2 of 3 measurements" in done.stderr and "[1/2]" in done.stderr
         assert "[3/" not in done.stderr
         assert kept[0].read_text() == first  # the finished cell was not run again
         assert len(RunDir.open(out).records()) == 3
@@ -162,7 +163,7 @@ def test_a_server_that_never_starts_is_failed_to_start_and_the_run_goes_on(
     bad = cell(config=replace(CONFIG, pool_timeout_s=99_999.0))
     good = cell(connections=3)
     options = Options(warmup_s=0, start_timeout_s=20)
-    cells = {"cells": [bad.to_json(), good.to_json()]}
+    cells = {"cells": [bad.to_json(), good.to_json()], "schedule": {"repeats": 1, "seed": 0}}
     run = RunDir.create(tmp_path / "run", "run", {}, options.to_json(), cells)
     execute(run, options, provenance_entry("run", [bad, good]))
     by = {r.cell.connections: r for r in run.records()}

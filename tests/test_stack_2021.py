@@ -137,6 +137,8 @@ def test_the_2021_stack_collapses_at_fewer_connections_than_current(tmp_path: Pa
     out = tmp_path / "run"
     done = harness(
         "run",
+        "--repeats",
+        "1",
         "--stack",
         "current,2021",
         "--modes",

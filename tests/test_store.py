@@ -39,6 +39,8 @@ def test_differences_name_what_changed() -> None:
         "stacks": {"2021": {"packages": {"fastapi": "0.63.0"}}},
     }
     assert differences(then, then) == []
+    newer = {**then, "packages": {**then["packages"], "uvloop": "0.23.0"}}
+    assert differences(then, newer) == []  # a package the old entry did not record is not news
     now = {
         "machine": {**then["machine"], "cpu_count": 4, "kernel": "y"},  # kernel: not compared
         "packages": {"fastapi": "1", "anyio": "3"},

@@ -47,6 +47,8 @@ def test_target_mode_measures_a_hand_started_server(pg: postgres.Database, tmp_p
         out = tmp_path / "run"
         done = harness(
             "run",
+            "--repeats",
+            "1",
             "--target",
             f"http://127.0.0.1:{port}",
             "--modes",

@@ -1,9 +1,10 @@
+import os
 from pathlib import Path
 
 import pytest
 
 from harness.domain.errors import HarnessError
-from harness.infra import wrk
+from harness.infra import process, wrk
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -68,3 +69,16 @@ def test_missing_wrk_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(wrk.shutil, "which", lambda name: None)
     with pytest.raises(HarnessError, match="apt-get install -y wrk"):
         wrk.WrkCommand("http://127.0.0.1:1/", 1, 1, 1, 1).argv()
+
+
+def test_pinning_gives_wrk_the_last_cpu_and_the_rest_to_the_servers() -> None:
+    servers, load = process.cpu_split()
+    usable = os.sched_getaffinity(0)
+    if len(usable) < 2:
+        pytest.skip("one CPU: nothing to split")
+    assert load == {max(usable)} and servers == usable - load
+    command = wrk.WrkCommand(
+        "http://127.0.0.1:1/users", 2, 1.0, 1, 5.0, wrk.WrkRunner.docker, cpus=load
+    )
+    argv = command.argv()
+    assert argv[argv.index("--cpuset-cpus") + 1] == str(max(usable))

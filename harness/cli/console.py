@@ -28,11 +28,12 @@ class Console(Listener):
         self.stream.write(text)
         self.stream.flush()
 
-    def cell_started(self, cell: Cell, position: str, remaining_s: float) -> None:
+    def cell_started(self, cell: Cell, position: str, remaining_s: float, repeat: int = 1) -> None:
         elapsed = time.monotonic() - self.start
+        round_ = f" (round {repeat})" if repeat > 1 else ""
         self._write(
             f"[{position}] {clock(elapsed)} elapsed, ~{clock(remaining_s)} left"
-            f" | {cell.variant} | {cell.connections} connections ... "
+            f" | {cell.variant} | {cell.connections} connections{round_} ... "
         )
 
     def record_written(self, result: CellResult) -> None:

@@ -4,6 +4,7 @@ the run layer with a console listening; draw the report at the end or on interru
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -27,11 +28,12 @@ from harness.domain.parse import (
     parse_target,
     parse_variants,
 )
-from harness.domain.plan import MAP_VARIANTS, MapPlan, Matrix, target_cells
+from harness.domain.plan import MAP_VARIANTS, MapPlan, Matrix, schedule, target_cells
+from harness.domain.result import record_key
 from harness.infra import stacks
 from harness.infra.environment import PROJECT_ROOT
-from harness.report import files, reference
-from harness.run.bench import execute, planned, remaining
+from harness.report import compare, files, reference
+from harness.run.bench import execute, measurements, planned, remaining
 from harness.run.fmap import estimate_s, execute_map
 from harness.run.options import Options
 from harness.run.serve import serve
@@ -136,9 +138,11 @@ def map_plan(given: Given) -> MapPlan:
 
 
 def options_from(given: Given) -> Options:
-    warmup = given["WARMUP"]
+    warmup, settle = given["WARMUP"], given["SETTLE"]
     return Options(
         warmup_s=0.0 if warmup in ("0", "0s") else parse_duration(warmup, "WARMUP"),
+        settle_s=0.0 if settle in ("0", "0s") else parse_duration(settle, "SETTLE"),
+        pin=given.on("PIN"),
         wrk_timeout_s=parse_duration(given["TIMEOUT"], "TIMEOUT"),
         wrk_runner=_choices(given, "WRK", WrkRunner)[0],
         wrk_image=given["WRK_IMAGE"],
@@ -153,8 +157,10 @@ def options_from(given: Given) -> Options:
 
 
 def _parameters(given: Given) -> dict[str, Any]:
-    """The effective settings (the database URL may hold a password: left out)."""
-    values = {k.lower(): v for k, v in given.values.items() if k != "DATABASE_URL"}
+    """The effective settings (the database URL may hold a password: left out; a target's
+    server settings are not the harness's to know)."""
+    left_out = {"DATABASE_URL", *(SERVER_SETTINGS if given.values.get("TARGET") else ())}
+    values = {k.lower(): v for k, v in given.values.items() if k not in left_out}
     return {"command": given.command, **values}
 
 
@@ -198,9 +204,11 @@ def _measure(run: RunDir, given: Given, work: Any) -> int:
     return 0
 
 
-def _announce(what: str, estimate: float, run: RunDir, given: Given) -> None:
+def _announce(what: str, estimate: float, run: RunDir) -> None:
+    """The effective settings, as the run recorded them (a resume's are the run's own)."""
+    recorded = run.metadata()["parameters"]
     settings = " ".join(
-        f"{k}={v}" for k, v in given.values.items() if v and k not in ("DATABASE_URL", "RESUME")
+        f"{k.upper()}={v}" for k, v in recorded.items() if v and k not in ("command", "out")
     )
     say(f"settings: {settings}")
     say(f"{what}, about {estimate / 60:.1f} minutes; results in {run.path}")
@@ -212,28 +220,37 @@ def _announce(what: str, estimate: float, run: RunDir, given: Given) -> None:
 def _run(given: Given) -> int:
     if given["RESUME"]:
         run, options = _resume(given)
-        cells, todo = planned(run), remaining(run)
+        cells, todo, total = planned(run), remaining(run), len(measurements(run))
+        repeats = run.metadata()["schedule"]["repeats"]
     else:
         options = options_from(given)
-        cells = todo = bench_cells(given)
+        cells = bench_cells(given)
+        repeats = parse_positive_ints(given["REPEATS"], "REPEATS", 1000)[0]
+        seed = random.randrange(2**32)  # recorded: a resume runs the same order
+        todo = schedule(cells, repeats, seed)
+        total = len(todo)
         run, out = None, _out(given, given["TARGET"] or given["SERVER"])
-    estimate = sum(options.estimate_s(c) for c in todo)
+    estimate = sum(options.estimate_s(c) for c, _ in todo)
+    what = f"{len(todo)} of {total} measurements ({len(cells)} cells x {repeats} rounds)"
     if given.on("DRY_RUN"):
-        for cell in todo:
-            print(cell.id)
-        print(f"{len(todo)} of {len(cells)} cells to run, about {estimate / 60:.1f} minutes")
+        for cell, round_ in todo:
+            print(record_key(cell, round_))
+        print(f"{what} to run, about {estimate / 60:.1f} minutes")
         return 0
     if run is not None and not todo:
-        say(f"nothing to resume: every cell of {run.path} has its record")
+        say(f"nothing to resume: every measurement of {run.path} has its record")
         return 0
     entry = provenance_entry("resume" if run else "run", cells)
     if run is not None:
         _check_resume(run, entry, given)
     preflight(cells, options)
     if run is None:
-        body = {"cells": [c.to_json() for c in cells]}
+        body = {
+            "cells": [c.to_json() for c in cells],
+            "schedule": {"repeats": repeats, "seed": seed},
+        }
         run = RunDir.create(out, "run", _parameters(given), options.to_json(), body)
-    _announce(f"{len(todo)} of {len(cells)} cells", estimate, run, given)
+    _announce(what, estimate, run)
     resumed = run
     return _measure(run, given, lambda: execute(resumed, options, entry, Console()))
 
@@ -247,6 +264,9 @@ def _map(given: Given) -> int:
         plan = map_plan(given)
         run, out = None, _out(given, "map-" + "-".join(str(s) for s in plan.servers))
     lines = plan.lines()
+    if run is not None and run.metadata()["complete"]:
+        say(f"nothing to resume: the failure map {run.path} is complete")
+        return 0
     if given.on("DRY_RUN"):
         for line in lines:
             print(line.variant)
@@ -261,7 +281,7 @@ def _map(given: Given) -> int:
     if run is None:
         body = {"plan": plan.to_json()}
         run = RunDir.create(out, "map", _parameters(given), options.to_json(), body)
-    _announce(f"{len(lines)} lines", estimate_s(plan), run, given)
+    _announce(f"{len(lines)} lines", estimate_s(plan), run)
     the_run = run
     return _measure(run, given, lambda: execute_map(the_run, options, entry, Console()))
 
@@ -293,6 +313,13 @@ def _report(args: argparse.Namespace) -> int:
     run = RunDir.open(Path(args.run_dir))
     files.write(run)
     print(run.path / "summary.md")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    if not args.a or not args.b:
+        raise UsageError("A, B: name two run directories, e.g. make compare A=<run> B=<run>")
+    print(compare.compare(RunDir.open(Path(args.a)), RunDir.open(Path(args.b))), end="")
     return 0
 
 
@@ -332,6 +359,13 @@ def parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("run_dir", nargs="?", metavar="RUN", help="the run directory")
     rep.set_defaults(func=_report)
+    cmp = sub.add_parser(
+        "compare",
+        help="B/A with 95%% intervals for every cell two runs share (make compare A=... B=...)",
+    )
+    cmp.add_argument("a", nargs="?", metavar="A", help="the run compared against")
+    cmp.add_argument("b", nargs="?", metavar="B", help="the run compared")
+    cmp.set_defaults(func=_compare)
     ref = sub.add_parser(
         "reference", help="regenerate results/README.md from the reference runs (make reference)"
     )

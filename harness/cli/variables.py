@@ -85,11 +85,22 @@ VARIABLES: tuple[Variable, ...] = (
         {"run": "current", "map": "current", "serve": "current"},
     ),
     Variable("CONNECTIONS", "wrk -c levels (comma list)", {"run": "1,12,24,48,100,200"}),
+    Variable(
+        "REPEATS",
+        "measurements of each cell, in rounds: at each connection level every cell once per "
+        "round, in a shuffled order",
+        {"run": "5"},
+    ),
     Variable("DURATION", "measured wrk run per cell (map: per probe)", {"run": "10s", "map": "3s"}),
     Variable(
         "WARMUP", "wrk warm-up before each measured run (0 for none)", {"run": "2s", "map": "1s"}
     ),
     Variable("TIMEOUT", "wrk's request timeout", {"run": "5s", "map": "5s"}),
+    Variable(
+        "SETTLE",
+        "a pause before each measurement's warm-up (0: none)",
+        {"run": "0", "map": "0"},
+    ),
     Variable(
         "WORKLOAD",
         "list (GET /users), insert (GET /users/insert-data-to-test), health (GET /health, no "
@@ -143,6 +154,12 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable("KEEP_LOGS", "keep server logs in RUN_DIR/logs", {"run": "", "map": ""}, True),
     Variable(
+        "PIN",
+        "wrk on the last CPU, the servers and PostgreSQL on the others",
+        {"run": "", "map": ""},
+        True,
+    ),
+    Variable(
         "FORCE",
         "resume even where the machine or package versions differ from the run's",
         {"run": "", "map": ""},
@@ -195,19 +212,22 @@ def resolve(args: argparse.Namespace, command: str) -> Given:
     explicit = {
         v.name: getattr(args, v.dest) for v in VARIABLES if getattr(args, v.dest) is not None
     }
+    spelt = {name: name for name in explicit}  # as the user wrote it, for messages
     for v in VARIABLES:
         singular = getattr(args, v.alias.lower(), None) if v.alias else None
         if singular is not None:
             if v.name in explicit:
                 raise UsageError(f"{v.alias} and {v.name} are the same setting; give one of them")
-            explicit[v.name] = singular
-    misplaced = [n for n in explicit if command not in BY_NAME[n].defaults]
+            explicit[v.name], spelt[v.name] = singular, str(v.alias)
+    misplaced = [spelt[n] for n in explicit if command not in BY_NAME[n].defaults]
     if misplaced:
         takes = ", ".join(v.name for v in VARIABLES if command in v.defaults)
         raise UsageError(
             f"{', '.join(misplaced)}: not a setting of `{MAKE_TARGET[command]}` "
             f"(python -m harness {command}); it takes {takes}"
         )
+    if explicit.get("FORCE") and not explicit.get("RESUME"):
+        raise UsageError("FORCE: only with RESUME (it resumes a run measured elsewhere)")
     if explicit.get("RESUME"):
         fixed = [n for n in explicit if n not in WITH_RESUME]
         if fixed:

@@ -8,6 +8,8 @@ search looks for the collapse; a line is not a cell, its probes are.
 from __future__ import annotations
 
 import itertools
+import random
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -77,6 +79,24 @@ class Matrix:
                 for s, wl, m, st, p, t, w, c in axes
             ]
         return order(cells)
+
+
+def schedule(cells: Sequence[Cell], repeats: int, seed: int) -> list[tuple[Cell, int]]:
+    """Every (cell, round) in the order they run: connection levels rising (a verdict compares
+    with the variant's lower levels); at each level `repeats` rounds, each measuring every cell
+    of the level once in an order shuffled by `seed`, so that slow drift of the machine hits
+    every variant alike and the measurements compared with each other sit side by side."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    rng = random.Random(seed)
+    out = []
+    for level in sorted({c.connections for c in cells}):
+        here = [c for c in order(cells) if c.connections == level]
+        for round_ in range(1, repeats + 1):
+            shuffled = list(here)
+            rng.shuffle(shuffled)
+            out += [(c, round_) for c in shuffled]
+    return out
 
 
 def target_cells(
@@ -208,9 +228,17 @@ class MapPlan:
         return out
 
     def http_ceiling_cells(self) -> list[Cell]:
-        """/health of the async app on each server: what HTTP alone allows."""
+        """/health of the async app on each server: what HTTP alone allows. (Its style, unused
+        by /health, is the first variant's: it is part of the cells' ids.)"""
+        style = self.variants[0][1]
         return [
-            Cell(self.baseline(server), Mode.async_, Workload.health, c, self.duration_s)
+            Cell(
+                replace(self.baseline(server), style=style),
+                Mode.async_,
+                Workload.health,
+                c,
+                self.duration_s,
+            )
             for server in self.servers
             for c in self.ceiling_levels
         ]

@@ -87,9 +87,15 @@ class Integrity:
         return self.missing == 0 and self.surplus <= self.unacknowledged_bound
 
 
+def record_key(cell: Cell, repeat: int) -> str:
+    """Unique in a run: the cell's id, and the round for every round after the first (so a
+    run of one round names its records as runs always did)."""
+    return cell.id if repeat == 1 else f"{cell.id}@{repeat}"
+
+
 @dataclass(frozen=True)
 class CellResult:
-    """The raw record of one cell (or one probe of a failure map)."""
+    """The raw record of one measurement of a cell (or one probe of a failure map)."""
 
     cell: Cell
     verdict: Verdict
@@ -102,6 +108,11 @@ class CellResult:
     elapsed_s: float = 0.0
     note: str = ""
     log_tail: str = ""
+    repeat: int = 1  # which of the cell's measurements (rounds) this is, from 1
+
+    @property
+    def key(self) -> str:
+        return record_key(self.cell, self.repeat)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -131,6 +142,7 @@ class CellResult:
             elapsed_s=float(data.get("elapsed_s", 0.0)),
             note=data.get("note", ""),
             log_tail=data.get("log_tail", ""),
+            repeat=int(data.get("repeat", 1)),
         )
 
 

@@ -10,7 +10,8 @@ import signal
 import socket
 import subprocess
 import time
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 
 import psutil
 
@@ -27,6 +28,25 @@ def unregister_child(proc: subprocess.Popen[bytes]) -> None:
 
 def live_children() -> list[subprocess.Popen[bytes]]:
     return [p for p in _children.values() if p.poll() is None]
+
+
+def cpu_split() -> tuple[frozenset[int], frozenset[int]]:
+    """(CPUs for the servers and PostgreSQL, CPUs for wrk): wrk alone on the last usable CPU."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return frozenset(cpus), frozenset(cpus)
+    return frozenset(cpus[:-1]), frozenset(cpus[-1:])
+
+
+@contextmanager
+def pinned(cpus: frozenset[int]) -> Iterator[None]:
+    """Run this process, and every child it starts meanwhile, on `cpus` only."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def free_port() -> int:

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ class WrkCommand:
     timeout_s: float
     runner: WrkRunner = WrkRunner.local
     image: str = DEFAULT_IMAGE
+    cpus: frozenset[int] = frozenset()  # pin wrk to these CPUs (empty: wherever it likes)
 
     def argv(self) -> list[str]:
         options = [
@@ -51,6 +53,7 @@ class WrkCommand:
             "--rm",
             "--network",
             "host",
+            *(["--cpuset-cpus", ",".join(map(str, sorted(self.cpus)))] if self.cpus else []),
             "-v",
             f"{SCRIPT.parent}:/scripts:ro",
             self.image,
@@ -115,10 +118,22 @@ class WrkRun:
     cpu_s: float
 
 
+def _affinity(command: WrkCommand) -> Callable[[], None] | None:
+    if not command.cpus:
+        return None
+    return lambda: os.sched_setaffinity(0, command.cpus)
+
+
 def run(command: WrkCommand, grace_s: float = 15.0) -> WrkRun:
     """Run wrk to completion (killed if it overruns by `grace_s`) and parse its report."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(command.argv(), stdout=out, stderr=err, start_new_session=True)
+        proc = subprocess.Popen(
+            command.argv(),
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+            preexec_fn=_affinity(command) if command.runner is WrkRunner.local else None,
+        )
         register_child(proc)
         code, cpu = wait_with_rusage(proc, command.duration_s + grace_s)
         out.seek(0)

@@ -9,9 +9,19 @@ from itertools import groupby
 from typing import Any
 
 from harness.domain import rules
-from harness.domain.axes import WORKLOAD_PATH, Mode, ServerName, SessionStyle, Stack, Workload
+from harness.domain.axes import (
+    WORKLOAD_PATH,
+    Mode,
+    ServerName,
+    SessionStyle,
+    Stack,
+    Verdict,
+    Workload,
+)
 from harness.domain.cell import Cell, shown
 from harness.domain.result import CellResult
+from harness.report import comparisons
+from harness.report.stats import CellStats, Warning_, by_cell
 from harness.report.table import md_table
 
 VARIANT_FIELDS = ("mode", "style", "pool", "pool_timeout_s", "tokens", "workers", "stack")
@@ -71,7 +81,13 @@ def _details_variant(c: Cell) -> str:
 
 def _record_order(r: CellResult) -> tuple[Any, ...]:
     c = r.cell
-    return _rank(list(ServerName), c.known("name")), c.target or "", c.variant, c.connections
+    return (
+        _rank(list(ServerName), c.known("name")),
+        c.target or "",
+        c.variant,
+        c.connections,
+        r.repeat,
+    )
 
 
 def _varying(cells: Sequence[Cell]) -> list[str]:
@@ -99,37 +115,79 @@ def seed_tables(records: Sequence[CellResult], level: int = 2) -> str:
         labels: dict[str, str] = {}
         for r in sorted(rows, key=lambda r: _variant_order(r.cell)):
             labels.setdefault(r.cell.variant, _label(r.cell, varying))
-        by = {(r.cell.variant, r.cell.connections): r for r in rows}
+        by = {(c.cell.variant, c.cell.connections): c for c in by_cell(rows)}
+        repeated = any(c.n > 1 for c in by.values())
         cell0 = rows[0].cell
         out.append(
             f"{'#' * level} {cell0.server_label} · {cell0.workload} "
             f"(`GET {WORKLOAD_PATH[cell0.workload]}`, {shown(cell0.known('rows'))} rows, "
             f"{cell0.duration_s:g} s per cell)\n"
         )
+        columns = (
+            ["req/s (median)", "95% CI", "CV", "p99 ms", "failed", "verdict"]
+            if repeated
+            else ["req/s", "p99 ms", "failed", "verdict"]
+        )
         head = ["connections"]
         for label in labels.values():
-            head += [f"{label} req/s", "p99 ms", "failed", "verdict"]
+            head += [f"{label} {columns[0]}", *columns[1:]]
         lines = []
         for conns in sorted({r.cell.connections for r in rows}):
             line = [str(conns)]
             for variant in labels:
-                r = by.get((variant, conns))
-                if r is None:
-                    line += ["", "", "", "not run"]
-                    continue
-                w = r.wrk
-                verdict = str(r.verdict)
-                if r.pool_timeouts:
-                    verdict += f" ({r.pool_timeouts} pool timeouts)"
-                line += [
-                    _fmt(w.ok_rps if w else None),
-                    _fmt(w.p99_ms if w and w.requests else None),
-                    str(w.failed) if w else "-",
-                    f"**{verdict}**" if r.verdict != "ok" else verdict,
-                ]
+                c = by.get((variant, conns))
+                line += _figures(c, repeated) if c else [*[""] * (len(columns) - 1), "not run"]
             lines.append(line)
-        out.append(md_table(head, lines, ["---:"] + ["---:", "---:", "---:", "---"] * len(labels)))
+        align = ["---:"] * (len(columns) - 1) + ["---"]
+        out.append(md_table(head, lines, ["---:"] + align * len(labels)))
     return "\n".join(out)
+
+
+def _figures(c: CellStats, repeated: bool) -> list[str]:
+    """A cell's columns in the seed-shaped table: its one measurement, or its median and spread."""
+    verdict = c.verdict
+    if c.pool_timeouts:
+        verdict += f" ({c.pool_timeouts} pool timeouts)"
+    if c.flags and repeated:
+        verdict += " ⚠"
+    p99 = c.latency("p99_ms")
+    figures = [
+        _fmt(c.median_rps),
+        _fmt(p99[0] if p99 else None),
+        str(c.failed) if c.served else "-",
+        f"**{verdict}**" if c.worst is not Verdict.ok or "⚠" in verdict else verdict,
+    ]
+    if not repeated:
+        return figures
+    ci, cv = c.interval, c.cv
+    spread = [
+        f"{ci.low:,.1f}–{ci.high:,.1f}" if ci else f"n={c.n}",
+        f"{cv:.0%}" if cv is not None else "-",
+    ]
+    return [figures[0], *spread, *figures[1:]]
+
+
+def warnings_section(records: Sequence[CellResult]) -> str:
+    """Cells whose measurements spread too much to be read alone, with what to do."""
+    flagged = [
+        (c, f)
+        for c in sorted(by_cell(records), key=lambda c: _record_order(c.records[0]))
+        for f in c.flags
+        if f.kind is not Warning_.single
+    ]
+    if not flagged:
+        return ""
+    lines = [f"- {c.cell.variant}, {c.cell.connections} connections: {f}" for c, f in flagged]
+    return "## Warnings\n\n" + "\n".join(lines) + "\n"
+
+
+COMPARISONS_TEXT = (
+    "Each row compares two variants that differ in one setting, B over A, at each connection "
+    "level: the geometric mean of the ratios of successful req/s measured in the same round "
+    "(the rounds interleave the variants), with its 95% confidence interval (t interval on the "
+    "logarithms). **~ ... no significant difference** where the interval contains 1. Measurements "
+    "that collapsed are left out of the ratio and named."
+)
 
 
 DETAILS_HEAD = (
@@ -154,6 +212,8 @@ DETAILS_HEAD = (
 
 
 def details_table(records: Sequence[CellResult]) -> str:
+    """One row per measurement; a `round` column once a cell was measured more than once."""
+    repeated = any(r.repeat > 1 for r in records)
     rows = []
     for r in sorted(records, key=_record_order):
         w, c, cpu, i = r.wrk, r.cell, r.cpu, r.integrity
@@ -186,7 +246,10 @@ def details_table(records: Sequence[CellResult]) -> str:
                 r.note,
             ]
         )
-    return md_table(DETAILS_HEAD, rows, ["---"] * len(DETAILS_HEAD))
+        if repeated:
+            rows[-1].insert(4, str(r.repeat))
+    head = [*DETAILS_HEAD[:4], "round", *DETAILS_HEAD[4:]] if repeated else list(DETAILS_HEAD)
+    return md_table(head, rows, ["---"] * len(head))
 
 
 def _sessions(entries: Sequence[dict[str, Any]]) -> list[str]:
@@ -211,7 +274,10 @@ def header(
     entries = meta.get("provenance") or [{}]
     first, last = entries[0], entries[-1]
     m, git = first.get("machine", {}), first.get("git", {})
-    db, packages = last.get("database"), first.get("packages")
+    # A session stopped before the database was up has no `database`; a target's is None.
+    db = next((e["database"] for e in reversed(entries) if "database" in e), {})
+    wrk = next((e["wrk_version"] for e in reversed(entries) if "wrk_version" in e), "?")
+    packages = first.get("packages", {})
     opts = meta.get("options", {})
     if meta.get("complete"):
         state = "complete"
@@ -249,7 +315,7 @@ def header(
             f"- Code: {code}.",
             *_sessions(entries),
             f"- PostgreSQL: {database}.",
-            f"- wrk: {last.get('wrk_version', '?')} ({opts.get('wrk_runner', '?')}), threads = "
+            f"- wrk: {wrk} ({opts.get('wrk_runner', '?')}), threads = "
             f"min(connections, CPUs), warm-up {opts.get('warmup_s', '?')} s, request timeout "
             f"{opts.get('wrk_timeout_s', '?')} s.",
             f"- Packages: {pkgs}.",
@@ -267,14 +333,12 @@ def header(
 
 
 def summary(meta: dict[str, Any], records: Sequence[CellResult], name: str) -> str:
-    return "\n".join(
-        [
-            header(meta, records, name),
-            seed_tables(records),
-            "## Every cell\n",
-            details_table(records),
-        ]
-    )
+    parts = [header(meta, records, name), seed_tables(records)]
+    if any(r.repeat > 1 for r in records):
+        parts += ["## Comparisons\n", COMPARISONS_TEXT + "\n", comparisons.table(records)]
+        if text := warnings_section(records):
+            parts.append(text)
+    return "\n".join([*parts, "## Every cell\n", details_table(records)])
 
 
 WRK_FIELDS = (
@@ -297,6 +361,7 @@ CSV_FIELDS = [
     "rows",
     "duration_s",
     "connections",
+    "repeat",
     "verdict",
     "ok_rps",
     "rps",
@@ -338,6 +403,7 @@ def csv_text(records: Sequence[CellResult]) -> str:
             "rows": known("rows"),
             "duration_s": c.duration_s,
             "connections": c.connections,
+            "repeat": r.repeat,
             "verdict": r.verdict,
             "pool_timeouts": r.pool_timeouts,
             "server_errors": r.server_errors,

@@ -1,11 +1,12 @@
-"""A bench run: every cell of the run's matrix that has no record yet, in order."""
+"""A bench run: every (cell, round) of the run's schedule that has no record yet, in order."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from harness.domain.cell import Cell
-from harness.domain.result import CellResult
+from harness.domain.plan import schedule
+from harness.domain.result import CellResult, record_key
 from harness.domain.rules import order
 from harness.run.events import Listener
 from harness.run.measure import measure
@@ -18,22 +19,27 @@ def planned(run: RunDir) -> list[Cell]:
     return order([Cell.from_json(c) for c in run.metadata()["cells"]])
 
 
-def remaining(run: RunDir) -> list[Cell]:
-    done = {r.cell.id for r in run.records()}
-    return [c for c in planned(run) if c.id not in done]
+def measurements(run: RunDir) -> list[tuple[Cell, int]]:
+    """Every measurement the run plans: each cell, REPEATS times, interleaved."""
+    plan = run.metadata()["schedule"]
+    return schedule(planned(run), plan["repeats"], plan["seed"])
+
+
+def remaining(run: RunDir) -> list[tuple[Cell, int]]:
+    done = {r.key for r in run.records()}
+    return [(c, n) for c, n in measurements(run) if record_key(c, n) not in done]
 
 
 def execute(
     run: RunDir, options: Options, entry: dict[str, Any], listener: Listener | None = None
 ) -> list[CellResult]:
-    """Run every cell of `run` that has no record yet; write each record the moment it exists."""
+    """Run every measurement of `run` that has no record yet; write each record at once."""
     listener = listener or Listener()
-    cells = planned(run)
     done = run.records()
     todo = remaining(run)
-    with session(run, options, cells, entry, listener) as s:
-        for i, cell in enumerate(todo):
-            left = sum(options.estimate_s(c) for c in todo[i:])
-            listener.cell_started(cell, f"{i + 1}/{len(todo)}", left)
-            done.append(measure(s, cell, done))
+    with session(run, options, planned(run), entry, listener) as s:
+        for i, (cell, round_) in enumerate(todo):
+            left = sum(options.estimate_s(c) for c, _ in todo[i:])
+            listener.cell_started(cell, f"{i + 1}/{len(todo)}", left, round_)
+            done.append(measure(s, cell, done, round_))
     return done

@@ -23,7 +23,7 @@ from harness.domain.result import CellResult, Cpu, Integrity, WrkResult
 from harness.domain.rules import judge
 from harness.infra import postgres, stacks, wrk
 from harness.infra.environment import now_iso
-from harness.infra.process import free_port, tree_cpu_seconds
+from harness.infra.process import cpu_split, free_port, tree_cpu_seconds
 from harness.infra.server import ServerProcess, get_json, read_log
 from harness.run.options import Options
 from servers.registry import Launch
@@ -114,6 +114,7 @@ def _settle(server: ServerProcess, log: Path, deadline: float) -> float:
 
 def _wrk_command(cell: Cell, base_url: str, options: Options) -> wrk.WrkCommand:
     return wrk.WrkCommand(
+        cpus=cpu_split()[1] if options.pin else frozenset(),
         url=base_url + WORKLOAD_PATH[cell.workload],
         connections=cell.connections,
         duration_s=options.warmup_s,
@@ -204,6 +205,7 @@ def run_cell(
         if problem := _verify(server, config, db.url):
             return finish(Verdict.failed_verification, problem)
         command = _wrk_command(cell, server.url(""), options)
+        time.sleep(options.settle_s)
         load_start = time.monotonic()
         try:
             warm = wrk.run(command) if options.warmup_s > 0 else None

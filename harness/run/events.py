@@ -11,8 +11,8 @@ from harness.domain.search import Threshold
 class Listener:
     """Subclass and override what you want to hear about; every event is a no-op here."""
 
-    def cell_started(self, cell: Cell, position: str, remaining_s: float) -> None:
-        """A cell (or a map probe) is about to run."""
+    def cell_started(self, cell: Cell, position: str, remaining_s: float, repeat: int = 1) -> None:
+        """A cell's measurement (its round `repeat`), or a map probe, is about to run."""
 
     def record_written(self, result: CellResult) -> None:
         """Its raw record is on disk."""

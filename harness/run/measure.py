@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from harness.domain.cell import Cell, Target
 from harness.domain.result import CellResult
@@ -11,13 +12,20 @@ from harness.run.cell import run_cell, run_target_cell
 from harness.run.session import Session
 
 
-def measure(s: Session, cell: Cell, done: Sequence[CellResult]) -> CellResult:
+def measure(s: Session, cell: Cell, done: Sequence[CellResult], repeat: int = 1) -> CellResult:
+    """Measure `cell` (its round `repeat`), write the record at once, tell the listener."""
     best = best_lower(cell, done)
     if isinstance(cell.server, Target):
         result = run_target_cell(cell, cell.server, s.options, best)
     else:
         assert s.db is not None, "a session with servers to start has a database"
-        result = run_cell(cell, cell.server, s.db, s.options, best, s.log_dir)
+        # The pool timeouts that explain a collapse are counted once: later rounds of the
+        # same cell would wait up to pool_timeout each to show the same thing.
+        options = replace(
+            s.options, await_pool_timeouts=s.options.await_pool_timeouts and repeat == 1
+        )
+        result = run_cell(cell, cell.server, s.db, options, best, s.log_dir)
+    result = replace(result, repeat=repeat)
     s.run.write_record(result)
     s.measured += 1
     s.listener.record_written(result)

@@ -21,10 +21,14 @@ class Options:
     keep_logs: bool = False
     # After a collapse, wait (up to pool_timeout) for the QueuePool errors that explain it.
     await_pool_timeouts: bool = True
+    # wrk on one CPU, the servers and PostgreSQL on the others, so they do not trade places.
+    pin: bool = False
+    # A pause before each measurement's warm-up, for the machine to come to rest.
+    settle_s: float = 0.0
 
     def estimate_s(self, cell: Cell) -> float:
         overhead = 4.0  # start, verify, stop: measured at 2-4 s on 2 cores
-        return overhead + self.warmup_s + cell.duration_s
+        return overhead + self.settle_s + self.warmup_s + cell.duration_s
 
     @classmethod
     def from_json(cls, data: dict[str, Any], database_url: str | None) -> Options:
@@ -38,6 +42,8 @@ class Options:
             database_url=database_url,
             keep_logs=bool(data["keep_logs"]),
             await_pool_timeouts=bool(data.get("await_pool_timeouts", True)),
+            pin=bool(data.get("pin", False)),
+            settle_s=float(data.get("settle_s", 0.0)),
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from harness.domain.errors import UsageError
 from harness.domain.rules import connections_needed
 from harness.infra import postgres, stacks, wrk
 from harness.infra.environment import git_commit, machine, now_iso
-from harness.infra.process import kill_all_children, registered
+from harness.infra.process import cpu_split, kill_all_children, pinned, registered
 from harness.run.events import Listener
 from harness.run.options import Options
 from harness.store.rundir import RunDir
@@ -92,6 +92,8 @@ def provenance_entry(command: str, cells: Sequence[Cell]) -> dict[str, Any]:
     """
     configs = configs_of(cells)
     used = dict.fromkeys(c.stack for c in configs)
+    for stack in used:
+        stacks.ensure_venv(stack)  # its versions are read from it (built once, from its lock)
     return {
         "command": command,
         "started_at": now_iso(),
@@ -154,11 +156,13 @@ def session(
     happens."""
     # Only what this session starts is its to end (a caller may hold a database of its own).
     before = registered()
-    run.begin({**entry, "outcome": "running"})
     s: Session | None = None
     try:
         with ExitStack() as stack:
             stack.enter_context(interrupt_on_signals())
+            run.begin({**entry, "outcome": "running"})
+            if options.pin:  # PostgreSQL and every server inherit this; wrk gets its own CPU
+                stack.enter_context(pinned(cpu_split()[0]))
             log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="syncasync-")))
             if options.keep_logs:
                 log_dir = run.path / "logs"

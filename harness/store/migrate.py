@@ -88,4 +88,5 @@ def metadata(data: dict[str, Any], what: str) -> dict[str, Any]:
         out["plan"] = {**plan, **data["plan"]}
     else:
         out["cells"] = [cell_v1(c) for c in data["cells"]]
+        out["schedule"] = {"repeats": 1, "seed": 0}
     return {**out, "provenance": [session]}

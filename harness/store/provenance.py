@@ -19,12 +19,10 @@ def differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
             out.append(f"machine {key}: {before} then, {after} now")
     for where in ("packages", *(f"stacks.{s}" for s in recorded.get("stacks") or {})):
         before, after = _versions(recorded, where), _versions(now, where)
-        for name in sorted(set(before) | set(after)):
-            if before.get(name) != after.get(name):
-                out.append(
-                    f"{where} {name}: {before.get(name, 'absent')} then, "
-                    f"{after.get(name, 'absent')} now"
-                )
+        # Only packages both entries name: the list a run records has grown over time.
+        for name in sorted(set(before) & set(after)):
+            if before[name] != after[name]:
+                out.append(f"{where} {name}: {before[name]} then, {after[name]} now")
     return out
 
 

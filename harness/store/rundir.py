@@ -133,11 +133,11 @@ class RunDir:
 
     def begin(self, entry: dict[str, Any]) -> None:
         """Append this invocation's provenance entry, upgrading an older directory first."""
-        raw = self._raw_metadata()
+        upgrade = self._raw_metadata().get("format") != FORMAT
         meta = self.metadata()
-        if raw.get("format") != FORMAT and meta["kind"] == "map":
-            self._move_records(self.path / "cells", self.path / records_folder("map", FORMAT))
         self.write_metadata({**meta, "provenance": [*meta["provenance"], entry]})
+        if upgrade and meta["kind"] == "map":
+            self._move_records(self.path / "cells", self.path / records_folder("map", FORMAT))
 
     def update_session(self, **fields: Any) -> None:
         """Add to this invocation's (the last) provenance entry."""
@@ -157,14 +157,18 @@ class RunDir:
     def write_record(self, result: CellResult) -> Path:
         folder = self.records_dir
         folder.mkdir(exist_ok=True)
-        path = folder / f"{result.cell.id}.json"
+        path = folder / f"{result.key}.json"
         _write_json(path, result.to_json())
         return path
 
     def records(self) -> list[CellResult]:
+        # Both folders: an upgrade stopped between its two steps must lose no probe.
+        folders = dict.fromkeys([self.records_dir, self.path / "probes", self.path / "cells"])
+        if self.kind != "map":
+            folders = {self.records_dir: None}
+        paths = sorted(p for folder in folders for p in folder.glob("*.json"))
         return [
-            CellResult.from_json(migrate.record(json.loads(p.read_text()), str(p)))
-            for p in sorted(self.records_dir.glob("*.json"))
+            CellResult.from_json(migrate.record(json.loads(p.read_text()), str(p))) for p in paths
         ]
 
     def ceiling_path(self, connections: int) -> Path:

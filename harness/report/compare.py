@@ -1,0 +1,137 @@
+"""Two runs side by side (`make compare A=... B=...`): for every cell they share, B/A of the
+successful req/s with its 95% interval and a verdict, like pyperf's compare_to or benchstat.
+
+Cells are matched on every setting except the one setting the two runs were made to differ in
+(for example POOLS=5+10 against POOLS=20+0): a setting with one value in each run and a
+different value in each. What would make a comparison meaningless is refused, with the reason.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from harness.domain.cell import Cell, shown
+from harness.domain.errors import UsageError
+from harness.domain.result import CellResult
+from harness.report.comparisons import FACTORS
+from harness.report.stats import CellStats, Ratio, by_cell, served, unpaired_ratio
+from harness.report.table import md_table
+from harness.store.rundir import RunDir
+
+# Settings two runs must share for their cells to be comparable at all.
+SAME_OPTIONS = ("warmup_s", "wrk_timeout_s", "wrk_runner")
+SAME_MACHINE = ("cpu_model", "cpu_count")
+
+
+def _value(cell: Cell, field: str) -> Any:
+    if field in ("mode", "workload", "duration_s", "connections"):
+        return getattr(cell, field)
+    if field == "stack":
+        return cell.stack
+    if field == "target":
+        return cell.target
+    return cell.known(field)
+
+
+FIELDS = ("target", "workload", "duration_s", "rows", *FACTORS, "connections")
+MUST_MATCH = ("duration_s", "rows")
+
+
+def _refusals(a: RunDir, b: RunDir) -> list[str]:
+    out = []
+    ma, mb = a.metadata(), b.metadata()
+    for key in SAME_OPTIONS:
+        if ma["options"].get(key) != mb["options"].get(key):
+            out.append(f"{key}: {ma['options'].get(key)} in A, {mb['options'].get(key)} in B")
+    machine_a = ma["provenance"][0].get("machine", {}) if ma["provenance"] else {}
+    machine_b = mb["provenance"][0].get("machine", {}) if mb["provenance"] else {}
+    for key in SAME_MACHINE:
+        if machine_a.get(key) != machine_b.get(key):
+            out.append(f"machine {key}: {machine_a.get(key)} in A, {machine_b.get(key)} in B")
+    return out
+
+
+def compared_factors(ra: Sequence[CellResult], rb: Sequence[CellResult]) -> list[str]:
+    """Settings with one value in each run, different between the runs."""
+    out = []
+    for field in FIELDS:
+        va = {_value(r.cell, field) for r in ra}
+        vb = {_value(r.cell, field) for r in rb}
+        if len(va) == len(vb) == 1 and va != vb:
+            out.append(field)
+    return out
+
+
+def _verdict(ratio: Ratio) -> str:
+    if ratio.interval is None:
+        return "no interval (one measurement)"
+    if not ratio.significant:
+        return "no significant difference"
+    return "B faster" if ratio.value > 1 else "B slower"
+
+
+def _side(c: CellStats) -> tuple[str, list[float]]:
+    values = [v for r in c.records if (v := served(r)) is not None]
+    text = f"{c.median_rps:,.1f}" if c.median_rps is not None else "-"
+    return f"{text} ({c.verdict})", values
+
+
+def compare(a: RunDir, b: RunDir) -> str:
+    if refused := _refusals(a, b):
+        raise UsageError("COMPARE: the runs were not measured alike: " + "; ".join(refused))
+    ra, rb = a.records(), b.records()
+    factors = compared_factors(ra, rb)
+    if bad := [f for f in factors if f in MUST_MATCH]:
+        raise UsageError(
+            "COMPARE: the runs differ in "
+            + ", ".join(bad)
+            + ", which changes what one request costs; compare runs that share it"
+        )
+    key_fields = [f for f in FIELDS if f not in factors]
+
+    def key(c: Cell) -> tuple[Any, ...]:
+        return tuple(_value(c, f) for f in key_fields)
+
+    cells_a = {key(c.cell): c for c in by_cell(ra)}
+    cells_b = {key(c.cell): c for c in by_cell(rb)}
+    shared = [k for k in cells_a if k in cells_b]
+    if not shared:
+        raise UsageError("COMPARE: the runs share no cell (same settings but the one compared)")
+    rows, logs = [], []
+    for k in sorted(shared, key=lambda k: (cells_a[k].cell.variant, cells_a[k].cell.connections)):
+        ca, cb = cells_a[k], cells_b[k]
+        text_a, values_a = _side(ca)
+        text_b, values_b = _side(cb)
+        ratio = unpaired_ratio(values_a, values_b)
+        if ratio is None:
+            verdict, shown_ratio = "a side did not serve (collapsed or failed)", "-"
+        else:
+            verdict, shown_ratio = _verdict(ratio), ratio.describe().removeprefix("~ ")
+            shown_ratio = shown_ratio.removesuffix(", no significant difference")
+            if ratio.significant:
+                logs.append(math.log(ratio.value))
+        cell = ca.cell
+        rows.append([cell.variant, str(cell.connections), text_a, text_b, shown_ratio, verdict])
+    described = ", ".join(
+        f"{f} {shown(_value(ra[0].cell, f))} (A) against {shown(_value(rb[0].cell, f))} (B)"
+        for f in factors
+    )
+    head = ["cell (A's settings)", "conns", "A req/s", "B req/s", "B / A [95% CI]", "verdict"]
+    lines = [
+        f"# B / A: `{b.path.name}` over `{a.path.name}`",
+        "",
+        f"Compared: {described or 'the same settings (two runs of one matrix)'}. "
+        f"{len(shared)} cells in both runs; successful req/s, median of each cell's measurements "
+        "(verdicts in brackets); B/A is the ratio of geometric means of the measurements that "
+        "did not collapse, with a 95% Welch t interval on their logarithms.",
+        "",
+        md_table(head, rows, ["---", "---:", "---:", "---:", "---:", "---"]),
+    ]
+    faster = sum(v > 0 for v in logs)
+    lines.append(
+        f"{faster} cells significantly faster in B, {len(logs) - faster} slower, "
+        f"{len(shared) - len(logs)} without a significant difference or not served."
+    )
+    return "\n".join(lines) + "\n"

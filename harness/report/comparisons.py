@@ -1,0 +1,132 @@
+"""Within one run: every pair of variants that differ in one setting (async vs sync, context vs
+dependency, one server vs another, ...), compared at each connection level as B/A over the
+measurements of the same rounds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from harness.domain.axes import Mode, ServerName, SessionStyle, Stack, Verdict
+from harness.domain.cell import Cell, shown
+from harness.domain.result import CellResult
+from harness.report.stats import Ratio, paired_ratio, served
+from harness.report.table import md_table
+
+# The settings a comparison may vary, each with the order that decides which side is A.
+FACTORS: dict[str, Any] = {
+    "mode": list(Mode),
+    "style": list(SessionStyle),
+    "name": list(ServerName),
+    "pool": lambda p: (p.capacity, p.size),
+    "tokens": int,
+    "workers": int,
+    "stack": list(Stack),
+    "pool_timeout_s": float,
+}
+
+
+def _value(cell: Cell, factor: str) -> Any:
+    return (
+        cell.mode if factor == "mode" else cell.stack if factor == "stack" else cell.known(factor)
+    )
+
+
+def _rank(factor: str, value: Any) -> Any:
+    order = FACTORS[factor]
+    return order.index(value) if isinstance(order, list) else order(value)
+
+
+def _signature(cell: Cell) -> tuple[Any, ...]:
+    return (cell.target, cell.workload, *(_value(cell, f) for f in FACTORS))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    factor: str
+    a: Cell  # any cell of the A variant (its connection count is not used)
+    b: Cell
+    context: str  # what the two share, among the settings that vary in the run
+
+    @property
+    def label(self) -> str:
+        a, b = shown(_value(self.a, self.factor)), shown(_value(self.b, self.factor))
+        return f"{b} / {a}" + (f" · {self.context}" if self.context else "")
+
+
+def comparisons(records: Sequence[CellResult]) -> list[Comparison]:
+    """Every pair of variants in the records that differ in exactly one setting."""
+    variants: dict[tuple[Any, ...], Cell] = {}
+    for r in records:
+        variants.setdefault(_signature(r.cell), r.cell)
+    cells = list(variants.values())
+    varying = [f for f in FACTORS if len({_value(c, f) for c in cells}) > 1]
+    out = []
+    for i, x in enumerate(cells):
+        for y in cells[i + 1 :]:
+            if (x.target, x.workload) != (y.target, y.workload):
+                continue
+            differ = [f for f in FACTORS if _value(x, f) != _value(y, f)]
+            if len(differ) != 1:
+                continue
+            (factor,) = differ
+            a, b = sorted((x, y), key=lambda c: _rank(factor, _value(c, factor)))
+            context = " ".join(shown(_value(a, f)) for f in varying if f != factor) + (
+                "" if len({c.workload for c in cells}) == 1 else f" {a.workload}"
+            )
+            out.append(Comparison(factor, a, b, context.strip()))
+    return sorted(out, key=lambda c: (list(FACTORS).index(c.factor), c.label))
+
+
+def _side(records: Sequence[CellResult], cell: Cell, connections: int) -> list[CellResult]:
+    return [
+        r
+        for r in records
+        if _signature(r.cell) == _signature(cell) and r.cell.connections == connections
+    ]
+
+
+def at_level(
+    comparison: Comparison, records: Sequence[CellResult], connections: int
+) -> Ratio | str | None:
+    """B/A at one level, or why there is none (a side collapsed); None if not measured."""
+    a = {r.repeat: r for r in _side(records, comparison.a, connections)}
+    b = {r.repeat: r for r in _side(records, comparison.b, connections)}
+    if not a or not b:
+        return None
+    collapsed = [
+        f"{shown(_value(side, comparison.factor))} collapsed {n}/{len(rs)}"
+        for side, rs in ((comparison.a, a), (comparison.b, b))
+        if (n := sum(r.verdict is Verdict.collapsed for r in rs.values()))
+    ]
+    pairs = [
+        (sa, sb)
+        for k in sorted(set(a) & set(b))
+        if (sa := served(a[k])) is not None and (sb := served(b[k])) is not None
+    ]
+    if not pairs:
+        return "; ".join(collapsed) or "no pair served"
+    ratio = paired_ratio([x for x, _ in pairs], [y for _, y in pairs])
+    return (
+        ratio if not collapsed else f"{ratio.describe() if ratio else ''} ({'; '.join(collapsed)})"
+    )
+
+
+def table(records: Sequence[CellResult]) -> str:
+    """One row per comparison, one column per connection level; '' when there is none."""
+    found = comparisons(records)
+    if not found:
+        return ""
+    levels = sorted({r.cell.connections for r in records})
+    rows = []
+    for comparison in found:
+        row = [comparison.label]
+        for level in levels:
+            value = at_level(comparison, records, level)
+            row.append(
+                "" if value is None else value if isinstance(value, str) else value.describe()
+            )
+        rows.append(row)
+    head = ["B / A", *(f"{c} conns" for c in levels)]
+    return md_table(head, rows, ["---"] * len(head))

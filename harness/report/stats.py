@@ -1,0 +1,262 @@
+"""Statistics of repeated measurements, with numpy and scipy (no hand-written distributions):
+
+- a cell: the median of its measurements' successful req/s, a 95% bootstrap interval of that
+  median, the spread (coefficient of variation, min and max), p50/p99 as medians with ranges,
+  and how many measurements ended in each verdict;
+- a ratio of two variants measured in the same rounds: the geometric mean of the paired ratios,
+  with a 95% t interval on their logarithms; an interval that contains 1 is "no significant
+  difference";
+- a ratio of the same cell in two runs (unpaired): the ratio of geometric means, with a 95%
+  Welch t interval on the difference of the logarithms;
+- instability warnings, a closed set, each with a hint.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from itertools import groupby
+
+import numpy as np
+from scipy import stats
+
+from harness.domain.axes import Verdict
+from harness.domain.cell import Cell
+from harness.domain.result import CellResult
+from harness.domain.rules import NEAR_ZERO_RPS
+
+CONFIDENCE = 0.95
+UNSTABLE_CV = 0.10  # pyperf warns above 10% of the mean
+OUTLIER_FRACTION = 0.25  # a measurement this far from the median is flagged
+BOOTSTRAP_RESAMPLES = 9999
+# Verdicts from the worst to the best, for the order a mixed verdict is written in.
+SEVERITY = (
+    Verdict.failed_to_start,
+    Verdict.failed_verification,
+    Verdict.crashed,
+    Verdict.collapsed,
+    Verdict.errors,
+    Verdict.ok,
+)
+
+
+class Warning_(StrEnum):
+    unstable = "unstable"
+    outlier = "outlier"
+    single = "single"
+
+
+HINTS = {
+    Warning_.unstable: "more REPEATS, a longer DURATION, or a quieter machine",
+    Warning_.outlier: "look at that measurement's record; more REPEATS make the median robust",
+    Warning_.single: "REPEATS=5 or more gives an interval",
+}
+
+
+@dataclass(frozen=True)
+class Flag:
+    kind: Warning_
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.detail} ({HINTS[self.kind]})"
+
+
+@dataclass(frozen=True)
+class Interval:
+    low: float
+    high: float
+
+    def contains(self, value: float) -> bool:
+        return self.low <= value <= self.high
+
+
+@dataclass(frozen=True)
+class CellStats:
+    """Every measurement of one cell, summarised."""
+
+    cell: Cell
+    records: tuple[CellResult, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.records)
+
+    @property
+    def served(self) -> list[CellResult]:
+        """Measurements with a wrk report (a server that never started has none)."""
+        return [r for r in self.records if r.wrk]
+
+    @property
+    def rps(self) -> np.ndarray:
+        return np.array([r.wrk.ok_rps for r in self.served if r.wrk], dtype=float)
+
+    @property
+    def median_rps(self) -> float | None:
+        return float(np.median(self.rps)) if len(self.rps) else None
+
+    @property
+    def interval(self) -> Interval | None:
+        """95% bootstrap (percentile) interval of the median req/s; None below 3 values."""
+        values = self.rps
+        if len(values) < 3:
+            return None
+        if np.ptp(values) == 0:
+            return Interval(float(values[0]), float(values[0]))
+        result = stats.bootstrap(
+            (values,),
+            np.median,
+            confidence_level=CONFIDENCE,
+            method="percentile",
+            n_resamples=BOOTSTRAP_RESAMPLES,
+            rng=np.random.default_rng(0),  # the same records always give the same report
+        )
+        ci = result.confidence_interval
+        return Interval(float(ci.low), float(ci.high))
+
+    @property
+    def cv(self) -> float | None:
+        """Coefficient of variation of req/s (sample standard deviation over the mean)."""
+        values = self.rps
+        if len(values) < 2 or values.mean() == 0:
+            return None
+        return float(stats.variation(values, ddof=1))
+
+    def latency(self, field: str) -> tuple[float, float, float] | None:
+        """(median, min, max) of a latency percentile over measurements that completed any."""
+        values = [getattr(r.wrk, field) for r in self.served if r.wrk and r.wrk.requests]
+        if not values:
+            return None
+        return float(np.median(values)), min(values), max(values)
+
+    def count(self, verdict: Verdict) -> int:
+        return sum(r.verdict is verdict for r in self.records)
+
+    @property
+    def verdict(self) -> str:
+        """'ok' when every measurement was; else each verdict with its count ('collapsed 3/3')."""
+        if self.n == 1:
+            return str(self.records[0].verdict)
+        if self.count(Verdict.ok) == self.n:
+            return "ok"
+        return ", ".join(f"{v} {self.count(v)}/{self.n}" for v in SEVERITY if self.count(v))
+
+    @property
+    def worst(self) -> Verdict:
+        return next(v for v in SEVERITY if self.count(v))
+
+    @property
+    def pool_timeouts(self) -> int:
+        return sum(r.pool_timeouts or 0 for r in self.records)
+
+    @property
+    def failed(self) -> int:
+        return sum(r.wrk.failed for r in self.served if r.wrk)
+
+    @property
+    def flags(self) -> list[Flag]:
+        if self.count(Verdict.collapsed) or not len(self.rps):
+            return []  # a collapse is its own verdict, not noise
+        if self.n == 1:
+            return [Flag(Warning_.single, "one measurement")]
+        out = []
+        if (cv := self.cv) is not None and cv > UNSTABLE_CV:
+            out.append(Flag(Warning_.unstable, f"CV {cv:.0%} > {UNSTABLE_CV:.0%}"))
+        median = self.median_rps or 0.0
+        if median > 0:
+            far = [v for v in self.rps if abs(v - median) / median > OUTLIER_FRACTION]
+            if far:
+                worst = max(far, key=lambda v: abs(v - median))
+                out.append(
+                    Flag(
+                        Warning_.outlier,
+                        f"{worst:,.1f} req/s is {abs(worst - median) / median:.0%} from the "
+                        f"median {median:,.1f}",
+                    )
+                )
+        return out
+
+
+def by_cell(records: Iterable[CellResult]) -> list[CellStats]:
+    """The measurements of each cell, in round order."""
+    ordered = sorted(records, key=lambda r: (r.cell.id, r.repeat))
+    return [
+        CellStats(group[0].cell, tuple(group))
+        for group in (list(g) for _, g in groupby(ordered, key=lambda r: r.cell.id))
+    ]
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """B over A: a geometric mean, with its 95% interval (None from one pair only)."""
+
+    value: float
+    interval: Interval | None
+    n: int
+
+    @property
+    def significant(self) -> bool:
+        return self.interval is not None and not self.interval.contains(1.0)
+
+    def describe(self) -> str:
+        text = f"{self.value:.2f}×"
+        if self.interval is None:
+            return f"{text} (no interval from one measurement)"
+        text += f" [{self.interval.low:.2f}–{self.interval.high:.2f}]"
+        return text if self.significant else f"~ {text}, no significant difference"
+
+
+def paired_ratio(a: Sequence[float], b: Sequence[float]) -> Ratio | None:
+    """B/A from measurements paired by round: geometric mean of b_i/a_i, t interval on logs."""
+    if len(a) != len(b):
+        raise ValueError("paired samples need the same length")
+    pairs = [(x, y) for x, y in zip(a, b, strict=True) if x > 0 and y > 0]
+    if not pairs:
+        return None
+    logs = np.log([y / x for x, y in pairs])
+    return _log_ratio(float(logs.mean()), _t_interval(logs), len(pairs))
+
+
+def unpaired_ratio(a: Sequence[float], b: Sequence[float]) -> Ratio | None:
+    """B/A for two independent samples: ratio of geometric means, Welch t interval on logs."""
+    la = np.log([x for x in a if x > 0])
+    lb = np.log([y for y in b if y > 0])
+    if not len(la) or not len(lb):
+        return None
+    diff = float(lb.mean() - la.mean())
+    interval = None
+    if len(la) >= 2 and len(lb) >= 2:
+        if np.ptp(la) == 0 and np.ptp(lb) == 0:
+            interval = Interval(diff, diff)
+        else:
+            ci = stats.ttest_ind(lb, la, equal_var=False).confidence_interval(CONFIDENCE)
+            interval = Interval(float(ci.low), float(ci.high))
+    return _log_ratio(diff, interval, min(len(la), len(lb)))
+
+
+def _t_interval(logs: np.ndarray) -> Interval | None:
+    if len(logs) < 2:
+        return None
+    sem = float(stats.sem(logs))
+    mean = float(logs.mean())
+    if sem == 0:
+        return Interval(mean, mean)
+    low, high = stats.t.interval(CONFIDENCE, len(logs) - 1, loc=mean, scale=sem)
+    return Interval(float(low), float(high))
+
+
+def _log_ratio(log_value: float, log_interval: Interval | None, n: int) -> Ratio:
+    interval = (
+        Interval(math.exp(log_interval.low), math.exp(log_interval.high)) if log_interval else None
+    )
+    return Ratio(math.exp(log_value), interval, n)
+
+
+def served(record: CellResult) -> float | None:
+    """Successful req/s of a measurement that did not collapse; None otherwise."""
+    if record.wrk is None or record.verdict is Verdict.collapsed:
+        return None
+    rps = record.wrk.ok_rps
+    return rps if rps >= NEAR_ZERO_RPS else None
