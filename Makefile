@@ -54,6 +54,12 @@ test: setup
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
+# The compose stack end to end on a Docker engine (tests/test_docker.py): build, up, every
+# service, the wrk service, a target-mode bench with WRK=docker, stop times, down -v. About two
+# minutes with the images cached; skipped, with the reason, where no engine answers.
+test-docker: venv
+	$(PY) -m pytest -m docker tests/test_docker.py
+
 lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
