@@ -52,10 +52,6 @@ def _engine_problem() -> str | None:
     return None
 
 
-if (_problem := _engine_problem()) is not None:
-    pytest.skip(_problem, allow_module_level=True)
-
-
 def compose_client() -> list[str]:
     """`docker compose` (v2) where the plugin exists, else the standalone `docker-compose`."""
     probe = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30)
@@ -141,6 +137,10 @@ def port_is_free(port: int) -> bool:
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
+    # Skipped here rather than for the module, so that the tests are collected and reported as
+    # skipped (pytest -m docker would otherwise collect nothing and exit 5).
+    if (problem := _engine_problem()) is not None:
+        pytest.skip(problem)
     busy = [port for port in APPS.values() if not port_is_free(port)]
     if busy:
         pytest.fail(f"ports {busy} on {HOST} are taken; the compose stack publishes 8000-8005")
