@@ -1,6 +1,9 @@
 # The apps' image, used by every service of docker-compose.yml that runs Python (the servers
 # and the one-shot `seed`). Build context: the project root, filtered by .dockerignore.
-FROM python:3.11-slim
+# PYTHON_IMAGE: the same image under another name, for users behind a mirror or registry proxy
+# (compose passes ${PYTHON_IMAGE:-python:3.11-slim}).
+ARG PYTHON_IMAGE=python:3.11-slim
+FROM ${PYTHON_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -36,6 +36,7 @@ PUBLISH_HOST = "127.0.0.1"
 
 DB_SERVICE = "db"
 DB_IMAGE = "postgres:15"
+PYTHON_IMAGE = "python:3.11-slim"  # the Dockerfile's default for its PYTHON_IMAGE build argument
 DB_USER = DB_PASSWORD = DB_NAME = "bench"
 DATABASE_URL = f"postgresql://{DB_USER}:{DB_PASSWORD}@{DB_SERVICE}:5432/{DB_NAME}"
 
@@ -65,6 +66,22 @@ _WORKERS_SENTINEL = 987_654_321
 WORKERS_VARIABLE = variable(
     "WORKERS", next(f.default for f in dataclasses.fields(Launch) if f.name == "workers")
 )
+
+
+# For users behind a mirror or registry proxy: every public image can be renamed, and the
+# apps' base image is a build argument of the Dockerfile (ARG before FROM).
+BUILD = {"context": ".", "args": {"PYTHON_IMAGE": variable("PYTHON_IMAGE", PYTHON_IMAGE)}}
+
+# On `docker compose down`, `stop` or Ctrl-C, each container gets SIGTERM, and SIGKILL only
+# after the grace period (10 s by default). Two things made services wait that long:
+# - PID 1 in a container gets no default signal action, so a process without a SIGTERM handler
+#   ignores it: the seed (plain Python) and wrk (which handles only SIGINT) waited 10 s.
+#   `init: true` puts Docker's init as PID 1, which forwards the signal to the real process.
+# - A collapsed sync server answers SIGTERM with a graceful shutdown that waits for requests
+#   stuck in the threadpool until their pool timeout (uvicorn and hypercorn waited 10 s).
+#   Such a server is killed after 3 s, as the harness does (Server.stop's grace); a healthy one
+#   stops in under a second.
+APP_STOP_GRACE = "3s"
 
 
 def service_name(server: ServerName, mode: Mode) -> str:
@@ -126,7 +143,7 @@ def document() -> dict[str, Any]:
     defaults = settings_defaults()
     services: dict[str, Any] = {
         DB_SERVICE: {
-            "image": DB_IMAGE,
+            "image": variable("POSTGRES_IMAGE", DB_IMAGE),
             "command": _Flow(
                 ["postgres", "-c", f"max_connections={variable('PG_MAX_CONNECTIONS', 300)}"]
             ),
@@ -148,8 +165,9 @@ def document() -> dict[str, Any]:
             "volumes": ["pgdata:/var/lib/postgresql/data"],
         },
         "seed": {
-            "build": ".",
+            "build": BUILD,
             "image": IMAGE,
+            "init": True,
             "command": _Flow([CONTAINER_PYTHON, "-m", "servers.seed_db"]),
             "environment": {"DATABASE_URL": DATABASE_URL, "ROWS": variable("ROWS", DEFAULT_ROWS)},
             "depends_on": {DB_SERVICE: {"condition": "service_healthy"}},
@@ -159,8 +177,10 @@ def document() -> dict[str, Any]:
         for mode in (Mode.async_, Mode.sync):
             port = PORTS[server, mode]
             services[service_name(server, mode)] = {
-                "build": ".",
+                "build": BUILD,
                 "image": IMAGE,
+                "init": True,
+                "stop_grace_period": APP_STOP_GRACE,
                 "command": app_command(server, mode),
                 "environment": {
                     "DATABASE_URL": DATABASE_URL,
@@ -171,6 +191,7 @@ def document() -> dict[str, Any]:
             }
     services["wrk"] = {
         "image": variable("WRK_IMAGE", WRK_IMAGE),
+        "init": True,
         "profiles": ["tools"],
         # Host networking: 127.0.0.1 inside is the host's loopback, where the ports are published.
         "network_mode": "host",
@@ -189,7 +210,8 @@ HEADER = """\
 #
 # Ports (host 127.0.0.1 only): uvicorn async 8000 / sync 8001, gunicorn 8002 / 8003,
 # hypercorn 8004 / 8005. Set POOL_SIZE, MAX_OVERFLOW, POOL_TIMEOUT, THREADPOOL_TOKENS,
-# SESSION_STYLE, WORKERS, ROWS, PG_MAX_CONNECTIONS or WRK_IMAGE in the shell or in .env.
+# SESSION_STYLE, WORKERS, ROWS or PG_MAX_CONNECTIONS in the shell or in .env, and
+# POSTGRES_IMAGE, PYTHON_IMAGE or WRK_IMAGE to take the images from a mirror.
 """
 
 

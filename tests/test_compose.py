@@ -7,6 +7,7 @@ the README documents.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -140,7 +141,34 @@ def test_app_waits_for_a_healthy_db_and_a_finished_seed(
         "db": {"condition": "service_healthy"},
         "seed": {"condition": "service_completed_successfully"},
     }
-    assert service["build"] == "." and service["image"] == doc["services"]["seed"]["image"]
+    assert service["build"] == doc["services"]["seed"]["build"]
+    assert service["image"] == doc["services"]["seed"]["image"]
+
+
+def test_apps_and_seed_build_the_dockerfile_with_a_configurable_base_image(
+    doc: dict[str, Any],
+) -> None:
+    builders = [name for name, s in doc["services"].items() if "build" in s]
+    assert sorted(builders) == sorted(["seed", *(f"{s}-{m}" for s, m in EXPECTED_PORTS)])
+    for name in builders:
+        build = doc["services"][name]["build"]
+        assert build["context"] == "."
+        assert set(build["args"]) == {"PYTHON_IMAGE"}
+        assert interpolate(build["args"]["PYTHON_IMAGE"], {}) == "python:3.11-slim"
+        mirrored = interpolate(build["args"]["PYTHON_IMAGE"], {"PYTHON_IMAGE": "m/python:3.11"})
+        assert mirrored == "m/python:3.11"
+
+
+# Measured with a Docker engine: a seed and a wrk container waited the 10 s stop timeout (PID 1
+# without a SIGTERM handler), and so did a collapsed uvicorn or hypercorn; see servers/compose.py.
+def test_every_service_but_db_stops_promptly(doc: dict[str, Any]) -> None:
+    for name, service in doc["services"].items():
+        if name == "db":  # its entrypoint execs postgres, which handles the image's STOPSIGNAL
+            assert "init" not in service
+            continue
+        assert service["init"] is True, name
+    for server, mode in APP_SERVICES:
+        assert app_service(doc, server, mode)["stop_grace_period"] == "3s"
 
 
 def test_app_environment_names_are_exactly_the_settings_fields(doc: dict[str, Any]) -> None:
@@ -187,7 +215,8 @@ def test_app_database_url_names_the_db_service_and_passes_settings(doc: dict[str
 
 def test_db_service(doc: dict[str, Any]) -> None:
     db = doc["services"]["db"]
-    assert db["image"] == "postgres:15"
+    assert interpolate(db["image"], {}) == "postgres:15"
+    assert interpolate(db["image"], {"POSTGRES_IMAGE": "m/postgres:15"}) == "m/postgres:15"
     assert set(db["environment"]) == {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
     test = db["healthcheck"]["test"]
     assert test[:2] == ["CMD", "pg_isready"]
@@ -254,7 +283,9 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 
 def test_dockerfile_installs_the_lock_and_copies_it_first() -> None:
     steps = dockerfile_instructions()
-    assert steps[0] == ("FROM", "python:3.11-slim")
+    # The base image is a build argument whose default is the official image.
+    assert steps[:2] == [("ARG", "PYTHON_IMAGE=python:3.11-slim"), ("FROM", "${PYTHON_IMAGE}")]
+    assert [kw for kw, _ in steps].count("FROM") == 1
     runs = [args for kw, args in steps if kw == "RUN"]
     assert "pip install --no-cache-dir -r requirements.lock" in runs
     installs = [r for r in runs if "pip install" in r]
@@ -364,3 +395,31 @@ def test_compose_client_accepts_the_file() -> None:
         cwd=ROOT,
     )
     assert out.returncode == 0, out.stderr
+
+
+def test_compose_client_substitutes_the_image_variables() -> None:
+    client = compose_client()
+    if client is None:
+        pytest.skip("no compose client: `docker compose` (plugin) and `docker-compose` missing")
+    env = {
+        **os.environ,
+        "POSTGRES_IMAGE": "mirror.test/postgres:15",
+        "PYTHON_IMAGE": "mirror.test/python:3.11-slim",
+        "WRK_IMAGE": "mirror.test/wrk",
+    }
+    out = subprocess.run(
+        [*client, "-f", str(COMPOSE_FILE), "config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    services = yaml.safe_load(out.stdout)["services"]
+    assert services["db"]["image"] == "mirror.test/postgres:15"
+    assert services["wrk"]["image"] == "mirror.test/wrk"
+    assert services["uvicorn-sync"]["build"]["args"] == {
+        "PYTHON_IMAGE": "mirror.test/python:3.11-slim"
+    }
+    assert services["seed"]["init"] is True  # the client kept the key, not dropped it

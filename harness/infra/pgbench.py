@@ -9,7 +9,8 @@ import tempfile
 
 from harness.domain.errors import HarnessError
 from harness.domain.result import PgbenchResult
-from harness.infra.postgres import find_binary, libpq_url
+from harness.infra.pg_binaries import find_binary
+from harness.infra.postgres import libpq_url
 
 # The statement SQLAlchemy sends for GET /users (select(User) with both columns).
 USERS_QUERY = "SELECT users.id, users.email FROM users;\n"

