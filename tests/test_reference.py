@@ -1,9 +1,11 @@
 """results/README.md is generated from run directories only, and reproducibly."""
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from harness.report import reference
+from harness.store.rundir import RunDir
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -21,12 +23,30 @@ def test_reference_page_from_run_directories(tmp_path: Path) -> None:
     ) in text
     assert (
         "In the seed-shaped run, sync `dependency` held up to 1 connections and collapsed at "
-        "100 (0.0 req/s, 30 QueuePool timeouts in the server's log)."
+        "100 (collapsed, 30 QueuePool timeouts in the server's log)."
     ) in text
-    assert "async `dependency` served 1.70× to 1.70× the successful requests/s" in text
+    assert "freeze (connections: ratio [95% interval]): 1: 1.70× (no interval from one" in text
     assert "| sync dependency | 1+1 | 2 | 4 | 1 | ~6 | fine at 4, collapsed at 6 |" in text
     assert "](reference/map/charts/collapse-uvicorn.png)" in text
     assert (root / "map" / "charts" / "collapse-uvicorn.png").is_file()
     assert "## Seed-shaped tables" in text and "### uvicorn · list" in text
     reference.write(root, page)
     assert page.read_text() == text
+
+
+def test_speed_is_stated_as_ratios_with_intervals_once_repeated(tmp_path: Path) -> None:
+    """Three rounds of the fixture's cells (the same records, scaled per round): the page states
+    async over sync with a 95% interval and draws the comparisons table."""
+    root = tmp_path / "reference"
+    shutil.copytree(FIXTURES / "run", root / "bench-uvicorn")
+    run = RunDir.open(root / "bench-uvicorn")
+    for r in run.records():
+        for round_, scale in ((2, 1.1), (3, 0.9)):
+            wrk = replace(r.wrk, requests=int(r.wrk.requests * scale)) if r.wrk else None
+            run.write_record(replace(r, wrk=wrk, repeat=round_))
+    page = tmp_path / "README.md"
+    reference.write(root, page)
+    text = page.read_text()
+    assert "Async `dependency` over sync `dependency`" in text and " [" in text
+    assert "1: 1.70× (no interval" not in text
+    assert "Comparisons (B / A, 95% intervals):" in text and "| async / sync" in text

@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from harness.domain.axes import Mode, ServerName, SessionStyle, Verdict, Workload
+from harness.domain.cell import Cell
 from harness.domain.plan import MapLine, MapPlan
 from harness.domain.result import CellResult
 from harness.domain.rules import agreement
 from harness.domain.search import Threshold
-from harness.report import files, map_summary, summary
+from harness.report import comparisons, files, map_summary, summary
 from harness.report.map_summary import threshold_of
+from harness.report.stats import by_cell
 from harness.report.table import md_table
 from harness.store.rundir import RunDir
 
@@ -88,53 +90,49 @@ def stacks_side_by_side(current: RunDir, old: RunDir) -> list[str]:
 
 
 def _is(r: CellResult, mode: Mode, style: SessionStyle) -> bool:
-    return (
-        r.cell.mode is mode and r.cell.known("style") is style and r.cell.workload is Workload.list
-    )
+    return _is_cell(r.cell, mode, style)
+
+
+def _is_cell(cell: Cell, mode: Mode, style: SessionStyle) -> bool:
+    return cell.mode is mode and cell.known("style") is style and cell.workload is Workload.list
 
 
 def bench_findings(server: ServerName, records: Sequence[CellResult]) -> list[str]:
-    """Plain sentences from one server's seed-shaped run."""
+    """Plain sentences from one server's seed-shaped run; speed stated as ratios with intervals."""
     out = []
     dep = sorted(
-        (r for r in records if _is(r, Mode.sync, SessionStyle.dependency)),
-        key=lambda r: r.cell.connections,
+        (c for c in by_cell(records) if _is(c.records[0], Mode.sync, SessionStyle.dependency)),
+        key=lambda c: c.cell.connections,
     )
-    collapsed = [r for r in dep if r.verdict is Verdict.collapsed]
+    collapsed = [c for c in dep if c.count(Verdict.collapsed)]
     if collapsed:
         first = collapsed[0]
-        held = [r.cell.connections for r in dep if r.cell.connections < first.cell.connections]
+        held = [c.cell.connections for c in dep if c.cell.connections < first.cell.connections]
         out.append(
             f"In the seed-shaped run, sync `dependency` held up to {max(held, default=0)} "
-            f"connections and collapsed at {first.cell.connections} "
-            f"({first.wrk.ok_rps if first.wrk else 0:.1f} req/s, "
+            f"connections and collapsed at {first.cell.connections} ({first.verdict}, "
             f"{first.pool_timeouts} QueuePool timeouts in the server's log)."
         )
     else:
-        top = max((r.cell.connections for r in dep), default=0)
+        top = max((c.cell.connections for c in dep), default=0)
         out.append(f"In the seed-shaped run, sync `dependency` did not collapse up to {top}.")
-    below = [r for r in dep if r.verdict is not Verdict.collapsed and r.wrk]
-    ratios = []
-    for r in below:
-        twin = next(
-            (
-                a
-                for a in records
-                if _is(a, Mode.async_, SessionStyle.dependency)
-                and a.cell.connections == r.cell.connections
-                and a.wrk
-            ),
-            None,
-        )
-        if twin and twin.wrk and r.wrk and r.wrk.ok_rps:
-            ratios.append((r.cell.connections, twin.wrk.ok_rps / r.wrk.ok_rps))
-    if ratios:
-        low, high = min(x for _, x in ratios), max(x for _, x in ratios)
-        levels = ", ".join(str(c) for c, _ in ratios)
-        out.append(
-            f"Below the freeze ({levels} connections) async `dependency` served "
-            f"{low:.2f}× to {high:.2f}× the successful requests/s of sync `dependency`."
-        )
+    below = [c.cell.connections for c in dep if not c.count(Verdict.collapsed)]
+    for comparison in comparisons.comparisons(records):
+        if comparison.factor != "mode" or not _is_cell(
+            comparison.a, Mode.sync, SessionStyle.dependency
+        ):
+            continue
+        stated = []
+        for level in below:
+            value = comparisons.at_level(comparison, records, level)
+            if value is not None:
+                text = value if isinstance(value, str) else value.describe()
+                stated.append(f"{level}: {text}")
+        if stated:
+            out.append(
+                "Async `dependency` over sync `dependency`, successful requests/s below the "
+                "freeze (connections: ratio [95% interval]): " + "; ".join(stated) + "."
+            )
     ctx = [r for r in records if _is(r, Mode.sync, SessionStyle.context) and r.wrk]
     if ctx:
         bad = [r.cell.connections for r in ctx if r.verdict is Verdict.collapsed]
@@ -384,6 +382,12 @@ def readme(root: Path, page: Path) -> str:
                 f"(every cell's figures, CPU split and notes are there).",
                 "",
                 summary.seed_tables(run.records(), level=3),
+                *(
+                    ["Comparisons (B / A, 95% intervals):", "", table]
+                    if (table := comparisons.table(run.records()))
+                    and any(r.repeat > 1 for r in run.records())
+                    else []
+                ),
             ]
     return "\n".join(parts).rstrip() + "\n"
 
