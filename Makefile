@@ -88,7 +88,7 @@ test: setup lint
 
 # Unit tests only: no PostgreSQL, no servers, no wrk; well under 30 s.
 test-fast: venv
-	$(PY) -m pytest -m "not integration" -q
+	$(PY) -m pytest -m "not integration and not docker" -q
 
 # The compose stack end to end on a Docker engine (tests/test_docker.py): build, up, every
 # service, the wrk service, a target-mode bench with WRK=docker, stop times, down -v. About two

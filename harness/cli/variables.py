@@ -91,7 +91,9 @@ VARIABLES: tuple[Variable, ...] = (
         "round, in a shuffled order",
         {"run": "5"},
     ),
-    Variable("DURATION", "measured wrk run per cell (map: per probe)", {"run": "10s", "map": "3s"}),
+    Variable(
+        "DURATION", "measured wrk run per measurement (map: per probe)", {"run": "3s", "map": "3s"}
+    ),
     Variable(
         "WARMUP", "wrk warm-up before each measured run (0 for none)", {"run": "2s", "map": "1s"}
     ),

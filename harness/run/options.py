@@ -27,7 +27,7 @@ class Options:
     settle_s: float = 0.0
 
     def estimate_s(self, cell: Cell) -> float:
-        overhead = 4.0  # start, verify, stop: measured at 2-4 s on 2 cores
+        overhead = 1.0  # reset, start, verify, stop: measured at 0.6-1 s on 2 cores
         return overhead + self.settle_s + self.warmup_s + cell.duration_s
 
     @classmethod
