@@ -14,6 +14,7 @@ import pytest
 from harness.cli.main import main, map_plan, options_from, parser
 from harness.cli.variables import COMMANDS, VARIABLES, markdown_table, resolve
 from harness.domain.axes import WrkRunner
+from harness.infra.process import free_port
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -209,3 +210,20 @@ def test_the_makefile_passes_each_variable_as_its_flag() -> None:
     ]:
         done = subprocess.run(["make", "-n", *args], cwd=root, capture_output=True, text=True)
         assert done.returncode != 0 and message in done.stderr
+
+
+def test_a_dead_target_is_refused_before_a_run_exists(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    err = refused(capsys, "run", "--target", url, "--mode", "sync", "--out", str(tmp_path / "r"))
+    assert f"TARGET: {url} cannot be measured: GET /users failed" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_out_in_a_folder_that_does_not_exist_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    err = refused(capsys, "run", "--dry-run", "--out", str(tmp_path / "typo" / "run"))
+    assert f"OUT: {tmp_path / 'typo'} does not exist" in err
+    assert not (tmp_path / "typo").exists()

@@ -131,3 +131,21 @@ def test_tables_escape_a_pipe_in_any_cell() -> None:
     assert text == "| a | b\\|c |\n|---|---:|\n| x\\|y | 1 |\n"
     with pytest.raises(ValueError):
         md_table(["a"], [["x", "y"]], ["---"])
+
+
+def test_the_summary_opens_with_conclusions_and_caveats() -> None:
+    run = RunDir.open(FIXTURES / "run")
+    text = report.summary(run.metadata(), run.records(), "r")
+    head = text[: text.index("## uvicorn")]
+    assert "## Conclusions" in head
+    assert "**Async or sync (dependency list)**: async/sync 1.70× at 1 connections" in head
+    assert "held up to 1 connections, collapsed at 100 (collapsed, 30 pool timeouts)" in head
+    assert "wrk counts a request that never got an answer as missing throughput" in head
+    assert "Verdicts look at throughput and errors, not at latency." in head
+    assert "One measurement per cell" in head
+
+
+def test_an_incomplete_run_counts_measurements() -> None:
+    run = RunDir.open(FIXTURES / "run")
+    meta = {**run.metadata(), "complete": False, "schedule": {"repeats": 3, "seed": 0}}
+    assert "(incomplete: 16 of 48 measurements)" in report.header(meta, run.records(), "r")

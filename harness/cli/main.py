@@ -32,7 +32,7 @@ from harness.domain.plan import MAP_VARIANTS, MapPlan, Matrix, schedule, target_
 from harness.domain.result import record_key
 from harness.infra import stacks
 from harness.infra.environment import PROJECT_ROOT
-from harness.report import compare, files, reference
+from harness.report import compare, conclusions, files, reference
 from harness.run.bench import execute, measurements, planned, remaining
 from harness.run.fmap import estimate_s, execute_map
 from harness.run.options import Options
@@ -168,7 +168,11 @@ def _out(given: Given, name: str) -> Path:
     """Where a new run goes, checked before anything starts."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
-    path = Path(given["OUT"]) if given["OUT"] else RESULTS / "runs" / f"{stamp}-{slug}"
+    if given["OUT"]:
+        path = Path(given["OUT"])
+        RunDir.check_creatable(path, parent_must_exist=True)
+        return path
+    path = RESULTS / "runs" / f"{stamp}-{slug}"
     RunDir.check_creatable(path)
     return path
 
@@ -200,6 +204,9 @@ def _measure(run: RunDir, given: Given, work: Any) -> int:
         raise
     finally:
         files.write(run)
+    if run.kind == "run":  # the summary's conclusions, in brief
+        for line in conclusions.findings(run.records()):
+            say(line.removeprefix("- ").replace("**", "").replace("`", ""))
     say(f"summary: {run.path / 'summary.md'}")
     return 0
 

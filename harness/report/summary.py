@@ -20,7 +20,7 @@ from harness.domain.axes import (
 )
 from harness.domain.cell import Cell, shown
 from harness.domain.result import CellResult
-from harness.report import comparisons
+from harness.report import comparisons, conclusions
 from harness.report.stats import CellStats, Warning_, by_cell
 from harness.report.table import md_table
 
@@ -284,7 +284,8 @@ def header(
     elif meta.get("kind") == "map":
         state = f"incomplete: {len(records)} probes so far"
     else:
-        state = f"incomplete: {len(records)} of {len(meta.get('cells', []))} cells"
+        planned = len(meta.get("cells", [])) * meta.get("schedule", {}).get("repeats", 1)
+        state = f"incomplete: {len(records)} of {planned} measurements"
     shas = {(e.get("git") or {}).get("sha") for e in entries}
     dirty = " (uncommitted changes)" if git.get("dirty") else ""
     code = f"git {git.get('sha', '?')[:12]}{dirty}" + (
@@ -333,7 +334,7 @@ def header(
 
 
 def summary(meta: dict[str, Any], records: Sequence[CellResult], name: str) -> str:
-    parts = [header(meta, records, name), seed_tables(records)]
+    parts = [header(meta, records, name), conclusions.conclusions(records), seed_tables(records)]
     if any(r.repeat > 1 for r in records):
         parts += ["## Comparisons\n", COMPARISONS_TEXT + "\n", comparisons.table(records)]
         if text := warnings_section(records):

@@ -20,6 +20,7 @@ from harness.domain.rules import connections_needed
 from harness.infra import pg_binaries, postgres, stacks, wrk
 from harness.infra.environment import git_commit, machine, now_iso
 from harness.infra.process import cpu_split, kill_all_children, pinned, registered
+from harness.run.cell import verify_users
 from harness.run.events import Listener
 from harness.run.options import Options
 from harness.store.rundir import RunDir
@@ -71,6 +72,10 @@ def configs_of(cells: Sequence[Cell]) -> list[ServerConfig]:
 
 def preflight(cells: Sequence[Cell], options: Options) -> None:
     """What can be checked before a run directory is made or a cell runs."""
+    # A target that does not answer is the user's to fix, before a run directory exists.
+    for url in dict.fromkeys(c.target for c in cells if c.target):
+        if problem := verify_users(url, None):
+            raise UsageError(f"TARGET: {url} cannot be measured: {problem}")
     if options.wrk_runner is WrkRunner.local:
         wrk.local_binary()
     configs = configs_of(cells)

@@ -35,10 +35,15 @@ class RunDir:
         self.path = path
 
     @staticmethod
-    def check_creatable(path: Path) -> None:
-        """Refuse, before anything starts, an OUT that holds a run or cannot be written."""
+    def check_creatable(path: Path, parent_must_exist: bool = False) -> None:
+        """Refuse, before anything starts, an OUT that holds a run or cannot be written; with
+        `parent_must_exist`, one whose folder does not exist yet (most likely a typo)."""
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise UsageError(f"OUT: {path} already holds a run; use RESUME={path} or another OUT")
+        if parent_must_exist and not path.parent.exists():
+            raise UsageError(
+                f"OUT: {path.parent} does not exist; create it first, or choose another OUT"
+            )
         parent = next(p for p in (path, *path.parents) if p.exists())
         why = (
             "is not a directory"

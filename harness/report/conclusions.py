@@ -1,0 +1,158 @@
+"""The opening of a run's summary: what its records say about the project's question (sync or
+async, and where does sync freeze), and the caveats that apply to this run. Generated from the
+records only, so a user's own run concludes, not only the reference page."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from harness.domain.axes import Mode, Verdict, Workload
+from harness.domain.result import CellResult
+from harness.report import comparisons
+from harness.report.stats import CellStats, Ratio, by_cell
+
+SLOW_P99_MS = 1000.0  # a p99 a reader should not miss, although no verdict looks at latency
+
+
+def _levels(levels: Sequence[int]) -> str:
+    text = [str(c) for c in levels]
+    return text[0] if len(text) == 1 else ", ".join(text[:-1]) + " and " + text[-1]
+
+
+def _mode_comparisons(records: Sequence[CellResult]) -> list[str]:
+    out = []
+    for comparison in comparisons.comparisons(records):
+        if comparison.factor != "mode" or comparison.a.workload is Workload.health:
+            continue
+        faster: dict[str, list[tuple[int, Ratio]]] = {"async": [], "sync": [], "~": []}
+        unsure, notes = [], []
+        for level in sorted({r.cell.connections for r in records}):
+            value = comparisons.at_level(comparison, records, level)
+            if value is None:
+                continue
+            if isinstance(value, str):
+                notes.append(f"{level}: {value}")
+            elif value.interval is None:
+                unsure.append((level, value))
+            else:
+                side = "~" if not value.significant else "async" if value.value > 1 else "sync"
+                faster[side].append((level, value))
+        parts = []
+        for side, found in faster.items():
+            if not found:
+                continue
+            ratios = [r.value for _, r in found]
+            span = (
+                f"{min(ratios):.2f}×"
+                if len(ratios) == 1
+                else f"{min(ratios):.2f}× to {max(ratios):.2f}×"
+            )
+            what = (
+                "no significant difference"
+                if side == "~"
+                else f"{side} served more ({span} async/sync)"
+            )
+            parts.append(f"{what} at {_levels([c for c, _ in found])} connections")
+        if unsure:
+            ratios = [r.value for _, r in unsure]
+            span = (
+                f"{ratios[0]:.2f}×"
+                if len(ratios) == 1
+                else f"{min(ratios):.2f}× to {max(ratios):.2f}×"
+            )
+            parts.append(
+                f"async/sync {span} at "
+                f"{_levels([c for c, _ in unsure])} connections, from one measurement each "
+                "(no interval: REPEATS=5 or more to rank them)"
+            )
+        if notes:
+            parts.append("where a side collapsed: " + "; ".join(notes))
+        if parts:
+            context = f" ({comparison.context})" if comparison.context else ""
+            out.append(f"- **Async or sync{context}**: " + "; ".join(parts) + ".")
+    return out
+
+
+def _freezes(cells: Sequence[CellStats]) -> list[str]:
+    out = []
+    by_variant: dict[str, list[CellStats]] = {}
+    for c in sorted(cells, key=lambda c: c.cell.connections):
+        if c.cell.workload is not Workload.health:
+            by_variant.setdefault(c.cell.variant, []).append(c)
+    for variant, line in by_variant.items():
+        collapsed = [c for c in line if c.count(Verdict.collapsed)]
+        cell = line[0].cell
+        name = f"{cell.mode} `{cell.known('style') or 'unknown style'}`"
+        if collapsed:
+            first = collapsed[0]
+            held = [c.cell.connections for c in line if c.cell.connections < first.cell.connections]
+            timeouts = f", {first.pool_timeouts} pool timeouts" if first.pool_timeouts else ""
+            out.append(
+                f"- **{name}** ({variant}): held up to {max(held, default=0)} connections, "
+                f"collapsed at {first.cell.connections} ({first.verdict}{timeouts})."
+            )
+        elif cell.mode is Mode.sync:
+            top = line[-1].cell.connections
+            out.append(f"- **{name}** ({variant}): never collapsed, up to {top} connections.")
+    return out
+
+
+def _latency(cells: Sequence[CellStats]) -> list[str]:
+    slow = []
+    for c in cells:
+        p99 = c.latency("p99_ms")
+        if p99 and p99[0] >= SLOW_P99_MS and not c.count(Verdict.collapsed):
+            slow.append((c, p99[0]))
+    if not slow:
+        return []
+    named = "; ".join(
+        f"{c.cell.mode} `{c.cell.known('style')}` {c.cell.workload} at {c.cell.connections} "
+        "connections: "
+        f"{p99 / 1000:.1f} s"
+        for c, p99 in sorted(slow, key=lambda x: -x[1])[:4]
+    )
+    return [f"- **Latency** (not part of any verdict): p99 of a second or more: {named}."]
+
+
+def caveats(records: Sequence[CellResult], cells: Sequence[CellStats]) -> list[str]:
+    out = []
+    if any(c.count(Verdict.collapsed) for c in cells):
+        out.append(
+            "A collapsed cell shows few or no *failed* requests: wrk counts a request that "
+            "never got an answer as missing throughput, not as a failure."
+        )
+    if any(r.pool_timeouts for r in records):
+        out.append(
+            "Pool timeouts are counted in the server's log, including while a stalled server "
+            "was kept up after the measured window (first round only) to let them show."
+        )
+    out.append("Verdicts look at throughput and errors, not at latency.")
+    if all(c.n == 1 for c in cells):
+        out.append(
+            "One measurement per cell: differences below about 25% may be noise here "
+            "(REPEATS=5 or more gives intervals)."
+        )
+    else:
+        out.append("Intervals cover the noise within this run; runs made at other times vary more.")
+    return out
+
+
+def findings(records: Sequence[CellResult]) -> list[str]:
+    """The conclusions as markdown bullets: async or sync, where each variant froze, latency."""
+    cells = by_cell(records)
+    return [*_mode_comparisons(records), *_freezes(cells), *_latency(cells)]
+
+
+def conclusions(records: Sequence[CellResult]) -> str:
+    """## Conclusions: sentences, then the caveats that apply."""
+    if not records:
+        return ""
+    cells = by_cell(records)
+    lines = findings(records)
+    text = (
+        "## Conclusions\n\n"
+        + "\n".join(lines)
+        + "\n\nCaveats: "
+        + " ".join(caveats(records, cells))
+    )
+    return text + "\n"
