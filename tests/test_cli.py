@@ -134,7 +134,9 @@ def incomplete_copy(tmp_path: Path) -> Path:
 def test_resume_keeps_the_runs_settings(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     run = incomplete_copy(tmp_path)
     err = refused(capsys, "run", "--resume", str(run), "--connections", "1,500")
-    assert "RESUME: CONNECTIONS cannot be given with RESUME" in err
+    assert "RESUME: CONNECTIONS=1,500 (the run has 1,100): a resumed run keeps" in err
+    code, _, _ = cli(capsys, "run", "--resume", str(run), "--connections", "1,100", "--dry-run")
+    assert code == 0  # the run's own settings, given again, are fine
     code, out, _ = cli(capsys, "run", "--resume", str(run), "--dry-run")
     assert code == 0
     assert out.splitlines()[-1].startswith("1 of 16 measurements (16 cells x 1 rounds) to run")

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from harness.cli.console import Console
-from harness.cli.variables import BY_NAME, MAKE_TARGET, Given, add_arguments, resolve
+from harness.cli.variables import (
+    BY_NAME,
+    MAKE_TARGET,
+    WITH_RESUME,
+    Given,
+    add_arguments,
+    resolve,
+)
 from harness.domain.axes import Mode, SessionStyle, Stack, Workload, WrkRunner
 from harness.domain.cell import Cell, ServerConfig
 from harness.domain.errors import HarnessError, UsageError
@@ -185,6 +192,17 @@ def _resume(given: Given) -> tuple[RunDir, Options]:
             f"{MAKE_TARGET[run.kind]} RESUME={run.path}"
         )
     meta = run.metadata()
+    recorded = meta["parameters"]
+    differ = [
+        f"{name}={value} (the run has {recorded.get(name.lower()) or 'it unset'})"
+        for name, value in given.explicit.items()
+        if name not in WITH_RESUME and recorded.get(name.lower()) != value
+    ]
+    if differ:
+        raise UsageError(
+            f"RESUME: {', '.join(differ)}: a resumed run keeps the settings it was started "
+            "with; leave them out, or start a new run"
+        )
     return run, Options.from_json(meta["options"], given["DATABASE_URL"] or None)
 
 

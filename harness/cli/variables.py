@@ -230,13 +230,6 @@ def resolve(args: argparse.Namespace, command: str) -> Given:
         )
     if explicit.get("FORCE") and not explicit.get("RESUME"):
         raise UsageError("FORCE: only with RESUME (it resumes a run measured elsewhere)")
-    if explicit.get("RESUME"):
-        fixed = [n for n in explicit if n not in WITH_RESUME]
-        if fixed:
-            raise UsageError(
-                f"RESUME: {', '.join(fixed)} cannot be given with RESUME: a resumed run keeps the "
-                f"settings it was started with (see {explicit['RESUME']}/metadata.json)"
-            )
     values = {v.name: v.default(command) for v in VARIABLES if command in v.defaults}
     return Given(command, explicit, {**values, **explicit})
 
