@@ -65,7 +65,7 @@ def named(procs: set[psutil.Process], word: str) -> list[psutil.Process]:
     return found
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_interruption_stops_everything_keeps_cells_and_resume_finishes(
     sig: signal.Signals, tmp_path: Path
 ) -> None:

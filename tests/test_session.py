@@ -49,3 +49,15 @@ def test_a_session_that_ends_well_completes_the_run(tmp_path: Path) -> None:
         pass
     assert run.metadata()["complete"] is True
     assert run.metadata()["provenance"][0]["outcome"] == "complete"
+
+
+def test_three_load_failures_in_a_row_stop_the_run(tmp_path: Path) -> None:
+    from harness.run.session import Session
+
+    s = Session(a_run(tmp_path), Options(), None, tmp_path, Listener())
+    s.load_failed(True, "wrk exited -9")
+    s.load_failed(False, "")  # a cell in between that worked resets the count
+    s.load_failed(True, "wrk exited -9")
+    s.load_failed(True, "wrk exited -9")
+    with pytest.raises(HarnessError, match=r"wrk failed 3 times in a row \(last: wrk exited -9\)"):
+        s.load_failed(True, "wrk exited -9")

@@ -46,5 +46,8 @@ class Console(Listener):
     def line_searched(self, line: MapLine, found: Threshold) -> None:
         self._write(f"    {line.variant}: {found.describe()}\n")
 
+    def notice(self, text: str) -> None:
+        self._write(f"    {text}\n")
+
     def ceiling_measured(self, result: PgbenchResult) -> None:
         self._write(f"    pgbench {result.connections} clients: {result.tps:.0f} tps\n")

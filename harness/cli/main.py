@@ -39,6 +39,7 @@ from harness.domain.plan import MAP_VARIANTS, MapPlan, Matrix, schedule, target_
 from harness.domain.result import record_key
 from harness.infra import stacks
 from harness.infra.environment import PROJECT_ROOT
+from harness.infra.process import clean_leftovers
 from harness.report import compare, conclusions, files, reference
 from harness.run.bench import execute, measurements, planned, remaining
 from harness.run.fmap import estimate_s, execute_map
@@ -213,15 +214,22 @@ def _check_resume(run: RunDir, entry: dict[str, Any], given: Given) -> None:
 
 def _measure(run: RunDir, given: Given, work: Any) -> int:
     """Run `work`, then draw the report, also when interrupted; say how to resume."""
+    resume = f"resume with: {MAKE_TARGET[given.command]} RESUME={run.path}"
     try:
         work()
     except (Interrupted, KeyboardInterrupt) as exc:
-        kept = len(run.records())
-        say(f"\ninterrupted ({exc}); {kept} records kept in {run.path}")
-        say(f"resume with: {MAKE_TARGET[given.command]} RESUME={run.path}")
+        say(f"\ninterrupted ({exc}); {len(run.records())} records kept in {run.path}")
+        say(resume)
         raise
+    except HarnessError as exc:
+        say(f"\nerror: {exc}; {len(run.records())} records kept in {run.path}")
+        say(resume)
+        return 1
     finally:
-        files.write(run)
+        try:
+            files.write(run)
+        except OSError as exc:
+            say(f"the report could not be written to {run.path}: {exc.strerror}")
     if run.kind == "run":  # the summary's conclusions, in brief
         for line in conclusions.findings(run.records()):
             say(line.removeprefix("- ").replace("**", "").replace("`", ""))
@@ -410,7 +418,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.func is not None:
             return int(args.func(args))
-        return int(COMMANDS[args.command](resolve(args, args.command)))
+        given = resolve(args, args.command)
+        if given.values.get("DRY_RUN", "") in ("", "0"):
+            # What a harness killed with SIGKILL left behind (its children die with it).
+            for leftover in clean_leftovers():
+                say(f"removed what a killed run left: {leftover}")
+        return int(COMMANDS[args.command](given))
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

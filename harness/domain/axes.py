@@ -42,6 +42,8 @@ class Verdict(StrEnum):
     crashed = "crashed"  # the server died during the cell
     failed_to_start = "failed-to-start"  # never answered /health within the bound
     failed_verification = "failed-verification"  # answered, but not with the expected rows
+    database_lost = "database-lost"  # PostgreSQL stopped answering during the cell
+    load_failed = "load-failed"  # wrk died or gave no report
 
 
 class WrkRunner(StrEnum):

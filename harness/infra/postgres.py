@@ -25,7 +25,14 @@ from sqlalchemy.engine import make_url
 from app.dataset import reset_dataset
 from harness.domain.errors import HarnessError
 from harness.infra.pg_binaries import find_binary  # also postgres.find_binary for callers
-from harness.infra.process import free_port, register_child, unregister_child
+from harness.infra.process import (
+    die_with_parent,
+    free_port,
+    register_child,
+    register_dir,
+    unregister_child,
+    unregister_dir,
+)
 
 __all__ = ["Database", "find_binary", "reset_dataset"]  # and the functions below
 
@@ -87,6 +94,7 @@ def throwaway_cluster(
     user = _run_as()
     creds = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []} if user else {}
     root = Path(tempfile.mkdtemp(prefix="syncasync-pg-"))
+    register_dir(str(root))
     proc: subprocess.Popen[bytes] | None = None
     try:
         if user:
@@ -130,6 +138,7 @@ def throwaway_cluster(
                     stderr=subprocess.STDOUT,
                     cwd=root,
                     start_new_session=True,
+                    preexec_fn=die_with_parent(),
                     **creds,
                 )
             register_child(proc)
@@ -154,6 +163,7 @@ def throwaway_cluster(
         if proc is not None:
             _stop(proc)
         shutil.rmtree(root, ignore_errors=True)
+        unregister_dir(str(root))
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], url: str, timeout: float) -> bool:

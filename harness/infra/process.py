@@ -1,29 +1,124 @@
 """Child processes: free ports, start and stop in their own process group, CPU accounting.
 
-Every child the harness starts is registered here, so an interrupted run can end them all.
+Every child the harness starts is registered here, so an interrupted run can end them all; and
+in a file under the system's temporary folder, with the temporary folders it made, so that if
+the harness itself is killed the next invocation finds and removes what it left. Each child
+is also started to die with the harness (Linux's parent-death signal).
 """
 
 from __future__ import annotations
 
+import ctypes
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from pathlib import Path
 
 import psutil
 
 _children: dict[int, subprocess.Popen[bytes]] = {}
+_dirs: list[str] = []
+LIVE_DIR = Path(tempfile.gettempdir()) / "syncasync-bench-live"
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(then: Callable[[], None] | None = None) -> Callable[[], None]:
+    """A preexec_fn: the child gets SIGKILL when the harness dies, however it dies. Set after
+    any change of user (which clears it), since preexec_fn runs after Popen's setuid."""
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the harness died before the signal was armed
+            os._exit(1)
+        if then is not None:
+            then()
+
+    return preexec
+
+
+def _record() -> None:
+    """This invocation's children and temporary folders, for whoever comes after a kill -9."""
+    me = psutil.Process()
+    children = []
+    for pid in _children:
+        with suppress(psutil.Error, ProcessLookupError):
+            children.append(
+                {"pid": pid, "pgid": os.getpgid(pid), "started": psutil.Process(pid).create_time()}
+            )
+    LIVE_DIR.mkdir(exist_ok=True)
+    path = LIVE_DIR / f"{me.pid}.json"
+    if not children and not _dirs:
+        path.unlink(missing_ok=True)
+        return
+    data = {"harness": {"pid": me.pid, "started": me.create_time()}, "children": children}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({**data, "dirs": _dirs}))
+    os.replace(tmp, path)
 
 
 def register_child(proc: subprocess.Popen[bytes]) -> None:
     _children[proc.pid] = proc
+    _record()
 
 
 def unregister_child(proc: subprocess.Popen[bytes]) -> None:
     _children.pop(proc.pid, None)
+    _record()
+
+
+def register_dir(path: str) -> None:
+    _dirs.append(path)
+    _record()
+
+
+def unregister_dir(path: str) -> None:
+    with suppress(ValueError):
+        _dirs.remove(path)
+    _record()
+
+
+def _same(pid: int, started: float) -> bool:
+    """The process `pid` is the one recorded (not another that reused its number)."""
+    try:
+        return abs(psutil.Process(pid).create_time() - started) < 1.0
+    except psutil.Error:
+        return False
+
+
+def clean_leftovers() -> list[str]:
+    """End what a killed harness left (its records say what), and say what was removed."""
+    said = []
+    for path in sorted(LIVE_DIR.glob("*.json")) if LIVE_DIR.is_dir() else []:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            path.unlink(missing_ok=True)
+            continue
+        owner = data["harness"]
+        if _same(owner["pid"], owner["started"]):
+            continue  # still running: not ours to touch
+        for child in data["children"]:
+            if _same(child["pid"], child["started"]):
+                with suppress(ProcessLookupError, PermissionError):
+                    os.killpg(child["pgid"], signal.SIGKILL)
+                with suppress(psutil.Error):
+                    psutil.Process(child["pid"]).kill()
+                said.append(f"process {child['pid']}")
+        for folder in data["dirs"]:
+            if Path(folder).exists():
+                shutil.rmtree(folder, ignore_errors=True)
+                said.append(folder)
+        path.unlink(missing_ok=True)
+    return said
 
 
 def live_children() -> list[subprocess.Popen[bytes]]:

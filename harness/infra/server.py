@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.infra.environment import PROJECT_ROOT
-from harness.infra.process import kill_group, register_child, tree_cpu_seconds
+from harness.infra.process import die_with_parent, kill_group, register_child, tree_cpu_seconds
 from servers.registry import Launch, server_argv
 
 POOL_TIMEOUT_LINE = re.compile(r"QueuePool limit of size \d+ overflow \d+ reached")
@@ -67,6 +67,7 @@ class ServerProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=die_with_parent(),
             )
         register_child(self.proc)
         return self

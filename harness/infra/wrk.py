@@ -14,7 +14,7 @@ from pathlib import Path
 from harness.domain.axes import WrkRunner
 from harness.domain.errors import HarnessError
 from harness.domain.result import WrkResult
-from harness.infra.process import register_child, wait_with_rusage
+from harness.infra.process import die_with_parent, register_child, wait_with_rusage
 from servers.registry import WRK_IMAGE as DEFAULT_IMAGE  # the seed's; its entrypoint is wrk
 
 # Beside the package, not in it: the compose file mounts harness/ into the wrk container.
@@ -124,6 +124,10 @@ def _affinity(command: WrkCommand) -> Callable[[], None] | None:
     return lambda: os.sched_setaffinity(0, command.cpus)
 
 
+class LoadFailed(HarnessError):
+    """wrk died, overran, or printed no report: the cell's load, not the run, has failed."""
+
+
 def run(command: WrkCommand, grace_s: float = 15.0) -> WrkRun:
     """Run wrk to completion (killed if it overruns by `grace_s`) and parse its report."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -132,7 +136,9 @@ def run(command: WrkCommand, grace_s: float = 15.0) -> WrkRun:
             stdout=out,
             stderr=err,
             start_new_session=True,
-            preexec_fn=_affinity(command) if command.runner is WrkRunner.local else None,
+            preexec_fn=die_with_parent(
+                _affinity(command) if command.runner is WrkRunner.local else None
+            ),
         )
         register_child(proc)
         code, cpu = wait_with_rusage(proc, command.duration_s + grace_s)
@@ -140,10 +146,10 @@ def run(command: WrkCommand, grace_s: float = 15.0) -> WrkRun:
         err.seek(0)
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
     if code is None:
-        raise HarnessError(f"wrk did not finish within {command.duration_s + grace_s:g}s")
+        raise LoadFailed(f"wrk did not finish within {command.duration_s + grace_s:g}s")
     try:
         return WrkRun(parse(stdout), cpu)
     except (ValueError, KeyError) as exc:
-        raise HarnessError(
+        raise LoadFailed(
             f"wrk exited {code} without a report ({exc}): {stderr.strip()[-300:]}"
         ) from None

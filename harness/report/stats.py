@@ -33,6 +33,8 @@ OUTLIER_FRACTION = 0.25  # a measurement this far from the median is flagged
 BOOTSTRAP_RESAMPLES = 9999
 # Verdicts from the worst to the best, for the order a mixed verdict is written in.
 SEVERITY = (
+    Verdict.database_lost,
+    Verdict.load_failed,
     Verdict.failed_to_start,
     Verdict.failed_verification,
     Verdict.crashed,

@@ -16,9 +16,11 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+import psycopg2
+from sqlalchemy import exc as sqlalchemy_errors
+
 from harness.domain.axes import WORKLOAD_PATH, Mode, Stack, Verdict, Workload, WrkRunner
 from harness.domain.cell import Cell, ServerConfig, Target
-from harness.domain.errors import HarnessError
 from harness.domain.result import CellResult, Cpu, Integrity, WrkResult
 from harness.domain.rules import judge
 from harness.infra import postgres, stacks, wrk
@@ -149,9 +151,12 @@ def run_target_cell(
     if problem := verify_users(target.url, None):
         return replace(base, verdict=Verdict.failed_verification, note=problem)
     command = _wrk_command(cell, target.url, options)
-    if options.warmup_s > 0:
-        wrk.run(command)
-    measured = wrk.run(replace(command, duration_s=cell.duration_s))
+    try:
+        if options.warmup_s > 0:
+            wrk.run(command)
+        measured = wrk.run(replace(command, duration_s=cell.duration_s))
+    except wrk.LoadFailed as exc:
+        return replace(base, verdict=Verdict.load_failed, note=str(exc))
     local = options.wrk_runner is WrkRunner.local
     return replace(
         base,
@@ -163,6 +168,15 @@ def run_target_cell(
     )
 
 
+# Connection-level errors only: a failed query of the harness's own would be a bug, not a loss.
+DATABASE_ERRORS = (
+    psycopg2.OperationalError,
+    psycopg2.InterfaceError,
+    sqlalchemy_errors.OperationalError,
+    sqlalchemy_errors.InterfaceError,
+)
+
+
 def run_cell(
     cell: Cell,
     config: ServerConfig,
@@ -171,8 +185,33 @@ def run_cell(
     best_lower_ok_rps: float | None,
     log_dir: Path,
 ) -> CellResult:
-    """Run one cell on a server the harness starts, through every phase."""
-    started, t0 = now_iso(), time.monotonic()
+    """Run one cell on a server the harness starts, through every phase; a database that stops
+    answering in any phase gives the verdict `database-lost` (the server is stopped first)."""
+    started = now_iso()
+    try:
+        return _run_cell(cell, config, db, options, best_lower_ok_rps, log_dir, started)
+    except DATABASE_ERRORS as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return CellResult(
+            cell=cell,
+            verdict=Verdict.database_lost,
+            pool_timeouts=None,
+            server_errors=None,
+            started_at=started,
+            note=f"the database stopped answering: {reason}",
+        )
+
+
+def _run_cell(
+    cell: Cell,
+    config: ServerConfig,
+    db: postgres.Database,
+    options: Options,
+    best_lower_ok_rps: float | None,
+    log_dir: Path,
+    started: str,
+) -> CellResult:
+    t0 = time.monotonic()
     postgres.reset_dataset(db.url, config.rows)
     log_path = log_dir / f"{cell.id}.log"
     notes: list[str] = []
@@ -214,9 +253,9 @@ def run_cell(
             measured = wrk.run(replace(command, duration_s=cell.duration_s))
             server_cpu1 = server.cpu_seconds()
             pg_cpu1 = tree_cpu_seconds(db.pid) if db.pid else None
-        except HarnessError as exc:
+        except wrk.LoadFailed as exc:
             if server.alive:
-                raise
+                return finish(Verdict.load_failed, str(exc))
             return finish(Verdict.crashed, f"server {server.exit_status()}: {exc}")
         if not server.alive:
             return finish(

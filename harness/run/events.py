@@ -22,3 +22,6 @@ class Listener:
 
     def ceiling_measured(self, result: PgbenchResult) -> None:
         """pgbench measured the database ceiling at one client count."""
+
+    def notice(self, text: str) -> None:
+        """Something the run did about a fault (a database replaced, ...)."""

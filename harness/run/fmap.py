@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.domain.axes import Verdict
 from harness.domain.plan import MapLine, MapPlan
 from harness.domain.rules import is_collapse
 from harness.domain.search import find_threshold
@@ -15,6 +16,7 @@ from harness.run.options import Options
 from harness.run.session import session
 from harness.store.rundir import RunDir
 
+FAULTS = (Verdict.database_lost, Verdict.load_failed)
 PROBE_ESTIMATE_S = 9.0  # start, verify, warm-up, 3 s run, stop; measured on 2 cores
 PROBES_PER_LINE = 7
 
@@ -48,6 +50,9 @@ def execute_map(
                     listener.cell_started(cell, pos, left)
                     by_id[cell.id] = measure(s, cell, done)
                     done.append(by_id[cell.id])
+                    if by_id[cell.id].verdict in FAULTS:  # the probe, not the variant, failed
+                        by_id[cell.id] = measure(s, cell, done, repeat=2)
+                        done.append(by_id[cell.id])
                 return is_collapse(by_id[cell.id])
 
             listener.line_searched(line, find_threshold(collapses, plan.start, plan.ceiling))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
+from harness.domain.axes import Verdict
 from harness.domain.cell import Cell, Target
 from harness.domain.result import CellResult
 from harness.domain.rules import best_lower
@@ -29,4 +30,7 @@ def measure(s: Session, cell: Cell, done: Sequence[CellResult], repeat: int = 1)
     s.run.write_record(result)
     s.measured += 1
     s.listener.record_written(result)
+    if result.verdict is Verdict.database_lost:
+        s.database_lost(result.note)
+    s.load_failed(result.verdict is Verdict.load_failed, result.note)
     return result

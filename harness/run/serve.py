@@ -13,7 +13,7 @@ from harness.domain.cell import ServerConfig
 from harness.domain.errors import UsageError
 from harness.infra import postgres, stacks
 from harness.infra.environment import PROJECT_ROOT
-from harness.infra.process import kill_group, port_in_use, register_child
+from harness.infra.process import die_with_parent, kill_group, port_in_use, register_child
 from harness.run.cell import server_env
 from harness.run.session import Interrupted, interrupt_on_signals
 from servers.registry import SEED_PORTS, Launch, server_argv
@@ -44,6 +44,7 @@ def serve(
                 cwd=PROJECT_ROOT,
                 env={**os.environ, **server_env(config, db.url)},
                 start_new_session=True,
+                preexec_fn=die_with_parent(),
             )
             register_child(proc)
             stack.callback(kill_group, proc)

@@ -6,20 +6,28 @@ from __future__ import annotations
 
 import signal
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from harness.domain.axes import Stack, WrkRunner
 from harness.domain.cell import Cell, ServerConfig
-from harness.domain.errors import UsageError
+from harness.domain.errors import HarnessError, UsageError
 from harness.domain.rules import connections_needed
 from harness.infra import pg_binaries, postgres, stacks, wrk
 from harness.infra.environment import git_commit, machine, now_iso
-from harness.infra.process import cpu_split, kill_all_children, pinned, registered
+from harness.infra.process import (
+    cpu_split,
+    kill_all_children,
+    pinned,
+    register_dir,
+    registered,
+    unregister_dir,
+)
 from harness.run.cell import verify_users
 from harness.run.events import Listener
 from harness.run.options import Options
@@ -135,6 +143,10 @@ def interrupt_on_signals() -> Iterator[None]:
             signal.signal(sig, old)
 
 
+DATABASE_WAIT_S = 60.0  # how long an external database may take to come back
+LOAD_FAILURES_IN_A_ROW = 3  # then wrk itself is broken, not one cell
+
+
 @dataclass
 class Session:
     """What the cells of one invocation share."""
@@ -145,6 +157,41 @@ class Session:
     log_dir: Path
     listener: Listener
     measured: int = 0
+    load_failures: int = 0  # in a row
+    # How to replace the database: its own exit stack, and what it was sized for.
+    db_stack: ExitStack = field(default_factory=ExitStack)
+    configs: Sequence[ServerConfig] = ()
+    extra_connections: int = 0
+
+    def database_lost(self, why: str) -> None:
+        """A throwaway cluster is replaced by a fresh one; an external database is waited for
+        (DATABASE_WAIT_S), and the run stops if it does not come back."""
+        if self.db is None:
+            return
+        if self.db.managed:
+            self.db_stack.close()  # stops what is left of the cluster, removes its folder
+            self.db = self.db_stack.enter_context(
+                database(self.configs, self.options, self.extra_connections)
+            )
+            self.listener.notice(f"the database was lost ({why}); a fresh cluster replaces it")
+            return
+        deadline = time.monotonic() + DATABASE_WAIT_S
+        while time.monotonic() < deadline:
+            try:
+                postgres.check_reachable(self.options.database_url or self.db.url)
+                self.listener.notice(f"the database was lost ({why}) and is back")
+                return
+            except HarnessError:
+                time.sleep(2.0)
+        raise HarnessError(
+            f"the database stopped answering ({why}) and was not back within "
+            f"{DATABASE_WAIT_S:.0f} s"
+        )
+
+    def load_failed(self, failed: bool, why: str) -> None:
+        self.load_failures = self.load_failures + 1 if failed else 0
+        if self.load_failures >= LOAD_FAILURES_IN_A_ROW:
+            raise HarnessError(f"wrk failed {self.load_failures} times in a row (last: {why})")
 
 
 @contextmanager
@@ -169,15 +216,21 @@ def session(
             if options.pin:  # PostgreSQL and every server inherit this; wrk gets its own CPU
                 stack.enter_context(pinned(cpu_split()[0]))
             log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="syncasync-")))
+            register_dir(str(log_dir))
+            stack.callback(unregister_dir, str(log_dir))
             if options.keep_logs:
                 log_dir = run.path / "logs"
                 log_dir.mkdir(exist_ok=True)
-            db = stack.enter_context(database(configs_of(cells), options, extra_connections))
+            db_stack = stack.enter_context(ExitStack())
+            configs = configs_of(cells)
+            db = db_stack.enter_context(database(configs, options, extra_connections))
             run.update_session(
                 database=_database_entry(db),
                 wrk_version=wrk.version(options.wrk_runner, options.wrk_image),
             )
-            s = Session(run, options, db, log_dir, listener)
+            s = Session(
+                run, options, db, log_dir, listener, 0, 0, db_stack, configs, extra_connections
+            )
             yield s
     except (Interrupted, KeyboardInterrupt) as exc:
         kill_all_children(keep=before)
@@ -202,5 +255,7 @@ def _database_entry(db: postgres.Database | None) -> dict[str, Any] | None:
 
 
 def _close(run: RunDir, outcome: str, s: Session | None) -> None:
-    run.update_session(finished_at=now_iso(), outcome=outcome, measured=s.measured if s else 0)
-    run.update_metadata(complete=outcome == "complete")
+    # A full or lost OUT must not turn the stop into a traceback: the records are what count.
+    with suppress(OSError):
+        run.update_session(finished_at=now_iso(), outcome=outcome, measured=s.measured if s else 0)
+        run.update_metadata(complete=outcome == "complete")

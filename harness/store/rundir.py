@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from harness.domain.errors import UsageError
+from harness.domain.errors import HarnessError, UsageError
 from harness.domain.result import FORMAT, CellResult, PgbenchResult
 from harness.store import migrate
 from harness.store.provenance import differences
@@ -161,9 +161,16 @@ class RunDir:
 
     def write_record(self, result: CellResult) -> Path:
         folder = self.records_dir
-        folder.mkdir(exist_ok=True)
         path = folder / f"{result.key}.json"
-        _write_json(path, result.to_json())
+        try:
+            folder.mkdir(exist_ok=True)
+            _write_json(path, result.to_json())
+        except OSError as exc:
+            # The temporary file may be left half written; the record itself never is.
+            path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+            raise HarnessError(
+                f"cannot write the record of {result.key} to {path}: {exc.strerror}"
+            ) from None
         return path
 
     def records(self) -> list[CellResult]:
