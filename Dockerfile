@@ -15,8 +15,8 @@ WORKDIR /app
 COPY requirements.lock ./
 RUN pip install --no-cache-dir -r requirements.lock
 
-# app/ and servers/ for the servers; harness/ for `python -m servers.seed_db` (which resets the
-# data set with harness.postgres.reset_dataset). Owned by root, so the app user cannot change it.
+# app/ and servers/ for the servers and for `python -m servers.seed_db` (which resets the data
+# set with app.dataset.reset_dataset). Owned by root, so the app user cannot change it.
 COPY . .
 
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin bench
