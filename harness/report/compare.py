@@ -37,6 +37,7 @@ def _value(cell: Cell, field: str) -> Any:
 
 FIELDS = ("target", "workload", "duration_s", "rows", *FACTORS, "connections")
 MUST_MATCH = ("duration_s", "rows")
+LABELS = {"name": "server", "style": "session style", "pool_timeout_s": "pool timeout (s)"}
 
 
 def _refusals(a: RunDir, b: RunDir) -> list[str]:
@@ -115,7 +116,8 @@ def compare(a: RunDir, b: RunDir) -> str:
         cell = ca.cell
         rows.append([cell.variant, str(cell.connections), text_a, text_b, shown_ratio, verdict])
     described = ", ".join(
-        f"{f} {shown(_value(ra[0].cell, f))} (A) against {shown(_value(rb[0].cell, f))} (B)"
+        f"{LABELS.get(f, f)} {shown(_value(ra[0].cell, f))} (A) against "
+        f"{shown(_value(rb[0].cell, f))} (B)"
         for f in factors
     )
     head = ["cell (A's settings)", "conns", "A req/s", "B req/s", "B / A [95% CI]", "verdict"]
