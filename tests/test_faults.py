@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+from contextlib import suppress
 from pathlib import Path
 
 import psutil
@@ -107,14 +108,10 @@ def small_disk(tmp_path: Path):
 def test_a_full_out_stops_with_one_line_and_resumes_once_there_is_room(small_disk: Path) -> None:
     out = small_disk / "run"
     proc = start_harness("run", *QUICK, "--connections", "1,2", "--out", str(out))
-    wait_for(lambda: (out / "metadata.json").exists())
+    wait_for(lambda: len(records_in(out)) == 1)  # then fill the disk: the second record fails
     filler = small_disk / "filler"
-    with open(filler, "wb") as f:  # fill the disk to its last byte
-        try:
-            while True:
-                f.write(b"\0" * 4096)
-                f.flush()
-        except OSError:
+    with open(filler, "wb", buffering=0) as f, suppress(OSError):  # to its last byte
+        while f.write(b"\0" * 4096):
             pass
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, err

@@ -39,7 +39,7 @@ def test_two_cell_run_writes_records_metadata_and_tables(tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr
     assert "[2/2]" in done.stderr
     # The console's last lines: the summary's conclusions in brief.
-    assert "Async or sync (context insert): async/sync " in done.stderr
+    assert "Async or sync: async/sync " in done.stderr and "at 4 connections" in done.stderr
     run = RunDir.open(out)
     records = run.records()
     assert len(records) == 2

@@ -255,7 +255,7 @@ def _database_entry(db: postgres.Database | None) -> dict[str, Any] | None:
 
 
 def _close(run: RunDir, outcome: str, s: Session | None) -> None:
-    # A full or lost OUT must not turn the stop into a traceback: the records are what count.
-    with suppress(OSError):
+    # A full or lost OUT must not hide why the run stopped: the records are what count.
+    with suppress(OSError, HarnessError):
         run.update_session(finished_at=now_iso(), outcome=outcome, measured=s.measured if s else 0)
         run.update_metadata(complete=outcome == "complete")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,17 @@ METADATA = "metadata.json"
 CEILINGS = "ceilings"
 
 
-def _write_json(path: Path, data: Any) -> None:
-    # Written to a temporary name and renamed, so a crash never leaves half a record.
+def _write_json(path: Path, data: Any, what: str = "") -> None:
+    """Written to a temporary name and renamed, so a crash or a full disk never leaves half a
+    file; a write that fails is one HarnessError naming the file (and `what` it holds)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise HarnessError(f"cannot write {what or path.name} to {path}: {exc.strerror}") from None
 
 
 def records_folder(kind: str, format_on_disk: int) -> str:
@@ -162,15 +169,9 @@ class RunDir:
     def write_record(self, result: CellResult) -> Path:
         folder = self.records_dir
         path = folder / f"{result.key}.json"
-        try:
+        with suppress(OSError):
             folder.mkdir(exist_ok=True)
-            _write_json(path, result.to_json())
-        except OSError as exc:
-            # The temporary file may be left half written; the record itself never is.
-            path.with_name(path.name + ".tmp").unlink(missing_ok=True)
-            raise HarnessError(
-                f"cannot write the record of {result.key} to {path}: {exc.strerror}"
-            ) from None
+        _write_json(path, result.to_json(), f"the record of {result.key}")
         return path
 
     def records(self) -> list[CellResult]:
