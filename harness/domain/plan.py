@@ -243,9 +243,6 @@ class MapPlan:
             for c in self.ceiling_levels
         ]
 
-    def configs(self) -> list[ServerConfig]:
-        return [line.config for line in self.lines()]
-
     def change(self, line: MapLine) -> str:
         """What a line changes from its server's baseline, in words."""
         base = self.baseline(line.server)

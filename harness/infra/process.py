@@ -121,10 +121,6 @@ def clean_leftovers() -> list[str]:
     return said
 
 
-def live_children() -> list[subprocess.Popen[bytes]]:
-    return [p for p in _children.values() if p.poll() is None]
-
-
 def cpu_split() -> tuple[frozenset[int], frozenset[int]]:
     """(CPUs for the servers and PostgreSQL, CPUs for wrk): wrk alone on the last usable CPU."""
     cpus = sorted(os.sched_getaffinity(0))
