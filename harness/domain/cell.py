@@ -65,6 +65,7 @@ class Target:
 
 # What a report may ask of any cell's server; None where it is a target's.
 CONFIG_FIELDS = tuple(f.name for f in fields(ServerConfig))
+OWN_FIELDS = ("mode", "workload", "connections", "duration_s", "target", "stack")
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,10 @@ class Cell:
         return self.server.url if isinstance(self.server, Target) else None
 
     def known(self, name: str) -> Any:
-        """A setting of the server, or None when the harness cannot know it (a target)."""
+        """Any setting of the cell by name: its own (mode, workload, connections, duration_s,
+        target, stack) or its server's, None where the harness cannot know it (a target)."""
+        if name in OWN_FIELDS:
+            return getattr(self, name)
         if name not in CONFIG_FIELDS:
             raise AttributeError(name)
         return getattr(self.config, name) if self.config else None

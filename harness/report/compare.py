@@ -25,16 +25,6 @@ SAME_OPTIONS = ("warmup_s", "wrk_timeout_s", "wrk_runner")
 SAME_MACHINE = ("cpu_model", "cpu_count")
 
 
-def _value(cell: Cell, field: str) -> Any:
-    if field in ("mode", "workload", "duration_s", "connections"):
-        return getattr(cell, field)
-    if field == "stack":
-        return cell.stack
-    if field == "target":
-        return cell.target
-    return cell.known(field)
-
-
 FIELDS = ("target", "workload", "duration_s", "rows", *FACTORS, "connections")
 MUST_MATCH = ("duration_s", "rows")
 LABELS = {"name": "server", "style": "session style", "pool_timeout_s": "pool timeout (s)"}
@@ -58,8 +48,8 @@ def compared_factors(ra: Sequence[CellResult], rb: Sequence[CellResult]) -> list
     """Settings with one value in each run, different between the runs."""
     out = []
     for field in FIELDS:
-        va = {_value(r.cell, field) for r in ra}
-        vb = {_value(r.cell, field) for r in rb}
+        va = {r.cell.known(field) for r in ra}
+        vb = {r.cell.known(field) for r in rb}
         if len(va) == len(vb) == 1 and va != vb:
             out.append(field)
     return out
@@ -93,7 +83,7 @@ def compare(a: RunDir, b: RunDir) -> str:
     key_fields = [f for f in FIELDS if f not in factors]
 
     def key(c: Cell) -> tuple[Any, ...]:
-        return tuple(_value(c, f) for f in key_fields)
+        return tuple(c.known(f) for f in key_fields)
 
     cells_a = {key(c.cell): c for c in by_cell(ra)}
     cells_b = {key(c.cell): c for c in by_cell(rb)}
@@ -116,8 +106,8 @@ def compare(a: RunDir, b: RunDir) -> str:
         cell = ca.cell
         rows.append([cell.variant, str(cell.connections), text_a, text_b, shown_ratio, verdict])
     described = ", ".join(
-        f"{LABELS.get(f, f)} {shown(_value(ra[0].cell, f))} (A) against "
-        f"{shown(_value(rb[0].cell, f))} (B)"
+        f"{LABELS.get(f, f)} {shown(ra[0].cell.known(f))} (A) against "
+        f"{shown(rb[0].cell.known(f))} (B)"
         for f in factors
     )
     head = ["cell (A's settings)", "conns", "A req/s", "B req/s", "B / A [95% CI]", "verdict"]

@@ -27,19 +27,13 @@ FACTORS: dict[str, Any] = {
 }
 
 
-def _value(cell: Cell, factor: str) -> Any:
-    return (
-        cell.mode if factor == "mode" else cell.stack if factor == "stack" else cell.known(factor)
-    )
-
-
 def _rank(factor: str, value: Any) -> Any:
     order = FACTORS[factor]
     return order.index(value) if isinstance(order, list) else order(value)
 
 
 def _signature(cell: Cell) -> tuple[Any, ...]:
-    return (cell.target, cell.workload, *(_value(cell, f) for f in FACTORS))
+    return (cell.target, cell.workload, *(cell.known(f) for f in FACTORS))
 
 
 @dataclass(frozen=True)
@@ -51,7 +45,7 @@ class Comparison:
 
     @property
     def label(self) -> str:
-        a, b = shown(_value(self.a, self.factor)), shown(_value(self.b, self.factor))
+        a, b = shown(self.a.known(self.factor)), shown(self.b.known(self.factor))
         return f"{b} / {a}" + (f" · {self.context}" if self.context else "")
 
 
@@ -61,18 +55,18 @@ def comparisons(records: Sequence[CellResult]) -> list[Comparison]:
     for r in records:
         variants.setdefault(_signature(r.cell), r.cell)
     cells = list(variants.values())
-    varying = [f for f in FACTORS if len({_value(c, f) for c in cells}) > 1]
+    varying = [f for f in FACTORS if len({c.known(f) for c in cells}) > 1]
     out = []
     for i, x in enumerate(cells):
         for y in cells[i + 1 :]:
             if (x.target, x.workload) != (y.target, y.workload):
                 continue
-            differ = [f for f in FACTORS if _value(x, f) != _value(y, f)]
+            differ = [f for f in FACTORS if x.known(f) != y.known(f)]
             if len(differ) != 1:
                 continue
             (factor,) = differ
-            a, b = sorted((x, y), key=lambda c: _rank(factor, _value(c, factor)))
-            context = " ".join(shown(_value(a, f)) for f in varying if f != factor) + (
+            a, b = sorted((x, y), key=lambda c: _rank(factor, c.known(factor)))
+            context = " ".join(shown(a.known(f)) for f in varying if f != factor) + (
                 "" if len({c.workload for c in cells}) == 1 else f" {a.workload}"
             )
             out.append(Comparison(factor, a, b, context.strip()))
@@ -96,7 +90,7 @@ def at_level(
     if not a or not b:
         return None
     collapsed = [
-        f"{shown(_value(side, comparison.factor))} collapsed {n}/{len(rs)}"
+        f"{shown(side.known(comparison.factor))} collapsed {n}/{len(rs)}"
         for side, rs in ((comparison.a, a), (comparison.b, b))
         if (n := sum(r.verdict is Verdict.collapsed for r in rs.values()))
     ]

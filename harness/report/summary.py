@@ -31,14 +31,6 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
-def _setting(cell: Cell, name: str) -> object:
-    if name == "mode":
-        return cell.mode
-    if name == "stack":
-        return cell.stack
-    return cell.known(name)
-
-
 def _label(cell: Cell, varying: Sequence[str]) -> str:
     parts = [str(cell.mode), shown(cell.known("style"))]
     names = {
@@ -48,7 +40,7 @@ def _label(cell: Cell, varying: Sequence[str]) -> str:
         "workers": "{} workers",
         "stack": "stack {}",
     }
-    values = {f: shown(_setting(cell, f)) for f in varying} | {"tokens": cell.tokens_label}
+    values = {f: shown(cell.known(f)) for f in varying} | {"tokens": cell.tokens_label}
     parts += [names[f].format(values[f]) for f in varying if f in names]
     return " ".join(parts)
 
@@ -91,7 +83,7 @@ def _record_order(r: CellResult) -> tuple[Any, ...]:
 
 
 def _varying(cells: Sequence[Cell]) -> list[str]:
-    return [f for f in VARIANT_FIELDS if len({_setting(c, f) for c in cells}) > 1]
+    return [f for f in VARIANT_FIELDS if len({c.known(f) for c in cells}) > 1]
 
 
 def seed_tables(records: Sequence[CellResult], level: int = 2) -> str:
