@@ -19,9 +19,11 @@ This module imports no FastAPI at import time, so `app.settings` stays cheap to 
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
@@ -76,7 +78,7 @@ __all__ = [
     "default_executor_threads",
     "field_validator",
     "has_max_concurrency",
-    "set_threadpool_tokens",
+    "size_threadpool",
 ]
 
 
@@ -92,16 +94,26 @@ def has_max_concurrency() -> bool:
     return "max_concurrency" in inspect.signature(Depends).parameters
 
 
-def set_threadpool_tokens(tokens: int) -> None:
+def size_threadpool(tokens: int) -> None:
     """Resize AnyIO's default thread limiter; call it inside the running loop (the lifespan).
 
     Where sync code runs on asyncio's default executor instead (Starlette < 0.15) there is no
-    limiter; app/settings.py has refused an explicit THREADPOOL_TOKENS there, so this does nothing.
+    limiter (app/settings.py has refused an explicit THREADPOOL_TOKENS there). The loop's default
+    executor is then installed here, of the size asyncio would give it, so that the side channel
+    can see its threads: uvloop keeps its own out of reach.
     """
+    global default_executor
     if ANYIO_THREADPOOL:
         import anyio.to_thread
 
         anyio.to_thread.current_default_thread_limiter().total_tokens = tokens
+    else:
+        default_executor = ThreadPoolExecutor(max_workers=default_executor_threads())
+        asyncio.get_running_loop().set_default_executor(default_executor)
+
+
+# The executor sync code runs on under the 2021 stack, once size_threadpool has run.
+default_executor: ThreadPoolExecutor | None = None
 
 
 def create_fastapi(

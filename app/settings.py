@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     POOL_TIMEOUT: float = Field(30.0, gt=0, le=3600)
     THREADPOOL_TOKENS: int = Field(40, ge=1, le=10_000)
     SESSION_STYLE: SessionStyle = SessionStyle.dependency
+    # The side channel (app/occupancy.py); off only to measure what it costs.
+    OCCUPANCY: bool = True
 
     @field_validator("DATABASE_URL")
     @classmethod

@@ -12,8 +12,9 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.common import session_dependency
-from app.compat import create_fastapi, set_threadpool_tokens
+from app.compat import create_fastapi, size_threadpool
 from app.models import Inserted, User, UserOut
+from app.occupancy import install_occupancy, sqlalchemy_pool_stats
 from app.settings import SessionStyle, Settings, load_settings
 
 
@@ -41,19 +42,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The default limiter belongs to the running loop, so it can only be resized here.
-        set_threadpool_tokens(settings.THREADPOOL_TOKENS)
+        size_threadpool(settings.THREADPOOL_TOKENS)
         engine = create_engine(
             settings.url_for("psycopg2"),
             pool_size=settings.POOL_SIZE,
             max_overflow=settings.MAX_OVERFLOW,
             pool_timeout=settings.POOL_TIMEOUT,
         )
+        app.state.pool_stats = sqlalchemy_pool_stats(engine, settings.pool_capacity)
         app.state.sessionmaker = sessionmaker(engine)
         yield
         engine.dispose()
 
     app = create_fastapi(lifespan, title=f"sync ({settings.SESSION_STYLE})")
     app.state.settings = settings
+    if settings.OCCUPANCY:
+        install_occupancy(app)
 
     @app.get("/health")
     def health() -> dict[str, str]:

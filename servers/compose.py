@@ -95,6 +95,8 @@ def settings_defaults() -> dict[str, str]:
         if field.is_required():
             continue
         default = field.default
+        if isinstance(default, bool):
+            default = str(default).lower()  # as a shell user would write it
         out[name] = str(default.value if isinstance(default, Enum) else default)
     return out
 

@@ -86,3 +86,26 @@ def _depends(route: object) -> list:
         if param.default is not inspect.Parameter.empty:
             found.append(param.default)
     return found
+
+
+@pytest.mark.integration
+def test_occupancy_reports_the_threadpool_the_pool_and_the_requests(client: TestClient) -> None:
+    idle = client.get("/_occupancy").json()
+    assert idle["tokens_total"] == 7 and idle["tokens_in_use"] == 0 and idle["waiting"] == 0
+    assert idle["checked_out"] == 0 and idle["capacity"] == 15
+    assert (idle["in_flight"], idle["ok"], idle["errors"]) == (0, 0, 0)
+    client.get("/users")
+    client.get("/users")
+    client.get("/no-such-page")
+    after = client.get("/_occupancy").json()
+    # The side channel counts itself out; every pooled connection is back.
+    assert (after["in_flight"], after["ok"], after["errors"]) == (0, 2, 1)
+    assert after["checked_out"] == 0 and after["pid"] == idle["pid"]
+
+
+def test_occupancy_can_be_turned_off() -> None:
+    settings = Settings(DATABASE_URL="postgresql://nobody@127.0.0.1:1/none", OCCUPANCY=False)
+    for module in APPS.values():
+        with TestClient(module.create_app(settings)) as c:
+            assert c.get("/_occupancy").status_code == 404
+            assert c.get("/health").status_code == 200
