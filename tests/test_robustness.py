@@ -181,7 +181,9 @@ def test_a_port_taken_between_picking_and_binding_does_not_fail_the_cell(
         taken.listen()
         ports = iter([taken.getsockname()[1]])
         monkeypatch.setattr(lifecycle, "free_port", lambda: next(ports, None) or free_port())
-        result = lifecycle.run_cell(cell(), CONFIG, pg, Options(warmup_s=0), None, tmp_path)
+        result = lifecycle.run_cell(
+            cell(), CONFIG, pg, Options(warmup_s=0), None, tmp_path, keep_dump=lambda _: ""
+        )
     assert result.verdict is Verdict.ok, result
 
 

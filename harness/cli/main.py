@@ -39,7 +39,7 @@ from harness.domain.plan import MAP_VARIANTS, MapPlan, Matrix, schedule, target_
 from harness.domain.result import record_key
 from harness.infra import stacks
 from harness.infra.environment import PROJECT_ROOT
-from harness.infra.process import clean_leftovers
+from harness.infra.process import clean_leftovers, pid_running
 from harness.report import compare, conclusions, files, reference
 from harness.run.bench import execute, measurements, planned, remaining
 from harness.run.fmap import estimate_s, execute_map
@@ -52,7 +52,7 @@ RESULTS = PROJECT_ROOT / "results"
 # Settings of a server the harness starts; a target's are unknown, so they cannot be given.
 SERVER_SETTINGS = (
     "SERVER", "STYLES", "POOLS", "POOL_TIMEOUT", "TOKENS", "WORKERS", "ROWS", "STACK",
-    "DATABASE_URL",
+    "DATABASE_URL", "OCCUPANCY",
 )  # fmt: skip
 
 
@@ -100,6 +100,7 @@ def bench_cells(given: Given) -> list[Cell]:
         pool_timeout_s=parse_duration(given["POOL_TIMEOUT"], "POOL_TIMEOUT"),
         stacks=tuple(chosen),
         executor_threads=stacks.executor_threads() if Stack.y2021 in chosen else 0,
+        occupancy=tuple(parse_choices(given["OCCUPANCY"], "OCCUPANCY", "on".__eq__, ["on", "off"])),
     ).cells()
 
 
@@ -158,7 +159,20 @@ def options_from(given: Given) -> Options:
         keep_logs=given.on("KEEP_LOGS"),
         # A map's probe only needs to know that it collapsed, not how many requests timed out.
         await_pool_timeouts=given.command != "map",
+        target_pid=_target_pid(given),
     )
+
+
+def _target_pid(given: Given) -> int | None:
+    text = given.values.get("TARGET_PID", "")
+    if not text:
+        return None
+    if not given["TARGET"]:
+        raise UsageError("TARGET_PID: only with TARGET (the harness knows the PIDs it starts)")
+    pid = parse_positive_ints(text, "TARGET_PID", 2**22)[0]
+    if not pid_running(pid):
+        raise UsageError(f"TARGET_PID: no process {pid} is running on this machine")
+    return pid
 
 
 # --- the run directory -------------------------------------------------------------------------

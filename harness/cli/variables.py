@@ -131,6 +131,17 @@ VARIABLES: tuple[Variable, ...] = (
         {"run": ""},
     ),
     Variable(
+        "TARGET_PID",
+        "with TARGET: the target server's PID, so that a collapse gets a thread dump (py-spy)",
+        {"run": ""},
+    ),
+    Variable(
+        "OCCUPANCY",
+        "the apps' side channel, sampled at 10 Hz in every measured run: on, off, or on,off "
+        "(both, to measure what the sampling costs)",
+        {"run": "on"},
+    ),
+    Variable(
         "VARIANTS",
         "MODE-STYLE lines at the baseline (default: sync-dependency, sync-context, sync-limited "
         "(not under 2021), async-dependency)",

@@ -33,6 +33,9 @@ class ServerConfig:
     # Which versions run the app. Under `2021` there is no token limiter: `tokens` then holds
     # the size of asyncio's default executor on the machine that planned the run, not a setting.
     stack: Stack = Stack.current
+    # The apps' side channel (GET /_occupancy), sampled during the measured run; off only to
+    # measure what it costs.
+    occupancy: bool = True
 
     @property
     def tokens_label(self) -> str:
@@ -53,6 +56,7 @@ class ServerConfig:
             rows=int(data["rows"]),
             pool_timeout_s=float(data["pool_timeout_s"]),
             stack=Stack(data["stack"]),
+            occupancy=bool(data.get("occupancy", True)),
         )
 
 
@@ -112,9 +116,11 @@ class Cell:
         """The cell without its connection count: the line a threshold is looked for along."""
         k = self.known
         stack = "" if self.stack is Stack.current else f"/stack {self.stack}"
+        side = "/side channel off" if k("occupancy") is False else ""
         return (
             f"{self.server_label}/{self.mode}/{shown(k('style'))}/pool {shown(k('pool'))}/"
             f"tokens {shown(k('tokens'))}/workers {shown(k('workers'))}/{self.workload}{stack}"
+            f"{side}"
         )
 
     @property
@@ -131,7 +137,8 @@ class Cell:
             f"{where}-{self.mode}-{shown(k('style'))}-p{pool or 'unknown'}"
             f"-pt{shown(k('pool_timeout_s'))}-t{shown(k('tokens'))}-w{shown(k('workers'))}"
             f"-{self.workload}-r{shown(k('rows'))}-d{self.duration_s:g}"
-            f"{'' if self.stack is Stack.current else '-s' + self.stack}-c{self.connections}"
+            f"{'' if self.stack is Stack.current else '-s' + self.stack}"
+            f"{'-occoff' if k('occupancy') is False else ''}-c{self.connections}"
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -44,6 +44,7 @@ class Matrix:
     stacks: tuple[Stack, ...] = (Stack.current,)
     # Under 2021 sync code runs on asyncio's default executor: its size stands where T would.
     executor_threads: int = 0
+    occupancy: tuple[bool, ...] = (True,)  # the side channel on, off, or both
 
     def cells(self) -> list[Cell]:
         cells = []
@@ -58,6 +59,7 @@ class Matrix:
                 tokens,
                 self.workers,
                 self.connections,
+                self.occupancy,
             )
             cells += [
                 Cell(
@@ -70,13 +72,14 @@ class Matrix:
                         rows=self.rows,
                         pool_timeout_s=self.pool_timeout_s,
                         stack=stack,
+                        occupancy=o,
                     ),
                     mode=m,
                     workload=wl,
                     connections=c,
                     duration_s=self.duration_s,
                 )
-                for s, wl, m, st, p, t, w, c in axes
+                for s, wl, m, st, p, t, w, c, o in axes
             ]
         return order(cells)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from harness.domain.axes import Verdict
 from harness.domain.cell import Cell
+from harness.domain.occupancy import ThreadDump, Timeline
 
 # Version of a record's and a run's JSON. 1: a cell's settings flat, targets with settings None,
 # map lines stored as cells, metadata overwritten by a resume. 2: a cell names its server
@@ -109,6 +110,8 @@ class CellResult:
     note: str = ""
     log_tail: str = ""
     repeat: int = 1  # which of the cell's measurements (rounds) this is, from 1
+    occupancy: Timeline | None = None  # the side channel sampled during the measured run
+    threads: ThreadDump | None = None  # where the server's threads stood when it collapsed
 
     @property
     def key(self) -> str:
@@ -120,6 +123,9 @@ class CellResult:
         for name in ("wrk", "cpu", "integrity"):
             value = getattr(self, name)
             data[name] = asdict(value) if value is not None else None
+        for name in ("occupancy", "threads"):
+            value = getattr(self, name)
+            data[name] = value.to_json() if value is not None else None
         data["verdict"] = str(self.verdict)
         return {**data, "format": FORMAT, "id": self.cell.id}
 
@@ -143,6 +149,8 @@ class CellResult:
             note=data.get("note", ""),
             log_tail=data.get("log_tail", ""),
             repeat=int(data.get("repeat", 1)),
+            occupancy=Timeline.from_json(data["occupancy"]) if data.get("occupancy") else None,
+            threads=ThreadDump.from_json(data["threads"]) if data.get("threads") else None,
         )
 
 

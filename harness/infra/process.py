@@ -221,3 +221,7 @@ def wait_with_rusage(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int
 def port_in_use(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def pid_running(pid: int) -> bool:
+    return psutil.pid_exists(pid)

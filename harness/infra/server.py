@@ -91,6 +91,11 @@ class ServerProcess:
         if self.proc is not None:
             kill_group(self.proc, grace=grace)
 
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "the server was started"
+        return self.proc.pid
+
     def cpu_seconds(self) -> float:
         return tree_cpu_seconds(self.proc.pid) if self.proc else 0.0
 

@@ -183,3 +183,46 @@ def throughput_chart(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def timeline_chart(path: Path, record: CellResult) -> None:
+    """One measured run second by second, from the load's start: successful responses, the
+    threadpool's tokens in use (and tasks waiting for one), connections checked out."""
+    timeline = record.occupancy
+    assert timeline is not None, "a timeline chart needs the run's samples"
+    seconds = timeline.seconds()
+    xs = [s.t_s for s in seconds]
+    fig, (top, mid, low) = plt.subplots(3, 1, figsize=(7.5, 6.5), sharex=True)
+    top.step(xs, [s.ok for s in seconds], where="post", color="C2", label="2xx/3xx per second")
+    top.step(xs, [s.errors for s in seconds], where="post", color="C3", label="errors per second")
+    top.set_ylabel("responses/s")
+    top.legend(fontsize=8, loc="upper right")
+    last = timeline.last()
+    tokens_total = sum(s.tokens_total or 0 for s in last.values())
+    capacity = sum(s.capacity or 0 for s in last.values())
+    mid.step(xs, [s.tokens_in_use or 0 for s in seconds], where="post", label="tokens in use")
+    mid.step(xs, [s.waiting or 0 for s in seconds], where="post", color="C1", label="waiting")
+    mid.axhline(tokens_total, ls="--", color="grey", label=f"tokens: {tokens_total}")
+    mid.set_ylabel("threadpool")
+    mid.legend(fontsize=8, loc="upper right")
+    low.step(xs, [s.checked_out or 0 for s in seconds], where="post", color="C4", label="out")
+    low.axhline(capacity, ls="--", color="grey", label=f"capacity: {capacity}")
+    low.set_ylabel("connections")
+    low.set_xlabel("seconds since the warm-up began (all worker processes summed)")
+    for ax in (top, mid, low):
+        ax.set_ylim(bottom=0, top=max(ax.get_ylim()[1], 1))
+        ax.axvline(timeline.measured_from_s, color="black", lw=0.8, ls=":")
+    top.annotate(
+        "measured run →",
+        (timeline.measured_from_s, 0.95),
+        xycoords=("data", "axes fraction"),
+        fontsize=8,
+        ha="left",
+        va="top",
+    )
+    low.legend(fontsize=8, loc="upper right")
+    c = record.cell
+    fig.suptitle(f"{c.variant}, {c.connections} connections: {record.verdict}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -24,6 +24,11 @@ FACTORS: dict[str, Any] = {
     "workers": int,
     "stack": list(Stack),
     "pool_timeout_s": float,
+    "occupancy": int,  # not sampled (A) against sampled (B): what the side channel costs
+}
+# How a factor's values read in a comparison's label, where their own text says too little.
+VALUE_LABELS: dict[str, dict[Any, str]] = {
+    "occupancy": {True: "side channel sampled", False: "side channel off"}
 }
 
 
@@ -45,7 +50,10 @@ class Comparison:
 
     @property
     def label(self) -> str:
-        a, b = shown(self.a.known(self.factor)), shown(self.b.known(self.factor))
+        names = VALUE_LABELS.get(self.factor, {})
+        a, b = (
+            names.get(v, shown(v)) for v in (self.a.known(self.factor), self.b.known(self.factor))
+        )
         return f"{b} / {a}" + (f" · {self.context}" if self.context else "")
 
 

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 from harness.domain.plan import MapPlan
-from harness.report import charts, map_summary, summary
+from harness.domain.result import CellResult
+from harness.report import charts, evidence, map_summary, summary
 from harness.store.rundir import RunDir
+
+
+def timelines(run: RunDir, records: list[CellResult]) -> None:
+    """A timeline chart for every collapsed cell that was sampled."""
+    folder = run.path / "charts"
+    for record in evidence.explained(records):
+        if record.occupancy and record.occupancy.samples:
+            folder.mkdir(exist_ok=True)
+            charts.timeline_chart(folder / evidence.chart_name(record), record)
 
 
 def write(run: RunDir) -> None:
     meta, records = run.metadata(), run.records()
+    timelines(run, records)
     if meta["kind"] != "map":
         (run.path / "summary.md").write_text(summary.summary(meta, records, run.path.name))
         (run.path / "results.csv").write_text(summary.csv_text(records))

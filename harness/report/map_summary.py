@@ -10,6 +10,7 @@ from harness.domain.plan import MapLine, MapPlan
 from harness.domain.result import CellResult, PgbenchResult
 from harness.domain.rules import agreement, is_collapse
 from harness.domain.search import Threshold, bracket
+from harness.report import evidence
 from harness.report.summary import details_table, header
 from harness.report.table import md_table
 
@@ -26,6 +27,15 @@ PREDICTION = (
     "happen. Sources: FastAPI issue 3205, PRs 5122 and 12066. `context` (session closed "
     "inside the endpoint), `limited` (`Depends(max_concurrency=C)`) and async are predicted "
     "not to collapse."
+)
+
+
+EVIDENCE_TEXT = (
+    "The lower bound is workers × (T + C). *Busiest moment*: each worker at the sample with the "
+    "most tokens in use during the last probe that held; *at the freeze*: each worker as last "
+    "sampled in the first probe that froze (tokens in use/total + tasks waiting for a token, "
+    "connections checked out/capacity, requests in flight); *threads*: `py-spy dump` right "
+    "after that probe. The timeline of every frozen probe is in `charts/`."
 )
 
 
@@ -76,6 +86,48 @@ def map_table(plan: MapPlan, server: str, records: Sequence[CellResult]) -> str:
             ]
         )
     return md_table(MAP_HEAD, rows, ["---"] * len(MAP_HEAD))
+
+
+EVIDENCE_HEAD = (
+    "pool",
+    "T",
+    "workers",
+    "lower bound",
+    "measured",
+    "busiest moment of the last probe that held",
+    "at the freeze",
+    "threads at the freeze",
+)
+
+
+def evidence_table(plan: MapPlan, server: str, records: Sequence[CellResult]) -> str:
+    """For each sync `dependency` line: where it froze against its lower bound, and what the
+    server held at the last probe that held and at the first that froze."""
+    if not any(r.occupancy or r.threads for r in records if str(r.cell.known("name")) == server):
+        return ""  # a map measured before the side channel existed
+    rows = []
+    for line in plan.lines():
+        if str(line.server) != server or line.predicted is None:
+            continue
+        found = threshold_of(line, records, plan.ceiling)
+        probe = {r.cell.connections: r for r in records if r.cell.variant == line.variant}
+        fine = probe.get(found.fine_at) if found.fine_at else None
+        froze = probe.get(found.collapsed_at) if found.collapsed_at else None
+        rows.append(
+            [
+                str(line.config.pool),
+                line.config.tokens_label,
+                str(line.config.workers),
+                str(line.predicted),
+                found.describe(),
+                f"{found.fine_at}: {evidence.busiest(fine.occupancy)}" if fine else "-",
+                evidence.at_end(froze.occupancy) if froze else "-",
+                froze.threads.headline if froze and froze.threads else "-",
+            ]
+        )
+    if not rows:
+        return ""
+    return md_table(EVIDENCE_HEAD, rows, ["---"] * len(EVIDENCE_HEAD))
 
 
 def ceilings_table(
@@ -135,6 +187,12 @@ def summary(
             f"![where sync dependency collapses](charts/collapse-{server}.png)\n",
             f"![requests/s and p99 against connections](charts/throughput-{server}.png)\n",
         ]
+        if table := evidence_table(plan, str(server), records):
+            parts += [
+                f"### Why each sync `dependency` line of {server} froze where it did\n",
+                EVIDENCE_TEXT + "\n",
+                table,
+            ]
     parts += [
         "## Ceilings\n",
         "What the machine allows without the sync/async question: the async app's `/health` "

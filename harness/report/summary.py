@@ -20,7 +20,7 @@ from harness.domain.axes import (
 )
 from harness.domain.cell import Cell, shown
 from harness.domain.result import CellResult
-from harness.report import comparisons, conclusions
+from harness.report import comparisons, conclusions, evidence
 from harness.report.stats import CellStats, Warning_, by_cell
 from harness.report.table import md_table
 
@@ -331,6 +331,8 @@ def summary(meta: dict[str, Any], records: Sequence[CellResult], name: str) -> s
         parts += ["## Comparisons\n", COMPARISONS_TEXT + "\n", comparisons.table(records)]
         if text := warnings_section(records):
             parts.append(text)
+    if table := evidence.freeze_table(records):
+        parts += ["## Why cells collapsed\n", evidence.FREEZE_TEXT + "\n", table]
     return "\n".join([*parts, "## Every cell\n", details_table(records)])
 
 

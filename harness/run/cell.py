@@ -11,7 +11,7 @@ A target (a server the harness did not start) has only: verify -> warm up -> mea
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -21,10 +21,12 @@ from sqlalchemy import exc as sqlalchemy_errors
 
 from harness.domain.axes import WORKLOAD_PATH, Mode, Stack, Verdict, Workload, WrkRunner
 from harness.domain.cell import Cell, ServerConfig, Target
+from harness.domain.occupancy import ThreadDump, summarize
 from harness.domain.result import CellResult, Cpu, Integrity, WrkResult
 from harness.domain.rules import judge
 from harness.infra import postgres, stacks, wrk
 from harness.infra.environment import now_iso
+from harness.infra.occupancy import DumpFailed, Sampler, dump_threads
 from harness.infra.process import cpu_split, free_port, tree_cpu_seconds
 from harness.infra.server import ServerProcess, get_json, read_log
 from harness.run.options import Options
@@ -42,6 +44,7 @@ def server_env(config: ServerConfig, url: str) -> dict[str, str]:
         "POOL_TIMEOUT": f"{config.pool_timeout_s:g}",
         "THREADPOOL_TOKENS": str(config.tokens),
         "SESSION_STYLE": str(config.style),
+        "OCCUPANCY": "true" if config.occupancy else "false",
     }
     if config.stack is Stack.y2021:
         del env["THREADPOOL_TOKENS"]  # no limiter to size; the app refuses the setting there
@@ -140,8 +143,26 @@ def _integrity(config: ServerConfig, cell: Cell, url: str, runs: Sequence[WrkRes
     )
 
 
+# Stores a raw thread dump beside the record it explains; answers where, for the record.
+KeepDump = Callable[[list[dict[str, object]]], str]
+
+
+def take_dump(pid: int, keep: KeepDump) -> ThreadDump:
+    """Where every thread of `pid` (and its workers) stands now; a failure is recorded, not
+    raised: a run must not stop because a dump could not be taken."""
+    try:
+        threads = dump_threads(pid)
+    except DumpFailed as exc:
+        return ThreadDump(error=str(exc))
+    return summarize(threads, file=keep(threads))
+
+
 def run_target_cell(
-    cell: Cell, target: Target, options: Options, best_lower_ok_rps: float | None
+    cell: Cell,
+    target: Target,
+    options: Options,
+    best_lower_ok_rps: float | None,
+    keep_dump: KeepDump,
 ) -> CellResult:
     """Measure a server the harness did not start: no reset, no log, its settings unknown."""
     started, t0 = now_iso(), time.monotonic()
@@ -152,16 +173,24 @@ def run_target_cell(
         return replace(base, verdict=Verdict.failed_verification, note=problem)
     command = _wrk_command(cell, target.url, options)
     try:
-        if options.warmup_s > 0:
-            wrk.run(command)
-        measured = wrk.run(replace(command, duration_s=cell.duration_s))
+        with Sampler(target.url) as sampler:
+            if options.warmup_s > 0:
+                wrk.run(command)
+            sampler.mark_measured()
+            measured = wrk.run(replace(command, duration_s=cell.duration_s))
     except wrk.LoadFailed as exc:
         return replace(base, verdict=Verdict.load_failed, note=str(exc))
     local = options.wrk_runner is WrkRunner.local
+    verdict = judge(measured.result, best_lower_ok_rps)
+    dump = None
+    if options.target_pid is not None and verdict is Verdict.collapsed:
+        dump = take_dump(options.target_pid, keep_dump)
     return replace(
         base,
-        verdict=judge(measured.result, best_lower_ok_rps),
+        verdict=verdict,
         wrk=measured.result,
+        occupancy=sampler.timeline(),
+        threads=dump,
         cpu=Cpu(server_s=None, postgres_s=None, wrk_s=round(measured.cpu_s, 2) if local else None),
         elapsed_s=round(time.monotonic() - t0, 2),
         note="target mode: the server's settings, log and CPU are unknown to the harness",
@@ -184,12 +213,13 @@ def run_cell(
     options: Options,
     best_lower_ok_rps: float | None,
     log_dir: Path,
+    keep_dump: KeepDump,
 ) -> CellResult:
     """Run one cell on a server the harness starts, through every phase; a database that stops
     answering in any phase gives the verdict `database-lost` (the server is stopped first)."""
     started = now_iso()
     try:
-        return _run_cell(cell, config, db, options, best_lower_ok_rps, log_dir, started)
+        return _run_cell(cell, config, db, options, best_lower_ok_rps, log_dir, keep_dump, started)
     except DATABASE_ERRORS as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return CellResult(
@@ -209,6 +239,7 @@ def _run_cell(
     options: Options,
     best_lower_ok_rps: float | None,
     log_dir: Path,
+    keep_dump: KeepDump,
     started: str,
 ) -> CellResult:
     t0 = time.monotonic()
@@ -247,10 +278,14 @@ def _run_cell(
         time.sleep(options.settle_s)
         load_start = time.monotonic()
         try:
-            warm = wrk.run(command) if options.warmup_s > 0 else None
-            server_cpu0 = server.cpu_seconds()
-            pg_cpu0 = tree_cpu_seconds(db.pid) if db.pid else None
-            measured = wrk.run(replace(command, duration_s=cell.duration_s))
+            # From the warm-up's start: a freeze often begins there.
+            with Sampler(server.url(""), enabled=config.occupancy) as sampler:
+                warm = wrk.run(command) if options.warmup_s > 0 else None
+                sampler.mark_measured()
+                server_cpu0 = server.cpu_seconds()
+                pg_cpu0 = tree_cpu_seconds(db.pid) if db.pid else None
+                measured = wrk.run(replace(command, duration_s=cell.duration_s))
+            occupancy = sampler.timeline()
             server_cpu1 = server.cpu_seconds()
             pg_cpu1 = tree_cpu_seconds(db.pid) if db.pid else None
         except wrk.LoadFailed as exc:
@@ -262,8 +297,11 @@ def _run_cell(
                 Verdict.crashed,
                 f"server {server.exit_status()} during the measured run",
                 wrk=measured.result,
+                occupancy=occupancy,
             )
         collapsed = judge(measured.result, best_lower_ok_rps) is Verdict.collapsed
+        # At once, while the frozen threads still wait (they do until pool_timeout).
+        threads = take_dump(server.pid, keep_dump) if collapsed else None
         if collapsed and options.await_pool_timeouts:
             waited = _settle(
                 server, log_path, load_start + config.pool_timeout_s + POOL_TIMEOUT_GRACE_S
@@ -285,4 +323,11 @@ def _run_cell(
         postgres_s=round(pg_cpu1 - pg_cpu0, 2) if pg_cpu0 is not None and pg_cpu1 else None,
         wrk_s=round(measured.cpu_s, 2) if options.wrk_runner is WrkRunner.local else None,
     )
-    return finish(None, wrk=measured.result, cpu=cpu, integrity=integrity)
+    return finish(
+        None,
+        wrk=measured.result,
+        cpu=cpu,
+        integrity=integrity,
+        occupancy=occupancy,
+        threads=threads,
+    )

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from harness.domain.axes import Verdict
 from harness.domain.cell import Cell, Target
-from harness.domain.result import CellResult
+from harness.domain.result import CellResult, record_key
 from harness.domain.rules import best_lower
 from harness.run.cell import run_cell, run_target_cell
 from harness.run.session import Session
@@ -16,8 +16,12 @@ from harness.run.session import Session
 def measure(s: Session, cell: Cell, done: Sequence[CellResult], repeat: int = 1) -> CellResult:
     """Measure `cell` (its round `repeat`), write the record at once, tell the listener."""
     best = best_lower(cell, done)
+
+    def keep_dump(threads: list[dict[str, object]]) -> str:
+        return s.run.write_threads(record_key(cell, repeat), threads)
+
     if isinstance(cell.server, Target):
-        result = run_target_cell(cell, cell.server, s.options, best)
+        result = run_target_cell(cell, cell.server, s.options, best, keep_dump)
     else:
         assert s.db is not None, "a session with servers to start has a database"
         # The pool timeouts that explain a collapse are counted once: later rounds of the
@@ -25,7 +29,7 @@ def measure(s: Session, cell: Cell, done: Sequence[CellResult], repeat: int = 1)
         options = replace(
             s.options, await_pool_timeouts=s.options.await_pool_timeouts and repeat == 1
         )
-        result = run_cell(cell, cell.server, s.db, options, best, s.log_dir)
+        result = run_cell(cell, cell.server, s.db, options, best, s.log_dir, keep_dump)
     result = replace(result, repeat=repeat)
     s.run.write_record(result)
     s.measured += 1

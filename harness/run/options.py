@@ -25,6 +25,8 @@ class Options:
     pin: bool = False
     # A pause before each measurement's warm-up, for the machine to come to rest.
     settle_s: float = 0.0
+    # A target's process, for a thread dump when it collapses (PIDs do not outlive a resume).
+    target_pid: int | None = None
 
     def estimate_s(self, cell: Cell) -> float:
         overhead = 1.0  # reset, start, verify, stop: measured at 0.6-1 s on 2 cores
@@ -51,5 +53,5 @@ class Options:
         return {
             k: str(v) if not isinstance(v, (int, float, bool, type(None))) else v
             for k, v in asdict(self).items()
-            if k != "database_url"
+            if k not in ("database_url", "target_pid")
         }

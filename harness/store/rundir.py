@@ -17,6 +17,7 @@ from harness.store.provenance import differences
 
 METADATA = "metadata.json"
 CEILINGS = "ceilings"
+THREADS = "threads"  # raw thread dumps, one per collapsed measurement
 
 
 def _write_json(path: Path, data: Any, what: str = "") -> None:
@@ -183,6 +184,14 @@ class RunDir:
         return [
             CellResult.from_json(migrate.record(json.loads(p.read_text()), str(p))) for p in paths
         ]
+
+    def write_threads(self, key: str, threads: list[dict[str, Any]]) -> str:
+        """A raw thread dump beside the record `key`; its path relative to the run."""
+        path = self.path / THREADS / f"{key}.json"
+        with suppress(OSError):
+            path.parent.mkdir(exist_ok=True)
+        _write_json(path, threads, f"the thread dump of {key}")
+        return str(path.relative_to(self.path))
 
     def ceiling_path(self, connections: int) -> Path:
         return self.path / CEILINGS / f"pgbench-c{connections}.json"

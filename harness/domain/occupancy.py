@@ -1,0 +1,221 @@
+"""What a server was doing while it was measured: its occupancy over time (sampled from the
+apps' side channel) and, at a freeze, where every one of its threads stood (a thread dump).
+
+Both are evidence for a verdict, kept with the record of the measurement they explain.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+SAMPLE_HZ = 10.0
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One answer of `GET /_occupancy`: one process at one moment (t_s after the load began).
+    The counters `ok` and `errors` are cumulative from the process's start."""
+
+    t_s: float
+    pid: int
+    tokens_in_use: int | None  # threadpool tokens borrowed (2021: busy executor threads)
+    tokens_total: int | None
+    waiting: int | None  # tasks waiting for a token (2021: work queued for a thread)
+    checked_out: int | None  # pooled connections lent out
+    capacity: int | None  # the most the pool lends
+    in_flight: int
+    ok: int
+    errors: int
+
+
+SAMPLE_FIELDS = tuple(f.name for f in fields(Sample))
+
+
+@dataclass(frozen=True)
+class Second:
+    """The whole server (all its processes) over one second of the load."""
+
+    t_s: int  # the second's start
+    ok: int  # successful responses that second
+    errors: int
+    tokens_in_use: int | None  # at the second's last sample, summed over processes
+    waiting: int | None
+    checked_out: int | None
+    in_flight: int
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """The samples of one measurement from the warm-up's start (t_s = 0), and how many the
+    side channel left unanswered."""
+
+    hz: float
+    samples: tuple[Sample, ...]
+    unanswered: int = 0
+    measured_from_s: float = 0.0  # where the measured run began (before it: the warm-up)
+
+    def to_json(self) -> dict[str, Any]:
+        # One row per sample, the field names once: a 120 s cell keeps 1,200 samples.
+        return {
+            "hz": self.hz,
+            "unanswered": self.unanswered,
+            "measured_from_s": self.measured_from_s,
+            "fields": list(SAMPLE_FIELDS),
+            "rows": [[getattr(s, f) for f in SAMPLE_FIELDS] for s in self.samples],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Timeline:
+        names = data["fields"]
+        return cls(
+            hz=float(data["hz"]),
+            samples=tuple(Sample(**dict(zip(names, row, strict=True))) for row in data["rows"]),
+            unanswered=int(data.get("unanswered", 0)),
+            measured_from_s=float(data.get("measured_from_s", 0.0)),
+        )
+
+    @property
+    def measured(self) -> Timeline:
+        """The samples of the measured run only."""
+        kept = tuple(s for s in self.samples if s.t_s >= self.measured_from_s)
+        return Timeline(self.hz, kept, self.unanswered, self.measured_from_s)
+
+    @property
+    def pids(self) -> list[int]:
+        return sorted({s.pid for s in self.samples})
+
+    def last(self, before_s: float | None = None) -> dict[int, Sample]:
+        """Each process's last sample (taken before `before_s`, if given)."""
+        out: dict[int, Sample] = {}
+        for s in self.samples:
+            if before_s is None or s.t_s < before_s:
+                out[s.pid] = s
+        return out
+
+    def seconds(self) -> list[Second]:
+        """Per second of the load: responses counted by the apps (the difference of each
+        process's counters between its last samples of consecutive seconds) and the occupancy
+        at the second's end, summed over processes (each at its own latest sample)."""
+        if not self.samples:
+            return []
+        first: dict[int, Sample] = {}
+        for s in self.samples:
+            first.setdefault(s.pid, s)
+        out = []
+        previous: dict[int, Sample] = {}
+        for second in range(int(max(s.t_s for s in self.samples)) + 1):
+            now = {**previous, **self.last(before_s=second + 1)}
+            if not now:
+                continue
+            base = {pid: previous.get(pid, first[pid]) for pid in now}
+            out.append(
+                Second(
+                    t_s=second,
+                    ok=sum(s.ok - base[pid].ok for pid, s in now.items()),
+                    errors=sum(s.errors - base[pid].errors for pid, s in now.items()),
+                    tokens_in_use=_total(s.tokens_in_use for s in now.values()),
+                    waiting=_total(s.waiting for s in now.values()),
+                    checked_out=_total(s.checked_out for s in now.values()),
+                    in_flight=sum(s.in_flight for s in now.values()),
+                )
+            )
+            previous = now
+        return out
+
+
+def _total(values: Iterable[int | None]) -> int | None:
+    known = list(values)
+    return None if any(v is None for v in known) else sum(known)  # type: ignore[misc]
+
+
+# Frames where a thread waits for a pooled database connection, by pool.
+POOL_WAITS = {
+    "QueuePool._do_get": "SQLAlchemy QueuePool",
+    "ConnectionPool.getconn": "psycopg_pool",
+    "BlockingPool.getconn": "a blocking psycopg2 pool",
+}
+# The loop of a threadpool's worker thread: AnyIO's, and concurrent.futures' (the 2021 stack).
+WORKER_LOOPS = ("WorkerThread.run", "_worker")
+# What an idle worker is blocked in: waiting for its next job.
+IDLE = ("Queue.get", "SimpleQueue.get", "Condition.wait", "wait", "get")
+
+
+@dataclass(frozen=True)
+class ThreadDump:
+    """Where a server's threads stood at one moment, summarised from `py-spy dump`."""
+
+    processes: int = 0
+    threads: int = 0
+    threadpool: int = 0  # worker threads of the threadpool (busy or idle)
+    waiting_for_connection: int = 0  # threads inside a pool's wait for a connection
+    idle: int = 0  # threadpool threads waiting for work
+    where: dict[str, int] | None = None  # busy threadpool threads by "app frame > frame"
+    file: str = ""  # the raw dump, relative to the run directory
+    error: str = ""  # why there is no dump (could not attach, timed out...)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ThreadDump:
+        return cls(**data)
+
+    @property
+    def headline(self) -> str:
+        if self.error:
+            return f"no thread dump: {self.error}"
+        busy = ", ".join(f"{n} in {w}" for w, n in (self.where or {}).items())
+        return (
+            f"{self.waiting_for_connection} of {self.threadpool} threadpool threads waiting for "
+            f"a pooled connection, {self.idle} idle ({self.processes} process"
+            f"{'es' if self.processes != 1 else ''}, {self.threads} threads)"
+            + (f"; busy: {busy}" if busy else "")
+        )
+
+
+def _names(thread: dict[str, Any]) -> list[str]:
+    return [str(f.get("name", "")) for f in thread.get("frames", [])]
+
+
+def _app_frame(thread: dict[str, Any]) -> str | None:
+    """The innermost frame of the project's own app code (app/...)."""
+    for frame in thread.get("frames", []):
+        where = str(frame.get("short_filename") or frame.get("filename") or "")
+        if where.startswith("app/") or "/app/" in where:
+            return str(frame.get("name"))
+    return None
+
+
+def summarize(threads: Sequence[dict[str, Any]], file: str = "") -> ThreadDump:
+    """Count a dump's threads (py-spy's JSON: frames innermost first) by what they wait for."""
+    processes = {t.get("pid") for t in threads}
+    pool = idle = waiting = 0
+    where: Counter[str] = Counter()
+    for thread in threads:
+        names = _names(thread)
+        if not any(n in WORKER_LOOPS for n in names):
+            if any(n in POOL_WAITS for n in names):
+                waiting += 1  # a thread of its own (not the threadpool's) waiting on the pool
+            continue
+        pool += 1
+        inner = names[: next(i for i, n in enumerate(names) if n in WORKER_LOOPS)]
+        if all(n.split(".")[-1] in {i.split(".")[-1] for i in IDLE} for n in inner):
+            idle += 1
+            continue
+        wait = next((n for n in inner if n in POOL_WAITS), None)
+        waiting += wait is not None
+        app = _app_frame(thread)
+        frame = wait or (inner[0] if inner else "?")
+        where[f"{app} > {frame}" if app else frame] += 1
+    return ThreadDump(
+        processes=len(processes),
+        threads=len(threads),
+        threadpool=pool,
+        waiting_for_connection=waiting,
+        idle=idle,
+        where=dict(where.most_common()),
+        file=file,
+    )

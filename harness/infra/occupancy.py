@@ -1,0 +1,143 @@
+"""Evidence taken from a live server: its side channel sampled during a run, and its threads
+dumped with py-spy."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import psutil
+
+from harness.domain.occupancy import SAMPLE_FIELDS, SAMPLE_HZ, Sample, Timeline
+from harness.infra.process import group_members
+from harness.infra.server import get_json
+
+PATH = "/_occupancy"
+DUMP_TIMEOUT_S = 30.0
+
+
+class Sampler:
+    """Samples `base_url`'s side channel at `hz` on a thread of its own, from entry to exit.
+
+    The harness is idle while wrk runs (wrk is another process), so the sampler costs the
+    measured server one small request per sample; a sample that takes longer than its slot
+    skips the slots it overran rather than catching up in a burst.
+    """
+
+    def __init__(self, base_url: str, hz: float = SAMPLE_HZ, enabled: bool = True) -> None:
+        self.url = base_url.rstrip("/") + PATH
+        self.hz = hz
+        self.enabled = enabled
+        self.measured_from_s = 0.0
+        self.samples: list[Sample] = []
+        self.unanswered = 0
+        self.absent = False  # the server has no side channel (404): stop asking
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="occupancy-sampler", daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self.t0 = time.monotonic()
+        if self.enabled:
+            self._thread.start()
+        return self
+
+    def mark_measured(self) -> None:
+        """The measured run starts now (what came before was the warm-up)."""
+        self.measured_from_s = round(time.monotonic() - self.t0, 3)
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        period = 1.0 / self.hz
+        slot = 0
+        while not self._stop.is_set():
+            self._sample(timeout=period * 5)
+            if self.absent:
+                return
+            slot = max(slot + 1, int((time.monotonic() - self.t0) / period))
+            self._stop.wait(max(0.0, self.t0 + slot * period - time.monotonic()))
+
+    def _sample(self, timeout: float) -> None:
+        at = time.monotonic() - self.t0
+        try:
+            status, body = get_json(self.url, timeout=timeout)
+        except OSError:
+            self.unanswered += 1
+            return
+        if status == 404:
+            self.absent = True
+        elif status == 200 and isinstance(body, dict):
+            values = {name: body.get(name) for name in SAMPLE_FIELDS if name != "t_s"}
+            self.samples.append(Sample(t_s=round(at, 3), **values))
+        else:
+            self.unanswered += 1
+
+    def timeline(self) -> Timeline | None:
+        """The samples taken; None if sampling was off or the server has no side channel."""
+        if self.absent or not self.enabled:
+            return None
+        return Timeline(
+            hz=self.hz,
+            samples=tuple(self.samples),
+            unanswered=self.unanswered,
+            measured_from_s=self.measured_from_s,
+        )
+
+
+class DumpFailed(Exception):
+    """py-spy could not dump the process; the message says why in one line."""
+
+
+def py_spy() -> str | None:
+    """The py-spy installed beside this Python (the venv's), or one on PATH."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+def dump_threads(pid: int, timeout_s: float = DUMP_TIMEOUT_S) -> list[dict[str, Any]]:
+    """Every thread of `pid` and of its descendants (server workers), as py-spy's JSON.
+
+    Each process is dumped by itself: `py-spy dump --subprocesses --json` prints the first
+    process only. A descendant that is gone or not Python is skipped; the server itself must dump.
+    """
+    binary = py_spy()
+    if binary is None:
+        raise DumpFailed("py-spy is not installed (make setup installs it)")
+    members = [p.pid for p in group_members(pid)] or [pid]
+    threads: list[dict[str, Any]] = []
+    for member in members:
+        argv = [binary, "dump", "--pid", str(member), "--json"]
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise DumpFailed(f"py-spy gave no dump of PID {member} in {timeout_s:g}s") from None
+        if done.returncode == 0:
+            threads += json.loads(done.stdout)
+        elif member == pid:
+            raise DumpFailed(_why(pid, done.stderr))
+    return threads
+
+
+def _why(pid: int, stderr: str) -> str:
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    text = " ".join(lines)
+    first = next((line for line in lines if line.startswith("Error:")), lines[0] if lines else "")
+    if "Permission denied" in text or "Operation not permitted" in text:
+        hint = "as root, or with CAP_SYS_PTRACE" if os.geteuid() != 0 else "with CAP_SYS_PTRACE"
+        return f"py-spy may not attach to PID {pid} (no permission to ptrace; run {hint})"
+    if not psutil.pid_exists(pid):
+        return f"PID {pid} is not running"
+    return f"py-spy could not dump PID {pid}: {first.removeprefix('Error:').strip() or 'no reason'}"
