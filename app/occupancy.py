@@ -95,15 +95,23 @@ def install_occupancy(app: FastAPI) -> None:
         return {
             "pid": os.getpid(),
             **threadpool(),
-            **(pool() if pool else {"checked_out": None, "capacity": None}),
+            **(pool() if pool else {"checked_out": None, "capacity": None, "pool_waiting": None}),
             "in_flight": counts.in_flight,
             "ok": counts.ok,
             "errors": counts.errors,
         }
 
 
-def sqlalchemy_pool_stats(engine: Any, capacity: int) -> Callable[[], dict[str, int]]:
+def sqlalchemy_pool_stats(engine: Any, capacity: int) -> Callable[[], dict[str, int | None]]:
     """What `/_occupancy` reports of an engine's pool (sync or async engine): connections lent
-    out, and the most it can lend (pool_size + max_overflow)."""
+    out, the most it can lend (pool_size + max_overflow), and threads blocked waiting for one."""
     pool = getattr(engine, "sync_engine", engine).pool
-    return lambda: {"checked_out": pool.checkedout(), "capacity": capacity}
+    # A thread waiting in QueuePool._do_get waits on its queue's condition; the count of those
+    # waiters is private to the queue. An async pool's waiters are tasks, not threads: None.
+    condition = getattr(getattr(pool, "_pool", None), "not_empty", None)
+    waiters = getattr(condition, "_waiters", None)
+    return lambda: {
+        "checked_out": pool.checkedout(),
+        "capacity": capacity,
+        "pool_waiting": len(waiters) if waiters is not None else None,
+    }

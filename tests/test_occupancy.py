@@ -116,7 +116,7 @@ def test_a_small_real_freeze_keeps_a_dump_and_a_timeline_of_every_token_in_use(
     assert timeline is not None and len(timeline.samples) >= 10  # 10 Hz over 2 s
     for last in timeline.samples[-5:]:
         assert (last.tokens_in_use, last.tokens_total) == (3, 3)
-        assert (last.checked_out, last.capacity) == (2, 2)
+        assert (last.checked_out, last.capacity, last.pool_waiting) == (2, 2, 3)
         assert last.in_flight == 16
     assert timeline.seconds()[-1].ok == 0
     summary = (out / "summary.md").read_text()

@@ -29,6 +29,7 @@ class Sample:
     in_flight: int
     ok: int
     errors: int
+    pool_waiting: int | None = None  # threads blocked waiting for a connection (sync pools)
 
 
 SAMPLE_FIELDS = tuple(f.name for f in fields(Sample))
@@ -45,6 +46,7 @@ class Second:
     waiting: int | None
     checked_out: int | None
     in_flight: int
+    pool_waiting: int | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ class Timeline:
                     waiting=_total(s.waiting for s in now.values()),
                     checked_out=_total(s.checked_out for s in now.values()),
                     in_flight=sum(s.in_flight for s in now.values()),
+                    pool_waiting=_total(s.pool_waiting for s in now.values()),
                 )
             )
             previous = now

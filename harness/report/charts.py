@@ -202,6 +202,14 @@ def timeline_chart(path: Path, record: CellResult) -> None:
     capacity = sum(s.capacity or 0 for s in last.values())
     mid.step(xs, [s.tokens_in_use or 0 for s in seconds], where="post", label="tokens in use")
     mid.step(xs, [s.waiting or 0 for s in seconds], where="post", color="C1", label="waiting")
+    mid.step(
+        xs,
+        [s.pool_waiting or 0 for s in seconds],
+        where="post",
+        color="C3",
+        ls="-.",
+        label="threads blocked on the pool",
+    )
     mid.axhline(tokens_total, ls="--", color="grey", label=f"tokens: {tokens_total}")
     mid.set_ylabel("threadpool")
     mid.legend(fontsize=8, loc="upper right")

@@ -16,11 +16,14 @@ def _of(used: int | None, total: int | None) -> str:
 
 
 def describe(sample: Sample) -> str:
-    """One process at one moment, e.g. `tokens 40/40 +38 waiting, conns 15/15, 93 in flight`."""
+    """One process at one moment, e.g. `tokens 40/40 +38 waiting, conns 15/15 (40 threads
+    waiting), 93 in flight`."""
     waiting = f" +{sample.waiting} waiting" if sample.waiting else ""
+    blocked = f" ({sample.pool_waiting} threads waiting)" if sample.pool_waiting else ""
     return (
         f"tokens {_of(sample.tokens_in_use, sample.tokens_total)}{waiting}, "
-        f"conns {_of(sample.checked_out, sample.capacity)}, {sample.in_flight} in flight"
+        f"conns {_of(sample.checked_out, sample.capacity)}{blocked}, "
+        f"{sample.in_flight} in flight"
     )
 
 
@@ -38,17 +41,22 @@ def at_end(timeline: Timeline | None) -> str:
 
 
 def busiest(timeline: Timeline | None) -> str:
-    """Each process at its sample of the measured run with the most tokens in use (then most
-    connections out): the closest a run that held came to freezing."""
+    """Each process at its sample of the measured run closest to a freeze: the closest a run
+    that held came to freezing."""
     if timeline is None or not timeline.samples:
         return "not sampled"
     top: dict[int, Sample] = {}
     for s in timeline.measured.samples:
-        key = (s.tokens_in_use or 0, s.checked_out or 0, s.in_flight)
         best = top.get(s.pid)
-        if best is None or key > (best.tokens_in_use or 0, best.checked_out or 0, best.in_flight):
+        if best is None or _closeness(s) > _closeness(best):
             top[s.pid] = s
     return _per_process(dict(sorted(top.items())))
+
+
+def _closeness(s: Sample) -> tuple[int, ...]:
+    """How near a freeze a moment is: threads blocked on the pool first (T of them is a
+    freeze), then tokens in use, connections out, requests in flight."""
+    return (s.pool_waiting or 0, s.tokens_in_use or 0, s.checked_out or 0, s.in_flight)
 
 
 def chart_name(record: CellResult) -> str:
