@@ -43,8 +43,12 @@ class Requests:
             await self.app(scope, receive, send)
             return
 
+        started = False
+
         async def counting_send(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 if message["status"] < 400:
                     self.counts.ok += 1
                 else:
@@ -54,6 +58,12 @@ class Requests:
         self.counts.in_flight += 1
         try:
             await self.app(scope, receive, counting_send)
+        except BaseException:
+            # An unhandled error (a pool timeout) leaves the app without a response; the server
+            # answers it with a 500 outside this wrapper.
+            if not started:
+                self.counts.errors += 1
+            raise
         finally:
             self.counts.in_flight -= 1
 

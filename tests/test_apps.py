@@ -112,3 +112,23 @@ def test_occupancy_can_be_turned_off() -> None:
         with TestClient(module.create_app(settings)) as c:
             assert c.get("/_occupancy").status_code == 404
             assert c.get("/health").status_code == 200
+
+
+def test_an_unhandled_error_counts_as_an_error_answer() -> None:
+    """A pool timeout escapes the app; the server answers 500 outside the counting wrapper."""
+    import anyio
+
+    from app.occupancy import Counts, Requests
+
+    async def failing(scope: object, receive: object, send: object) -> None:
+        raise TimeoutError("QueuePool limit reached")
+
+    counts = Counts()
+    wrapped = Requests(failing, counts)
+
+    async def call() -> None:
+        with pytest.raises(TimeoutError):
+            await wrapped({"type": "http", "path": "/users"}, None, None)  # type: ignore[arg-type]
+
+    anyio.run(call)
+    assert (counts.in_flight, counts.ok, counts.errors) == (0, 0, 1)
