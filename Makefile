@@ -1,4 +1,5 @@
-# syncasync-bench. `make bench SERVER=uvicorn` runs the main job; `make test` runs the tests.
+# syncasync-bench. `make bench SERVER=uvicorn` runs the main job, `make decide SERVER=uvicorn` the
+# decision table (async or sync by database latency and payload); `make test` runs the tests.
 # Both install what they need first (`make setup`).
 
 PYTHON ?= python3
@@ -11,7 +12,8 @@ PY := $(VENV)/bin/python
 # Only variables given on the command line (or in this file) are passed; DATABASE_URL and
 # WRK_IMAGE are also read from the environment by the CLI itself.
 VARIABLES := SERVER MODES MODE STYLES STYLE POOLS POOL_TIMEOUT TOKENS WORKERS STACK CONNECTIONS REPEATS \
-	DURATION WARMUP TIMEOUT SETTLE WORKLOAD ROWS WRK WRK_IMAGE DATABASE_URL TARGET TARGET_PID OCCUPANCY VARIANTS \
+	DURATION WARMUP TIMEOUT SETTLE WORKLOAD ROWS DB_LATENCY WRK WRK_IMAGE DATABASE_URL TARGET TARGET_PID \
+	OCCUPANCY VARIANTS \
 	CEILING_LEVELS START CEILING OUT RESUME
 SWITCHES := DRY_RUN KEEP_LOGS FORCE PIN
 # Variables of the Makefile itself (not settings of a run).
@@ -19,7 +21,8 @@ OWN := PYTHON VENV RUN REF A B
 given = $(foreach v,$(1),$(if $(filter-out undefined environment default,$(origin $(v))),$(v)))
 lower = $(shell echo '$(1)' | tr 'A-Z_' 'a-z-')
 quoted = '$(subst ','\'',$(1))'
-FLAGS = $(foreach v,$(call given,$(VARIABLES)),--$(call lower,$(v)) $(call quoted,$($(v)))) \
+# --flag=value, so that a value starting with '-' (DB_LATENCY=-1ms) is refused as a value.
+FLAGS = $(foreach v,$(call given,$(VARIABLES)),--$(call lower,$(v))=$(call quoted,$($(v)))) \
 	$(foreach v,$(call given,$(SWITCHES)),$(if $(filter-out 0,$($(v))),--$(call lower,$(v))))
 
 # A misspelt variable (SERVERS=gunicorn) would otherwise be ignored and the wrong run start.
@@ -31,15 +34,13 @@ endif
 # Settings are for the targets that measure; anywhere else they would be silently ignored.
 settings := $(strip $(call given,$(VARIABLES) $(SWITCHES)))
 ifneq ($(settings),)
-ifeq ($(filter bench failure-map serve,$(MAKECMDGOALS)),)
-$(error $(settings): settings of make bench, failure-map and serve; make $(or $(MAKECMDGOALS),setup) takes none)
+ifeq ($(filter bench decide failure-map serve,$(MAKECMDGOALS)),)
+$(error $(settings): settings of make bench, decide, failure-map and serve; make $(or $(MAKECMDGOALS),setup) takes none)
 endif
 endif
 
-.PHONY: setup system-deps venv test test-fast lint serve bench failure-map reference report compare \
-	clean
-
-.PHONY: setup system-deps venv test test-docker lint serve bench failure-map reference report clean
+.PHONY: setup system-deps venv test test-fast test-docker lint serve bench decide failure-map \
+	reference report compare clean
 
 setup: system-deps venv
 
@@ -107,13 +108,20 @@ serve: setup
 bench: setup
 	$(PY) -m harness run $(FLAGS)
 
+# The decision preset: database latency x rows x {sync context, sync dependency, async} x workers
+# {1, CPUs} at 8, 32 and 100 connections, 3 interleaved rounds of 2 s, ending in decision.md.
+# About 20-25 minutes per server on 2 cores; every preset value is a variable (REPEATS=5 ...).
+decide: setup
+	$(PY) -m harness decide $(FLAGS)
+
 # The failure map: where each variant collapses, searched, with ceilings and charts.
 failure-map: setup
 	$(PY) -m harness map $(FLAGS)
 
 # The reference run under results/: the seed-shaped tables for every server and the failure map
-# of all three, the same for uvicorn and the map's baseline under the 2021 stack, then
-# results/README.md. An interrupted one resumes where it stopped. About 55 minutes on 2 cores.
+# of all three, the same for uvicorn and the map's baseline under the 2021 stack, the decision
+# runs of uvicorn and gunicorn, then results/README.md. An interrupted one resumes where it
+# stopped. About 55 minutes on 2 cores, and 20-25 more per decision run.
 REF ?= results/reference
 
 reference: setup
@@ -130,6 +138,11 @@ reference: setup
 	@d=$(REF)/map-2021; if [ -f $$d/metadata.json ]; then $(PY) -m harness map --resume $$d; \
 	else $(PY) -m harness map --server all --stack 2021 --pools 5+10 --workers 1 \
 		--variants sync-dependency --ceiling-levels none --out $$d; fi
+	@for s in uvicorn gunicorn; do \
+		d=$(REF)/decide-$$s; \
+		if [ -f $$d/metadata.json ]; then $(PY) -m harness decide --resume $$d || exit $$?; \
+		else $(PY) -m harness decide --server $$s --out $$d || exit $$?; fi; \
+	done
 	$(PY) -m harness reference $(REF) --readme results/README.md
 
 report: venv

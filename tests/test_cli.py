@@ -48,12 +48,57 @@ def refused(capsys: pytest.CaptureFixture[str], *args: str) -> str:
         (["--target", "http://127.0.0.1:8001"], "MODE: say which app"),
         (["--mode", "sync", "--modes", "async"], "MODE and MODES are the same setting"),
         (["--stack", "2021", "--tokens", "40"], "TOKENS: the 2021 stack has no thread limiter"),
+        (["--db-latency", "-1ms"], "DB_LATENCY: '-1ms' is not a one-way latency; give 0"),
+        (["--db-latency", "x"], "DB_LATENCY: 'x' is not a one-way latency; give 0 (direct)"),
+        (["--rows", "0,x"], "ROWS: '0' is not a whole number from 1 to 100000"),
+        (["--rows", "10,x"], "ROWS: 'x' is not a whole number from 1 to 100000"),
+        (["--duration", "500ms"], "DURATION: '500ms' is not a whole number of seconds"),
+        (["--workers", "all"], "WORKERS: 'all' is not a whole number from 1 to 64, or cpus"),
+        (["--bogus", "1"], "unrecognized arguments: --bogus 1"),
     ],
 )
 def test_bad_input_to_run_is_one_line_and_exit_code_2(
     capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
     assert message in refused(capsys, "run", "--dry-run", *args)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--db-latency", "-1ms"], ["--db-latency=x"], ["--rows", "0,x"], ["--variants", "sync"],
+     ["--modes", "sync"], ["--target", "http://127.0.0.1:8001"]],
+)  # fmt: skip
+def test_bad_input_to_decide_is_one_line_and_exit_code_2(
+    capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    refused(capsys, "decide", "--dry-run", *args)
+
+
+def test_the_decide_preset_crosses_latency_rows_variants_and_workers(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = cli(capsys, "decide", "--dry-run")
+    assert code == 0
+    keys = out.splitlines()[:-1]
+    cpus = os.cpu_count() or 1
+    workers = sorted({1, cpus})
+    cells = 3 * 2 * 3 * len(workers) * 3  # latencies x rows x variants x workers x levels
+    assert out.splitlines()[-1].startswith(
+        f"{cells * 3} of {cells * 3} measurements ({cells} cells x 3 rounds)"
+    )
+    firsts = [k for k in keys if "@" not in k]
+    assert {k.rsplit("-c", 1)[1] for k in firsts} == {"8", "32", "100"}
+    assert {w for w in workers if any(f"-w{w}-" in k for k in firsts)} == set(workers)
+    for part in ("-r10-", "-r100-", "-d2-c", "-d2-l1ms-c", "-d2-l5ms-c"):
+        assert any(part in k for k in firsts), part
+    styles = {k.split("-")[1] + "-" + k.split("-")[2] for k in firsts}
+    assert styles == {"sync-dependency", "sync-context", "async-dependency"}
+    # Every preset value is a variable.
+    code, out, _ = cli(
+        capsys, "decide", "--dry-run", "--db-latency", "2ms", "--rows", "50", "--workers", "1",
+        "--connections", "4", "--repeats", "2", "--variants", "sync-context,async-dependency",
+    )  # fmt: skip
+    assert code == 0 and out.splitlines()[-1].startswith("4 of 4 measurements (2 cells x 2")
 
 
 def test_the_server_error_names_all_as_a_choice(capsys: pytest.CaptureFixture[str]) -> None:
@@ -207,11 +252,11 @@ def test_the_makefile_passes_each_variable_as_its_flag() -> None:
         env=env,
     )
     line = next(x for x in done.stdout.splitlines() if "-m harness run " in x)
-    assert "--pool-timeout '5s'" in line and "--mode 'sync'" in line and "--dry-run" in line
-    assert "--out '/tmp/it'\\''s'" in line
+    assert "--pool-timeout='5s'" in line and "--mode='sync'" in line and "--dry-run" in line
+    assert "--out='/tmp/it'\\''s'" in line
     for args, message in [
         (["bench", "SERVERS=gunicorn"], "unknown variable SERVERS"),
-        (["reference", "DURATION=3s"], "DURATION: settings of make bench"),
+        (["reference", "DURATION=3s"], "DURATION: settings of make bench, decide"),
     ]:
         done = subprocess.run(
             ["make", "-n", *args], cwd=root, capture_output=True, text=True, env=env

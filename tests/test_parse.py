@@ -9,10 +9,12 @@ from harness.domain.errors import UsageError
 from harness.domain.parse import (
     parse_choices,
     parse_duration,
-    parse_nonnegative_int,
+    parse_latencies,
     parse_pools,
     parse_positive_ints,
     parse_servers,
+    parse_workers,
+    parse_wrk_seconds,
 )
 from servers.registry import ServerName
 
@@ -74,6 +76,13 @@ def test_bad_durations_need_a_unit_and_a_positive_value(text: str) -> None:
         parse_duration(text)
 
 
+def test_wrk_takes_whole_seconds_only() -> None:
+    assert parse_wrk_seconds("2s", "DURATION") == 2.0 and parse_wrk_seconds("1m", "WARMUP") == 60
+    for text in ("500ms", "1.5s"):
+        with pytest.raises(UsageError, match=f"DURATION: '{text}' is not a whole number of sec"):
+            parse_wrk_seconds(text, "DURATION")
+
+
 @given(st.integers(1, 4_000_000), st.sampled_from(["ms", "s", "m"]))
 def test_durations_are_accepted_exactly_up_to_one_hour(value: int, unit: str) -> None:
     seconds = value * {"ms": 0.001, "s": 1.0, "m": 60.0}[unit]
@@ -97,7 +106,30 @@ def test_choices_deduplicate_and_name_the_valid_ones() -> None:
         parse_choices("a,c", "X", str, ["a", "b"])
 
 
-def test_rows() -> None:
-    assert parse_nonnegative_int("0", "ROWS") == 0
-    with pytest.raises(UsageError, match="ROWS"):
-        parse_nonnegative_int("-3", "ROWS")
+def test_rows_are_whole_numbers_from_1() -> None:
+    assert parse_positive_ints("1000,10", "ROWS") == [10, 1000]
+    for bad in ("0", "0,x", "-3"):
+        with pytest.raises(UsageError, match=r"ROWS: '(0|-3)' is not a whole number from 1"):
+            parse_positive_ints(bad, "ROWS")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("0", ["0"]), ("5ms,0,1ms", ["0", "1ms", "5ms"]), ("relay,0", ["0", "relay"]),
+     ("0.5ms", ["0.5ms"]), ("250us", ["0.25ms"]), ("1s", ["1000ms"])],
+)  # fmt: skip
+def test_latencies_sorted_direct_first(text: str, expected: list[str]) -> None:
+    assert [str(v) for v in parse_latencies(text)] == expected
+
+
+@pytest.mark.parametrize("bad", ["-1ms", "x", "2", "1.5", "2s", "1 ms s", ""])
+def test_bad_latencies_name_the_value_and_the_choices(bad: str) -> None:
+    with pytest.raises(UsageError, match=r"DB_LATENCY: .*(0 \(direct\)|empty list)"):
+        parse_latencies(bad)
+
+
+def test_workers_take_cpus() -> None:
+    assert parse_workers("1,cpus", cpus=4) == [1, 4]
+    assert parse_workers("cpus,1", cpus=2, ordered=True) == [2, 1]
+    with pytest.raises(UsageError, match=r"WORKERS: 'cpu' .* or cpus"):
+        parse_workers("cpu", cpus=2)

@@ -50,3 +50,37 @@ def test_speed_is_stated_as_ratios_with_intervals_once_repeated(tmp_path: Path) 
     assert "Async `dependency` over sync `dependency`" in text and " [" in text
     assert "1: 1.70× (no interval" not in text
     assert "Comparisons (B / A, 95% intervals):" in text and "| async / sync" in text
+
+
+def test_a_decision_run_gets_its_findings_and_tables(tmp_path: Path) -> None:
+    from harness.domain.axes import Verdict
+    from harness.run.options import Options
+    from tests.test_decision import ASYNC, CONTEXT, DEPENDENCY, measured
+
+    root = tmp_path / "reference"
+    shutil.copytree(FIXTURES / "run", root / "bench-uvicorn")
+    run = RunDir.create(root / "decide-uvicorn", "decide", {}, Options().to_json(), {"cells": []})
+    records = measured(
+        {ASYNC: {8: 150.0, 100: 300.0}, CONTEXT: {8: 100.0, 100: 150.0}, DEPENDENCY: {8: 100.0}},
+        rounds=3,
+    ) + measured({DEPENDENCY: {100: 1.0}}, rounds=3, collapsed=((DEPENDENCY, 100),))
+    for r in records:
+        run.write_record(r)
+    assert {r.verdict for r in records} == {Verdict.ok, Verdict.collapsed}
+    page = tmp_path / "README.md"
+    reference.write(root, page)
+    text = page.read_text()
+    assert (
+        "In the decision run, async `dependency` against sync `context` over 2 latency × payload "
+        "× load comparisons (1 row with their connection levels): 2 async ahead."
+    ) in text
+    assert "Where async was ahead, by 1.50× to 2.00×." in text
+    assert (
+        "Sync `dependency` collapsed within the levels measured in 1 of 1 rows, holding at " in text
+    )
+    assert "## When does async win? The decision table, uvicorn ([decision.md](reference/" in text
+    assert "### uvicorn, 1 worker" in text and "| 0 | 10 | **1.50× [" in text
+    assert "](reference/decide-uvicorn/charts/ratio-uvicorn-w1.png)" in text
+    assert (root / "decide-uvicorn" / "decision.md").is_file()
+    reference.write(root, page)
+    assert page.read_text() == text

@@ -1,20 +1,23 @@
-"""`python -m harness run|map|serve|report|reference`: parse, validate, plan, then hand over to
-the run layer with a console listening; draw the report at the end or on interruption."""
+"""`python -m harness run|decide|map|serve|report|compare|reference`: parse, validate, plan,
+then hand over to the run layer with a console listening; draw the report at the end or on
+interruption."""
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from harness.cli.console import Console
 from harness.cli.variables import (
     BY_NAME,
     MAKE_TARGET,
+    VARIABLES,
     WITH_RESUME,
     Given,
     add_arguments,
@@ -26,7 +29,7 @@ from harness.domain.errors import HarnessError, UsageError
 from harness.domain.parse import (
     parse_choices,
     parse_duration,
-    parse_nonnegative_int,
+    parse_latencies,
     parse_one,
     parse_pools,
     parse_positive_ints,
@@ -34,13 +37,15 @@ from harness.domain.parse import (
     parse_stacks,
     parse_target,
     parse_variants,
+    parse_workers,
+    parse_wrk_seconds,
 )
 from harness.domain.plan import MAP_VARIANTS, MapPlan, Matrix, schedule, target_cells
 from harness.domain.result import record_key
 from harness.infra import stacks
-from harness.infra.environment import PROJECT_ROOT
+from harness.infra.environment import PROJECT_ROOT, cpu_count
 from harness.infra.process import clean_leftovers, pid_running
-from harness.report import compare, conclusions, files, reference
+from harness.report import compare, conclusions, decision, files, reference
 from harness.run.bench import execute, measurements, planned, remaining
 from harness.run.fmap import estimate_s, execute_map
 from harness.run.options import Options
@@ -52,7 +57,7 @@ RESULTS = PROJECT_ROOT / "results"
 # Settings of a server the harness starts; a target's are unknown, so they cannot be given.
 SERVER_SETTINGS = (
     "SERVER", "STYLES", "POOLS", "POOL_TIMEOUT", "TOKENS", "WORKERS", "ROWS", "STACK",
-    "DATABASE_URL", "OCCUPANCY",
+    "DATABASE_URL", "OCCUPANCY", "DB_LATENCY",
 )  # fmt: skip
 
 
@@ -67,13 +72,22 @@ def _choices(given: Given, name: str, kind: Any) -> list[Any]:
     return parse_choices(given[name], name, kind, [k.value for k in kind])
 
 
+def _rows(given: Given) -> list[int]:
+    return parse_positive_ints(given["ROWS"], "ROWS", 100_000)
+
+
+def _workers(given: Given, ordered: bool = False) -> list[int]:
+    return parse_workers(given["WORKERS"], cpu_count(), ordered)
+
+
 def bench_cells(given: Given) -> list[Cell]:
-    """The cells `make bench` asked for: the matrix of its axes, or the target's levels."""
-    duration = parse_duration(given["DURATION"])
+    """The cells `make bench` or `make decide` asked for: the matrix of its axes, or the
+    target's levels."""
+    duration = parse_wrk_seconds(given["DURATION"], "DURATION")
     workloads = tuple(_choices(given, "WORKLOAD", Workload))
-    modes = tuple(_choices(given, "MODES", Mode))
     connections = tuple(parse_positive_ints(given["CONNECTIONS"], "CONNECTIONS", 10_000))
-    if given["TARGET"]:
+    if given.values.get("TARGET"):
+        modes = tuple(_choices(given, "MODES", Mode))
         target = parse_target(given["TARGET"])
         if refused := [n for n in SERVER_SETTINGS if n in given.explicit]:
             named = ", ".join(f"{n} ({BY_NAME[n].flag})" for n in refused)
@@ -84,23 +98,30 @@ def bench_cells(given: Given) -> list[Cell]:
         if len(modes) != 1 or "MODES" not in given.explicit:
             raise UsageError("MODE: say which app the target serves: sync or async")
         return target_cells(target, modes[0], workloads, connections, duration)
-    styles = tuple(_choices(given, "STYLES", SessionStyle))
-    chosen = parse_stacks(given["STACK"], "TOKENS" in given.explicit, styles)
+    if given.command == "decide":
+        variants, styles_name = tuple(parse_variants(given["VARIANTS"])), "VARIANTS"
+    else:
+        modes = tuple(_choices(given, "MODES", Mode))
+        styles = tuple(_choices(given, "STYLES", SessionStyle))
+        variants, styles_name = tuple(itertools.product(modes, styles)), "STYLES"
+    chosen = parse_stacks(
+        given["STACK"], "TOKENS" in given.explicit, [s for _, s in variants], styles_name
+    )
     return Matrix(
         servers=tuple(parse_servers(given["SERVER"])),
         workloads=workloads,
-        modes=modes,
-        styles=styles,
+        variants=variants,
         pools=tuple(parse_pools(given["POOLS"])),
         tokens=tuple(parse_positive_ints(given["TOKENS"], "TOKENS", 10_000)),
-        workers=tuple(parse_positive_ints(given["WORKERS"], "WORKERS", 64)),
+        workers=tuple(_workers(given)),
         connections=connections,
         duration_s=duration,
-        rows=parse_nonnegative_int(given["ROWS"], "ROWS"),
+        rows=tuple(_rows(given)),
         pool_timeout_s=parse_duration(given["POOL_TIMEOUT"], "POOL_TIMEOUT"),
         stacks=tuple(chosen),
         executor_threads=stacks.executor_threads() if Stack.y2021 in chosen else 0,
         occupancy=tuple(parse_choices(given["OCCUPANCY"], "OCCUPANCY", "on".__eq__, ["on", "off"])),
+        db_latencies=tuple(parse_latencies(given["DB_LATENCY"])),
     ).cells()
 
 
@@ -129,11 +150,11 @@ def map_plan(given: Given) -> MapPlan:
         servers=tuple(parse_servers(given["SERVER"])),
         pools=tuple(parse_pools(given["POOLS"])),
         tokens=tuple(tokens),
-        workers=tuple(parse_positive_ints(given["WORKERS"], "WORKERS", 64, ordered=True)),
+        workers=tuple(_workers(given, ordered=True)),
         start=parse_positive_ints(given["START"], "START", 10_000)[0],
         ceiling=parse_positive_ints(given["CEILING"], "CEILING", 10_000)[0],
-        duration_s=parse_duration(given["DURATION"]),
-        rows=parse_nonnegative_int(given["ROWS"], "ROWS"),
+        duration_s=parse_wrk_seconds(given["DURATION"], "DURATION"),
+        rows=parse_one(_rows(given), "ROWS", "a failure map is for one data set"),
         pool_timeout_s=parse_duration(given["POOL_TIMEOUT"], "POOL_TIMEOUT"),
         ceiling_levels=()
         if levels == "none"
@@ -149,16 +170,17 @@ def map_plan(given: Given) -> MapPlan:
 def options_from(given: Given) -> Options:
     warmup, settle = given["WARMUP"], given["SETTLE"]
     return Options(
-        warmup_s=0.0 if warmup in ("0", "0s") else parse_duration(warmup, "WARMUP"),
+        warmup_s=0.0 if warmup in ("0", "0s") else parse_wrk_seconds(warmup, "WARMUP"),
         settle_s=0.0 if settle in ("0", "0s") else parse_duration(settle, "SETTLE"),
         pin=given.on("PIN"),
-        wrk_timeout_s=parse_duration(given["TIMEOUT"], "TIMEOUT"),
+        wrk_timeout_s=parse_wrk_seconds(given["TIMEOUT"], "TIMEOUT"),
         wrk_runner=_choices(given, "WRK", WrkRunner)[0],
         wrk_image=given["WRK_IMAGE"],
         database_url=given["DATABASE_URL"] or None,
         keep_logs=given.on("KEEP_LOGS"),
-        # A map's probe only needs to know that it collapsed, not how many requests timed out.
-        await_pool_timeouts=given.command != "map",
+        # A map's probe and a decision's cell only need to know that it collapsed, not how many
+        # requests timed out (waiting for that costs up to pool_timeout per collapse).
+        await_pool_timeouts=given.command == "run",
         target_pid=_target_pid(given),
     )
 
@@ -244,10 +266,13 @@ def _measure(run: RunDir, given: Given, work: Any) -> int:
             files.write(run)
         except OSError as exc:
             say(f"the report could not be written to {run.path}: {exc.strerror}")
-    if run.kind == "run":  # the summary's conclusions, in brief
-        for line in conclusions.findings(run.records()):
+    brief = {"run": conclusions.findings, "decide": decision.findings}.get(run.kind)
+    if brief:  # the summary's conclusions, or the decision's rules, in brief
+        for line in brief(run.records()):
             say(line.removeprefix("- ").replace("**", "").replace("`", ""))
     say(f"summary: {run.path / 'summary.md'}")
+    if run.kind == "decide":
+        say(f"decision: {run.path / 'decision.md'}")
     return 0
 
 
@@ -276,7 +301,8 @@ def _run(given: Given) -> int:
         seed = random.randrange(2**32)  # recorded: a resume runs the same order
         todo = schedule(cells, repeats, seed)
         total = len(todo)
-        run, out = None, _out(given, given["TARGET"] or given["SERVER"])
+        name = given.values.get("TARGET") or given["SERVER"]
+        run, out = None, _out(given, name if given.command == "run" else f"decide-{name}")
     estimate = sum(options.estimate_s(c) for c, _ in todo)
     what = f"{len(todo)} of {total} measurements ({len(cells)} cells x {repeats} rounds)"
     if given.on("DRY_RUN"):
@@ -296,7 +322,7 @@ def _run(given: Given) -> int:
             "cells": [c.to_json() for c in cells],
             "schedule": {"repeats": repeats, "seed": seed},
         }
-        run = RunDir.create(out, "run", _parameters(given), options.to_json(), body)
+        run = RunDir.create(out, given.command, _parameters(given), options.to_json(), body)
     _announce(what, estimate, run)
     resumed = run
     return _measure(run, given, lambda: execute(resumed, options, entry, Console()))
@@ -345,10 +371,11 @@ def _serve(given: Given) -> int:
         style=style,
         pool=parse_one(parse_pools(given["POOLS"]), "POOLS", why),
         tokens=stacks.executor_threads() if stack is Stack.y2021 else tokens,
-        workers=parse_one(parse_positive_ints(given["WORKERS"], "WORKERS", 64), "WORKERS", why),
-        rows=parse_nonnegative_int(given["ROWS"], "ROWS"),
+        workers=parse_one(_workers(given), "WORKERS", why),
+        rows=parse_one(_rows(given), "ROWS", why),
         pool_timeout_s=parse_duration(given["POOL_TIMEOUT"], "POOL_TIMEOUT"),
         stack=stack,
+        db_latency=parse_one(parse_latencies(given["DB_LATENCY"]), "DB_LATENCY", why),
     )
     mode = parse_one(_choices(given, "MODES", Mode), "MODES", why)
     return serve(config, mode, given["DATABASE_URL"] or None, say)
@@ -385,13 +412,35 @@ def _reference(args: argparse.Namespace) -> int:
 
 COMMAND_HELP = {
     "run": "run a matrix of benchmark cells and write a run directory (make bench)",
+    "decide": "the decision preset: async or sync by database latency and payload, with "
+    "repeats, ending in a decision table (make decide)",
     "map": "search where each variant collapses, with ceilings and charts (make failure-map)",
     "serve": "a throwaway database and one server on the seed's port, until Ctrl-C (make serve)",
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's own errors (an unknown flag, a flag without its value) in one line, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def with_dashed_values(argv: Sequence[str]) -> list[str]:
+    """`--db-latency -1ms` as `--db-latency=-1ms`: a value that starts with '-' is the flag's
+    value, to be refused for what it is, not taken by argparse for a missing one."""
+    takes_value = {f for v in VARIABLES if not v.switch for f in (v.flag, *v.alias_flags)}
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in takes_value and arg.startswith("-") and not arg.startswith("--"):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m harness",
         description="syncasync-bench: sync versus async PostgreSQL access in FastAPI, measured.",
     )
@@ -424,12 +473,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-COMMANDS = {"run": _run, "map": _map, "serve": _serve}
+COMMANDS = {"run": _run, "decide": _run, "map": _map, "serve": _serve}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
     try:
+        args = parser().parse_args(with_dashed_values(sys.argv[1:] if argv is None else argv))
         if args.func is not None:
             return int(args.func(args))
         given = resolve(args, args.command)

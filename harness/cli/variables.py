@@ -12,7 +12,12 @@ from harness.report.table import md_table
 from servers.registry import WRK_IMAGE
 
 # What each command is called where users meet it.
-MAKE_TARGET = {"run": "make bench", "map": "make failure-map", "serve": "make serve"}
+MAKE_TARGET = {
+    "run": "make bench",
+    "decide": "make decide",
+    "map": "make failure-map",
+    "serve": "make serve",
+}
 COMMANDS = tuple(MAKE_TARGET)
 
 
@@ -30,6 +35,10 @@ class Variable:
         return "--" + self.name.lower().replace("_", "-")
 
     @property
+    def alias_flags(self) -> tuple[str, ...]:
+        return (f"--{self.alias.lower()}",) if self.alias else ()
+
+    @property
     def dest(self) -> str:
         return self.name.lower()
 
@@ -39,12 +48,12 @@ class Variable:
         return self.defaults[command]
 
 
-ALL = {"run": "", "map": "", "serve": ""}
+ALL = {"run": "", "map": "", "serve": "", "decide": ""}
 VARIABLES: tuple[Variable, ...] = (
     Variable(
         "SERVER",
         "uvicorn, gunicorn, hypercorn, or all (comma list)",
-        {"run": "uvicorn", "map": "uvicorn", "serve": "uvicorn"},
+        {"run": "uvicorn", "map": "uvicorn", "serve": "uvicorn", "decide": "uvicorn"},
     ),
     Variable(
         "MODES",
@@ -62,61 +71,82 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "POOLS",
         "POOL_SIZE+MAX_OVERFLOW (comma list); for the map the first is the baseline",
-        {"run": "5+10", "map": "5+10,20+0,40+0,80+0", "serve": "5+10"},
+        {"run": "5+10", "map": "5+10,20+0,40+0,80+0", "serve": "5+10", "decide": "5+10"},
     ),
     Variable(
         "POOL_TIMEOUT",
         "SQLAlchemy pool_timeout",
-        {"run": "30s", "map": "30s", "serve": "30s"},
+        {"run": "30s", "map": "30s", "serve": "30s", "decide": "30s"},
     ),
     Variable(
         "TOKENS",
         "AnyIO default thread limiter tokens (comma list; map: first = baseline)",
-        {"run": "40", "map": "40,80", "serve": "40"},
+        {"run": "40", "map": "40,80", "serve": "40", "decide": "40"},
     ),
     Variable(
         "WORKERS",
-        "server worker processes (comma list; map: first = baseline)",
-        {"run": "1", "map": "1,2", "serve": "1"},
+        "server worker processes (comma list; `cpus`: this machine's CPU count; map: first = "
+        "baseline)",
+        {"run": "1", "map": "1,2", "serve": "1", "decide": "1,cpus"},
     ),
     Variable(
         "STACK",
         "current (requirements.lock) or 2021 (requirements-2021.lock); run: both with a comma",
-        {"run": "current", "map": "current", "serve": "current"},
+        {"run": "current", "map": "current", "serve": "current", "decide": "current"},
     ),
-    Variable("CONNECTIONS", "wrk -c levels (comma list)", {"run": "1,12,24,48,100,200"}),
+    Variable(
+        "CONNECTIONS",
+        "wrk -c levels (comma list)",
+        {"run": "1,12,24,48,100,200", "decide": "8,32,100"},
+    ),
     Variable(
         "REPEATS",
         "measurements of each cell, in rounds: at each connection level every cell once per "
         "round, in a shuffled order",
-        {"run": "5"},
+        {"run": "5", "decide": "3"},
     ),
     Variable(
-        "DURATION", "measured wrk run per measurement (map: per probe)", {"run": "3s", "map": "3s"}
+        "DURATION",
+        "measured wrk run per measurement (map: per probe)",
+        {"run": "3s", "map": "3s", "decide": "2s"},
     ),
     Variable(
-        "WARMUP", "wrk warm-up before each measured run (0 for none)", {"run": "2s", "map": "1s"}
+        "WARMUP",
+        "wrk warm-up before each measured run (0 for none)",
+        {"run": "2s", "map": "1s", "decide": "0"},
     ),
-    Variable("TIMEOUT", "wrk's request timeout", {"run": "5s", "map": "5s"}),
+    Variable("TIMEOUT", "wrk's request timeout", {"run": "5s", "map": "5s", "decide": "5s"}),
     Variable(
         "SETTLE",
         "a pause before each measurement's warm-up (0: none)",
-        {"run": "0", "map": "0"},
+        {"run": "0", "map": "0", "decide": "0"},
     ),
     Variable(
         "WORKLOAD",
         "list (GET /users), insert (GET /users/insert-data-to-test), health (GET /health, no "
         "database)",
-        {"run": "list"},
+        {"run": "list", "decide": "list"},
     ),
-    Variable("ROWS", "rows in `users` before each cell", {"run": "10", "map": "10", "serve": "10"}),
     Variable(
-        "WRK", "local (the wrk binary) or docker (WRK_IMAGE)", {"run": "local", "map": "local"}
+        "ROWS",
+        "rows in `users` before each cell (comma list; map and serve: one)",
+        {"run": "10", "map": "10", "serve": "10", "decide": "10,100"},
+    ),
+    Variable(
+        "DB_LATENCY",
+        "one-way delay a relay on 127.0.0.1 adds between the apps and PostgreSQL, each way "
+        "(comma list; 0: no relay; `relay`: the relay without delay)",
+        {"run": "0", "serve": "0", "decide": "0,1ms,5ms"},
+    ),
+    Variable(
+        "WRK",
+        "local (the wrk binary) or docker (WRK_IMAGE)",
+        {"run": "local", "map": "local", "decide": "local"},
     ),
     Variable(
         "WRK_IMAGE",
         "wrk's image for WRK=docker",
-        {"run": WRK_IMAGE, "map": WRK_IMAGE},
+        {"run": WRK_IMAGE, "map": WRK_IMAGE, "decide": WRK_IMAGE},
         from_env=True,
     ),
     Variable(
@@ -139,13 +169,13 @@ VARIABLES: tuple[Variable, ...] = (
         "OCCUPANCY",
         "the apps' side channel, sampled at 10 Hz in every measured run: on, off, or on,off "
         "(both, to measure what the sampling costs)",
-        {"run": "on"},
+        {"run": "on", "decide": "on"},
     ),
     Variable(
         "VARIANTS",
-        "MODE-STYLE lines at the baseline (default: sync-dependency, sync-context, sync-limited "
-        "(not under 2021), async-dependency)",
-        {"map": ""},
+        "MODE-STYLE variants (comma list); the map's default: sync-dependency, sync-context, "
+        "sync-limited (not under 2021), async-dependency, at the baseline",
+        {"map": "", "decide": "sync-dependency,sync-context,async-dependency"},
     ),
     Variable(
         "CEILING_LEVELS", "connections for the ceilings, or none", {"map": "1,12,24,48,100,200"}
@@ -155,27 +185,32 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "OUT",
         "run directory (default results/runs/<time>-<server>)",
-        {"run": "", "map": ""},
+        {"run": "", "map": "", "decide": ""},
     ),
     Variable(
         "RESUME",
         "a run directory: run only what it has no record of, with its own settings",
-        {"run": "", "map": ""},
+        {"run": "", "map": "", "decide": ""},
     ),
     Variable(
-        "DRY_RUN", "list what would run and the time, run nothing", {"run": "", "map": ""}, True
+        "DRY_RUN",
+        "list what would run and the time, run nothing",
+        {"run": "", "map": "", "decide": ""},
+        True,
     ),
-    Variable("KEEP_LOGS", "keep server logs in RUN_DIR/logs", {"run": "", "map": ""}, True),
+    Variable(
+        "KEEP_LOGS", "keep server logs in RUN_DIR/logs", {"run": "", "map": "", "decide": ""}, True
+    ),
     Variable(
         "PIN",
         "wrk on the last CPU, the servers and PostgreSQL on the others",
-        {"run": "", "map": ""},
+        {"run": "", "map": "", "decide": ""},
         True,
     ),
     Variable(
         "FORCE",
         "resume even where the machine or package versions differ from the run's",
-        {"run": "", "map": ""},
+        {"run": "", "map": "", "decide": ""},
         True,
     ),
 )
@@ -247,7 +282,7 @@ def resolve(args: argparse.Namespace, command: str) -> Given:
 
 def markdown_table() -> str:
     """The variables table of README.md (tests/test_cli.py checks that the two agree)."""
-    head = ["variable", "meaning", "`make bench`", "`make failure-map`", "`make serve`"]
+    head = ["variable", "meaning", *(f"`{MAKE_TARGET[c]}`" for c in COMMANDS)]
     rows = []
     for v in VARIABLES:
         name = f"`{v.name}=1`" if v.switch else f"`{v.name}`"

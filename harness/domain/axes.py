@@ -10,7 +10,9 @@ from app.styles import SessionStyle
 from servers.registry import Mode, ServerName, Stack
 
 __all__ = [
+    "DIRECT",
     "WORKLOAD_PATH",
+    "Latency",
     "Mode",
     "Pool",
     "ServerName",
@@ -75,3 +77,41 @@ class Pool:
 
     def __str__(self) -> str:
         return f"{self.size}+{self.overflow}"
+
+
+@dataclass(frozen=True, order=True)
+class Latency:
+    """The one-way delay the relay (servers/relay.py) adds between an app and PostgreSQL.
+
+    Without `relay` the app talks to PostgreSQL directly (latency 0, the default); with it and
+    0 ms the relay forwards without delay, which measures what the relay itself costs.
+    """
+
+    ms: float = 0.0
+    relay: bool = False
+
+    MAX_MS = 1000.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.ms <= self.MAX_MS or (self.ms > 0 and not self.relay):
+            raise ValueError(f"latency {self.ms!r} ms is not from 0 to {self.MAX_MS:g} ms")
+
+    @classmethod
+    def parse(cls, text: str) -> Latency:
+        """'0' (direct), 'relay' (the relay, no delay), or a delay with a unit: 1ms, 0.5ms, 1s."""
+        text = text.strip()
+        if text == "relay":
+            return cls(0.0, relay=True)
+        match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(us|ms|s)?", text)
+        if not match or (match[2] is None and float(match[1]) != 0):
+            raise ValueError(f"latency {text!r} is not 0, relay, or a delay with a unit")
+        ms = float(match[1]) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[match[2] or "ms"]
+        return cls(ms, relay=ms > 0)
+
+    def __str__(self) -> str:
+        if not self.relay:
+            return "0"
+        return "relay" if self.ms == 0 else f"{self.ms:g}ms"
+
+
+DIRECT = Latency()  # no relay: the app reaches PostgreSQL over loopback

@@ -11,7 +11,18 @@ import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from harness.domain.axes import Mode, Pool, ServerName, SessionStyle, Stack, Workload
+from harness.domain.axes import (
+    DIRECT,
+    Latency,
+    Mode,
+    Pool,
+    ServerName,
+    SessionStyle,
+    Stack,
+    Workload,
+)
+
+SEED_ROWS = 10  # the seed's data set; a cell's variant names its rows only when they differ
 
 
 def shown(value: object) -> str:
@@ -36,6 +47,8 @@ class ServerConfig:
     # The apps' side channel (GET /_occupancy), sampled during the measured run; off only to
     # measure what it costs.
     occupancy: bool = True
+    # One-way delay of the relay between the app and PostgreSQL (direct: no relay).
+    db_latency: Latency = DIRECT
 
     @property
     def tokens_label(self) -> str:
@@ -43,7 +56,7 @@ class ServerConfig:
         return f"{self.tokens} (executor)" if self.stack is Stack.y2021 else str(self.tokens)
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "pool": asdict(self.pool)}
+        return {**asdict(self), "pool": asdict(self.pool), "db_latency": str(self.db_latency)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ServerConfig:
@@ -57,6 +70,7 @@ class ServerConfig:
             pool_timeout_s=float(data["pool_timeout_s"]),
             stack=Stack(data["stack"]),
             occupancy=bool(data.get("occupancy", True)),
+            db_latency=Latency.parse(data.get("db_latency", "0")),
         )
 
 
@@ -117,11 +131,19 @@ class Cell:
         k = self.known
         stack = "" if self.stack is Stack.current else f"/stack {self.stack}"
         side = "/side channel off" if k("occupancy") is False else ""
+        rows = "" if k("rows") in (None, SEED_ROWS) else f"/rows {k('rows')}"
+        latency = "" if self.db_latency is None else f"/latency {self.db_latency}"
         return (
             f"{self.server_label}/{self.mode}/{shown(k('style'))}/pool {shown(k('pool'))}/"
             f"tokens {shown(k('tokens'))}/workers {shown(k('workers'))}/{self.workload}{stack}"
-            f"{side}"
+            f"{rows}{latency}{side}"
         )
+
+    @property
+    def db_latency(self) -> Latency | None:
+        """The relay's delay, None where there is none (direct, or a target: not the harness's)."""
+        latency = self.known("db_latency")
+        return latency if latency is not None and latency.relay else None
 
     @property
     def id(self) -> str:
@@ -137,6 +159,7 @@ class Cell:
             f"{where}-{self.mode}-{shown(k('style'))}-p{pool or 'unknown'}"
             f"-pt{shown(k('pool_timeout_s'))}-t{shown(k('tokens'))}-w{shown(k('workers'))}"
             f"-{self.workload}-r{shown(k('rows'))}-d{self.duration_s:g}"
+            f"{'' if self.db_latency is None else f'-l{self.db_latency}'}"
             f"{'' if self.stack is Stack.current else '-s' + self.stack}"
             f"{'-occoff' if k('occupancy') is False else ''}-c{self.connections}"
         )

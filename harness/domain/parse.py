@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from harness.domain.axes import Mode, Pool, ServerName, SessionStyle, Stack
+from harness.domain.axes import Latency, Mode, Pool, ServerName, SessionStyle, Stack
 from harness.domain.errors import UsageError
 from harness.domain.plan import MAP_VARIANTS
 
@@ -55,6 +55,29 @@ def parse_positive_ints(
     return list(dict.fromkeys(out)) if ordered else sorted(set(out))
 
 
+def parse_workers(text: str, cpus: int, ordered: bool = False) -> list[int]:
+    """Worker counts, where `cpus` stands for this machine's CPU count (workers as deployed)."""
+    items = [str(cpus) if t.strip() == "cpus" else t for t in _items(text, "WORKERS")]
+    try:
+        return parse_positive_ints(",".join(items), "WORKERS", 64, ordered)
+    except UsageError as exc:
+        raise UsageError(f"{exc}, or cpus (this machine's CPU count)") from None
+
+
+def parse_latencies(text: str) -> list[Latency]:
+    """DB_LATENCY: one-way delays of the relay between the apps and PostgreSQL, sorted."""
+    out = []
+    for item in _items(text, "DB_LATENCY"):
+        try:
+            out.append(Latency.parse(item))
+        except ValueError:
+            raise UsageError(
+                f"DB_LATENCY: {item!r} is not a one-way latency; give 0 (direct), a delay with a "
+                f"unit up to {Latency.MAX_MS:g}ms (1ms, 0.5ms, 250us), or relay (no delay)"
+            ) from None
+    return sorted(set(out))
+
+
 def parse_pools(text: str) -> list[Pool]:
     out = []
     for item in _items(text, "POOLS"):
@@ -76,10 +99,15 @@ def parse_duration(text: str, name: str = "DURATION") -> float:
     return value
 
 
-def parse_nonnegative_int(text: str, name: str) -> int:
-    if not re.fullmatch(r"\s*\d+\s*", text):
-        raise UsageError(f"{name}: {text!r} is not a whole number >= 0")
-    return int(text)
+def parse_wrk_seconds(text: str, name: str) -> float:
+    """A duration wrk is given (-d, --timeout): wrk reads whole seconds only."""
+    value = parse_duration(text, name)
+    if value != int(value):
+        raise UsageError(
+            f"{name}: {text!r} is not a whole number of seconds, the only durations wrk takes; "
+            "e.g. 1s, 2s or 1m"
+        )
+    return value
 
 
 def parse_target(text: str) -> str:

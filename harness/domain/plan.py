@@ -13,7 +13,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from harness.domain.axes import Mode, Pool, ServerName, SessionStyle, Stack, Workload
+from harness.domain.axes import (
+    DIRECT,
+    Latency,
+    Mode,
+    Pool,
+    ServerName,
+    SessionStyle,
+    Stack,
+    Workload,
+)
 from harness.domain.cell import Cell, ServerConfig, Target
 from harness.domain.rules import order, predicted
 
@@ -32,19 +41,19 @@ class Matrix:
 
     servers: tuple[ServerName, ...]
     workloads: tuple[Workload, ...]
-    modes: tuple[Mode, ...]
-    styles: tuple[SessionStyle, ...]
+    variants: tuple[tuple[Mode, SessionStyle], ...]  # (mode, session style) pairs
     pools: tuple[Pool, ...]
     tokens: tuple[int, ...]
     workers: tuple[int, ...]
     connections: tuple[int, ...]
     duration_s: float
-    rows: int
+    rows: tuple[int, ...]
     pool_timeout_s: float
     stacks: tuple[Stack, ...] = (Stack.current,)
     # Under 2021 sync code runs on asyncio's default executor: its size stands where T would.
     executor_threads: int = 0
     occupancy: tuple[bool, ...] = (True,)  # the side channel on, off, or both
+    db_latencies: tuple[Latency, ...] = (DIRECT,)
 
     def cells(self) -> list[Cell]:
         cells = []
@@ -53,11 +62,12 @@ class Matrix:
             axes = itertools.product(
                 self.servers,
                 self.workloads,
-                self.modes,
-                self.styles,
+                self.variants,
                 self.pools,
                 tokens,
                 self.workers,
+                self.rows,
+                self.db_latencies,
                 self.connections,
                 self.occupancy,
             )
@@ -69,17 +79,18 @@ class Matrix:
                         pool=p,
                         tokens=t,
                         workers=w,
-                        rows=self.rows,
+                        rows=r,
                         pool_timeout_s=self.pool_timeout_s,
                         stack=stack,
                         occupancy=o,
+                        db_latency=lat,
                     ),
                     mode=m,
                     workload=wl,
                     connections=c,
                     duration_s=self.duration_s,
                 )
-                for s, wl, m, st, p, t, w, c, o in axes
+                for s, wl, (m, st), p, t, w, r, lat, c, o in axes
             ]
         return order(cells)
 

@@ -65,6 +65,7 @@ class Cpu:
     server_s: float | None
     postgres_s: float | None
     wrk_s: float | None
+    relay_s: float | None = None  # the latency relay's, where the cell had one
 
 
 @dataclass(frozen=True)

@@ -37,10 +37,15 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_count() -> int:
+    """What `WORKERS=cpus` stands for: the CPUs of this machine, as its record names them."""
+    return os.cpu_count() or 1
+
+
 def machine() -> dict[str, Any]:
     return {
         "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
+        "cpu_count": cpu_count(),
         "kernel": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
     }

@@ -1,4 +1,4 @@
-"""PNG charts of a failure map, drawn from its raw records only."""
+"""PNG charts of a failure map and of a decision run, drawn from their raw records only."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
-from harness.domain.axes import Mode, ServerName, Workload
+from harness.domain.axes import Latency, Mode, ServerName, Workload
 from harness.domain.plan import MapLine, MapPlan
 from harness.domain.result import CellResult, PgbenchResult
+from harness.report import decision
 from harness.report.map_summary import threshold_of
+from harness.report.stats import Ratio
 
 
 def _label(line: MapLine) -> str:
@@ -233,4 +235,122 @@ def timeline_chart(path: Path, record: CellResult) -> None:
     fig.suptitle(f"{c.variant}, {c.connections} connections: {record.verdict}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+
+
+# --- the decision run ------------------------------------------------------------------------
+
+ROLE_COLORS = {"async": "C0", "sync": "C1", "dependency": "C3"}
+PAYLOAD_STYLES = ("o-", "s--", "D:", "^-.")
+
+
+def _latency_axis(rows: Sequence[decision.Row]) -> list[Latency]:
+    return sorted({r.latency for r in rows})
+
+
+def latency_chart(path: Path, title: str, rows: Sequence[decision.Row]) -> None:
+    """req/s and p99 against the database latency, for each variant and payload, one column
+    per connection level; × marks a median over rounds of which some collapsed."""
+    latencies = _latency_axis(rows)
+    levels = sorted({lv.connections for r in rows for lv in r.levels})
+    payloads = sorted({r.rows for r in rows})
+    roles = rows[0].roles
+    names = {"async": roles.async_, "sync": roles.sync, "dependency": roles.dependency}
+    fig, axes = plt.subplots(
+        2, len(levels), figsize=(4 * len(levels) + 1, 7), squeeze=False, sharex=True
+    )
+    for col, level in enumerate(levels):
+        rps_ax, p99_ax = axes[0][col], axes[1][col]
+        for role, variant in names.items():
+            if variant is None or (role == "dependency" and variant == roles.sync):
+                continue
+            for p, payload in enumerate(payloads):
+                xs, rps, p99, bad = [], [], [], []
+                for x, latency in enumerate(latencies):
+                    row = next(
+                        (r for r in rows if r.latency == latency and r.rows == payload), None
+                    )
+                    lv = (
+                        next((v for v in row.levels if v.connections == level), None)
+                        if row
+                        else None
+                    )
+                    served = lv.rps.get(role) if lv else None
+                    if lv is None or served is None:
+                        continue
+                    if "collapsed" in lv.verdicts.get(role, ""):
+                        bad.append((x, max(served, 1.0)))  # drawn at 1 req/s if at none
+                    if served < 1.0:  # nothing to draw on a log scale
+                        continue
+                    xs.append(x)
+                    rps.append(served)
+                    p99.append(lv.p99_ms.get(role))
+                label = f"{decision.name(variant).replace('`', '')}, {payload} rows"
+                style = PAYLOAD_STYLES[p % len(PAYLOAD_STYLES)]
+                rps_ax.plot(xs, rps, style, color=ROLE_COLORS[role], label=label)
+                shown_p99 = [(x, v) for x, v in zip(xs, p99, strict=True) if v is not None]
+                p99_ax.plot(
+                    [x for x, _ in shown_p99], [v for _, v in shown_p99], style,
+                    color=ROLE_COLORS[role],
+                )  # fmt: skip
+                if bad:
+                    rps_ax.plot(*zip(*bad, strict=True), "x", color="black", markersize=10)
+        rps_ax.set_title(f"{level} connections")
+        rps_ax.set_yscale("log")
+        p99_ax.set_yscale("log")
+        p99_ax.set_xlabel("database latency, one way")
+        for ax in (rps_ax, p99_ax):
+            ax.set_xticks(range(len(latencies)), [decision.latency_label(v) for v in latencies])
+            ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel("successful requests/s (median, log)")
+    axes[1][0].set_ylabel("p99 latency, ms (median, log)")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(f"{title}: throughput and p99 against database latency (× some rounds collapsed)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def ratio_chart(path: Path, title: str, rows: Sequence[decision.Row]) -> None:
+    """async / sync with its 95% interval against the database latency, per connection level."""
+    latencies = _latency_axis(rows)
+    levels = sorted({lv.connections for r in rows for lv in r.levels})
+    payloads = sorted({r.rows for r in rows})
+    roles = rows[0].roles
+    fig, axes = plt.subplots(1, len(levels), figsize=(4 * len(levels) + 1, 4), squeeze=False)
+    width = 0.15
+    for col, level in enumerate(levels):
+        ax = axes[0][col]
+        for p, payload in enumerate(payloads):
+            offset = (p - (len(payloads) - 1) / 2) * width
+            label: str | None = f"{payload} rows"  # on the first point drawn only
+            for x, latency in enumerate(latencies):
+                row = next((r for r in rows if r.latency == latency and r.rows == payload), None)
+                lv = next((v for v in row.levels if v.connections == level), None) if row else None
+                if lv is None or not isinstance(lv.ratio, Ratio):
+                    continue
+                ratio = lv.ratio
+                err = (
+                    [[ratio.value - ratio.interval.low], [ratio.interval.high - ratio.value]]
+                    if ratio.interval
+                    else None
+                )
+                ax.errorbar(
+                    x + offset, ratio.value, yerr=err, fmt=PAYLOAD_STYLES[p][0], capsize=4,
+                    color=f"C{p}", label=label,
+                )  # fmt: skip
+                label = None
+        ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
+        if not ax.lines[:-1]:
+            ax.text(0.5, 0.5, "no ratio: a side collapsed", ha="center", transform=ax.transAxes)
+        ax.set_title(f"{level} connections")
+        ax.set_xticks(range(len(latencies)), [decision.latency_label(v) for v in latencies])
+        ax.set_xlabel("database latency, one way")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(
+        f"{decision.name(roles.async_)} / {decision.name(roles.sync)}".replace("`", "")
+    )
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"{title}: async / sync req/s, 95% intervals (above 1: async served more)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
     plt.close(fig)

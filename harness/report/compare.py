@@ -25,9 +25,14 @@ SAME_OPTIONS = ("warmup_s", "wrk_timeout_s", "wrk_runner")
 SAME_MACHINE = ("cpu_model", "cpu_count")
 
 
-FIELDS = ("target", "workload", "duration_s", "rows", *FACTORS, "connections")
+FIELDS = ("target", "workload", "duration_s", *FACTORS, "connections")
 MUST_MATCH = ("duration_s", "rows")
-LABELS = {"name": "server", "style": "session style", "pool_timeout_s": "pool timeout (s)"}
+LABELS = {
+    "name": "server",
+    "style": "session style",
+    "pool_timeout_s": "pool timeout (s)",
+    "db_latency": "database latency",
+}
 
 
 def _refusals(a: RunDir, b: RunDir) -> list[str]:

@@ -25,6 +25,8 @@ FACTORS: dict[str, Any] = {
     "stack": list(Stack),
     "pool_timeout_s": float,
     "occupancy": int,  # not sampled (A) against sampled (B): what the side channel costs
+    "rows": int,
+    "db_latency": lambda latency: (latency.relay, latency.ms),
 }
 # How a factor's values read in a comparison's label, where their own text says too little.
 VALUE_LABELS: dict[str, dict[Any, str]] = {

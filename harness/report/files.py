@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+from typing import Any
+
 from harness.domain.plan import MapPlan
 from harness.domain.result import CellResult
-from harness.report import charts, evidence, map_summary, summary
+from harness.report import charts, decision, evidence, map_summary, summary
 from harness.store.rundir import RunDir
 
 
@@ -23,6 +27,8 @@ def write(run: RunDir) -> None:
     if meta["kind"] != "map":
         (run.path / "summary.md").write_text(summary.summary(meta, records, run.path.name))
         (run.path / "results.csv").write_text(summary.csv_text(records))
+        if meta["kind"] == "decide":
+            write_decision(run, meta, records)
         return
     plan = MapPlan.from_json(meta["plan"])
     pg = run.pgbench()
@@ -38,3 +44,23 @@ def write(run: RunDir) -> None:
             continue
         charts.collapse_chart(folder / f"collapse-{server}.png", server, plan, mine, records)
         charts.throughput_chart(folder / f"throughput-{server}.png", server, mine, records, pg)
+
+
+def write_decision(run: RunDir, meta: dict[str, Any], records: Sequence[CellResult]) -> None:
+    """decision.md, .csv and .json, and the charts of each section."""
+    (run.path / "decision.md").write_text(decision.markdown(meta, records, run.path.name))
+    (run.path / "decision.csv").write_text(decision.csv_text(records))
+    data = decision.json_data(records)
+    (run.path / "decision.json").write_text(json.dumps(data, indent=2) + "\n")
+    rows = decision.decision_rows(records)
+    if not rows:
+        return
+    folder = run.path / "charts"
+    folder.mkdir(exist_ok=True)
+    varying = decision.varying_fields(records)
+    for section in dict.fromkeys(r.section for r in rows):
+        mine = [r for r in rows if r.section == section]
+        slug = decision.section_slug(section, varying)
+        title = decision.section_title(section, varying)
+        charts.latency_chart(folder / f"latency-{slug}.png", title, mine)
+        charts.ratio_chart(folder / f"ratio-{slug}.png", title, mine)

@@ -1,7 +1,8 @@
 """results/README.md: the reference run presented, generated from its run directories only.
 
 The reference lives in results/reference/: one `bench-<server>` run per server (the seed-shaped
-tables at 1-200 connections) and one `map` run (the failure map of all three servers).
+tables at 1-200 connections), one `map` run (the failure map of all three servers), and one
+`decide-<server>` run per server decided for (the decision table, `make decide`).
 Regenerating from the same run files reproduces the page exactly.
 """
 
@@ -17,9 +18,9 @@ from harness.domain.plan import MapLine, MapPlan
 from harness.domain.result import CellResult
 from harness.domain.rules import agreement
 from harness.domain.search import Threshold
-from harness.report import comparisons, files, map_summary, summary
+from harness.report import comparisons, decision, files, map_summary, summary
 from harness.report.map_summary import threshold_of
-from harness.report.stats import by_cell
+from harness.report.stats import Ratio, by_cell
 from harness.report.table import md_table
 from harness.store.rundir import RunDir
 
@@ -28,10 +29,10 @@ def _rel(path: Path, base: Path) -> str:
     return path.relative_to(base).as_posix()
 
 
-def _bench_runs(root: Path, suffix: str = "") -> dict[ServerName, RunDir]:
+def _bench_runs(root: Path, suffix: str = "", prefix: str = "bench") -> dict[ServerName, RunDir]:
     runs = {}
     for server in ServerName:
-        path = root / f"bench-{server}{suffix}"
+        path = root / f"{prefix}-{server}{suffix}"
         if (path / "metadata.json").is_file():
             runs[server] = RunDir.open(path)
     return runs
@@ -293,13 +294,65 @@ def ceiling_findings(plan: MapPlan, records: Sequence[CellResult], root: RunDir)
     return out
 
 
+def decision_findings(records: Sequence[CellResult]) -> list[str]:
+    """What one server's decision run says, counted over its rows and levels."""
+    rows = decision.decision_rows(records)
+    if not rows:
+        return []
+    kinds: dict[str, list[str]] = {}
+    for row in rows:
+        for level in row.levels:
+            kinds.setdefault(decision.classify(level.ratio), []).append(
+                f"{decision.latency_label(row.latency)}/{row.rows} rows/{level.connections}"
+            )
+    counted = sum(len(v) for v in kinds.values())
+    roles = rows[0].roles
+    said = [
+        f"{len(kinds[k])} {what}"
+        for k, what in (
+            ("async", "async ahead"),
+            ("sync", "sync ahead"),
+            ("same", "without a significant difference"),
+            ("single", "from one measurement"),
+            ("collapsed", "where a side collapsed"),
+        )
+        if k in kinds
+    ]
+    wins = [
+        level.ratio.value
+        for row in rows
+        for level in row.levels
+        if decision.classify(level.ratio) == "async" and isinstance(level.ratio, Ratio)
+    ]
+    out = [
+        f"In the decision run, {decision.name(roles.async_)} against {decision.name(roles.sync)} "
+        f"over {counted} latency × payload × load comparisons ({len(rows)} "
+        f"row{'s' * (len(rows) != 1)} with their connection levels): " + ", ".join(said) + "."
+    ]
+    if wins:
+        out.append(f"Where async was ahead, by {min(wins):.2f}× to {max(wins):.2f}×.")
+    held = [r for r in rows if r.roles.dependency is not None and r.collapsed_at is not None]
+    if roles.dependency is not None:
+        out.append(
+            f"Sync `dependency` collapsed within the levels measured in {len(held)} of "
+            f"{len(rows)} rows"
+            + (
+                f", holding at most {max((r.held or 0) for r in held)} connections there."
+                if held
+                else "."
+            )
+        )
+    return out
+
+
 def readme(root: Path, page: Path) -> str:
     base = page.parent
     benches = _bench_runs(root)
     benches_2021 = _bench_runs(root, "-2021")
     map_run = _map_run(root, "map")
     map_2021 = _map_run(root, "map-2021")
-    first = next(iter(benches.values()), map_run)
+    decides = _bench_runs(root, prefix="decide")
+    first = next(iter(benches.values()), map_run or next(iter(decides.values()), None))
     session = _first_session(first) if first else {}
     m = session.get("machine", {})
     parts = [
@@ -327,6 +380,8 @@ def readme(root: Path, page: Path) -> str:
             sentences += stack_findings(server, map_2021)
         if server in benches:
             sentences += bench_findings(server, benches[server].records())
+        if server in decides:
+            sentences += decision_findings(decides[server].records())
         if sentences:
             parts += [f"- **{server}**: " + " ".join(sentences), ""]
     if plan:
@@ -369,6 +424,20 @@ def readme(root: Path, page: Path) -> str:
             "",
             *stacks_side_by_side(map_run, map_2021),
         ]
+    for server, run in decides.items():
+        records = run.records()
+        rows = decision.decision_rows(records)
+        if not rows:
+            continue
+        rel = _rel(run.path, base)
+        parts += [
+            f"## When does async win? The decision table, {server} "
+            f"([decision.md]({rel}/decision.md), [every comparison]({rel}/summary.md))",
+            "",
+            decision.explained(rows[0].roles),
+            "",
+            *decision.sections(records, charts=f"{rel}/charts", level=3),
+        ]
     for title, runs in (
         ("Seed-shaped tables", benches),
         ("Seed-shaped tables, 2021 stack", benches_2021),
@@ -393,7 +462,8 @@ def readme(root: Path, page: Path) -> str:
 
 
 def write(root: Path, page: Path) -> None:
-    for run in [*_bench_runs(root).values(), *_bench_runs(root, "-2021").values()]:
+    runs = [*_bench_runs(root).values(), *_bench_runs(root, "-2021").values()]
+    for run in [*runs, *_bench_runs(root, prefix="decide").values()]:
         files.write(run)
     for name in ("map", "map-2021"):
         if run := _map_run(root, name):

@@ -10,7 +10,9 @@ from typing import Any
 
 from harness.domain import rules
 from harness.domain.axes import (
+    DIRECT,
     WORKLOAD_PATH,
+    Latency,
     Mode,
     ServerName,
     SessionStyle,
@@ -18,7 +20,7 @@ from harness.domain.axes import (
     Verdict,
     Workload,
 )
-from harness.domain.cell import Cell, shown
+from harness.domain.cell import SEED_ROWS, Cell, shown
 from harness.domain.result import CellResult
 from harness.report import comparisons, conclusions, evidence
 from harness.report.stats import CellStats, Warning_, by_cell
@@ -62,12 +64,25 @@ def _variant_order(cell: Cell) -> tuple[Any, ...]:
     )
 
 
+def latency_text(latency: Latency | None) -> str:
+    """The relay's delay as a title says it, '' where there is none."""
+    if latency is None:
+        return ""
+    if latency.ms == 0:
+        return "through the relay without delay, "
+    return f"{latency.ms:g} ms each way to PostgreSQL, "
+
+
 def _details_variant(c: Cell) -> str:
     k = c.known
+    rows = "" if k("rows") in (None, SEED_ROWS) else f" {k('rows')} rows"
     return (
         f"{c.mode} {shown(k('style'))} pool {shown(k('pool'))} "
         f"timeout {shown(k('pool_timeout_s'))}s {c.tokens_label} tokens {shown(k('workers'))} "
-        "workers" + ("" if c.stack is Stack.current else f" stack {c.stack}")
+        "workers"
+        + ("" if c.stack is Stack.current else f" stack {c.stack}")
+        + rows
+        + ("" if c.db_latency is None else f" latency {c.db_latency}")
     )
 
 
@@ -93,12 +108,14 @@ def seed_tables(records: Sequence[CellResult], level: int = 2) -> str:
     """
     out = []
 
-    def key(r: CellResult) -> tuple[int, str, int]:
+    def key(r: CellResult) -> tuple[Any, ...]:
         c = r.cell
         return (
             _rank(list(ServerName), c.known("name")),
             c.target or "",
             _rank(list(Workload), c.workload),
+            c.known("rows") or 0,
+            c.db_latency or DIRECT,
         )
 
     for _, group in groupby(sorted(records, key=key), key=key):
@@ -113,7 +130,7 @@ def seed_tables(records: Sequence[CellResult], level: int = 2) -> str:
         out.append(
             f"{'#' * level} {cell0.server_label} · {cell0.workload} "
             f"(`GET {WORKLOAD_PATH[cell0.workload]}`, {shown(cell0.known('rows'))} rows, "
-            f"{cell0.duration_s:g} s per cell)\n"
+            f"{latency_text(cell0.db_latency)}{cell0.duration_s:g} s per cell)\n"
         )
         columns = (
             ["req/s (median)", "95% CI", "CV", "p99 ms", "failed", "verdict"]
@@ -206,6 +223,7 @@ DETAILS_HEAD = (
 def details_table(records: Sequence[CellResult]) -> str:
     """One row per measurement; a `round` column once a cell was measured more than once."""
     repeated = any(r.repeat > 1 for r in records)
+    relayed = any(r.cpu and r.cpu.relay_s is not None for r in records)
     rows = []
     for r in sorted(records, key=_record_order):
         w, c, cpu, i = r.wrk, r.cell, r.cpu, r.integrity
@@ -214,9 +232,8 @@ def details_table(records: Sequence[CellResult]) -> str:
             if w
             else "-"
         )
-        cpus = (
-            "/".join(_fmt(v, 2) for v in (cpu.server_s, cpu.postgres_s, cpu.wrk_s)) if cpu else "-"
-        )
+        parties = (cpu.server_s, cpu.postgres_s, cpu.wrk_s, cpu.relay_s) if cpu else ()
+        cpus = "/".join(_fmt(v, 2) for v in parties[: 4 if relayed else 3]) if cpu else "-"
         rows.append(
             [
                 c.server_label,
@@ -241,6 +258,8 @@ def details_table(records: Sequence[CellResult]) -> str:
         if repeated:
             rows[-1].insert(4, str(r.repeat))
     head = [*DETAILS_HEAD[:4], "round", *DETAILS_HEAD[4:]] if repeated else list(DETAILS_HEAD)
+    if relayed:
+        head = [h + "/relay" if h.startswith("CPU s") else h for h in head]
     return md_table(head, rows, ["---"] * len(head))
 
 
@@ -354,6 +373,7 @@ CSV_FIELDS = [
     "workers",
     "workload",
     "rows",
+    "db_latency",
     "duration_s",
     "connections",
     "repeat",
@@ -366,6 +386,7 @@ CSV_FIELDS = [
     "cpu_server_s",
     "cpu_postgres_s",
     "cpu_wrk_s",
+    "cpu_relay_s",
     "inserts_acknowledged",
     "rows_added",
     "integrity_ok",
@@ -396,6 +417,7 @@ def csv_text(records: Sequence[CellResult]) -> str:
             "workers": known("workers"),
             "workload": c.workload,
             "rows": known("rows"),
+            "db_latency": known("db_latency"),
             "duration_s": c.duration_s,
             "connections": c.connections,
             "repeat": r.repeat,
@@ -413,6 +435,7 @@ def csv_text(records: Sequence[CellResult]) -> str:
                 "cpu_server_s": cpu.server_s,
                 "cpu_postgres_s": cpu.postgres_s,
                 "cpu_wrk_s": cpu.wrk_s,
+                "cpu_relay_s": cpu.relay_s,
             }
         if i:
             row |= {

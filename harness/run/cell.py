@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from harness.infra import postgres, stacks, wrk
 from harness.infra.environment import now_iso
 from harness.infra.occupancy import DumpFailed, Sampler, dump_threads
 from harness.infra.process import cpu_split, free_port, tree_cpu_seconds
+from harness.infra.relay import relayed
 from harness.infra.server import ServerProcess, get_json, read_log
 from harness.run.options import Options
 from servers.registry import Launch
@@ -266,7 +267,11 @@ def _run_cell(
             **figures,  # type: ignore[arg-type]
         )
 
-    with _start(config, cell.mode, db.url, options, log_path) as server:
+    with ExitStack() as stack:
+        # The relay outlives the server (stopped after it): the server's connections close first.
+        relay = stack.enter_context(relayed(db.url, config.db_latency))
+        app_url = relay.url if relay else db.url
+        server = stack.enter_context(_start(config, cell.mode, app_url, options, log_path))
         if not server.ready:
             why = (
                 "exited" if not server.alive else f"gave no answer in {options.start_timeout_s:g}s"
@@ -284,10 +289,12 @@ def _run_cell(
                 sampler.mark_measured()
                 server_cpu0 = server.cpu_seconds()
                 pg_cpu0 = tree_cpu_seconds(db.pid) if db.pid else None
+                relay_cpu0 = relay.cpu_seconds() if relay else None
                 measured = wrk.run(replace(command, duration_s=cell.duration_s))
             occupancy = sampler.timeline()
             server_cpu1 = server.cpu_seconds()
             pg_cpu1 = tree_cpu_seconds(db.pid) if db.pid else None
+            relay_cpu1 = relay.cpu_seconds() if relay else None
         except wrk.LoadFailed as exc:
             if server.alive:
                 return finish(Verdict.load_failed, str(exc))
@@ -296,6 +303,13 @@ def _run_cell(
             return finish(
                 Verdict.crashed,
                 f"server {server.exit_status()} during the measured run",
+                wrk=measured.result,
+                occupancy=occupancy,
+            )
+        if relay and relay.proc.poll() is not None:
+            return finish(
+                Verdict.crashed,
+                f"the latency relay exited ({relay.proc.returncode}) during the measured run",
                 wrk=measured.result,
                 occupancy=occupancy,
             )
@@ -322,6 +336,9 @@ def _run_cell(
         server_s=round(server_cpu1 - server_cpu0, 2),
         postgres_s=round(pg_cpu1 - pg_cpu0, 2) if pg_cpu0 is not None and pg_cpu1 else None,
         wrk_s=round(measured.cpu_s, 2) if options.wrk_runner is WrkRunner.local else None,
+        relay_s=round(relay_cpu1 - relay_cpu0, 2)
+        if relay_cpu0 is not None and relay_cpu1 is not None
+        else None,
     )
     return finish(
         None,

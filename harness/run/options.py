@@ -9,6 +9,11 @@ from harness.domain.axes import WrkRunner
 from harness.domain.cell import Cell
 from servers.registry import WRK_IMAGE
 
+RELAY_START_S = 0.2  # the latency relay's start and stop
+# What more than one worker adds to a start and stop (reference map, 2 cores: uvicorn's
+# supervisor 2.7 s against 1.0 s for one process; gunicorn and hypercorn about the same).
+MORE_WORKERS_S = {"uvicorn": 1.7}
+
 
 @dataclass(frozen=True)
 class Options:
@@ -30,7 +35,10 @@ class Options:
 
     def estimate_s(self, cell: Cell) -> float:
         overhead = 1.0  # reset, start, verify, stop: measured at 0.6-1 s on 2 cores
-        return overhead + self.settle_s + self.warmup_s + cell.duration_s
+        relay = RELAY_START_S if cell.db_latency else 0.0
+        workers = cell.known("workers") or 1
+        extra = (workers > 1) * MORE_WORKERS_S.get(str(cell.known("name")), 0.0)
+        return overhead + relay + extra + self.settle_s + self.warmup_s + cell.duration_s
 
     @classmethod
     def from_json(cls, data: dict[str, Any], database_url: str | None) -> Options:

@@ -14,6 +14,7 @@ from harness.domain.errors import UsageError
 from harness.infra import postgres, stacks
 from harness.infra.environment import PROJECT_ROOT
 from harness.infra.process import die_with_parent, kill_group, port_in_use, register_child
+from harness.infra.relay import relayed
 from harness.run.cell import server_env
 from harness.run.session import Interrupted, interrupt_on_signals
 from servers.registry import SEED_PORTS, Launch, server_argv
@@ -36,22 +37,29 @@ def serve(
             else:
                 db = stack.enter_context(postgres.throwaway_cluster())
             count = postgres.reset_dataset(db.url, config.rows)
+            relay = stack.enter_context(relayed(db.url, config.db_latency))
             launch = Launch(
                 mode=mode, port=port, workers=config.workers, stack=config.stack, python=python
             )
             proc = subprocess.Popen(
                 server_argv(config.name, launch),
                 cwd=PROJECT_ROOT,
-                env={**os.environ, **server_env(config, db.url)},
+                env={**os.environ, **server_env(config, relay.url if relay else db.url)},
                 start_new_session=True,
                 preexec_fn=die_with_parent(),
             )
             register_child(proc)
             stack.callback(kill_group, proc)
+            latency = (
+                f", {config.db_latency.ms:g} ms each way to PostgreSQL through the relay on "
+                f"127.0.0.1:{relay.port}"
+                if relay
+                else ""
+            )
             say(
                 f"{config.name} {mode} on http://127.0.0.1:{port} ({count} rows, "
                 f"{config.style}, pool {config.pool}, {config.tokens_label} tokens, "
-                f"{config.workers} workers; Ctrl-C stops the server and the database)"
+                f"{config.workers} workers{latency}; Ctrl-C stops the server and the database)"
             )
             return proc.wait()
         except (Interrupted, KeyboardInterrupt):

@@ -18,7 +18,7 @@ from harness.domain.axes import Stack, WrkRunner
 from harness.domain.cell import Cell, ServerConfig
 from harness.domain.errors import HarnessError, UsageError
 from harness.domain.rules import connections_needed
-from harness.infra import pg_binaries, postgres, stacks, wrk
+from harness.infra import pg_binaries, postgres, relay, stacks, wrk
 from harness.infra.environment import git_commit, machine, now_iso
 from harness.infra.process import (
     cpu_split,
@@ -89,6 +89,8 @@ def preflight(cells: Sequence[Cell], options: Options) -> None:
     configs = configs_of(cells)
     for stack in dict.fromkeys(c.stack for c in configs):
         stacks.ensure_venv(stack)
+    if options.database_url and any(c.db_latency.relay for c in configs):
+        relay.upstream_of(options.database_url)  # a Unix socket cannot be relayed
     if options.database_url or not configs:
         with database(configs, options):
             pass

@@ -1,0 +1,510 @@
+"""The decision table of a `make decide` run: for each database latency and payload, whether
+async serves more than sync, by how much (a paired ratio with its 95% interval), both p99s, and
+how far sync `dependency` held; then the rule those numbers support, in sentences generated
+from them (nothing here is typed by hand). Written as decision.md, decision.csv, decision.json.
+
+The sync side of the ratio is sync `context` (the session opened and closed inside the
+endpoint: the sync way that does not freeze); sync `dependency` (the seed's style) is compared
+too, and how far it held is its own column, since where it collapses no ratio means anything.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from harness.domain.axes import DIRECT, Latency, Mode, SessionStyle, Verdict
+from harness.domain.cell import Cell, shown
+from harness.domain.result import CellResult
+from harness.report.comparisons import Comparison, at_level
+from harness.report.stats import CellStats, Ratio, by_cell
+from harness.report.summary import header
+from harness.report.table import md_table
+
+# What a section of the table shares: everything but the variant, latency, rows and load.
+SECTION_FIELDS = ("name", "workers", "pool", "tokens", "pool_timeout_s", "stack", "workload")
+UP = (Verdict.ok, Verdict.errors)  # a measurement that served its load
+
+
+@dataclass(frozen=True)
+class Roles:
+    """Which variant plays which part: async, the sync reference, the seed's sync style."""
+
+    async_: tuple[Mode, SessionStyle] | None
+    sync: tuple[Mode, SessionStyle] | None
+    dependency: tuple[Mode, SessionStyle] | None
+
+    @classmethod
+    def of(cls, records: Sequence[CellResult]) -> Roles:
+        found = list(dict.fromkeys((r.cell.mode, r.cell.known("style")) for r in records))
+        asyncs = [v for v in found if v[0] is Mode.async_]
+        syncs = [v for v in found if v[0] is Mode.sync]
+        dep = (Mode.sync, SessionStyle.dependency)
+        ctx = (Mode.sync, SessionStyle.context)
+        sync = ctx if ctx in syncs else next((v for v in syncs if v != dep), None)
+        return cls(
+            asyncs[0] if asyncs else None,
+            sync or (dep if dep in syncs else None),
+            dep if dep in syncs else None,
+        )
+
+
+def name(variant: tuple[Mode, SessionStyle] | None) -> str:
+    return f"{variant[0]} `{variant[1]}`" if variant else "-"
+
+
+def latency_label(latency: Latency) -> str:
+    if not latency.relay:
+        return "0"
+    return "relay, no delay" if latency.ms == 0 else f"{latency.ms:g} ms"
+
+
+@dataclass(frozen=True)
+class Level:
+    """One connection level of a row: the figures of each role."""
+
+    connections: int
+    ratio: Ratio | str | None  # async / sync reference (a string says why there is none)
+    ratio_dependency: Ratio | str | None  # async / sync `dependency`
+    rps: dict[str, float | None]  # role -> median successful req/s
+    p99_ms: dict[str, float | None]  # role -> median p99
+    verdicts: dict[str, str]  # role -> verdicts over the rounds
+
+
+@dataclass(frozen=True)
+class Row:
+    """One latency and payload in one section."""
+
+    section: tuple[Any, ...]
+    latency: Latency
+    rows: int
+    levels: tuple[Level, ...]
+    held: int | None  # highest level sync `dependency` served at every round, below a collapse
+    collapsed_at: int | None  # the first level it did not
+    roles: Roles
+
+    @property
+    def rule(self) -> str:
+        return " ".join(sentences(self))
+
+
+def _section(cell: Cell) -> tuple[Any, ...]:
+    return tuple(cell.known(f) for f in SECTION_FIELDS)
+
+
+def section_title(section: tuple[Any, ...], varying: Sequence[str]) -> str:
+    values = dict(zip(SECTION_FIELDS, section, strict=True))
+    workers = values["workers"]
+    text = f"{values['name']}, {workers} worker{'s' if workers != 1 else ''}"
+    extra = {
+        "pool": f"pool {values['pool']}",
+        "tokens": f"{values['tokens']} tokens",
+        "pool_timeout_s": f"pool timeout {shown(values['pool_timeout_s'])} s",
+        "stack": f"stack {values['stack']}",
+        "workload": f"{values['workload']}",
+    }
+    return text + "".join(f", {extra[f]}" for f in varying if f in extra)
+
+
+def section_slug(section: tuple[Any, ...], varying: Sequence[str]) -> str:
+    values = dict(zip(SECTION_FIELDS, section, strict=True))
+    parts = [str(values["name"]), f"w{values['workers']}"]
+    parts += [shown(values[f]) for f in varying if f not in ("name", "workers")]
+    return "-".join("".join(c if c.isalnum() else "_" for c in p) for p in parts)
+
+
+def varying_fields(records: Sequence[CellResult]) -> list[str]:
+    return [f for f in SECTION_FIELDS if len({r.cell.known(f) for r in records}) > 1]
+
+
+def _held(stats: Sequence[CellStats]) -> tuple[int | None, int | None]:
+    """(highest level held below the first that did not, that first level) for one variant."""
+    held = None
+    for c in sorted(stats, key=lambda c: c.cell.connections):
+        if any(r.verdict not in UP for r in c.records):
+            return held, c.cell.connections
+        held = c.cell.connections
+    return held, None
+
+
+def _ratio(
+    a: CellStats | None, b: CellStats | None, records: Sequence[CellResult], level: int
+) -> Ratio | str | None:
+    """b / a over the rounds both measured at `level` (or why there is none)."""
+    if a is None or b is None:
+        return None
+    return at_level(Comparison("mode", a.cell, b.cell, ""), records, level)
+
+
+def _level(level: int, cells: dict[str, CellStats | None], records: Sequence[CellResult]) -> Level:
+    """One level's figures; `cells` maps each role to its cell's measurements."""
+    p99 = {k: (c.latency("p99_ms") if c else None) for k, c in cells.items()}
+    return Level(
+        connections=level,
+        ratio=_ratio(cells["sync"], cells["async"], records, level),
+        ratio_dependency=_ratio(cells["dependency"], cells["async"], records, level),
+        rps={k: c.median_rps if c else None for k, c in cells.items()},
+        p99_ms={k: v[0] if v else None for k, v in p99.items()},
+        verdicts={k: c.verdict for k, c in cells.items() if c},
+    )
+
+
+def decision_rows(records: Sequence[CellResult]) -> list[Row]:
+    """Every (section, latency, rows) of the run with its levels, in a stable order."""
+    records = [r for r in records if r.cell.config is not None]
+    roles = Roles.of(records)
+    parts = {"async": roles.async_, "sync": roles.sync, "dependency": roles.dependency}
+    by_key: dict[tuple[Any, ...], CellStats] = {}
+    for c in by_cell(records):
+        cell = c.cell
+        group = (_section(cell), cell.known("db_latency") or DIRECT, cell.known("rows"))
+        by_key[(*group, (cell.mode, cell.known("style")), cell.connections)] = c
+    groups = sorted(
+        {k[:3] for k in by_key}, key=lambda k: (tuple(shown(v) for v in k[0]), k[1], k[2])
+    )
+    levels = sorted({r.cell.connections for r in records})
+    out = []
+    for group in groups:
+        found = []
+        for level in levels:
+            cells = {
+                role: by_key.get((*group, variant, level)) if variant else None
+                for role, variant in parts.items()
+            }
+            if any(cells.values()):
+                found.append(_level(level, cells, records))
+        dep = [c for lv in levels if (c := by_key.get((*group, roles.dependency, lv)))]
+        held, collapsed_at = _held(dep) if dep else (None, None)
+        out.append(Row(*group, tuple(found), held, collapsed_at, roles))
+    return out
+
+
+# --- the sentences -----------------------------------------------------------------------------
+
+
+def _levels(levels: Sequence[int]) -> str:
+    text = [str(c) for c in levels]
+    return text[0] if len(text) == 1 else ", ".join(text[:-1]) + " and " + text[-1]
+
+
+def _span(ratios: Sequence[float]) -> str:
+    low, high = min(ratios), max(ratios)
+    return f"{low:.2f}×" if f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f}× to {high:.2f}×"
+
+
+def classify(value: Ratio | str | None) -> str:
+    """async | sync | same | single | collapsed | none: what one level's ratio says."""
+    if value is None:
+        return "none"
+    if isinstance(value, str):
+        return "collapsed"
+    if value.interval is None:
+        return "single"
+    if not value.significant:
+        return "same"
+    return "async" if value.value > 1 else "sync"
+
+
+def sentences(row: Row) -> list[str]:
+    """What the row's numbers show, then the rule they support (one or two sentences)."""
+    sync = name(row.roles.sync)
+    if row.roles.async_ is None or row.roles.sync is None:
+        return [f"Needs an async and a sync variant to compare; measured: {name(row.roles.sync)}."]
+    kinds: dict[str, list[Level]] = {}
+    for level in row.levels:
+        kinds.setdefault(classify(level.ratio), []).append(level)
+
+    def conns(kind: str) -> list[int]:
+        return [lv.connections for lv in kinds.get(kind, [])]
+
+    def ratios(kind: str) -> list[float]:
+        return [lv.ratio.value for lv in kinds.get(kind, []) if isinstance(lv.ratio, Ratio)]
+
+    parts = []
+    if "async" in kinds:
+        parts.append(
+            f"async served more than sync at {_levels(conns('async'))} connections "
+            f"({_span(ratios('async'))}, interval above 1)"
+        )
+    if "sync" in kinds:
+        parts.append(
+            f"sync served more at {_levels(conns('sync'))} (async/sync {_span(ratios('sync'))}, "
+            "interval below 1)"
+        )
+    if "same" in kinds:
+        parts.append(
+            f"no significant difference at {_levels(conns('same'))} ({_span(ratios('same'))})"
+        )
+    if "single" in kinds:
+        parts.append(
+            f"async/sync {_span(ratios('single'))} at {_levels(conns('single'))} from one "
+            "measurement each (no interval)"
+        )
+    if "collapsed" in kinds:
+        said = "; ".join(f"{lv.connections}: {lv.ratio}" for lv in kinds["collapsed"])
+        parts.append(f"no ratio where a side collapsed ({said})")
+    first = f"Against sync {sync.split(' ', 1)[1]}: " + "; ".join(parts) if parts else ""
+    top = next(
+        (
+            lv
+            for lv in reversed(row.levels)
+            if lv.p99_ms.get("async") is not None and lv.p99_ms.get("sync") is not None
+        ),
+        None,
+    )
+    if top is not None:
+        a, s = top.p99_ms["async"], top.p99_ms["sync"]
+        first += f"; p99 at {top.connections}: {a:,.0f} ms async, {s:,.0f} ms sync"
+    out = [first + "." if first else "No level was measured for both sides."]
+
+    wins, losses = conns("async"), conns("sync")
+    measured = [lv.connections for lv in row.levels]
+    if wins and not losses:
+        best = max(
+            kinds["async"], key=lambda lv: lv.ratio.value if isinstance(lv.ratio, Ratio) else 0
+        )
+        assert isinstance(best.ratio, Ratio)
+        if wins == measured:
+            where = "at every level measured"
+        elif wins == measured[measured.index(wins[0]) :]:
+            where = f"from {wins[0]} connections on"
+        else:
+            where = f"at {_levels(wins)} connections"
+        rule = f"Rule: async, {where} (by up to {best.ratio.value - 1:.0%}, at {best.connections})"
+    elif losses and not wins:
+        rule = "Rule: sync with the session inside the endpoint, at least as fast here"
+    elif wins and losses:
+        rule = (
+            f"Rule: it depends on the load: async ahead at {_levels(wins)}, sync at "
+            f"{_levels(losses)} connections"
+        )
+    elif "same" in kinds:
+        rule = "Rule: either, as far as throughput goes at these levels"
+    else:
+        rule = "Rule: none from these measurements (REPEATS=5 or more gives intervals)"
+    rule += _dependency_clause(row)
+    return [*out, rule + "."]
+
+
+def _dependency_clause(row: Row) -> str:
+    if row.roles.dependency is None:
+        return ""
+    top = max((lv.connections for lv in row.levels), default=0)
+    if row.collapsed_at is None:
+        return f"; sync `dependency` held at every level, up to {top} connections"
+    if row.held is None:
+        return f"; sync `dependency` collapsed already at {row.collapsed_at} connections"
+    return (
+        f"; sync `dependency` held up to {row.held} connections and collapsed at {row.collapsed_at}"
+    )
+
+
+# --- the files ---------------------------------------------------------------------------------
+
+
+def _ratio_text(value: Ratio | str | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    return value.describe().removeprefix("~ ").removesuffix(", no significant difference")
+
+
+def _p99_text(level: Level) -> str:
+    a, s = level.p99_ms.get("async"), level.p99_ms.get("sync")
+    if a is None and s is None:
+        return ""
+    fmt = [f"{v:,.0f}" if v is not None else "-" for v in (a, s)]
+    return f"p99 {fmt[0]} / {fmt[1]} ms"
+
+
+def _held_text(row: Row) -> str:
+    if row.roles.dependency is None:
+        return "not measured"
+    top = max((lv.connections for lv in row.levels), default=0)
+    if row.collapsed_at is None:
+        return f"all levels (up to {top})"
+    if row.held is None:
+        return f"none (collapsed at {row.collapsed_at})"
+    return f"{row.held} (collapsed at {row.collapsed_at})"
+
+
+def table(rows: Sequence[Row]) -> str:
+    levels = sorted({lv.connections for r in rows for lv in r.levels})
+    head = [
+        "DB latency (one way)",
+        "rows",
+        *(f"{c} conns: async / sync [95% CI], p99 async / sync" for c in levels),
+        "sync `dependency` held up to (conns)",
+        "rule",
+    ]
+    body = []
+    for row in rows:
+        by_level = {lv.connections: lv for lv in row.levels}
+        cells = []
+        for c in levels:
+            lv = by_level.get(c)
+            if lv is None:
+                cells.append("not run")
+                continue
+            text = _ratio_text(lv.ratio)
+            if classify(lv.ratio) in ("async", "sync"):
+                text = f"**{text}**"
+            p99 = _p99_text(lv)
+            cells.append(f"{text}<br>{p99}" if p99 else text)
+        body.append([latency_label(row.latency), str(row.rows), *cells, _held_text(row), row.rule])
+    align = ["---:", "---:", *["---:"] * len(levels), "---", "---"]
+    return md_table(head, body, align)
+
+
+EXPLAINED = (
+    "Each row is one database latency (one way, added by the relay between the app and "
+    "PostgreSQL; 0 is loopback without the relay) and one data set (rows returned by `GET "
+    "/users`). For each connection level: **async / sync**, successful requests/s of {async_} "
+    "over {sync}, the geometric mean of the ratios of measurements taken in the same round, "
+    "with its 95% confidence interval (t on the logarithms; **bold** where it excludes 1); "
+    "then the median p99 latency of each."
+)
+DEPENDENCY_EXPLAINED = (
+    " **Sync `dependency` held up to** is the highest level at which the seed's sync style "
+    "served in every round, below the first level where it did not."
+)
+
+
+def explained(roles: Roles) -> str:
+    text = EXPLAINED.format(async_=name(roles.async_), sync=name(roles.sync))
+    if roles.dependency:
+        text += DEPENDENCY_EXPLAINED
+    return text + " The rules are generated from these numbers."
+
+
+def sections(records: Sequence[CellResult], charts: str = "charts", level: int = 2) -> list[str]:
+    """Each section's table and charts (`charts`: the charts folder, relative to the page)."""
+    rows = decision_rows(records)
+    varying = varying_fields(records)
+    out = []
+    for section in dict.fromkeys(r.section for r in rows):
+        slug = section_slug(section, varying)
+        out += [
+            f"{'#' * level} {section_title(section, varying)}\n",
+            table([r for r in rows if r.section == section]),
+            f"![throughput and p99 against latency]({charts}/latency-{slug}.png)\n",
+            f"![async / sync with 95% intervals]({charts}/ratio-{slug}.png)\n",
+        ]
+    return out
+
+
+def markdown(meta: dict[str, Any], records: Sequence[CellResult], run_name: str) -> str:
+    rows = decision_rows(records)
+    parts = [header(meta, records, run_name, title="decision")]
+    if not rows:
+        return "\n".join([*parts, "No measurement yet.\n"])
+    parts += [explained(rows[0].roles) + "\n", *sections(records)]
+    parts.append(
+        "Every comparison between variants (async / sync `dependency`, context / dependency, "
+        "one latency over another, ...) is in [summary.md](summary.md), with every "
+        "measurement.\n"
+    )
+    return "\n".join(parts)
+
+
+def findings(records: Sequence[CellResult]) -> list[str]:
+    """The rules, one bullet per row, for the console."""
+    rows = decision_rows(records)
+    varying = varying_fields(records)
+    return [
+        f"- **{section_title(r.section, varying)}, DB latency {latency_label(r.latency)}, "
+        f"{r.rows} rows**: {r.rule}"
+        for r in rows
+    ]
+
+
+CSV_FIELDS = (
+    "server", "workers", "pool", "tokens", "pool_timeout_s", "stack", "workload", "db_latency",
+    "db_latency_ms", "rows", "connections", "async_variant", "sync_variant", "async_rps",
+    "sync_rps", "dependency_rps", "async_over_sync", "async_over_sync_low",
+    "async_over_sync_high", "async_over_sync_n", "async_over_dependency",
+    "async_over_dependency_low", "async_over_dependency_high", "async_p99_ms", "sync_p99_ms",
+    "dependency_p99_ms", "async_verdict", "sync_verdict", "dependency_verdict",
+    "dependency_held_up_to", "dependency_collapsed_at", "rule",
+)  # fmt: skip
+
+
+def _ratio_json(value: Ratio | str | None) -> dict[str, Any] | str | None:
+    if not isinstance(value, Ratio):
+        return value
+    low, high = (value.interval.low, value.interval.high) if value.interval else (None, None)
+    return {"value": value.value, "low": low, "high": high, "n": value.n}
+
+
+def json_data(records: Sequence[CellResult]) -> dict[str, Any]:
+    rows = decision_rows(records)
+    out = []
+    for row in rows:
+        section = dict(zip(SECTION_FIELDS, (shown(v) for v in row.section), strict=True))
+        out.append(
+            {
+                **section,
+                "db_latency": str(row.latency),
+                "db_latency_ms": row.latency.ms,
+                "rows": row.rows,
+                "async_variant": name(row.roles.async_).replace("`", ""),
+                "sync_variant": name(row.roles.sync).replace("`", ""),
+                "dependency_held_up_to": row.held,
+                "dependency_collapsed_at": row.collapsed_at,
+                "levels": [
+                    {
+                        "connections": lv.connections,
+                        "async_over_sync": _ratio_json(lv.ratio),
+                        "async_over_dependency": _ratio_json(lv.ratio_dependency),
+                        "rps": lv.rps,
+                        "p99_ms": lv.p99_ms,
+                        "verdicts": lv.verdicts,
+                    }
+                    for lv in row.levels
+                ],
+                "rule": row.rule,
+            }
+        )
+    return {"rows": out}
+
+
+def csv_text(records: Sequence[CellResult]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in json_data(records)["rows"]:
+        section = {k: row[k] for k in SECTION_FIELDS}
+        section["server"] = section.pop("name")
+        for lv in row["levels"]:
+            ratio, dep = lv["async_over_sync"], lv["async_over_dependency"]
+            writer.writerow(
+                {
+                    **section,
+                    **{k: row[k] for k in ("db_latency", "db_latency_ms", "rows", "rule")},
+                    **{k: row[k] for k in ("async_variant", "sync_variant")},
+                    "dependency_held_up_to": row["dependency_held_up_to"],
+                    "dependency_collapsed_at": row["dependency_collapsed_at"],
+                    "connections": lv["connections"],
+                    **{f"{k}_rps": lv["rps"].get(k) for k in ("async", "sync", "dependency")},
+                    **{f"{k}_p99_ms": lv["p99_ms"].get(k) for k in ("async", "sync", "dependency")},
+                    **{
+                        f"{k}_verdict": lv["verdicts"].get(k)
+                        for k in ("async", "sync", "dependency")
+                    },
+                    **_ratio_columns("async_over_sync", ratio, with_n=True),
+                    **_ratio_columns("async_over_dependency", dep),
+                }
+            )
+    return buf.getvalue()
+
+
+def _ratio_columns(prefix: str, value: Any, with_n: bool = False) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        out = {prefix: value, f"{prefix}_low": None, f"{prefix}_high": None}
+        return {**out, f"{prefix}_n": None} if with_n else out
+    out = {prefix: value["value"], f"{prefix}_low": value["low"], f"{prefix}_high": value["high"]}
+    return {**out, f"{prefix}_n": value["n"]} if with_n else out
