@@ -3,11 +3,14 @@ the server held (its occupancy) at the freeze and at the last load it carried, a
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
-from harness.domain.occupancy import Sample, Timeline
+from harness.domain.occupancy import Sample, Second, Timeline
 from harness.domain.result import CellResult
 from harness.domain.rules import is_collapse
+from harness.report import comparisons
+from harness.report.stats import Ratio, by_cell
 from harness.report.table import md_table
 
 
@@ -102,3 +105,102 @@ FREEZE_TEXT = (
     "threadpool tokens in use / total (+ tasks waiting for one), pooled connections checked "
     "out / capacity, and requests in flight, per worker process."
 )
+
+
+def _bursts(seconds: Sequence[Second]) -> list[tuple[int, int]]:
+    """(first second, errors) of each run of seconds with errors, quiet gaps of <= 2 s joined."""
+    out: list[tuple[int, int]] = []
+    last = -10
+    for s in seconds:
+        if not s.errors:
+            continue
+        if out and s.t_s - last <= 2:
+            out[-1] = (out[-1][0], out[-1][1] + s.errors)
+        else:
+            out.append((s.t_s, s.errors))
+        last = s.t_s
+    return out
+
+
+def _frozen(s: Second) -> bool:
+    """No successful answer, and every token held by a thread blocked on the pool."""
+    return s.ok == 0 and bool(s.pool_waiting) and s.pool_waiting == s.tokens_in_use
+
+
+def cycle_findings(records: Sequence[CellResult]) -> list[str]:
+    """The longest collapsed cell, second by second: when it froze, when its waits timed out,
+    and whether it froze again. Every number comes from the record's timeline and wrk."""
+    long = [r for r in records if is_collapse(r) and r.occupancy and r.occupancy.samples]
+    if not long:
+        return []
+    r = max(long, key=lambda r: r.cell.duration_s)
+    assert r.occupancy is not None
+    seconds = r.occupancy.seconds()
+    by_t = {s.t_s: s for s in seconds}
+    first = next((s.t_s for s in seconds if _frozen(s)), None)
+    c = r.cell
+    out = [
+        f"{c.variant} at {c.connections} connections for {c.duration_s:g} s "
+        f"(pool_timeout {c.known('pool_timeout_s'):g} s): from the warm-up's start to the end "
+        f"of the run the server answered {sum(s.ok for s in seconds)} requests successfully "
+        f"and {sum(s.errors for s in seconds)} with an error"
+        + (f"; it was frozen from second {first} on" if first is not None else "")
+        + "."
+    ]
+    bursts = _bursts(seconds)
+    if bursts:
+        gaps = sorted({b[0] - a[0] for a, b in itertools.pairwise(bursts)})
+        again = [t for t, _ in bursts if (after := by_t.get(t + 3)) and _frozen(after)]
+        out.append(
+            f"The errors came in {len(bursts)} bursts, at "
+            + ", ".join(f"{t} s ({n})" for t, n in bursts)
+            + (f", {' or '.join(str(g) for g in gaps)} s apart" if gaps else "")
+            + ": each time, the waits of the threads blocked on the pool timed out together. "
+            + (
+                f"Three seconds after {len(again)} of the {len(bursts)} bursts the server was "
+                "frozen again: the requests queued behind the failed ones took the freed tokens "
+                "and blocked on the pool in turn."
+                if again
+                else "It did not freeze again after them."
+            )
+        )
+    if r.wrk:
+        out.append(
+            f"wrk counted {r.wrk.requests} responses in its {r.wrk.duration_s:.0f} s window: "
+            f"{r.wrk.status_errors} with an error status, {r.wrk.timeouts} after its timeout."
+        )
+    return out
+
+
+def cost_findings(records: Sequence[CellResult]) -> list[str]:
+    """What serving and sampling the side channel costs: sampled / not sampled for each pair of
+    cells that differ only in OCCUPANCY, with its interval, beside the run-to-run noise."""
+    found = [c for c in comparisons.comparisons(records) if c.factor == "occupancy"]
+    levels = sorted({r.cell.connections for r in records})
+    said, ratios = [], []
+    for comparison in found:
+        for level in levels:
+            ratio = comparisons.at_level(comparison, records, level)
+            if isinstance(ratio, Ratio):
+                ratios.append(ratio)
+                said.append(
+                    f"{comparison.a.mode} `{comparison.a.known('style')}` at {level} "
+                    f"connections {ratio.describe()}"
+                )
+    if not ratios:
+        return []
+    cvs = [cv for s in by_cell(records) if (cv := s.cv) is not None]
+    significant = [r for r in ratios if r.significant]
+    return [
+        "Sampled / not sampled (the side channel served and sampled at 10 Hz, against an app "
+        "without it, interleaved round by round): " + "; ".join(said) + ".",
+        (
+            f"No interval excludes 1: the sampling changed throughput by less than this run "
+            f"could resolve, while single measurements of one cell varied by a CV of "
+            f"{min(cvs):.0%}-{max(cvs):.0%}."
+            if not significant
+            else f"{len(significant)} of {len(ratios)} intervals exclude 1: the evidence has a "
+            f"measurable cost there (single measurements varied by a CV of "
+            f"{min(cvs):.0%}-{max(cvs):.0%})."
+        ),
+    ]

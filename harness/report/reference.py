@@ -18,7 +18,7 @@ from harness.domain.plan import MapLine, MapPlan
 from harness.domain.result import CellResult
 from harness.domain.rules import agreement
 from harness.domain.search import Threshold
-from harness.report import comparisons, decision, files, map_summary, summary
+from harness.report import comparisons, decision, evidence, files, map_summary, summary
 from harness.report.map_summary import threshold_of
 from harness.report.stats import Ratio, by_cell
 from harness.report.table import md_table
@@ -345,6 +345,32 @@ def decision_findings(records: Sequence[CellResult]) -> list[str]:
     return out
 
 
+def evidence_sections(root: Path, base: Path) -> list[str]:
+    """The long freeze second by second, and what the side channel costs, where those runs
+    exist (`freeze-cycle`, `occupancy-cost`)."""
+    parts: list[str] = []
+    cycle = _map_run(root, "freeze-cycle")
+    if cycle and (said := evidence.cycle_findings(cycle.records())):
+        rel = _rel(cycle.path, base)
+        chart = next(iter(sorted((cycle.path / "charts").glob("timeline-*.png"))), None)
+        parts += [
+            f"## A freeze, second by second ([run]({rel}/summary.md))",
+            "",
+            " ".join(said),
+            "",
+            *([f"![timeline]({rel}/charts/{chart.name})", ""] if chart else []),
+        ]
+    cost = _map_run(root, "occupancy-cost")
+    if cost and (said := evidence.cost_findings(cost.records())):
+        parts += [
+            f"## What the evidence costs ([run]({_rel(cost.path, base)}/summary.md))",
+            "",
+            " ".join(said),
+            "",
+        ]
+    return parts
+
+
 def readme(root: Path, page: Path) -> str:
     base = page.parent
     benches = _bench_runs(root)
@@ -413,11 +439,19 @@ def readme(root: Path, page: Path) -> str:
                 f"![throughput]({_rel(map_run.path, base)}/charts/throughput-{server}.png)",
                 "",
             ]
+            if table := map_summary.evidence_table(plan, str(server), map_records):
+                parts += [
+                    f"Why each sync `dependency` line of {server} froze where it did "
+                    "(occupancy and threads from the probes themselves):",
+                    "",
+                    table,
+                ]
         parts += [
             "### Ceilings",
             "",
             map_summary.ceilings_table(plan, map_records, map_run.pgbench()),
         ]
+    parts += evidence_sections(root, base)
     if map_run and map_2021:
         parts += [
             f"## 2021 beside today ([2021 map]({_rel(map_2021.path, base)}/summary.md))",
@@ -465,7 +499,7 @@ def write(root: Path, page: Path) -> None:
     runs = [*_bench_runs(root).values(), *_bench_runs(root, "-2021").values()]
     for run in [*runs, *_bench_runs(root, prefix="decide").values()]:
         files.write(run)
-    for name in ("map", "map-2021"):
+    for name in ("map", "map-2021", "freeze-cycle", "occupancy-cost"):
         if run := _map_run(root, name):
             files.write(run)
     page.write_text(readme(root, page))
