@@ -11,9 +11,10 @@ PY := $(VENV)/bin/python
 # Only variables given on the command line (or in this file) are passed; DATABASE_URL and
 # WRK_IMAGE are also read from the environment by the CLI itself.
 VARIABLES := SERVER MODES MODE STYLES STYLE POOLS POOL_TIMEOUT TOKENS WORKERS STACK CONNECTIONS REPEATS \
+	DRIVERS DRIVER LAYERS LAYER \
 	DURATION WARMUP TIMEOUT SETTLE WORKLOAD ROWS WRK WRK_IMAGE DATABASE_URL TARGET TARGET_PID OCCUPANCY VARIANTS \
 	CEILING_LEVELS START CEILING OUT RESUME
-SWITCHES := DRY_RUN KEEP_LOGS FORCE PIN
+SWITCHES := DRY_RUN KEEP_LOGS FORCE PIN WITH_CEILINGS
 # Variables of the Makefile itself (not settings of a run).
 OWN := PYTHON VENV RUN REF A B
 given = $(foreach v,$(1),$(if $(filter-out undefined environment default,$(origin $(v))),$(v)))

@@ -57,7 +57,7 @@ def test_bad_input_to_run_is_one_line_and_exit_code_2(
 
 
 def test_the_server_error_names_all_as_a_choice(capsys: pytest.CaptureFixture[str]) -> None:
-    assert "choose from uvicorn, gunicorn, hypercorn, all" in refused(
+    assert "choose from uvicorn, gunicorn, hypercorn, granian, all" in refused(
         capsys, "run", "--server", "nginx"
     )
 

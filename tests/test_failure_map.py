@@ -78,7 +78,7 @@ def test_map_summary_matches_the_golden_file() -> None:
     plan = MapPlan.from_json(meta["plan"])
     text = map_summary.summary(meta, run.records(), "fixture-map", plan, run.pgbench())
     assert text == (FIXTURES / "golden_map_summary.md").read_text()
-    assert "| sync dependency | 1+1 | 2 | 4 | 1 | ~6 | fine at 4, collapsed at 6 |" in text
+    assert "| sync psycopg2 dependency | 1+1 | 2 | 4 | 1 | ~6 | fine at 4, collapsed at 6 |" in text
 
 
 def png_size(path: Path) -> tuple[int, int]:

@@ -26,7 +26,7 @@ def test_reference_page_from_run_directories(tmp_path: Path) -> None:
         "100 (collapsed, 30 QueuePool timeouts in the server's log)."
     ) in text
     assert "freeze (connections: ratio [95% interval]): 1: 1.70× (no interval from one" in text
-    assert "| sync dependency | 1+1 | 2 | 4 | 1 | ~6 | fine at 4, collapsed at 6 |" in text
+    assert "| sync psycopg2 dependency | 1+1 | 2 | 4 | 1 | ~6 | fine at 4, collapsed at 6 |" in text
     assert "](reference/map/charts/collapse-uvicorn.png)" in text
     assert (root / "map" / "charts" / "collapse-uvicorn.png").is_file()
     assert "## Seed-shaped tables" in text and "### uvicorn · list" in text

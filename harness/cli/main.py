@@ -20,11 +20,12 @@ from harness.cli.variables import (
     add_arguments,
     resolve,
 )
-from harness.domain.axes import Mode, SessionStyle, Stack, Workload, WrkRunner
+from harness.domain.axes import Layer, Mode, SessionStyle, Stack, Workload, WrkRunner
 from harness.domain.cell import Cell, ServerConfig
 from harness.domain.errors import HarnessError, UsageError
 from harness.domain.parse import (
     parse_choices,
+    parse_drivers,
     parse_duration,
     parse_nonnegative_int,
     parse_one,
@@ -34,6 +35,7 @@ from harness.domain.parse import (
     parse_stacks,
     parse_target,
     parse_variants,
+    refuse_in_2021,
 )
 from harness.domain.plan import MAP_VARIANTS, MapPlan, Matrix, schedule, target_cells
 from harness.domain.result import record_key
@@ -52,7 +54,7 @@ RESULTS = PROJECT_ROOT / "results"
 # Settings of a server the harness starts; a target's are unknown, so they cannot be given.
 SERVER_SETTINGS = (
     "SERVER", "STYLES", "POOLS", "POOL_TIMEOUT", "TOKENS", "WORKERS", "ROWS", "STACK",
-    "DATABASE_URL", "OCCUPANCY",
+    "DATABASE_URL", "OCCUPANCY", "DRIVERS", "LAYERS", "WITH_CEILINGS",
 )  # fmt: skip
 
 
@@ -86,8 +88,10 @@ def bench_cells(given: Given) -> list[Cell]:
         return target_cells(target, modes[0], workloads, connections, duration)
     styles = tuple(_choices(given, "STYLES", SessionStyle))
     chosen = parse_stacks(given["STACK"], "TOKENS" in given.explicit, styles)
+    drivers = parse_drivers(given["DRIVERS"], modes, "DRIVERS" in given.explicit)
+    refuse_in_2021(chosen, drivers)
     return Matrix(
-        servers=tuple(parse_servers(given["SERVER"])),
+        servers=tuple(parse_servers(given["SERVER"], chosen)),
         workloads=workloads,
         modes=modes,
         styles=styles,
@@ -101,6 +105,8 @@ def bench_cells(given: Given) -> list[Cell]:
         stacks=tuple(chosen),
         executor_threads=stacks.executor_threads() if Stack.y2021 in chosen else 0,
         occupancy=tuple(parse_choices(given["OCCUPANCY"], "OCCUPANCY", "on".__eq__, ["on", "off"])),
+        drivers=tuple(drivers),
+        layers=tuple(_choices(given, "LAYERS", Layer)),
     ).cells()
 
 
@@ -124,9 +130,14 @@ def map_plan(given: Given) -> MapPlan:
         if stack is Stack.y2021
         else parse_positive_ints(given["TOKENS"], "TOKENS", 10_000, ordered=True)
     )
+    # Every mode the map meets: its lines', and async for the HTTP ceiling.
+    modes = [m for m in Mode if m is Mode.async_ or any(v is m for v, _ in variants)]
+    one = "a failure map is for one driver per mode and one layer; run one map for each"
+    drivers = parse_drivers(given["DRIVERS"], modes, "DRIVERS" in given.explicit, one_each=one)
+    refuse_in_2021([stack], drivers)
     levels = given["CEILING_LEVELS"]
     plan = MapPlan(
-        servers=tuple(parse_servers(given["SERVER"])),
+        servers=tuple(parse_servers(given["SERVER"], [stack])),
         pools=tuple(parse_pools(given["POOLS"])),
         tokens=tuple(tokens),
         workers=tuple(parse_positive_ints(given["WORKERS"], "WORKERS", 64, ordered=True)),
@@ -140,6 +151,8 @@ def map_plan(given: Given) -> MapPlan:
         else tuple(parse_positive_ints(levels, "CEILING_LEVELS")),
         variants=variants,
         stack=stack,
+        drivers=tuple(drivers),
+        layer=parse_one(_choices(given, "LAYERS", Layer), "LAYERS", one),
     )
     if plan.start > plan.ceiling:
         raise UsageError(f"START: {plan.start} is above the ceiling {plan.ceiling}")
@@ -340,8 +353,11 @@ def _serve(given: Given) -> int:
         parse_stacks(given["STACK"], "TOKENS" in given.explicit, [style]), "STACK", why
     )
     tokens = parse_one(parse_positive_ints(given["TOKENS"], "TOKENS", 10_000), "TOKENS", why)
+    mode = parse_one(_choices(given, "MODES", Mode), "MODES", why)
+    drivers = parse_drivers(given["DRIVERS"], [mode], "DRIVERS" in given.explicit, one_each=why)
+    refuse_in_2021([stack], drivers)
     config = ServerConfig(
-        name=parse_one(parse_servers(given["SERVER"]), "SERVER", why),
+        name=parse_one(parse_servers(given["SERVER"], [stack]), "SERVER", why),
         style=style,
         pool=parse_one(parse_pools(given["POOLS"]), "POOLS", why),
         tokens=stacks.executor_threads() if stack is Stack.y2021 else tokens,
@@ -349,8 +365,9 @@ def _serve(given: Given) -> int:
         rows=parse_nonnegative_int(given["ROWS"], "ROWS"),
         pool_timeout_s=parse_duration(given["POOL_TIMEOUT"], "POOL_TIMEOUT"),
         stack=stack,
+        driver=drivers[0][1],
+        layer=parse_one(_choices(given, "LAYERS", Layer), "LAYERS", why),
     )
-    mode = parse_one(_choices(given, "MODES", Mode), "MODES", why)
     return serve(config, mode, given["DATABASE_URL"] or None, say)
 
 

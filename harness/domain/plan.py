@@ -13,7 +13,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from harness.domain.axes import Mode, Pool, ServerName, SessionStyle, Stack, Workload
+from harness.domain.axes import (
+    DEFAULT_DRIVER,
+    SERVERS_2021,
+    Driver,
+    Layer,
+    Mode,
+    Pool,
+    ServerName,
+    SessionStyle,
+    Stack,
+    Workload,
+)
 from harness.domain.cell import Cell, ServerConfig, Target
 from harness.domain.rules import order, predicted
 
@@ -45,15 +56,21 @@ class Matrix:
     # Under 2021 sync code runs on asyncio's default executor: its size stands where T would.
     executor_threads: int = 0
     occupancy: tuple[bool, ...] = (True,)  # the side channel on, off, or both
+    # Per mode, the drivers its app is measured with (parse_drivers matched them to the modes).
+    drivers: tuple[tuple[Mode, Driver], ...] = tuple(DEFAULT_DRIVER.items())
+    layers: tuple[Layer, ...] = (Layer.orm,)
 
     def cells(self) -> list[Cell]:
         cells = []
         for stack in self.stacks:
             tokens = (self.executor_threads,) if stack is Stack.y2021 else self.tokens
+            # SERVER=all under 2021 means the servers that stack has (granian came later).
+            servers = [s for s in self.servers if stack is Stack.current or s in SERVERS_2021]
             axes = itertools.product(
-                self.servers,
+                servers,
                 self.workloads,
-                self.modes,
+                [(m, d) for m in self.modes for mode, d in self.drivers if mode is m],
+                self.layers,
                 self.styles,
                 self.pools,
                 tokens,
@@ -73,13 +90,15 @@ class Matrix:
                         pool_timeout_s=self.pool_timeout_s,
                         stack=stack,
                         occupancy=o,
+                        driver=d,
+                        layer=la,
                     ),
                     mode=m,
                     workload=wl,
                     connections=c,
                     duration_s=self.duration_s,
                 )
-                for s, wl, m, st, p, t, w, c, o in axes
+                for s, wl, (m, d), la, st, p, t, w, c, o in axes
             ]
         return order(cells)
 
@@ -125,6 +144,10 @@ class MapLine:
     mode: Mode
     duration_s: float
 
+    def __post_init__(self) -> None:
+        # The line's driver, as its cells name it (the mode's default unless given).
+        object.__setattr__(self, "config", self.cell(1).server)
+
     def cell(self, connections: int) -> Cell:
         return Cell(self.config, self.mode, Workload.list, connections, self.duration_s)
 
@@ -132,6 +155,12 @@ class MapLine:
     def variant(self) -> str:
         """The `variant` of every probe of this line."""
         return self.cell(1).variant
+
+    @property
+    def label(self) -> str:
+        """'sync psycopg2 dependency': mode, driver (layer if not the ORM) and style."""
+        layer = "" if self.config.layer is Layer.orm else f" {self.config.layer}"
+        return f"{self.mode} {self.config.driver}{layer} {self.style}"
 
     @property
     def server(self) -> ServerName:
@@ -160,6 +189,9 @@ class MapPlan:
     ceiling_levels: tuple[int, ...] = CEILING_LEVELS
     variants: tuple[tuple[Mode, SessionStyle], ...] = MAP_VARIANTS
     stack: Stack = Stack.current
+    # One driver per mode and one layer for every line (the defaults: the seed's).
+    drivers: tuple[tuple[Mode, Driver], ...] = tuple(DEFAULT_DRIVER.items())
+    layer: Layer = Layer.orm
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -175,6 +207,8 @@ class MapPlan:
             "ceiling_levels": list(self.ceiling_levels),
             "variants": [f"{m}-{s}" for m, s in self.variants],
             "stack": str(self.stack),
+            "drivers": {str(m): str(d) for m, d in self.drivers},
+            "layer": str(self.layer),
         }
 
     @classmethod
@@ -196,7 +230,18 @@ class MapPlan:
             ceiling_levels=tuple(data["ceiling_levels"]),
             variants=tuple(variant(v) for v in data["variants"]),
             stack=Stack(data["stack"]),
+            # Maps planned before drivers and layers were settings ran the defaults.
+            drivers=tuple(
+                (Mode(m), Driver(d))
+                for m, d in data.get(
+                    "drivers", {str(m): str(d) for m, d in DEFAULT_DRIVER.items()}
+                ).items()
+            ),
+            layer=Layer(data.get("layer", Layer.orm)),
         )
+
+    def driver(self, mode: Mode) -> Driver:
+        return dict(self.drivers)[mode]
 
     def baseline(self, server: ServerName) -> ServerConfig:
         """The first pool, token count and worker count given: what each line varies from."""
@@ -209,6 +254,7 @@ class MapPlan:
             rows=self.rows,
             pool_timeout_s=self.pool_timeout_s,
             stack=self.stack,
+            layer=self.layer,
         )
 
     def lines(self) -> list[MapLine]:
@@ -218,7 +264,7 @@ class MapPlan:
         for server in self.servers:
             base = self.baseline(server)
             out += [
-                MapLine(replace(base, style=style), mode, self.duration_s)
+                MapLine(replace(base, style=style, driver=self.driver(mode)), mode, self.duration_s)
                 for mode, style in self.variants
             ]
             if (Mode.sync, SessionStyle.dependency) in self.variants:
@@ -227,7 +273,10 @@ class MapPlan:
                     *(replace(base, tokens=t) for t in self.tokens[1:]),
                     *(replace(base, workers=w) for w in self.workers[1:]),
                 ]
-                out += [MapLine(c, Mode.sync, self.duration_s) for c in others]
+                sync = self.driver(Mode.sync)
+                out += [
+                    MapLine(replace(c, driver=sync), Mode.sync, self.duration_s) for c in others
+                ]
         return out
 
     def http_ceiling_cells(self) -> list[Cell]:
@@ -236,7 +285,7 @@ class MapPlan:
         style = self.variants[0][1]
         return [
             Cell(
-                replace(self.baseline(server), style=style),
+                replace(self.baseline(server), style=style, driver=self.driver(Mode.async_)),
                 Mode.async_,
                 Workload.health,
                 c,

@@ -54,9 +54,13 @@ PACKAGES = (
     "gunicorn",
     "uvicorn-worker",
     "hypercorn",
+    "granian",
     "sqlalchemy",
     "asyncpg",
     "psycopg2-binary",
+    "psycopg",
+    "psycopg-binary",
+    "psycopg-pool",
     "greenlet",
 )
 BUILD_TIMEOUT = 1800.0  # seconds; a cold build of the 2021 venv takes well under a minute

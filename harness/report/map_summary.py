@@ -74,7 +74,7 @@ def map_table(plan: MapPlan, server: str, records: Sequence[CellResult]) -> str:
         guess = line.predicted
         rows.append(
             [
-                f"{line.mode} {line.style}",
+                line.label,
                 str(line.config.pool),
                 str(line.config.pool.capacity),
                 line.config.tokens_label,

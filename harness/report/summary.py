@@ -11,6 +11,8 @@ from typing import Any
 from harness.domain import rules
 from harness.domain.axes import (
     WORKLOAD_PATH,
+    Driver,
+    Layer,
     Mode,
     ServerName,
     SessionStyle,
@@ -24,7 +26,9 @@ from harness.report import comparisons, conclusions, evidence
 from harness.report.stats import CellStats, Warning_, by_cell
 from harness.report.table import md_table
 
-VARIANT_FIELDS = ("mode", "style", "pool", "pool_timeout_s", "tokens", "workers", "stack")
+VARIANT_FIELDS = (
+    "mode", "driver", "layer", "style", "pool", "pool_timeout_s", "tokens", "workers", "stack",
+)  # fmt: skip
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -32,7 +36,11 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 
 def _label(cell: Cell, varying: Sequence[str]) -> str:
-    parts = [str(cell.mode), shown(cell.known("style"))]
+    """The variant as a column title: its mode and driver always (each mode has its own default
+    driver), its layer where layers vary, its style, then whatever else varies in the run."""
+    parts = [str(cell.mode), shown(cell.driver)]
+    parts += [shown(cell.known("layer"))] if "layer" in varying else []
+    parts += [shown(cell.known("style"))]
     names = {
         "pool": "pool {}",
         "pool_timeout_s": "timeout {}s",
@@ -54,6 +62,8 @@ def _variant_order(cell: Cell) -> tuple[Any, ...]:
     c = cell.config
     return (
         _rank(list(Mode), cell.mode),
+        _rank(list(Driver), cell.driver),
+        _rank(list(Layer), c.layer if c else None),
         _rank(list(SessionStyle), c.style if c else None),
         (c.pool.size, c.pool.overflow) if c else (0, 0),
         c.pool_timeout_s if c else 0.0,
@@ -65,9 +75,9 @@ def _variant_order(cell: Cell) -> tuple[Any, ...]:
 def _details_variant(c: Cell) -> str:
     k = c.known
     return (
-        f"{c.mode} {shown(k('style'))} pool {shown(k('pool'))} "
-        f"timeout {shown(k('pool_timeout_s'))}s {c.tokens_label} tokens {shown(k('workers'))} "
-        "workers" + ("" if c.stack is Stack.current else f" stack {c.stack}")
+        f"{c.mode} {shown(c.driver)} {shown(k('layer'))} {shown(k('style'))} "
+        f"pool {shown(k('pool'))} timeout {shown(k('pool_timeout_s'))}s {c.tokens_label} tokens "
+        f"{shown(k('workers'))} workers" + ("" if c.stack is Stack.current else f" stack {c.stack}")
     )
 
 
@@ -346,6 +356,8 @@ CSV_FIELDS = [
     "target",
     "stack",
     "mode",
+    "driver",
+    "layer",
     "style",
     "pool_size",
     "max_overflow",
@@ -386,6 +398,8 @@ def csv_text(records: Sequence[CellResult]) -> str:
             "id": c.id,
             "server": known("name"),
             "mode": c.mode,
+            "driver": c.driver,
+            "layer": known("layer"),
             "style": known("style"),
             "target": c.target,
             "stack": c.stack,

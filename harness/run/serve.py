@@ -42,7 +42,7 @@ def serve(
             proc = subprocess.Popen(
                 server_argv(config.name, launch),
                 cwd=PROJECT_ROOT,
-                env={**os.environ, **server_env(config, db.url)},
+                env={**os.environ, **server_env(config, mode, db.url)},
                 start_new_session=True,
                 preexec_fn=die_with_parent(),
             )
@@ -50,8 +50,9 @@ def serve(
             stack.callback(kill_group, proc)
             say(
                 f"{config.name} {mode} on http://127.0.0.1:{port} ({count} rows, "
-                f"{config.style}, pool {config.pool}, {config.tokens_label} tokens, "
-                f"{config.workers} workers; Ctrl-C stops the server and the database)"
+                f"{config.driver}, {config.layer}, {config.style}, pool {config.pool}, "
+                f"{config.tokens_label} tokens, {config.workers} workers; "
+                "Ctrl-C stops the server and the database)"
             )
             return proc.wait()
         except (Interrupted, KeyboardInterrupt):
