@@ -107,6 +107,7 @@ def bench_cells(given: Given) -> list[Cell]:
         occupancy=tuple(parse_choices(given["OCCUPANCY"], "OCCUPANCY", "on".__eq__, ["on", "off"])),
         drivers=tuple(drivers),
         layers=tuple(_choices(given, "LAYERS", Layer)),
+        ceilings=given.on("WITH_CEILINGS"),
     ).cells()
 
 
@@ -282,6 +283,8 @@ def _run(given: Given) -> int:
         run, options = _resume(given)
         cells, todo, total = planned(run), remaining(run), len(measurements(run))
         repeats = run.metadata()["schedule"]["repeats"]
+        recorded = run.metadata().get("pgbench_levels", [])
+        pgbench_levels = [c for c in recorded if not run.ceiling_path(c).exists()]
     else:
         options = options_from(given)
         cells = bench_cells(given)
@@ -290,14 +293,18 @@ def _run(given: Given) -> int:
         todo = schedule(cells, repeats, seed)
         total = len(todo)
         run, out = None, _out(given, given["TARGET"] or given["SERVER"])
+        # The database ceiling, after the cells: pgbench at each level the cells measure.
+        levels = sorted({c.connections for c in cells})
+        pgbench_levels = levels if given.on("WITH_CEILINGS") else []
     estimate = sum(options.estimate_s(c) for c, _ in todo)
+    estimate += sum(cells[0].duration_s for _ in pgbench_levels) if cells else 0
     what = f"{len(todo)} of {total} measurements ({len(cells)} cells x {repeats} rounds)"
     if given.on("DRY_RUN"):
         for cell, round_ in todo:
             print(record_key(cell, round_))
         print(f"{what} to run, about {estimate / 60:.1f} minutes")
         return 0
-    if run is not None and not todo:
+    if run is not None and not todo and not pgbench_levels:
         say(f"nothing to resume: every measurement of {run.path} has its record")
         return 0
     entry = provenance_entry("resume" if run else "run", cells)
@@ -308,6 +315,7 @@ def _run(given: Given) -> int:
         body = {
             "cells": [c.to_json() for c in cells],
             "schedule": {"repeats": repeats, "seed": seed},
+            "pgbench_levels": pgbench_levels,
         }
         run = RunDir.create(out, "run", _parameters(given), options.to_json(), body)
     _announce(what, estimate, run)

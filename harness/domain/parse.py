@@ -73,14 +73,14 @@ def parse_drivers(
             serves = " and ".join(str(m) for m in Mode if driver in DRIVERS_FOR[m])
             raise UsageError(
                 f"DRIVERS: {driver} drives only the {serves} app, and MODES is "
-                f"{','.join(modes)}; that app takes {' or '.join(DRIVERS_FOR[modes[0]])}"
+                f"{','.join(modes)}, whose app takes {' or '.join(DRIVERS_FOR[modes[0]])}"
             )
     out = [(m, d) for m in modes for d in chosen if d in DRIVERS_FOR[m]]
     for mode in modes:
         mine = [d for m, d in out if m is mode]
         if not mine:
             raise UsageError(
-                f"DRIVERS: {','.join(chosen)} has no driver for the {mode} app; add "
+                f"DRIVERS: {','.join(chosen)} names no driver of the {mode} app; add "
                 f"{' or '.join(DRIVERS_FOR[mode])}, or leave {mode} out of MODES"
             )
         if one_each and len(mine) > 1:

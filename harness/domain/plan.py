@@ -59,9 +59,11 @@ class Matrix:
     # Per mode, the drivers its app is measured with (parse_drivers matched them to the modes).
     drivers: tuple[tuple[Mode, Driver], ...] = tuple(DEFAULT_DRIVER.items())
     layers: tuple[Layer, ...] = (Layer.orm,)
+    # The HTTP ceiling in the same rounds: each server's async app on /health (WITH_CEILINGS).
+    ceilings: bool = False
 
     def cells(self) -> list[Cell]:
-        cells = []
+        cells = self.ceiling_cells()
         for stack in self.stacks:
             tokens = (self.executor_threads,) if stack is Stack.y2021 else self.tokens
             # SERVER=all under 2021 means the servers that stack has (granian came later).
@@ -100,7 +102,32 @@ class Matrix:
                 )
                 for s, wl, (m, d), la, st, p, t, w, c, o in axes
             ]
-        return order(cells)
+        return order(list(dict.fromkeys(cells)))
+
+    def ceiling_cells(self) -> list[Cell]:
+        """/health of the async app, on its default driver and the ORM (neither is used by
+        /health), at the first of every other setting, on every server, at every level."""
+        if not self.ceilings:
+            return []
+        return [
+            Cell(
+                ServerConfig(
+                    name=s,
+                    style=self.styles[0],
+                    pool=self.pools[0],
+                    tokens=self.tokens[0],
+                    workers=self.workers[0],
+                    rows=self.rows,
+                    pool_timeout_s=self.pool_timeout_s,
+                ),
+                Mode.async_,
+                Workload.health,
+                c,
+                self.duration_s,
+            )
+            for s in self.servers
+            for c in self.connections
+        ]
 
 
 def schedule(cells: Sequence[Cell], repeats: int, seed: int) -> list[tuple[Cell, int]]:
