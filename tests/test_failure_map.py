@@ -136,7 +136,7 @@ def test_small_real_map_measures_the_predicted_threshold(tmp_path: Path) -> None
     assert max(r.cell.connections for r in run.records() if r.cell.variant == context.variant) == 16
     assert [p.connections for p in run.pgbench()] == [4]
     summary = (out / "summary.md").read_text()
-    assert "| sync context | 1+1 | 2 | 4 | 1 | none | no collapse up to 16 |" in summary
+    assert "| sync psycopg2 context | 1+1 | 2 | 4 | 1 | none | no collapse up to 16 |" in summary
     png_size(out / "charts" / "collapse-uvicorn.png")
 
 

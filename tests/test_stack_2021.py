@@ -76,7 +76,8 @@ def test_server_starts_and_answers_under_2021(
     with server_2021(python_2021, server, mode, env, log) as proc:
         assert proc.wait_ready(30), log.read_text()
         assert proc.get("/health") == (200, {"status": "ok"})
-        assert proc.get("/openapi.json")[1]["info"]["title"] == f"{mode} ({style})"
+        driver = "psycopg2" if mode is Mode.sync else "asyncpg"
+        assert proc.get("/openapi.json")[1]["info"]["title"] == f"{mode} ({style}, {driver}, orm)"
         # FastAPI 0.63 writes OpenAPI 3.0.2 (today's writes 3.1): the 2021 stack is serving.
         assert proc.get("/openapi.json")[1]["openapi"] == "3.0.2"
         status, body = proc.get("/users")
@@ -165,5 +166,5 @@ def test_the_2021_stack_collapses_at_fewer_connections_than_current(tmp_path: Pa
     assert by[(Stack.y2021, 24)].pool_timeouts > 0
     assert by[(Stack.current, 24)].verdict is Verdict.ok
     summary = (out / "summary.md").read_text()
-    assert f"| sync dependency {threads} (executor) tokens stack 2021 req/s |" in summary
+    assert f"| sync psycopg2 dependency {threads} (executor) tokens stack 2021 req/s |" in summary
     assert "fastapi 0.63.0" in summary  # the 2021 stack's versions are in the header

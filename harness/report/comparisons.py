@@ -35,7 +35,7 @@ VALUE_LABELS: dict[str, dict[Any, str]] = {
 }
 
 
-def _rank(factor: str, value: Any) -> Any:
+def rank(factor: str, value: Any) -> Any:
     order = FACTORS[factor]
     return order.index(value) if isinstance(order, list) else order(value)
 
@@ -49,7 +49,7 @@ def _key(cell: Cell, factor: str) -> Any:
     return cell.known(factor)
 
 
-def _signature(cell: Cell) -> tuple[Any, ...]:
+def signature(cell: Cell) -> tuple[Any, ...]:
     return (cell.target, cell.workload, *(_key(cell, f) for f in FACTORS))
 
 
@@ -79,7 +79,7 @@ def comparisons(records: Sequence[CellResult]) -> list[Comparison]:
     """Every pair of variants in the records that differ in exactly one setting."""
     variants: dict[tuple[Any, ...], Cell] = {}
     for r in records:
-        variants.setdefault(_signature(r.cell), r.cell)
+        variants.setdefault(signature(r.cell), r.cell)
     cells = list(variants.values())
     varying = [f for f in FACTORS if len({_key(c, f) for c in cells}) > 1]
     out = []
@@ -91,7 +91,7 @@ def comparisons(records: Sequence[CellResult]) -> list[Comparison]:
             if len(differ) != 1:
                 continue
             (factor,) = differ
-            a, b = sorted((x, y), key=lambda c: _rank(factor, c.known(factor)))
+            a, b = sorted((x, y), key=lambda c: rank(factor, c.known(factor)))
             context = " ".join(_context(a, b, f) for f in varying if f != factor) + (
                 "" if len({c.workload for c in cells}) == 1 else f" {a.workload}"
             )
@@ -103,7 +103,7 @@ def _side(records: Sequence[CellResult], cell: Cell, connections: int) -> list[C
     return [
         r
         for r in records
-        if _signature(r.cell) == _signature(cell) and r.cell.connections == connections
+        if signature(r.cell) == signature(cell) and r.cell.connections == connections
     ]
 
 

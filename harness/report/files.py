@@ -21,7 +21,8 @@ def write(run: RunDir) -> None:
     meta, records = run.metadata(), run.records()
     timelines(run, records)
     if meta["kind"] != "map":
-        (run.path / "summary.md").write_text(summary.summary(meta, records, run.path.name))
+        text = summary.summary(meta, records, run.path.name, run.pgbench())
+        (run.path / "summary.md").write_text(text)
         (run.path / "results.csv").write_text(summary.csv_text(records))
         return
     plan = MapPlan.from_json(meta["plan"])

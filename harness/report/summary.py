@@ -21,8 +21,8 @@ from harness.domain.axes import (
     Workload,
 )
 from harness.domain.cell import Cell, shown
-from harness.domain.result import CellResult
-from harness.report import comparisons, conclusions, evidence
+from harness.domain.result import CellResult, PgbenchResult
+from harness.report import ceilings, comparisons, conclusions, evidence, layers
 from harness.report.stats import CellStats, Warning_, by_cell
 from harness.report.table import md_table
 
@@ -335,7 +335,12 @@ def header(
     )
 
 
-def summary(meta: dict[str, Any], records: Sequence[CellResult], name: str) -> str:
+def summary(
+    meta: dict[str, Any],
+    records: Sequence[CellResult],
+    name: str,
+    pg: Sequence[PgbenchResult] = (),
+) -> str:
     parts = [header(meta, records, name), conclusions.conclusions(records), seed_tables(records)]
     if any(r.repeat > 1 for r in records):
         parts += ["## Comparisons\n", COMPARISONS_TEXT + "\n", comparisons.table(records)]
@@ -343,6 +348,19 @@ def summary(meta: dict[str, Any], records: Sequence[CellResult], name: str) -> s
             parts.append(text)
     if table := evidence.freeze_table(records):
         parts += ["## Why cells collapsed\n", evidence.FREEZE_TEXT + "\n", table]
+    if text := layers.section(records, pg):
+        parts.append(text)
+    if pg:
+        servers = sorted(
+            {str(r.cell.known("name")) for r in records if r.cell.workload is Workload.health},
+            key=lambda s: _rank(list(ServerName), s),
+        )
+        levels = sorted({r.cell.connections for r in records})
+        parts += [
+            "## Ceilings\n",
+            ceilings.TEXT + "\n",
+            ceilings.table(servers, levels, records, pg),
+        ]
     return "\n".join([*parts, "## Every cell\n", details_table(records)])
 
 
