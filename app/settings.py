@@ -101,7 +101,7 @@ class Settings(BaseSettings):
 
 def _available(value: Driver, fits: tuple[Driver, ...], mode: str) -> Driver:
     if value not in fits:
-        raise ValueError(f"{value} is not a {mode} driver; choose {' or '.join(fits)}")
+        raise ValueError(f"{value} is not a driver of the {mode} app; choose {' or '.join(fits)}")
     if value is Driver.psycopg and compat.SQLALCHEMY_V1:
         raise ValueError(
             f"psycopg (3) needs SQLAlchemy 2's postgresql+psycopg dialect, and SQLAlchemy "
