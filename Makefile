@@ -113,24 +113,35 @@ failure-map: setup
 	$(PY) -m harness map $(FLAGS)
 
 # The reference run under results/: the seed-shaped tables for every server and the failure map
-# of all three, the same for uvicorn and the map's baseline under the 2021 stack, then
-# results/README.md. An interrupted one resumes where it stopped. About 55 minutes on 2 cores.
+# of all four, the same for uvicorn and the map's baseline under the 2021 stack, the layers
+# (DRIVERS x LAYERS with the ceilings), then results/README.md. An interrupted one resumes where it
+# stopped. A `map` made before granian was a server keeps its servers, and granian's lines go to
+# `map-granian`, planned the same way (results/README.md reads both as one map). About two hours
+# on 2 cores from nothing.
 REF ?= results/reference
+LAYERS_RUN := --server uvicorn --drivers psycopg2,asyncpg,psycopg --layers orm,core,driver \
+	--styles dependency --connections 1,12,24,48,100 --with-ceilings
 
 reference: setup
-	@for s in uvicorn gunicorn hypercorn; do \
+	@for s in uvicorn gunicorn hypercorn granian; do \
 		d=$(REF)/bench-$$s; \
 		if [ -f $$d/metadata.json ]; then $(PY) -m harness run --resume $$d || exit $$?; \
 		else $(PY) -m harness run --server $$s --out $$d || exit $$?; fi; \
 	done
 	@if [ -f $(REF)/map/metadata.json ]; then $(PY) -m harness map --resume $(REF)/map; \
 	else $(PY) -m harness map --server all --out $(REF)/map; fi
+	@d=$(REF)/map-granian; if $(PY) -c 'import json, sys; plan = json.load(open(sys.argv[1]))["plan"]; \
+		sys.exit("granian" not in plan["servers"])' $(REF)/map/metadata.json; then :; \
+	elif [ -f $$d/metadata.json ]; then $(PY) -m harness map --resume $$d; \
+	else $(PY) -m harness map --server granian --out $$d; fi
 	@d=$(REF)/bench-uvicorn-2021; if [ -f $$d/metadata.json ]; then \
 		$(PY) -m harness run --resume $$d; \
 	else $(PY) -m harness run --server uvicorn --stack 2021 --out $$d; fi
 	@d=$(REF)/map-2021; if [ -f $$d/metadata.json ]; then $(PY) -m harness map --resume $$d; \
 	else $(PY) -m harness map --server all --stack 2021 --pools 5+10 --workers 1 \
 		--variants sync-dependency --ceiling-levels none --out $$d; fi
+	@d=$(REF)/layers; if [ -f $$d/metadata.json ]; then $(PY) -m harness run --resume $$d; \
+	else $(PY) -m harness run $(LAYERS_RUN) --out $$d; fi
 	$(PY) -m harness reference $(REF) --readme results/README.md
 
 report: venv

@@ -50,3 +50,33 @@ def test_speed_is_stated_as_ratios_with_intervals_once_repeated(tmp_path: Path) 
     assert "Async `dependency` over sync `dependency`" in text and " [" in text
     assert "1: 1.70× (no interval" not in text
     assert "Comparisons (B / A, 95% intervals):" in text and "| async / sync" in text
+
+
+def test_a_later_servers_map_is_read_as_part_of_the_map(tmp_path: Path) -> None:
+    """`map-granian`, planned as `map` was (a real run of granian with the fixture map's plan),
+    joins the page's map: its lines, its charts' links, its /health ceiling."""
+    root = tmp_path / "reference"
+    shutil.copytree(FIXTURES / "map", root / "map")
+    shutil.copytree(FIXTURES / "map-granian", root / "map-granian")
+    page = tmp_path / "README.md"
+    reference.write(root, page)
+    text = page.read_text()
+    assert "### granian (from [`map-granian`](reference/map-granian/summary.md))" in text
+    assert "](reference/map-granian/charts/collapse-granian.png)" in text
+    assert (root / "map-granian" / "charts" / "collapse-granian.png").is_file()
+    assert "- **granian**: The failure map puts the collapse of sync `dependency`" in text
+    assert "| connections | uvicorn /health req/s | granian /health req/s |" in text
+    assert "Left out" not in text
+
+
+def test_a_map_planned_otherwise_is_left_out_and_said_so(tmp_path: Path) -> None:
+    root = tmp_path / "reference"
+    shutil.copytree(FIXTURES / "map", root / "map")
+    shutil.copytree(FIXTURES / "map-granian", root / "map-granian")
+    meta = root / "map-granian" / "metadata.json"
+    meta.write_text(meta.read_text().replace('"ceiling": 32', '"ceiling": 64'))
+    page = tmp_path / "README.md"
+    reference.write(root, page)
+    text = page.read_text()
+    assert "Left out, planned with other settings than `map`: map-granian." in text
+    assert "### granian" not in text
