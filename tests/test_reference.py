@@ -80,3 +80,29 @@ def test_a_map_planned_otherwise_is_left_out_and_said_so(tmp_path: Path) -> None
     text = page.read_text()
     assert "Left out, planned with other settings than `map`: map-granian." in text
     assert "### granian" not in text
+
+
+def test_the_layers_run_states_each_layer_against_the_driver_alone(tmp_path: Path) -> None:
+    """A real small layers run (pool 1+1, 4 tokens, 1 and 16 connections, two rounds,
+    WITH_CEILINGS): the ratios with intervals, the ceilings, and the freeze on every layer."""
+    root = tmp_path / "reference"
+    shutil.copytree(FIXTURES / "layers", root / "layers")
+    page = tmp_path / "README.md"
+    reference.write(root, page)
+    text = page.read_text()
+    assert "- **Layers**: Each layer over the same variant through the driver alone" in text
+    assert (
+        "at 16 connections, B / A [95% interval]: async asyncpg `dependency` core: ~ 0.66×" in text
+    )
+    assert "The driver-alone async app (asyncpg, `dependency`) served at best 1,845 req/s" in text
+    assert "23% of the HTTP ceiling (8,147 req/s on `/health`)" in text
+    assert (
+        "Sync `dependency` collapsed on psycopg2 orm at 16 connections; psycopg2 core at 16 "
+        "connections; psycopg2 driver at 16 connections: the freeze needs a pool that blocks a "
+        "thread, not SQLAlchemy."
+    ) in text
+    assert "| uvicorn sync psycopg2 orm dependency list | 1 | 559.2 | ~ 0.59× [" in text
+    assert "| 16 | 8,147.1 | 36,853 | 0.43 |" in text
+    summary = (root / "layers" / "summary.md").read_text()
+    assert "## Layers" in summary and "## Ceilings" in summary
+    assert "| orm / driver · async list |" in summary

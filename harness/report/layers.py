@@ -86,6 +86,7 @@ def table(records: Sequence[CellResult], pg: Sequence[PgbenchResult]) -> str:
         "× the driver alone [95% CI]",
         "% of /health",
         "% of pgbench",
+        "verdict",
     ]
     lines = []
     for row in rows(records, pg):
@@ -100,9 +101,10 @@ def table(records: Sequence[CellResult], pg: Sequence[PgbenchResult]) -> str:
                 "1 (itself)" if row.cell.cell.known("layer") is Layer.driver else text,
                 _share(median, row.http),
                 _share(median, row.pg),
+                row.cell.verdict,
             ]
         )
-    return md_table(head, lines, ["---", "---:", "---:", "---", "---:", "---:"])
+    return md_table(head, lines, ["---", "---:", "---:", "---", "---:", "---:", "---"])
 
 
 TEXT = (

@@ -405,32 +405,29 @@ def _driver_alone_against_ceilings(run: RunDir, records: Sequence[CellResult]) -
 
 
 def _freeze_by_layer(records: Sequence[CellResult]) -> list[str]:
-    firsts: dict[str, list[str]] = {}
+    """Where sync `dependency` first collapsed, per driver and layer (None: it held)."""
+    first: dict[str, int | None] = {}
     for cell in sorted(by_cell(records), key=lambda c: c.cell.connections):
         k = cell.cell.known
         if cell.cell.mode is not Mode.sync or k("style") is not SessionStyle.dependency:
             continue
         key = f"{cell.cell.driver} {k('layer')}"
-        if cell.count(Verdict.collapsed) and key not in firsts:
-            firsts[key] = [str(cell.cell.connections)]
-        firsts.setdefault(key, [])
-    if not firsts:
+        first.setdefault(key, None)
+        if cell.count(Verdict.collapsed) and first[key] is None:
+            first[key] = cell.cell.connections
+    if not first:
         return []
-    froze = {k: v[0] for k, v in firsts.items() if v}
-    held = [k for k, v in firsts.items() if not v]
-    text = "Sync `dependency` " + (
-        "collapsed on " + "; ".join(f"{k} at {c} connections" for k, c in froze.items())
-        if froze
-        else "did not collapse"
-    )
+    froze = {k: c for k, c in first.items() if c is not None}
+    held = [k for k, c in first.items() if c is None]
+    parts = []
+    if froze:
+        parts.append("collapsed on " + "; ".join(f"{k} at {c} connections" for k, c in froze.items()))
     if held:
-        text += f"{'; it held on ' if froze else ' on '}{', '.join(held)}"
-    verdict = (
-        ": the freeze needs a pool that blocks a thread, not SQLAlchemy."
-        if froze and any(k.endswith(" driver") for k in froze)
-        else "."
-    )
-    return [text + verdict]
+        top = max(r.cell.connections for r in records)
+        parts.append(f"held up to {top} connections on {', '.join(held)}")
+    alone = any(k.endswith(f" {Layer.driver}") for k in froze)
+    why = ": the freeze needs a pool that blocks a thread, not SQLAlchemy" if alone else ""
+    return ["Sync `dependency` " + "; it ".join(parts) + why + "."]
 
 
 def readme(root: Path, page: Path) -> str:
