@@ -118,9 +118,10 @@ class DriverAlone:
     async def insert_user(self, conn: Any) -> Inserted:
         return Inserted(id=await self.pool.insert(conn, new_email()))
 
-    def pool_stats(self) -> dict[str, int]:
-        """For `/_occupancy` (app/occupancy.py): connections lent out, and the capacity."""
-        return {"checked_out": self.out, "capacity": self.capacity}
+    def pool_stats(self) -> dict[str, int | None]:
+        """For `/_occupancy` (app/occupancy.py): connections lent out, the capacity; the
+        waiters are tasks, not threads (as for SQLAlchemy's async pool): None."""
+        return {"checked_out": self.out, "capacity": self.capacity, "pool_waiting": None}
 
     async def close(self) -> None:
         await self.pool.close()

@@ -119,9 +119,14 @@ class DriverAlone:
     def insert_user(self, conn: Any) -> Inserted:
         return Inserted(id=self.pool.insert(conn, new_email()))
 
-    def pool_stats(self) -> dict[str, int]:
-        """For `/_occupancy` (app/occupancy.py): connections lent out, and the capacity."""
-        return {"checked_out": self.out, "capacity": self.capacity}
+    def pool_stats(self) -> dict[str, int | None]:
+        """For `/_occupancy` (app/occupancy.py): connections lent out, the capacity, and the
+        threads waiting for a connection."""
+        return {
+            "checked_out": self.out,
+            "capacity": self.capacity,
+            "pool_waiting": self.pool.waiting(),
+        }
 
     def close(self) -> None:
         self.pool.close()
@@ -157,6 +162,9 @@ class _PsycopgPool(_DbApi):
             open=True,
         )
 
+    def waiting(self) -> int:
+        return int(self.pool.get_stats().get("requests_waiting", 0))
+
     @contextmanager
     def connection(self) -> Iterator[Any]:
         try:
@@ -184,13 +192,24 @@ class _Psycopg2Pool(_DbApi):
 
         self.settings = settings
         self.slots = threading.BoundedSemaphore(settings.pool_capacity)
+        self.waiters, self.lock = 0, threading.Lock()
         self.pool = ThreadedConnectionPool(
             settings.POOL_SIZE, settings.pool_capacity, settings.libpq_url
         )
 
+    def waiting(self) -> int:
+        return self.waiters
+
     @contextmanager
     def connection(self) -> Iterator[Any]:
-        if not self.slots.acquire(timeout=self.settings.POOL_TIMEOUT):
+        with self.lock:
+            self.waiters += 1
+        try:
+            got = self.slots.acquire(timeout=self.settings.POOL_TIMEOUT)
+        finally:
+            with self.lock:
+                self.waiters -= 1
+        if not got:
             raise PoolExhausted(self.settings, "psycopg2")
         try:
             conn = self.pool.getconn()

@@ -1,7 +1,10 @@
 """Both apps, every driver, layer and session style, every endpoint, in-process against the real
 PostgreSQL."""
 
+import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import anyio.to_thread
 import pytest
@@ -169,15 +172,23 @@ def test_a_lent_connection_is_counted_and_an_empty_pool_times_out(
         if mode == "sync":
             with db.unit() as unit:
                 db.list_users(unit)  # an ORM Session takes its connection at its first query
-                assert stats() == {"checked_out": 1, "capacity": 1}
-                with pytest.raises(Exception) as info, db.unit() as other:
-                    db.list_users(other)
+                assert (stats()["checked_out"], stats()["capacity"]) == (1, 1)
+                failed: list[BaseException] = []
+                thread = threading.Thread(target=second_unit, args=(db, failed))
+                thread.start()
+                deadline = time.monotonic() + 0.4
+                while stats()["pool_waiting"] != 1 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                waiting = stats()["pool_waiting"]
+                thread.join()
+            assert waiting == 1  # a thread blocked on the pool, as /_occupancy reports it
+            error = failed[0]
         else:
 
             async def hold() -> BaseException:
                 async with db.unit() as unit:
                     await db.list_users(unit)
-                    assert stats() == {"checked_out": 1, "capacity": 1}
+                    assert (stats()["checked_out"], stats()["capacity"]) == (1, 1)
                     try:
                         async with db.unit() as other:
                             await db.list_users(other)
@@ -186,8 +197,8 @@ def test_a_lent_connection_is_counted_and_an_empty_pool_times_out(
                 raise AssertionError("a second connection was lent from a pool of one")
 
             error = c.portal.call(hold)  # type: ignore[union-attr]
-            with pytest.raises(Exception) as info:
-                raise error
+        with pytest.raises(Exception) as info:
+            raise error
         assert stats()["checked_out"] == 0
     text = f"{type(info.value).__name__}: {info.value}"
     if layer is Layer.driver:
@@ -195,6 +206,14 @@ def test_a_lent_connection_is_counted_and_an_empty_pool_times_out(
         assert "pool limit of size 1 overflow 0 reached, connection timed out, timeout 0.50" in text
     else:
         assert text.startswith("TimeoutError: QueuePool limit of size 1 overflow 0 reached")
+
+
+def second_unit(db: Any, failed: list[BaseException]) -> None:
+    try:
+        with db.unit() as unit:
+            db.list_users(unit)
+    except Exception as exc:
+        failed.append(exc)
 
 
 def test_a_driver_must_fit_its_app() -> None:

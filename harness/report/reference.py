@@ -421,7 +421,8 @@ def _freeze_by_layer(records: Sequence[CellResult]) -> list[str]:
     held = [k for k, c in first.items() if c is None]
     parts = []
     if froze:
-        parts.append("collapsed on " + "; ".join(f"{k} at {c} connections" for k, c in froze.items()))
+        named = "; ".join(f"{k} at {c} connections" for k, c in froze.items())
+        parts.append(f"collapsed on {named}")
     if held:
         top = max(r.cell.connections for r in records)
         parts.append(f"held up to {top} connections on {', '.join(held)}")
