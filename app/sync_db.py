@@ -96,7 +96,7 @@ class DriverAlone:
         if settings.SYNC_DRIVER is Driver.psycopg:
             self.pool: Any = _PsycopgPool(settings)
         else:
-            self.pool = _Psycopg2Pool(settings)
+            self.pool = BlockingPool(settings)
 
     def open(self) -> None:
         pass  # the pools open their first connections when built
@@ -180,12 +180,13 @@ class _PsycopgPool(_DbApi):
         self.pool.close()
 
 
-class _Psycopg2Pool(_DbApi):
+class BlockingPool(_DbApi):
     """psycopg2's ThreadedConnectionPool raises PoolError when all its connections are out,
     where SQLAlchemy's pool and psycopg_pool make the thread wait up to POOL_TIMEOUT. For the
-    same behaviour a semaphore of the capacity stands in front of it: a thread waits on it, and
-    raises PoolExhausted after POOL_TIMEOUT. The pool keeps POOL_SIZE connections (minconn) and
-    closes the others when they come back, as SQLAlchemy's pool does with its overflow."""
+    same behaviour a semaphore of the capacity stands in front of it: `getconn` waits on it (the
+    frame a thread dump shows, harness/domain/occupancy.py), and raises PoolExhausted after
+    POOL_TIMEOUT. The pool keeps POOL_SIZE connections (minconn) and closes the others when they
+    come back, as SQLAlchemy's pool does with its overflow."""
 
     def __init__(self, settings: Settings) -> None:
         from psycopg2.pool import ThreadedConnectionPool
@@ -200,8 +201,7 @@ class _Psycopg2Pool(_DbApi):
     def waiting(self) -> int:
         return self.waiters
 
-    @contextmanager
-    def connection(self) -> Iterator[Any]:
+    def getconn(self) -> Any:
         with self.lock:
             self.waiters += 1
         try:
@@ -213,13 +213,25 @@ class _Psycopg2Pool(_DbApi):
             raise PoolExhausted(self.settings, "psycopg2")
         try:
             conn = self.pool.getconn()
-            conn.autocommit = True
-            try:
-                yield conn
-            finally:
-                self.pool.putconn(conn)
+        except BaseException:
+            self.slots.release()
+            raise
+        conn.autocommit = True
+        return conn
+
+    def putconn(self, conn: Any) -> None:
+        try:
+            self.pool.putconn(conn)
         finally:
             self.slots.release()
+
+    @contextmanager
+    def connection(self) -> Iterator[Any]:
+        conn = self.getconn()
+        try:
+            yield conn
+        finally:
+            self.putconn(conn)
 
     def close(self) -> None:
         self.pool.closeall()

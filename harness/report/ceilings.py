@@ -18,6 +18,15 @@ TEXT = (
 )
 
 
+def health(records: Sequence[CellResult]) -> dict[tuple[str, int], float]:
+    """The HTTP ceiling: the median /health req/s per (server, connections)."""
+    return {
+        (str(c.cell.known("name")), c.cell.connections): c.median_rps
+        for c in by_cell(r for r in records if r.cell.workload is Workload.health)
+        if c.median_rps is not None
+    }
+
+
 def table(
     servers: Sequence[str],
     levels: Sequence[int],
@@ -32,16 +41,13 @@ def table(
         "pgbench tps (the /users query)",
         "pgbench latency ms",
     ]
-    health = {
-        (str(c.cell.known("name")), c.cell.connections): c.median_rps
-        for c in by_cell(r for r in records if r.cell.workload is Workload.health)
-    }
+    http = health(records)
     by_pg = {p.connections: p for p in pg}
     rows = []
     for c in levels:
         cells = []
         for s in servers:
-            rps = health.get((s, c))
+            rps = http.get((s, c))
             cells.append(f"{rps:,.1f}" if rps is not None else "-")
         p = by_pg.get(c)
         cells += [f"{p.tps:,.0f}" if p else "-", f"{p.latency_avg_ms:.2f}" if p else "-"]

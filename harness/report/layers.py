@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from harness.domain.axes import Layer, Workload
 from harness.domain.cell import Cell, shown
 from harness.domain.result import CellResult, PgbenchResult
-from harness.report import comparisons
+from harness.report import ceilings, comparisons
 from harness.report.stats import CellStats, Ratio, by_cell
 from harness.report.table import md_table
 
@@ -20,15 +20,6 @@ def varies(records: Sequence[CellResult]) -> bool:
     return (
         len({r.cell.known("layer") for r in records if r.cell.workload is not Workload.health}) > 1
     )
-
-
-def _health(cells: Sequence[CellStats]) -> dict[tuple[object, int], float]:
-    """Median /health req/s per (server, connections): the HTTP ceiling."""
-    return {
-        (c.cell.known("name"), c.cell.connections): c.median_rps
-        for c in cells
-        if c.cell.workload is Workload.health and c.median_rps
-    }
 
 
 def _label(cell: Cell) -> str:
@@ -49,7 +40,7 @@ class Row:
 def rows(records: Sequence[CellResult], pg: Sequence[PgbenchResult]) -> list[Row]:
     """Every measured variant at every level, with its ratio to the driver alone."""
     cells = by_cell(records)
-    http = _health(cells)
+    http = ceilings.health(records)
     by_pg = {p.connections: p.tps for p in pg}
     against = {
         comparisons.signature(c.b): c
@@ -63,7 +54,7 @@ def rows(records: Sequence[CellResult], pg: Sequence[PgbenchResult]) -> list[Row
         found = against.get(comparisons.signature(c.cell))
         ratio = comparisons.at_level(found, records, c.cell.connections) if found else None
         level = c.cell.connections
-        out.append(Row(c, ratio, http.get((c.cell.known("name"), level)), by_pg.get(level)))
+        out.append(Row(c, ratio, http.get((str(c.cell.known("name")), level)), by_pg.get(level)))
     return out
 
 

@@ -37,8 +37,9 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 def _label(cell: Cell, varying: Sequence[str]) -> str:
     """The variant as a column title: its mode and driver always (each mode has its own default
-    driver), its layer where layers vary, its style, then whatever else varies in the run."""
-    parts = [str(cell.mode), shown(cell.driver)]
+    driver; a target's is unknown), its layer where layers vary, its style, then whatever else
+    varies in the run."""
+    parts = [str(cell.mode), *([str(cell.driver)] if cell.driver else [])]
     parts += [shown(cell.known("layer"))] if "layer" in varying else []
     parts += [shown(cell.known("style"))]
     names = {
