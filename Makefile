@@ -12,10 +12,11 @@ PY := $(VENV)/bin/python
 # Only variables given on the command line (or in this file) are passed; DATABASE_URL and
 # WRK_IMAGE are also read from the environment by the CLI itself.
 VARIABLES := SERVER MODES MODE STYLES STYLE POOLS POOL_TIMEOUT TOKENS WORKERS STACK CONNECTIONS REPEATS \
+	DRIVERS DRIVER LAYERS LAYER \
 	DURATION WARMUP TIMEOUT SETTLE WORKLOAD ROWS DB_LATENCY WRK WRK_IMAGE DATABASE_URL TARGET TARGET_PID \
 	OCCUPANCY VARIANTS \
 	CEILING_LEVELS START CEILING OUT RESUME
-SWITCHES := DRY_RUN KEEP_LOGS FORCE PIN
+SWITCHES := DRY_RUN KEEP_LOGS FORCE PIN WITH_CEILINGS
 # Variables of the Makefile itself (not settings of a run).
 OWN := PYTHON VENV RUN REF A B
 given = $(foreach v,$(1),$(if $(filter-out undefined environment default,$(origin $(v))),$(v)))
@@ -119,25 +120,44 @@ failure-map: setup
 	$(PY) -m harness map $(FLAGS)
 
 # The reference run under results/: the seed-shaped tables for every server and the failure map
-# of all three, the same for uvicorn and the map's baseline under the 2021 stack, the decision
-# runs of uvicorn and gunicorn, then results/README.md. An interrupted one resumes where it
-# stopped. About 55 minutes on 2 cores, and 20-25 more per decision run.
+# of all four, the same for uvicorn and the map's baseline under the 2021 stack, the layers
+# (DRIVERS x LAYERS with the ceilings), the decision runs of uvicorn and gunicorn, a long freeze
+# and the side channel's cost, then results/README.md. An interrupted one resumes where it
+# stopped. A `map` made before granian was a server keeps its servers, and granian's lines go to
+# `map-granian`, planned the same way (results/README.md reads both as one map). About three
+# hours on 2 cores from nothing.
 REF ?= results/reference
+# One long collapsed cell (its freeze, recovery and re-freeze), and the side channel's cost.
+FREEZE_RUN := --server uvicorn --modes sync --styles dependency --connections 100 --repeats 1 \
+	--duration 120s
+COST_RUN := --server uvicorn --styles context --connections 24,100 --occupancy on,off --repeats 6
+LAYERS_RUN := --server uvicorn --drivers psycopg2,asyncpg,psycopg --layers orm,core,driver \
+	--styles dependency --connections 1,12,24,48,100 --with-ceilings
 
 reference: setup
-	@for s in uvicorn gunicorn hypercorn; do \
+	@for s in uvicorn gunicorn hypercorn granian; do \
 		d=$(REF)/bench-$$s; \
 		if [ -f $$d/metadata.json ]; then $(PY) -m harness run --resume $$d || exit $$?; \
 		else $(PY) -m harness run --server $$s --out $$d || exit $$?; fi; \
 	done
 	@if [ -f $(REF)/map/metadata.json ]; then $(PY) -m harness map --resume $(REF)/map; \
 	else $(PY) -m harness map --server all --out $(REF)/map; fi
+	@d=$(REF)/map-granian; if $(PY) -c 'import json, sys; plan = json.load(open(sys.argv[1]))["plan"]; \
+		sys.exit("granian" not in plan["servers"])' $(REF)/map/metadata.json; then :; \
+	elif [ -f $$d/metadata.json ]; then $(PY) -m harness map --resume $$d; \
+	else $(PY) -m harness map --server granian --out $$d; fi
 	@d=$(REF)/bench-uvicorn-2021; if [ -f $$d/metadata.json ]; then \
 		$(PY) -m harness run --resume $$d; \
 	else $(PY) -m harness run --server uvicorn --stack 2021 --out $$d; fi
 	@d=$(REF)/map-2021; if [ -f $$d/metadata.json ]; then $(PY) -m harness map --resume $$d; \
 	else $(PY) -m harness map --server all --stack 2021 --pools 5+10 --workers 1 \
 		--variants sync-dependency --ceiling-levels none --out $$d; fi
+	@d=$(REF)/layers; if [ -f $$d/metadata.json ]; then $(PY) -m harness run --resume $$d; \
+	else $(PY) -m harness run $(LAYERS_RUN) --out $$d; fi
+	@d=$(REF)/freeze-cycle; if [ -f $$d/metadata.json ]; then $(PY) -m harness run --resume $$d; \
+	else $(PY) -m harness run $(FREEZE_RUN) --out $$d; fi
+	@d=$(REF)/occupancy-cost; if [ -f $$d/metadata.json ]; then $(PY) -m harness run --resume $$d; \
+	else $(PY) -m harness run $(COST_RUN) --out $$d; fi
 	@for s in uvicorn gunicorn; do \
 		d=$(REF)/decide-$$s; \
 		if [ -f $$d/metadata.json ]; then $(PY) -m harness decide --resume $$d || exit $$?; \

@@ -1,5 +1,7 @@
-"""What the sync and async apps share beyond the table: how a session style becomes a Depends."""
+"""What the sync and async apps share beyond the table: how a session style becomes a Depends,
+and the one error every driver pool's timeout becomes."""
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -13,3 +15,18 @@ def session_dependency(dependency: Callable[..., Any], settings: Settings) -> An
     if settings.SESSION_STYLE is SessionStyle.limited:
         return Depends(dependency, max_concurrency=settings.pool_capacity)
     return Depends(dependency)
+
+
+class PoolExhausted(TimeoutError):
+    """No connection within POOL_TIMEOUT: what the driver layer raises for every driver's pool,
+    worded like SQLAlchemy's QueuePool timeout, so the harness counts both the same way."""
+
+    def __init__(self, settings: Settings, driver: str) -> None:
+        super().__init__(
+            f"{driver} pool limit of size {settings.POOL_SIZE} overflow {settings.MAX_OVERFLOW} "
+            f"reached, connection timed out, timeout {settings.POOL_TIMEOUT:.2f}"
+        )
+
+
+def new_email() -> str:
+    return f"{uuid.uuid4().hex}@example.com"

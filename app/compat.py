@@ -40,7 +40,8 @@ def _version(text: str) -> tuple[int, ...]:
 
 
 PYDANTIC_V1 = pydantic.VERSION.startswith("1.")
-SQLALCHEMY_V1 = sqlalchemy.__version__.startswith("1.")
+SQLALCHEMY_VERSION = sqlalchemy.__version__
+SQLALCHEMY_V1 = SQLALCHEMY_VERSION.startswith("1.")
 STARLETTE_VERSION = starlette.__version__
 # Starlette 0.15 moved sync endpoints and dependencies from the default executor to AnyIO.
 ANYIO_THREADPOOL = _version(STARLETTE_VERSION) >= (0, 15)
@@ -71,6 +72,7 @@ __all__ = [
     "ANYIO_THREADPOOL",
     "PYDANTIC_V1",
     "SQLALCHEMY_V1",
+    "SQLALCHEMY_VERSION",
     "STARLETTE_VERSION",
     "BaseSettings",
     "async_sessionmaker",

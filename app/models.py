@@ -12,6 +12,12 @@ from app.compat import PYDANTIC_V1
 
 Base = declarative_base()
 
+# What the driver layer sends, written as SQLAlchemy renders select(User) for the other layers
+# (and as pgbench's ceiling runs it); %s is psycopg's placeholder, asyncpg's is $1.
+LIST_SQL = "SELECT users.id, users.email FROM users"
+INSERT_SQL = "INSERT INTO users (email) VALUES (%s) RETURNING users.id"
+INSERT_SQL_ASYNCPG = INSERT_SQL.replace("%s", "$1")
+
 
 class User(Base):
     __tablename__ = "users"

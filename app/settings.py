@@ -6,9 +6,9 @@ from sqlalchemy.exc import ArgumentError
 
 from app import compat
 from app.compat import PYDANTIC_V1, BaseSettings, field_validator
-from app.styles import SessionStyle
+from app.styles import ASYNC_DRIVERS, SYNC_DRIVERS, Driver, Layer, SessionStyle
 
-__all__ = ["SessionStyle", "Settings", "SettingsError", "load_settings"]
+__all__ = ["Driver", "Layer", "SessionStyle", "Settings", "SettingsError", "load_settings"]
 
 
 class Settings(BaseSettings):
@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     SESSION_STYLE: SessionStyle = SessionStyle.dependency
     # The side channel (app/occupancy.py); off only to measure what it costs.
     OCCUPANCY: bool = True
+    # One driver per app, so one environment serves both apps (and every compose service).
+    SYNC_DRIVER: Driver = Driver.psycopg2
+    ASYNC_DRIVER: Driver = Driver.asyncpg
+    LAYER: Layer = Layer.orm
 
     @field_validator("DATABASE_URL")
     @classmethod
@@ -69,6 +73,16 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("SYNC_DRIVER")
+    @classmethod
+    def _sync_driver(cls, value: Driver) -> Driver:
+        return _available(value, SYNC_DRIVERS, "sync")
+
+    @field_validator("ASYNC_DRIVER")
+    @classmethod
+    def _async_driver(cls, value: Driver) -> Driver:
+        return _available(value, ASYNC_DRIVERS, "async")
+
     @property
     def pool_capacity(self) -> int:
         """Connections one process can hold at once: pool_size + max_overflow."""
@@ -77,6 +91,23 @@ class Settings(BaseSettings):
     def url_for(self, driver: str) -> URL:
         # Name the driver explicitly: since SQLAlchemy 2.1 a bare postgresql:// means psycopg 3.
         return make_url(self.DATABASE_URL).set(drivername=f"postgresql+{driver}")
+
+    @property
+    def libpq_url(self) -> str:
+        """DATABASE_URL as the drivers themselves take it (postgresql://, password kept)."""
+        url = make_url(self.DATABASE_URL).set(drivername="postgresql")
+        return url.render_as_string(hide_password=False)
+
+
+def _available(value: Driver, fits: tuple[Driver, ...], mode: str) -> Driver:
+    if value not in fits:
+        raise ValueError(f"{value} is not a driver of the {mode} app; choose {' or '.join(fits)}")
+    if value is Driver.psycopg and compat.SQLALCHEMY_V1:
+        raise ValueError(
+            f"psycopg (3) needs SQLAlchemy 2's postgresql+psycopg dialect, and SQLAlchemy "
+            f"{compat.SQLALCHEMY_VERSION} (the 2021 stack) has none; choose {fits[0]}"
+        )
+    return value
 
 
 class SettingsError(SystemExit):

@@ -1,6 +1,7 @@
-"""How an endpoint gets its database session: the one vocabulary the apps and the harness share.
+"""The vocabulary the apps and the harness share: how an endpoint gets its database connection
+(session style), which driver reaches PostgreSQL, and through which layer.
 
-Standard library only, so the harness's domain model can name a style without importing pydantic
+Standard library only, so the harness's domain model can name them without importing pydantic
 or SQLAlchemy.
 """
 
@@ -8,8 +9,28 @@ from enum import StrEnum
 
 
 class SessionStyle(StrEnum):
-    """How an endpoint gets its database session."""
+    """How an endpoint gets its database session (or, below the ORM, its connection)."""
 
     dependency = "dependency"  # the seed's: Depends() on a generator that yields and closes
     context = "context"  # `with SessionLocal() as session:` inside the endpoint
     limited = "limited"  # the dependency, with Depends(max_concurrency=pool capacity)
+
+
+class Driver(StrEnum):
+    """The PostgreSQL driver, named explicitly (SQLAlchemy 2.1 reads postgresql:// as psycopg)."""
+
+    psycopg2 = "psycopg2"  # sync only
+    asyncpg = "asyncpg"  # async only
+    psycopg = "psycopg"  # psycopg 3: sync and async
+
+
+SYNC_DRIVERS = (Driver.psycopg2, Driver.psycopg)
+ASYNC_DRIVERS = (Driver.asyncpg, Driver.psycopg)
+
+
+class Layer(StrEnum):
+    """What sits between the endpoint and the driver."""
+
+    orm = "orm"  # SQLAlchemy ORM: a Session, select(User), mapped objects (the seed's)
+    core = "core"  # SQLAlchemy Core: select() on a Connection, rows mapped by hand
+    driver = "driver"  # the driver and its own connection pool, no SQLAlchemy

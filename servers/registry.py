@@ -23,6 +23,7 @@ class ServerName(StrEnum):
     uvicorn = "uvicorn"
     gunicorn = "gunicorn"
     hypercorn = "hypercorn"
+    granian = "granian"
 
 
 class Stack(StrEnum):
@@ -31,6 +32,10 @@ class Stack(StrEnum):
     current = "current"  # requirements.lock
     y2021 = "2021"  # requirements-2021.lock: FastAPI 0.63, Starlette 0.13.6, SQLAlchemy 1.4
 
+
+STACK_LOCKS = {Stack.current: "requirements.lock", Stack.y2021: "requirements-2021.lock"}
+# Servers the 2021 stack has (requirements-2021.lock); the harness refuses the others there.
+SERVERS_2021 = (ServerName.uvicorn, ServerName.gunicorn, ServerName.hypercorn)
 
 # The seed's ports for `make serve` and compose: async on 8000, sync on 8001.
 SEED_PORTS = {Mode.async_: 8000, Mode.sync: 8001}
@@ -129,6 +134,46 @@ def _hypercorn(launch: Launch) -> list[str]:
     ]
 
 
+def _granian(launch: Launch) -> list[str]:
+    # FastAPI's sync endpoints run in AnyIO's threadpool (THREADPOOL_TOKENS), as under the other
+    # servers, not in granian's threads: under ASGI granian runs one event loop per worker on a
+    # single blocking thread (it refuses more) and does its network I/O on runtime threads. Both
+    # are written out at 1, the defaults, so a change of granian's defaults cannot change what is
+    # measured; uvloop and HTTP/1 as with uvicorn. Its --backpressure is left at its default
+    # (backlog / workers): README.md says what setting it at the pool's capacity does.
+    if launch.stack is not Stack.current:
+        raise ValueError(
+            f"granian is not part of the {launch.stack} stack ({STACK_LOCKS[launch.stack]}); "
+            "choose uvicorn, gunicorn or hypercorn"
+        )
+    return [
+        launch.python,
+        "-m",
+        "granian",
+        "--interface",
+        "asgi",
+        "--factory",
+        APP_FACTORY[launch.mode],
+        "--host",
+        launch.host,
+        "--port",
+        str(launch.port),
+        "--workers",
+        str(launch.workers),
+        "--blocking-threads",
+        "1",
+        "--runtime-threads",
+        "1",
+        "--loop",
+        "uvloop",
+        "--http",
+        "1",
+        "--no-ws",
+        "--log-level",
+        "warning",
+    ]
+
+
 @dataclass(frozen=True)
 class Server:
     name: ServerName
@@ -142,6 +187,7 @@ REGISTRY: dict[ServerName, Server] = {
         Server(ServerName.uvicorn, "uvicorn (uvloop, httptools)", _uvicorn),
         Server(ServerName.gunicorn, "gunicorn with uvicorn workers", _gunicorn),
         Server(ServerName.hypercorn, "hypercorn (asyncio workers)", _hypercorn),
+        Server(ServerName.granian, "granian (Rust HTTP, ASGI, uvloop)", _granian),
     )
 }
 

@@ -1,6 +1,10 @@
-"""Both apps, every session style, every endpoint, in-process against the real PostgreSQL."""
+"""Both apps, every driver, layer and session style, every endpoint, in-process against the real
+PostgreSQL."""
 
+import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import anyio.to_thread
 import pytest
@@ -8,16 +12,32 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app import async_app, sync_app
-from app.settings import SessionStyle, Settings
+from app.common import PoolExhausted
+from app.settings import Driver, Layer, SessionStyle, Settings
+from app.styles import ASYNC_DRIVERS, SYNC_DRIVERS
 from harness.infra import postgres
 
 APPS = {"sync": sync_app, "async": async_app}
+DRIVERS = {"sync": SYNC_DRIVERS, "async": ASYNC_DRIVERS}
+COMBINATIONS = [
+    (mode, driver, layer, style)
+    for mode in APPS
+    for driver in DRIVERS[mode]
+    for layer in Layer
+    for style in SessionStyle
+]
 
 
-@pytest.fixture(params=[(m, s) for m in APPS for s in SessionStyle], ids=lambda p: f"{p[0]}-{p[1]}")
+def settings_for(mode: str, driver: Driver, **values: object) -> Settings:
+    return Settings(**{f"{mode.upper()}_DRIVER": driver, **values})  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=COMBINATIONS, ids=lambda p: "-".join(p))
 def client(request: pytest.FixtureRequest, db_url: str) -> Iterator[TestClient]:
-    mode, style = request.param
-    settings = Settings(DATABASE_URL=db_url, SESSION_STYLE=style, THREADPOOL_TOKENS=7)
+    mode, driver, layer, style = request.param
+    settings = settings_for(
+        mode, driver, DATABASE_URL=db_url, LAYER=layer, SESSION_STYLE=style, THREADPOOL_TOKENS=7
+    )
     app: FastAPI = APPS[mode].create_app(settings)
     with TestClient(app) as test_client:
         yield test_client
@@ -132,3 +152,77 @@ def test_an_unhandled_error_counts_as_an_error_answer() -> None:
 
     anyio.run(call)
     assert (counts.in_flight, counts.ok, counts.errors) == (0, 0, 1)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("layer", list(Layer))
+@pytest.mark.parametrize(("mode", "driver"), [(m, d) for m in APPS for d in DRIVERS[m]])
+def test_a_lent_connection_is_counted_and_an_empty_pool_times_out(
+    mode: str, driver: Driver, layer: Layer, db_url: str
+) -> None:
+    """Pool 1+0, timeout 0.5 s: while one unit holds the connection, pool_stats counts it, and
+    a second unit waits 0.5 s, then fails with the timeout the harness counts in server logs."""
+    settings = settings_for(
+        mode, driver, DATABASE_URL=db_url, LAYER=layer, POOL_SIZE=1, MAX_OVERFLOW=0,
+        POOL_TIMEOUT=0.5,
+    )  # fmt: skip
+    app = APPS[mode].create_app(settings)
+    with TestClient(app) as c:
+        db, stats = c.app.state.db, c.app.state.pool_stats  # type: ignore[attr-defined]
+        if mode == "sync":
+            with db.unit() as unit:
+                db.list_users(unit)  # an ORM Session takes its connection at its first query
+                assert (stats()["checked_out"], stats()["capacity"]) == (1, 1)
+                failed: list[BaseException] = []
+                thread = threading.Thread(target=second_unit, args=(db, failed))
+                thread.start()
+                deadline = time.monotonic() + 0.4
+                while stats()["pool_waiting"] != 1 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                waiting = stats()["pool_waiting"]
+                thread.join()
+            assert waiting == 1  # a thread blocked on the pool, as /_occupancy reports it
+            error = failed[0]
+        else:
+
+            async def hold() -> BaseException:
+                async with db.unit() as unit:
+                    await db.list_users(unit)
+                    assert (stats()["checked_out"], stats()["capacity"]) == (1, 1)
+                    try:
+                        async with db.unit() as other:
+                            await db.list_users(other)
+                    except Exception as exc:
+                        return exc
+                raise AssertionError("a second connection was lent from a pool of one")
+
+            error = c.portal.call(hold)  # type: ignore[union-attr]
+        with pytest.raises(Exception) as info:
+            raise error
+        assert stats()["checked_out"] == 0
+    text = f"{type(info.value).__name__}: {info.value}"
+    if layer is Layer.driver:
+        assert isinstance(info.value, PoolExhausted)
+        assert "pool limit of size 1 overflow 0 reached, connection timed out, timeout 0.50" in text
+    else:
+        assert text.startswith("TimeoutError: QueuePool limit of size 1 overflow 0 reached")
+
+
+def second_unit(db: Any, failed: list[BaseException]) -> None:
+    try:
+        with db.unit() as unit:
+            db.list_users(unit)
+    except Exception as exc:
+        failed.append(exc)
+
+
+def test_a_driver_must_fit_its_app() -> None:
+    url = "postgresql://nobody@127.0.0.1:1/none"
+    with pytest.raises(
+        ValueError, match="asyncpg is not a driver of the sync app; choose psycopg2 or psycopg"
+    ):
+        Settings(DATABASE_URL=url, SYNC_DRIVER="asyncpg")  # type: ignore[arg-type]
+    with pytest.raises(
+        ValueError, match="psycopg2 is not a driver of the async app; choose asyncpg or psycopg"
+    ):
+        Settings(DATABASE_URL=url, ASYNC_DRIVER="psycopg2")  # type: ignore[arg-type]

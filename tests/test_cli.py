@@ -55,6 +55,13 @@ def refused(capsys: pytest.CaptureFixture[str], *args: str) -> str:
         (["--duration", "500ms"], "DURATION: '500ms' is not a whole number of seconds"),
         (["--workers", "all"], "WORKERS: 'all' is not a whole number from 1 to 64, or cpus"),
         (["--bogus", "1"], "unrecognized arguments: --bogus 1"),
+        (["--stack", "2021", "--server", "granian"], "SERVER: granian is not part of the 2021"),
+        (["--stack", "current,2021", "--driver", "psycopg"], "psycopg (3) is not part of the 2021"),
+        (["--drivers", "psycopg3"], "DRIVERS: unknown value 'psycopg3'; choose from psycopg2,"),
+        (["--driver", "asyncpg", "--mode", "sync"], "asyncpg drives only the async app, and MODES"),
+        (["--driver", "psycopg2"], "psycopg2 names no driver of the async app; add asyncpg or"),
+        (["--layer", "raw"], "LAYERS: unknown value 'raw'; choose from orm, core, driver"),
+        (["--target", "http://127.0.0.1:8001", "--mode", "sync", "--layer", "core"], "LAYERS"),
     ],
 )
 def test_bad_input_to_run_is_one_line_and_exit_code_2(
@@ -89,7 +96,7 @@ def test_the_decide_preset_crosses_latency_rows_variants_and_workers(
     firsts = [k for k in keys if "@" not in k]
     assert {k.rsplit("-c", 1)[1] for k in firsts} == {"8", "32", "100"}
     assert {w for w in workers if any(f"-w{w}-" in k for k in firsts)} == set(workers)
-    for part in ("-r10-", "-r100-", "-d2-c", "-d2-l1ms-c", "-d2-l5ms-c"):
+    for part in ("-r10-", "-r100-", "-d2-c", "-d2-lat1ms-c", "-d2-lat5ms-c"):
         assert any(part in k for k in firsts), part
     styles = {k.split("-")[1] + "-" + k.split("-")[2] for k in firsts}
     assert styles == {"sync-dependency", "sync-context", "async-dependency"}
@@ -102,7 +109,7 @@ def test_the_decide_preset_crosses_latency_rows_variants_and_workers(
 
 
 def test_the_server_error_names_all_as_a_choice(capsys: pytest.CaptureFixture[str]) -> None:
-    assert "choose from uvicorn, gunicorn, hypercorn, all" in refused(
+    assert "choose from uvicorn, gunicorn, hypercorn, granian, all" in refused(
         capsys, "run", "--server", "nginx"
     )
 
@@ -279,3 +286,66 @@ def test_an_out_in_a_folder_that_does_not_exist_is_refused(
     err = refused(capsys, "run", "--dry-run", "--out", str(tmp_path / "typo" / "run"))
     assert f"OUT: {tmp_path / 'typo'} does not exist" in err
     assert not (tmp_path / "typo").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "message"),
+    [
+        ("map", ["--drivers", "psycopg2,psycopg"], "give one sync driver, not psycopg2, psycopg"),
+        ("map", ["--layers", "orm,core"], "LAYERS: a failure map is for one driver per mode and"),
+        ("map", ["--stack", "2021", "--server", "granian"], "granian is not part of the 2021"),
+        ("serve", ["--layer", "core,driver"], "LAYERS: `make serve` starts one server"),
+        ("serve", ["--mode", "sync", "--driver", "asyncpg"], "asyncpg drives only the async app"),
+    ],
+)
+def test_drivers_layers_and_granian_are_checked_by_map_and_serve(
+    capsys: pytest.CaptureFixture[str], command: str, args: list[str], message: str
+) -> None:
+    assert (
+        message in refused(capsys, command, "--dry-run", *args)
+        if command == "map"
+        else (message in refused(capsys, command, *args))
+    )
+
+
+def test_drivers_fit_each_mode_and_psycopg_serves_both(capsys: pytest.CaptureFixture[str]) -> None:
+    """DRIVER=psycopg: both apps on psycopg 3, named in the ids; the default drivers keep the ids
+    records had before drivers were a setting; SERVER=all under 2021 leaves granian out."""
+    code, out, _ = cli(capsys, "run", "--dry-run", "--driver", "psycopg", "--connections", "24")
+    assert code == 0
+    assert "uvicorn-sync-dependency-p5+10-pt30-t40-w1-list-r10-d3-drpsycopg-c24" in out
+    assert "uvicorn-async-context-p5+10-pt30-t40-w1-list-r10-d3-drpsycopg-c24" in out
+    code, out, _ = cli(
+        capsys, "run", "--dry-run", "--drivers", "psycopg2,asyncpg,psycopg", "--layers",
+        "orm,driver", "--styles", "dependency", "--connections", "24",
+    )  # fmt: skip
+    ids = {line.split("@")[0] for line in out.splitlines() if line.startswith("uvicorn-")}
+    assert "uvicorn-sync-dependency-p5+10-pt30-t40-w1-list-r10-d3-c24" in ids
+    assert "uvicorn-async-dependency-p5+10-pt30-t40-w1-list-r10-d3-ldriver-c24" in ids
+    assert "uvicorn-sync-dependency-p5+10-pt30-t40-w1-list-r10-d3-drpsycopg-ldriver-c24" in ids
+    assert len(ids) == 2 * 2 * 2  # modes x drivers per mode x layers
+    code, out, _ = cli(capsys, "run", "--dry-run", "--server", "all", "--stack", "current,2021")
+    assert (
+        code == 0
+        and "granian-sync" in out
+        and "granian-sync-" not in [line for line in out.splitlines() if line.endswith("-s2021-c1")]
+    )
+    assert not [
+        line for line in out.splitlines() if line.startswith("granian") and "-s2021" in line
+    ]
+
+
+def test_with_ceilings_adds_health_per_server_and_plans_pgbench(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = cli(
+        capsys, "run", "--dry-run", "--server", "uvicorn,granian", "--with-ceilings",
+        "--connections", "1,24", "--repeats", "1",
+    )  # fmt: skip
+    assert code == 0
+    health = [line for line in out.splitlines() if "-health-" in line]
+    assert sorted(health) == sorted(
+        f"{s}-async-dependency-p5+10-pt30-t40-w1-health-r10-d3-c{c}"
+        for s in ("uvicorn", "granian")
+        for c in (1, 24)
+    )

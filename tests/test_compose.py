@@ -36,6 +36,8 @@ EXPECTED_PORTS = {
     ("gunicorn", "sync"): 8003,
     ("hypercorn", "async"): 8004,
     ("hypercorn", "sync"): 8005,
+    ("granian", "async"): 8006,
+    ("granian", "sync"): 8007,
 }
 APP_SERVICES = [(ServerName(s), Mode(m)) for s, m in EXPECTED_PORTS]
 VARIABLE = re.compile(r"\$\{(?P<name>[A-Z_][A-Z0-9_]*):-(?P<default>[^}]*)\}")

@@ -1,6 +1,6 @@
 """The compose stack end to end, on a real Docker engine: `make test-docker`.
 
-Builds the image, starts db, seed and the six app services under a project name of its own,
+Builds the image, starts db, seed and the eight app services under a project name of its own,
 checks every service on 127.0.0.1, runs the `wrk` service with the JSON report, measures a sync
 service through the harness's target mode with wrk in a container (it must freeze at 100
 connections), times how each service stops, and checks that `down -v` leaves no container,
@@ -143,7 +143,7 @@ def stack() -> Iterator[Stack]:
         pytest.skip(problem)
     busy = [port for port in APPS.values() if not port_is_free(port)]
     if busy:
-        pytest.fail(f"ports {busy} on {HOST} are taken; the compose stack publishes 8000-8005")
+        pytest.fail(f"ports {busy} on {HOST} are taken; the compose stack publishes 8000-8007")
     s = Stack()
     try:
         s.run("build", timeout=1200)

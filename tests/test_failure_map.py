@@ -78,7 +78,7 @@ def test_map_summary_matches_the_golden_file() -> None:
     plan = MapPlan.from_json(meta["plan"])
     text = map_summary.summary(meta, run.records(), "fixture-map", plan, run.pgbench())
     assert text == (FIXTURES / "golden_map_summary.md").read_text()
-    assert "| sync dependency | 1+1 | 2 | 4 | 1 | ~6 | fine at 4, collapsed at 6 |" in text
+    assert "| sync psycopg2 dependency | 1+1 | 2 | 4 | 1 | ~6 | fine at 4, collapsed at 6 |" in text
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -136,7 +136,7 @@ def test_small_real_map_measures_the_predicted_threshold(tmp_path: Path) -> None
     assert max(r.cell.connections for r in run.records() if r.cell.variant == context.variant) == 16
     assert [p.connections for p in run.pgbench()] == [4]
     summary = (out / "summary.md").read_text()
-    assert "| sync context | 1+1 | 2 | 4 | 1 | none | no collapse up to 16 |" in summary
+    assert "| sync psycopg2 context | 1+1 | 2 | 4 | 1 | none | no collapse up to 16 |" in summary
     png_size(out / "charts" / "collapse-uvicorn.png")
 
 

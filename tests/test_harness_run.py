@@ -60,8 +60,8 @@ def test_two_cell_run_writes_records_metadata_and_tables(tmp_path: Path) -> None
     assert entry["started_at"] <= entry["finished_at"]
     assert meta["parameters"]["connections"] == "4"
     summary = (out / "summary.md").read_text()
-    assert "| connections | sync context req/s |" in summary
-    assert "async context req/s" in summary
+    assert "| connections | sync psycopg2 context req/s |" in summary
+    assert "async asyncpg context req/s" in summary
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [r["mode"] for r in rows] == ["async", "sync"]
     assert all(int(r["rows_added"]) >= int(r["ok_requests"]) for r in rows)
@@ -106,3 +106,34 @@ def test_small_reproduction_of_the_sync_failure(tmp_path: Path) -> None:
     assert context.verdict is Verdict.ok, context
     assert context.pool_timeouts == 0
     assert context.wrk is not None and context.wrk.ok_rps > 50
+
+
+def test_the_freeze_needs_a_blocking_pool_not_sqlalchemy_and_granian_is_stopped(
+    tmp_path: Path,
+) -> None:
+    """The same small reproduction under granian, through the ORM and through psycopg2 alone
+    (its pool behind a semaphore that blocks the thread): both freeze, granian's log (which
+    names exceptions without their module) counts the pool timeouts, and the frozen server and
+    its worker are killed on time, leaving no connection behind."""
+    out = tmp_path / "layers"
+    done = harness(
+        "run", "--server", "granian", "--repeats", "1", "--modes", "sync",
+        "--styles", "dependency", "--layers", "orm,driver", "--pools", "1+1", "--tokens", "4",
+        "--pool-timeout", "2s", "--connections", "1,16", "--duration", "2s", "--warmup", "1s",
+        "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    by = {(r.cell.known("layer"), r.cell.connections): r for r in RunDir.open(out).records()}
+    for layer, timeout_line in (
+        ("orm", "TimeoutError: QueuePool limit of size 1 overflow 1 reached"),
+        ("driver", "PoolExhausted: psycopg2 pool limit of size 1 overflow 1 reached"),
+    ):
+        fine, frozen = by[(layer, 1)], by[(layer, 16)]
+        assert fine.verdict is Verdict.ok, fine
+        assert frozen.verdict is Verdict.collapsed, frozen
+        assert frozen.pool_timeouts and frozen.pool_timeouts > 0, frozen
+        assert timeout_line in frozen.log_tail
+        assert frozen.elapsed_s < 1 + 2 + 2 + 5 + 10
+        assert "outlived" not in frozen.note
+    summary = (out / "summary.md").read_text()
+    assert "| sync psycopg2 driver dependency req/s |" in summary

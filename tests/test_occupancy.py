@@ -109,7 +109,7 @@ def test_a_small_real_freeze_keeps_a_dump_and_a_timeline_of_every_token_in_use(
     dump = record.threads
     assert dump is not None and not dump.error, dump
     assert dump.threadpool == dump.waiting_for_connection == 3
-    assert dump.where == {"list_users > QueuePool._do_get": 3}
+    assert dump.where == {"Orm.list_users > QueuePool._do_get": 3}
     raw = json.loads((out / dump.file).read_text())
     assert summarize(raw, dump.file) == dump
     timeline = record.occupancy

@@ -26,7 +26,7 @@ def test_reference_page_from_run_directories(tmp_path: Path) -> None:
         "100 (collapsed, 30 QueuePool timeouts in the server's log)."
     ) in text
     assert "freeze (connections: ratio [95% interval]): 1: 1.70× (no interval from one" in text
-    assert "| sync dependency | 1+1 | 2 | 4 | 1 | ~6 | fine at 4, collapsed at 6 |" in text
+    assert "| sync psycopg2 dependency | 1+1 | 2 | 4 | 1 | ~6 | fine at 4, collapsed at 6 |" in text
     assert "](reference/map/charts/collapse-uvicorn.png)" in text
     assert (root / "map" / "charts" / "collapse-uvicorn.png").is_file()
     assert "## Seed-shaped tables" in text and "### uvicorn · list" in text
@@ -84,3 +84,59 @@ def test_a_decision_run_gets_its_findings_and_tables(tmp_path: Path) -> None:
     assert (root / "decide-uvicorn" / "decision.md").is_file()
     reference.write(root, page)
     assert page.read_text() == text
+
+
+def test_a_later_servers_map_is_read_as_part_of_the_map(tmp_path: Path) -> None:
+    """`map-granian`, planned as `map` was (a real run of granian with the fixture map's plan),
+    joins the page's map: its lines, its charts' links, its /health ceiling."""
+    root = tmp_path / "reference"
+    shutil.copytree(FIXTURES / "map", root / "map")
+    shutil.copytree(FIXTURES / "map-granian", root / "map-granian")
+    page = tmp_path / "README.md"
+    reference.write(root, page)
+    text = page.read_text()
+    assert "### granian (from [`map-granian`](reference/map-granian/summary.md))" in text
+    assert "](reference/map-granian/charts/collapse-granian.png)" in text
+    assert (root / "map-granian" / "charts" / "collapse-granian.png").is_file()
+    assert "- **granian**: The failure map puts the collapse of sync `dependency`" in text
+    assert "| connections | uvicorn /health req/s | granian /health req/s |" in text
+    assert "Left out" not in text
+
+
+def test_a_map_planned_otherwise_is_left_out_and_said_so(tmp_path: Path) -> None:
+    root = tmp_path / "reference"
+    shutil.copytree(FIXTURES / "map", root / "map")
+    shutil.copytree(FIXTURES / "map-granian", root / "map-granian")
+    meta = root / "map-granian" / "metadata.json"
+    meta.write_text(meta.read_text().replace('"ceiling": 32', '"ceiling": 64'))
+    page = tmp_path / "README.md"
+    reference.write(root, page)
+    text = page.read_text()
+    assert "Left out, planned with other settings than `map`: map-granian." in text
+    assert "### granian" not in text
+
+
+def test_the_layers_run_states_each_layer_against_the_driver_alone(tmp_path: Path) -> None:
+    """A real small layers run (pool 1+1, 4 tokens, 1 and 16 connections, two rounds,
+    WITH_CEILINGS): the ratios with intervals, the ceilings, and the freeze on every layer."""
+    root = tmp_path / "reference"
+    shutil.copytree(FIXTURES / "layers", root / "layers")
+    page = tmp_path / "README.md"
+    reference.write(root, page)
+    text = page.read_text()
+    assert "- **Layers**: Each layer over the same variant through the driver alone" in text
+    assert (
+        "at 16 connections, B / A [95% interval]: async asyncpg `dependency` core: ~ 0.66×" in text
+    )
+    assert "The driver-alone async app (asyncpg, `dependency`) served at best 1,845 req/s" in text
+    assert "23% of the HTTP ceiling (8,147 req/s on `/health`)" in text
+    assert (
+        "Sync `dependency` collapsed on psycopg2 orm at 16 connections; psycopg2 core at 16 "
+        "connections; psycopg2 driver at 16 connections: the freeze needs a pool that blocks a "
+        "thread, not SQLAlchemy."
+    ) in text
+    assert "| uvicorn sync psycopg2 orm dependency list | 1 | 559.2 | ~ 0.59× [" in text
+    assert "| 16 | 8,147.1 | 36,853 | 0.43 |" in text
+    summary = (root / "layers" / "summary.md").read_text()
+    assert "## Layers" in summary and "## Ceilings" in summary
+    assert "| orm / driver · async list |" in summary

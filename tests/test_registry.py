@@ -1,6 +1,15 @@
 import pytest
 
-from servers.registry import APP_FACTORY, REGISTRY, Launch, Mode, ServerName, Stack, server_argv
+from servers.registry import (
+    APP_FACTORY,
+    REGISTRY,
+    SERVERS_2021,
+    Launch,
+    Mode,
+    ServerName,
+    Stack,
+    server_argv,
+)
 
 
 @pytest.mark.parametrize("server", list(ServerName))
@@ -39,6 +48,9 @@ CURRENT_ARGV = {
     "--workers 3 app.sync_app:create_app()",
     "hypercorn": "py -m hypercorn --config {cfg}/hypercorn.toml --bind 127.0.0.1:8123 "
     "--workers 3 app.sync_app:create_app()",
+    "granian": "py -m granian --interface asgi --factory app.sync_app:create_app --host 127.0.0.1 "
+    "--port 8123 --workers 3 --blocking-threads 1 --runtime-threads 1 --loop uvloop --http 1 "
+    "--no-ws --log-level warning",
 }
 
 
@@ -50,7 +62,7 @@ def test_current_stack_argv_is_unchanged(server: str) -> None:
     assert " ".join(server_argv(server, launch)) == expected
 
 
-@pytest.mark.parametrize("server", list(ServerName))
+@pytest.mark.parametrize("server", SERVERS_2021)
 def test_2021_argv_differs_only_where_the_old_versions_need_it(server: str) -> None:
     current = server_argv(server, Launch(mode=Mode.async_, port=8123, python="py"))
     old = server_argv(server, Launch(mode=Mode.async_, port=8123, python="py", stack="2021"))
@@ -65,3 +77,9 @@ def test_2021_argv_differs_only_where_the_old_versions_need_it(server: str) -> N
 def test_unknown_stack_is_refused_with_the_choices() -> None:
     with pytest.raises(ValueError, match="unknown stack '2020'; choose from current, 2021"):
         Launch(mode=Mode.sync, port=8000, stack="2020")  # type: ignore[arg-type]
+
+
+def test_granian_is_not_in_the_2021_stack() -> None:
+    assert ServerName.granian not in SERVERS_2021
+    with pytest.raises(ValueError, match=r"granian is not part of the 2021 stack .*choose uvicorn"):
+        server_argv("granian", Launch(mode=Mode.sync, port=8000, stack=Stack.y2021))

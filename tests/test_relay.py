@@ -147,7 +147,7 @@ def test_a_run_through_the_relay_records_its_cpu_and_works_with_database_url(
     assert all(r.verdict is Verdict.ok for r in by.values())
     assert by["0"].cpu and by["0"].cpu.relay_s is None
     assert by["2ms"].cpu and by["2ms"].cpu.relay_s and by["2ms"].cpu.relay_s > 0
-    assert by["2ms"].cell.id.endswith("-d2-l2ms-c4") and by["0"].cell.id.endswith("-d2-c4")
+    assert by["2ms"].cell.id.endswith("-d2-lat2ms-c4") and by["0"].cell.id.endswith("-d2-c4")
     assert by["2ms"].wrk and by["0"].wrk
     # A request runs at least two round trips to PostgreSQL (the query, the transaction's end).
     assert by["2ms"].wrk.p50_ms >= 2 * 2 * 2 * 0.9

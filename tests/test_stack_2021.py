@@ -16,7 +16,7 @@ from harness.domain.errors import HarnessError
 from harness.infra import postgres, stacks
 from harness.infra.process import free_port
 from harness.infra.server import ServerProcess
-from servers.registry import Launch, Mode, ServerName, Stack
+from servers.registry import SERVERS_2021, Launch, Mode, ServerName, Stack
 
 pytestmark = pytest.mark.integration
 
@@ -62,21 +62,28 @@ def test_a_failed_build_says_which_venv_and_why(tmp_path: Path) -> None:
     assert not (tmp_path / ".venv-2021" / stacks.MARKER).exists()
 
 
-# Every server with the seed's session style; the other style that 2021 has, under one server.
-STARTS = [(server, "dependency") for server in ServerName] + [(ServerName.uvicorn, "context")]
+# Every server of the stack with the seed's session style and layer; the other style, and the
+# layers below the ORM (SQLAlchemy 1.4 Core, psycopg2's and asyncpg's pools), under one server.
+STARTS = [(server, "dependency", "orm") for server in SERVERS_2021] + [
+    (ServerName.uvicorn, "context", "orm"),
+    (ServerName.uvicorn, "dependency", "core"),
+    (ServerName.uvicorn, "dependency", "driver"),
+]
 
 
-@pytest.mark.parametrize(("server", "style"), STARTS, ids=lambda p: str(p))
+@pytest.mark.parametrize(("server", "style", "layer"), STARTS, ids=lambda p: str(p))
 @pytest.mark.parametrize("mode", list(Mode))
 def test_server_starts_and_answers_under_2021(
-    server: str, style: str, mode: Mode, python_2021: str, db_url: str, tmp_path: Path
+    server: str, style: str, layer: str, mode: Mode, python_2021: str, db_url: str, tmp_path: Path
 ) -> None:
     log = tmp_path / "server.log"
-    env = {"DATABASE_URL": db_url, "SESSION_STYLE": style}
+    env = {"DATABASE_URL": db_url, "SESSION_STYLE": style, "LAYER": layer}
     with server_2021(python_2021, server, mode, env, log) as proc:
         assert proc.wait_ready(30), log.read_text()
         assert proc.get("/health") == (200, {"status": "ok"})
-        assert proc.get("/openapi.json")[1]["info"]["title"] == f"{mode} ({style})"
+        driver = "psycopg2" if mode is Mode.sync else "asyncpg"
+        title = proc.get("/openapi.json")[1]["info"]["title"]
+        assert title == f"{mode} ({style}, {driver}, {layer})"
         # FastAPI 0.63 writes OpenAPI 3.0.2 (today's writes 3.1): the 2021 stack is serving.
         assert proc.get("/openapi.json")[1]["openapi"] == "3.0.2"
         status, body = proc.get("/users")
@@ -101,10 +108,15 @@ REFUSED = {
         {"THREADPOOL_TOKENS": "40"},  # even the current stack's default, when given
         "invalid settings: THREADPOOL_TOKENS: cannot be set with Starlette 0.13.6",
     ),
+    "psycopg": (
+        {"SYNC_DRIVER": "psycopg"},
+        "invalid settings: SYNC_DRIVER: psycopg (3) needs SQLAlchemy 2's postgresql+psycopg "
+        "dialect, and SQLAlchemy 1.4.54 (the 2021 stack) has none",
+    ),
 }
 
 
-@pytest.mark.parametrize("server", list(ServerName))
+@pytest.mark.parametrize("server", SERVERS_2021)
 @pytest.mark.parametrize("refused", list(REFUSED))
 def test_what_2021_lacks_is_refused_at_start(
     server: str, refused: str, python_2021: str, db_url: str, tmp_path: Path
@@ -121,7 +133,7 @@ def test_what_2021_lacks_is_refused_at_start(
     text = log.read_text()
     assert message in text
     assert "Traceback" not in text
-    assert re.search(r"threads here|choose dependency or context", text)
+    assert re.search(r"threads here|choose dependency or context|choose psycopg2$", text, re.M)
 
 
 def test_the_2021_stack_collapses_at_fewer_connections_than_current(tmp_path: Path) -> None:
@@ -165,5 +177,5 @@ def test_the_2021_stack_collapses_at_fewer_connections_than_current(tmp_path: Pa
     assert by[(Stack.y2021, 24)].pool_timeouts > 0
     assert by[(Stack.current, 24)].verdict is Verdict.ok
     summary = (out / "summary.md").read_text()
-    assert f"| sync dependency {threads} (executor) tokens stack 2021 req/s |" in summary
+    assert f"| sync psycopg2 dependency {threads} (executor) tokens stack 2021 req/s |" in summary
     assert "fastapi 0.63.0" in summary  # the 2021 stack's versions are in the header

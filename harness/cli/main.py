@@ -23,11 +23,12 @@ from harness.cli.variables import (
     add_arguments,
     resolve,
 )
-from harness.domain.axes import Mode, SessionStyle, Stack, Workload, WrkRunner
+from harness.domain.axes import Layer, Mode, SessionStyle, Stack, Workload, WrkRunner
 from harness.domain.cell import Cell, ServerConfig
 from harness.domain.errors import HarnessError, UsageError
 from harness.domain.parse import (
     parse_choices,
+    parse_drivers,
     parse_duration,
     parse_latencies,
     parse_one,
@@ -39,6 +40,7 @@ from harness.domain.parse import (
     parse_variants,
     parse_workers,
     parse_wrk_seconds,
+    refuse_in_2021,
 )
 from harness.domain.plan import MAP_VARIANTS, MapPlan, Matrix, schedule, target_cells
 from harness.domain.result import record_key
@@ -57,7 +59,7 @@ RESULTS = PROJECT_ROOT / "results"
 # Settings of a server the harness starts; a target's are unknown, so they cannot be given.
 SERVER_SETTINGS = (
     "SERVER", "STYLES", "POOLS", "POOL_TIMEOUT", "TOKENS", "WORKERS", "ROWS", "STACK",
-    "DATABASE_URL", "OCCUPANCY", "DB_LATENCY",
+    "DATABASE_URL", "OCCUPANCY", "DB_LATENCY", "DRIVERS", "LAYERS", "WITH_CEILINGS",
 )  # fmt: skip
 
 
@@ -107,8 +109,11 @@ def bench_cells(given: Given) -> list[Cell]:
     chosen = parse_stacks(
         given["STACK"], "TOKENS" in given.explicit, [s for _, s in variants], styles_name
     )
+    in_use = tuple(dict.fromkeys(m for m, _ in variants))
+    drivers = parse_drivers(given["DRIVERS"], in_use, "DRIVERS" in given.explicit)
+    refuse_in_2021(chosen, drivers)
     return Matrix(
-        servers=tuple(parse_servers(given["SERVER"])),
+        servers=tuple(parse_servers(given["SERVER"], chosen)),
         workloads=workloads,
         variants=variants,
         pools=tuple(parse_pools(given["POOLS"])),
@@ -122,6 +127,9 @@ def bench_cells(given: Given) -> list[Cell]:
         executor_threads=stacks.executor_threads() if Stack.y2021 in chosen else 0,
         occupancy=tuple(parse_choices(given["OCCUPANCY"], "OCCUPANCY", "on".__eq__, ["on", "off"])),
         db_latencies=tuple(parse_latencies(given["DB_LATENCY"])),
+        drivers=tuple(drivers),
+        layers=tuple(_choices(given, "LAYERS", Layer)),
+        ceilings=given.values.get("WITH_CEILINGS", "") not in ("", "0"),
     ).cells()
 
 
@@ -145,9 +153,14 @@ def map_plan(given: Given) -> MapPlan:
         if stack is Stack.y2021
         else parse_positive_ints(given["TOKENS"], "TOKENS", 10_000, ordered=True)
     )
+    # Every mode the map meets: its lines', and async for the HTTP ceiling.
+    modes = [m for m in Mode if m is Mode.async_ or any(v is m for v, _ in variants)]
+    one = "a failure map is for one driver per mode and one layer; run one map for each"
+    drivers = parse_drivers(given["DRIVERS"], modes, "DRIVERS" in given.explicit, one_each=one)
+    refuse_in_2021([stack], drivers)
     levels = given["CEILING_LEVELS"]
     plan = MapPlan(
-        servers=tuple(parse_servers(given["SERVER"])),
+        servers=tuple(parse_servers(given["SERVER"], [stack])),
         pools=tuple(parse_pools(given["POOLS"])),
         tokens=tuple(tokens),
         workers=tuple(_workers(given, ordered=True)),
@@ -161,6 +174,8 @@ def map_plan(given: Given) -> MapPlan:
         else tuple(parse_positive_ints(levels, "CEILING_LEVELS")),
         variants=variants,
         stack=stack,
+        drivers=tuple(drivers),
+        layer=parse_one(_choices(given, "LAYERS", Layer), "LAYERS", one),
     )
     if plan.start > plan.ceiling:
         raise UsageError(f"START: {plan.start} is above the ceiling {plan.ceiling}")
@@ -294,6 +309,8 @@ def _run(given: Given) -> int:
         run, options = _resume(given)
         cells, todo, total = planned(run), remaining(run), len(measurements(run))
         repeats = run.metadata()["schedule"]["repeats"]
+        recorded = run.metadata().get("pgbench_levels", [])
+        pgbench_levels = [c for c in recorded if not run.ceiling_path(c).exists()]
     else:
         options = options_from(given)
         cells = bench_cells(given)
@@ -303,14 +320,19 @@ def _run(given: Given) -> int:
         total = len(todo)
         name = given.values.get("TARGET") or given["SERVER"]
         run, out = None, _out(given, name if given.command == "run" else f"decide-{name}")
+        # The database ceiling, after the cells: pgbench at each level the cells measure.
+        levels = sorted({c.connections for c in cells})
+        with_ceilings = given.values.get("WITH_CEILINGS", "") not in ("", "0")
+        pgbench_levels = levels if with_ceilings else []
     estimate = sum(options.estimate_s(c) for c, _ in todo)
+    estimate += sum(cells[0].duration_s for _ in pgbench_levels) if cells else 0
     what = f"{len(todo)} of {total} measurements ({len(cells)} cells x {repeats} rounds)"
     if given.on("DRY_RUN"):
         for cell, round_ in todo:
             print(record_key(cell, round_))
         print(f"{what} to run, about {estimate / 60:.1f} minutes")
         return 0
-    if run is not None and not todo:
+    if run is not None and not todo and not pgbench_levels:
         say(f"nothing to resume: every measurement of {run.path} has its record")
         return 0
     entry = provenance_entry("resume" if run else "run", cells)
@@ -321,6 +343,7 @@ def _run(given: Given) -> int:
         body = {
             "cells": [c.to_json() for c in cells],
             "schedule": {"repeats": repeats, "seed": seed},
+            "pgbench_levels": pgbench_levels,
         }
         run = RunDir.create(out, given.command, _parameters(given), options.to_json(), body)
     _announce(what, estimate, run)
@@ -366,8 +389,11 @@ def _serve(given: Given) -> int:
         parse_stacks(given["STACK"], "TOKENS" in given.explicit, [style]), "STACK", why
     )
     tokens = parse_one(parse_positive_ints(given["TOKENS"], "TOKENS", 10_000), "TOKENS", why)
+    mode = parse_one(_choices(given, "MODES", Mode), "MODES", why)
+    drivers = parse_drivers(given["DRIVERS"], [mode], "DRIVERS" in given.explicit, one_each=why)
+    refuse_in_2021([stack], drivers)
     config = ServerConfig(
-        name=parse_one(parse_servers(given["SERVER"]), "SERVER", why),
+        name=parse_one(parse_servers(given["SERVER"], [stack]), "SERVER", why),
         style=style,
         pool=parse_one(parse_pools(given["POOLS"]), "POOLS", why),
         tokens=stacks.executor_threads() if stack is Stack.y2021 else tokens,
@@ -376,8 +402,9 @@ def _serve(given: Given) -> int:
         pool_timeout_s=parse_duration(given["POOL_TIMEOUT"], "POOL_TIMEOUT"),
         stack=stack,
         db_latency=parse_one(parse_latencies(given["DB_LATENCY"]), "DB_LATENCY", why),
+        driver=drivers[0][1],
+        layer=parse_one(_choices(given, "LAYERS", Layer), "LAYERS", why),
     )
-    mode = parse_one(_choices(given, "MODES", Mode), "MODES", why)
     return serve(config, mode, given["DATABASE_URL"] or None, say)
 
 

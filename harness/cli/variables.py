@@ -69,6 +69,25 @@ VARIABLES: tuple[Variable, ...] = (
         alias="STYLE",
     ),
     Variable(
+        "DRIVERS",
+        "psycopg2 (sync), asyncpg (async), psycopg (psycopg 3, both; comma list): each mode "
+        "takes those that fit it (map and serve: one per mode); DRIVER is the same",
+        {
+            "run": "psycopg2,asyncpg",
+            "map": "psycopg2,asyncpg",
+            "serve": "psycopg2,asyncpg",
+            "decide": "psycopg2,asyncpg",
+        },
+        alias="DRIVER",
+    ),
+    Variable(
+        "LAYERS",
+        "orm (SQLAlchemy ORM), core (SQLAlchemy Core, rows mapped by hand), driver (the "
+        "driver and its own pool, no SQLAlchemy); comma list for run; LAYER is the same",
+        {"run": "orm", "map": "orm", "serve": "orm", "decide": "orm"},
+        alias="LAYER",
+    ),
+    Variable(
         "POOLS",
         "POOL_SIZE+MAX_OVERFLOW (comma list); for the map the first is the baseline",
         {"run": "5+10", "map": "5+10,20+0,40+0,80+0", "serve": "5+10", "decide": "5+10"},
@@ -200,6 +219,13 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "KEEP_LOGS", "keep server logs in RUN_DIR/logs", {"run": "", "map": "", "decide": ""}, True
+    ),
+    Variable(
+        "WITH_CEILINGS",
+        "also measure, in the same rounds, the async app's /health on each server (HTTP alone) "
+        "and pgbench running the /users query (the database alone) at each connection level",
+        {"run": ""},
+        True,
     ),
     Variable(
         "PIN",

@@ -6,13 +6,18 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from app.styles import SessionStyle
-from servers.registry import Mode, ServerName, Stack
+from app.styles import ASYNC_DRIVERS, SYNC_DRIVERS, Driver, Layer, SessionStyle
+from servers.registry import SERVERS_2021, Mode, ServerName, Stack
 
 __all__ = [
+    "DEFAULT_DRIVER",
     "DIRECT",
+    "DRIVERS_FOR",
+    "SERVERS_2021",
     "WORKLOAD_PATH",
+    "Driver",
     "Latency",
+    "Layer",
     "Mode",
     "Pool",
     "ServerName",
@@ -22,6 +27,11 @@ __all__ = [
     "Workload",
     "WrkRunner",
 ]
+
+
+# Which drivers each mode's app takes, and the one it takes when none is named (the seed's).
+DRIVERS_FOR = {Mode.sync: SYNC_DRIVERS, Mode.async_: ASYNC_DRIVERS}
+DEFAULT_DRIVER = {mode: drivers[0] for mode, drivers in DRIVERS_FOR.items()}
 
 
 class Workload(StrEnum):

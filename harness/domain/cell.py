@@ -8,12 +8,15 @@ code that starts servers never has to narrow optional settings.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from harness.domain.axes import (
+    DEFAULT_DRIVER,
     DIRECT,
+    Driver,
     Latency,
+    Layer,
     Mode,
     Pool,
     ServerName,
@@ -49,6 +52,10 @@ class ServerConfig:
     occupancy: bool = True
     # One-way delay of the relay between the app and PostgreSQL (direct: no relay).
     db_latency: Latency = DIRECT
+    # The app's driver; None until a mode is known (a Cell fills in its mode's default driver,
+    # so every cell, and every record, names its driver).
+    driver: Driver | None = None
+    layer: Layer = Layer.orm
 
     @property
     def tokens_label(self) -> str:
@@ -60,6 +67,8 @@ class ServerConfig:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ServerConfig:
+        """A record's settings; records written before drivers and layers were settings ran
+        the mode's default driver through the ORM."""
         return cls(
             name=ServerName(data["name"]),
             style=SessionStyle(data["style"]),
@@ -71,6 +80,8 @@ class ServerConfig:
             stack=Stack(data["stack"]),
             occupancy=bool(data.get("occupancy", True)),
             db_latency=Latency.parse(data.get("db_latency", "0")),
+            driver=Driver(data["driver"]) if data.get("driver") else None,
+            layer=Layer(data.get("layer", Layer.orm)),
         )
 
 
@@ -83,7 +94,7 @@ class Target:
 
 # What a report may ask of any cell's server; None where it is a target's.
 CONFIG_FIELDS = tuple(f.name for f in fields(ServerConfig))
-OWN_FIELDS = ("mode", "workload", "connections", "duration_s", "target", "stack")
+OWN_FIELDS = ("mode", "workload", "connections", "duration_s", "target", "stack", "driver")
 
 
 @dataclass(frozen=True)
@@ -96,6 +107,11 @@ class Cell:
     connections: int
     duration_s: float
 
+    def __post_init__(self) -> None:
+        config = self.config
+        if config is not None and config.driver is None:
+            object.__setattr__(self, "server", replace(config, driver=DEFAULT_DRIVER[self.mode]))
+
     @property
     def config(self) -> ServerConfig | None:
         return self.server if isinstance(self.server, ServerConfig) else None
@@ -106,7 +122,7 @@ class Cell:
 
     def known(self, name: str) -> Any:
         """Any setting of the cell by name: its own (mode, workload, connections, duration_s,
-        target, stack) or its server's, None where the harness cannot know it (a target)."""
+        target, stack, driver) or its server's, None where the harness cannot know it (a target)."""
         if name in OWN_FIELDS:
             return getattr(self, name)
         if name not in CONFIG_FIELDS:
@@ -116,6 +132,14 @@ class Cell:
     @property
     def stack(self) -> Stack:
         return self.config.stack if self.config else Stack.current
+
+    @property
+    def driver(self) -> Driver | None:
+        return self.config.driver if self.config else None
+
+    @property
+    def default_driver(self) -> bool:
+        return self.driver is None or self.driver is DEFAULT_DRIVER[self.mode]
 
     @property
     def tokens_label(self) -> str:
@@ -133,10 +157,11 @@ class Cell:
         side = "/side channel off" if k("occupancy") is False else ""
         rows = "" if k("rows") in (None, SEED_ROWS) else f"/rows {k('rows')}"
         latency = "" if self.db_latency is None else f"/latency {self.db_latency}"
+        layer = "" if k("layer") in (None, Layer.orm) else f"/layer {k('layer')}"
         return (
-            f"{self.server_label}/{self.mode}/{shown(k('style'))}/pool {shown(k('pool'))}/"
-            f"tokens {shown(k('tokens'))}/workers {shown(k('workers'))}/{self.workload}{stack}"
-            f"{rows}{latency}{side}"
+            f"{self.server_label}/{self.mode}/{shown(self.driver)}{layer}/{shown(k('style'))}/"
+            f"pool {shown(k('pool'))}/tokens {shown(k('tokens'))}/workers {shown(k('workers'))}/"
+            f"{self.workload}{stack}{rows}{latency}{side}"
         )
 
     @property
@@ -155,13 +180,16 @@ class Cell:
             else str(k("name"))
         )
         pool = k("pool")
+        # Settings added later appear only when they differ from what records had before them.
+        later = "" if self.stack is Stack.current else f"-s{self.stack}"
+        later += "-occoff" if k("occupancy") is False else ""
+        later += "" if self.default_driver else f"-dr{self.driver}"
+        later += "" if k("layer") in (None, Layer.orm) else f"-l{k('layer')}"
+        later += "" if self.db_latency is None else f"-lat{self.db_latency}"
         return (
             f"{where}-{self.mode}-{shown(k('style'))}-p{pool or 'unknown'}"
             f"-pt{shown(k('pool_timeout_s'))}-t{shown(k('tokens'))}-w{shown(k('workers'))}"
-            f"-{self.workload}-r{shown(k('rows'))}-d{self.duration_s:g}"
-            f"{'' if self.db_latency is None else f'-l{self.db_latency}'}"
-            f"{'' if self.stack is Stack.current else '-s' + self.stack}"
-            f"{'-occoff' if k('occupancy') is False else ''}-c{self.connections}"
+            f"-{self.workload}-r{shown(k('rows'))}-d{self.duration_s:g}{later}-c{self.connections}"
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -11,7 +11,17 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from harness.domain.axes import Latency, Mode, Pool, ServerName, SessionStyle, Stack
+from harness.domain.axes import (
+    DRIVERS_FOR,
+    SERVERS_2021,
+    Driver,
+    Latency,
+    Mode,
+    Pool,
+    ServerName,
+    SessionStyle,
+    Stack,
+)
 from harness.domain.errors import UsageError
 from harness.domain.plan import MAP_VARIANTS
 
@@ -36,11 +46,47 @@ def parse_choices(
     return list(dict.fromkeys(out))
 
 
-def parse_servers(text: str) -> list[ServerName]:
-    """Server names, or `all` for every registered one."""
+def parse_servers(text: str, stacks: Sequence[Stack] = (Stack.current,)) -> list[ServerName]:
+    """Server names, or `all` for every registered one (under 2021 alone: those it has)."""
     choices = [*(s.value for s in ServerName), "all"]
     named = parse_choices(text, "SERVER", str, choices)
-    return list(ServerName) if "all" in named else [ServerName(n) for n in named]
+    if "all" in named:
+        return list(SERVERS_2021) if list(stacks) == [Stack.y2021] else list(ServerName)
+    servers = [ServerName(n) for n in named]
+    if Stack.y2021 in stacks and (missing := [s for s in servers if s not in SERVERS_2021]):
+        raise UsageError(
+            f"SERVER: {', '.join(missing)} is not part of the 2021 stack "
+            f"(requirements-2021.lock); choose {', '.join(SERVERS_2021)}"
+        )
+    return servers
+
+
+def parse_drivers(
+    text: str, modes: Sequence[Mode], given: bool = True, one_each: str = ""
+) -> list[tuple[Mode, Driver]]:
+    """DRIVERS matched to the modes: each mode's app takes the listed drivers that fit it
+    (psycopg fits both). A driver given that fits no mode, or a mode left without one, is
+    refused; the default list names one driver per mode and is matched silently. `one_each`:
+    why each mode may have one driver only."""
+    chosen = parse_choices(text, "DRIVERS", Driver, [d.value for d in Driver])
+    for driver in chosen if given else ():
+        if not any(driver in DRIVERS_FOR[m] for m in modes):
+            serves = " and ".join(str(m) for m in Mode if driver in DRIVERS_FOR[m])
+            raise UsageError(
+                f"DRIVERS: {driver} drives only the {serves} app, and MODES is "
+                f"{','.join(modes)}, whose app takes {' or '.join(DRIVERS_FOR[modes[0]])}"
+            )
+    out = [(m, d) for m in modes for d in chosen if d in DRIVERS_FOR[m]]
+    for mode in modes:
+        mine = [d for m, d in out if m is mode]
+        if not mine:
+            raise UsageError(
+                f"DRIVERS: {','.join(chosen)} names no driver of the {mode} app; add "
+                f"{' or '.join(DRIVERS_FOR[mode])}, or leave {mode} out of MODES"
+            )
+        if one_each and len(mine) > 1:
+            raise UsageError(f"DRIVERS: {one_each}; give one {mode} driver, not {', '.join(mine)}")
+    return out
 
 
 def parse_positive_ints(
@@ -160,6 +206,16 @@ def parse_stacks(
                 "(the 2021 stack) does not have; choose dependency or context"
             )
     return chosen
+
+
+def refuse_in_2021(stacks: Sequence[Stack], drivers: Sequence[tuple[Mode, Driver]]) -> None:
+    """The 2021 stack has SQLAlchemy 1.4 and no psycopg (3)."""
+    if Stack.y2021 in stacks and any(d is Driver.psycopg for _, d in drivers):
+        raise UsageError(
+            "DRIVERS: psycopg (3) is not part of the 2021 stack: SQLAlchemy 1.4 has no "
+            "postgresql+psycopg dialect and requirements-2021.lock no psycopg; choose psycopg2 "
+            "(sync) and asyncpg (async)"
+        )
 
 
 def parse_one(values: Sequence[T], name: str, why: str) -> T:

@@ -14,8 +14,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from harness.domain.axes import (
+    DEFAULT_DRIVER,
     DIRECT,
+    SERVERS_2021,
+    Driver,
     Latency,
+    Layer,
     Mode,
     Pool,
     ServerName,
@@ -54,15 +58,23 @@ class Matrix:
     executor_threads: int = 0
     occupancy: tuple[bool, ...] = (True,)  # the side channel on, off, or both
     db_latencies: tuple[Latency, ...] = (DIRECT,)
+    # Per mode, the drivers its app is measured with (parse_drivers matched them to the modes).
+    drivers: tuple[tuple[Mode, Driver], ...] = tuple(DEFAULT_DRIVER.items())
+    layers: tuple[Layer, ...] = (Layer.orm,)
+    # The HTTP ceiling in the same rounds: each server's async app on /health (WITH_CEILINGS).
+    ceilings: bool = False
 
     def cells(self) -> list[Cell]:
-        cells = []
+        cells = self.ceiling_cells()
         for stack in self.stacks:
             tokens = (self.executor_threads,) if stack is Stack.y2021 else self.tokens
+            # SERVER=all under 2021 means the servers that stack has (granian came later).
+            servers = [s for s in self.servers if stack is Stack.current or s in SERVERS_2021]
             axes = itertools.product(
-                self.servers,
+                servers,
                 self.workloads,
-                self.variants,
+                [(m, st, d) for m, st in self.variants for mode, d in self.drivers if mode is m],
+                self.layers,
                 self.pools,
                 tokens,
                 self.workers,
@@ -84,15 +96,42 @@ class Matrix:
                         stack=stack,
                         occupancy=o,
                         db_latency=lat,
+                        driver=d,
+                        layer=la,
                     ),
                     mode=m,
                     workload=wl,
                     connections=c,
                     duration_s=self.duration_s,
                 )
-                for s, wl, (m, st), p, t, w, r, lat, c, o in axes
+                for s, wl, (m, st, d), la, p, t, w, r, lat, c, o in axes
             ]
-        return order(cells)
+        return order(list(dict.fromkeys(cells)))
+
+    def ceiling_cells(self) -> list[Cell]:
+        """/health of the async app, on its default driver and the ORM (neither is used by
+        /health), at the first of every other setting, on every server, at every level."""
+        if not self.ceilings:
+            return []
+        return [
+            Cell(
+                ServerConfig(
+                    name=s,
+                    style=self.variants[0][1],
+                    pool=self.pools[0],
+                    tokens=self.tokens[0],
+                    workers=self.workers[0],
+                    rows=self.rows[0],
+                    pool_timeout_s=self.pool_timeout_s,
+                ),
+                Mode.async_,
+                Workload.health,
+                c,
+                self.duration_s,
+            )
+            for s in self.servers
+            for c in self.connections
+        ]
 
 
 def schedule(cells: Sequence[Cell], repeats: int, seed: int) -> list[tuple[Cell, int]]:
@@ -136,6 +175,10 @@ class MapLine:
     mode: Mode
     duration_s: float
 
+    def __post_init__(self) -> None:
+        # The line's driver, as its cells name it (the mode's default unless given).
+        object.__setattr__(self, "config", self.cell(1).server)
+
     def cell(self, connections: int) -> Cell:
         return Cell(self.config, self.mode, Workload.list, connections, self.duration_s)
 
@@ -143,6 +186,12 @@ class MapLine:
     def variant(self) -> str:
         """The `variant` of every probe of this line."""
         return self.cell(1).variant
+
+    @property
+    def label(self) -> str:
+        """'sync psycopg2 dependency': mode, driver (layer if not the ORM) and style."""
+        layer = "" if self.config.layer is Layer.orm else f" {self.config.layer}"
+        return f"{self.mode} {self.config.driver}{layer} {self.style}"
 
     @property
     def server(self) -> ServerName:
@@ -171,6 +220,9 @@ class MapPlan:
     ceiling_levels: tuple[int, ...] = CEILING_LEVELS
     variants: tuple[tuple[Mode, SessionStyle], ...] = MAP_VARIANTS
     stack: Stack = Stack.current
+    # One driver per mode and one layer for every line (the defaults: the seed's).
+    drivers: tuple[tuple[Mode, Driver], ...] = tuple(DEFAULT_DRIVER.items())
+    layer: Layer = Layer.orm
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -186,6 +238,8 @@ class MapPlan:
             "ceiling_levels": list(self.ceiling_levels),
             "variants": [f"{m}-{s}" for m, s in self.variants],
             "stack": str(self.stack),
+            "drivers": {str(m): str(d) for m, d in self.drivers},
+            "layer": str(self.layer),
         }
 
     @classmethod
@@ -207,7 +261,18 @@ class MapPlan:
             ceiling_levels=tuple(data["ceiling_levels"]),
             variants=tuple(variant(v) for v in data["variants"]),
             stack=Stack(data["stack"]),
+            # Maps planned before drivers and layers were settings ran the defaults.
+            drivers=tuple(
+                (Mode(m), Driver(d))
+                for m, d in data.get(
+                    "drivers", {str(m): str(d) for m, d in DEFAULT_DRIVER.items()}
+                ).items()
+            ),
+            layer=Layer(data.get("layer", Layer.orm)),
         )
+
+    def driver(self, mode: Mode) -> Driver:
+        return dict(self.drivers)[mode]
 
     def baseline(self, server: ServerName) -> ServerConfig:
         """The first pool, token count and worker count given: what each line varies from."""
@@ -220,6 +285,7 @@ class MapPlan:
             rows=self.rows,
             pool_timeout_s=self.pool_timeout_s,
             stack=self.stack,
+            layer=self.layer,
         )
 
     def lines(self) -> list[MapLine]:
@@ -229,7 +295,7 @@ class MapPlan:
         for server in self.servers:
             base = self.baseline(server)
             out += [
-                MapLine(replace(base, style=style), mode, self.duration_s)
+                MapLine(replace(base, style=style, driver=self.driver(mode)), mode, self.duration_s)
                 for mode, style in self.variants
             ]
             if (Mode.sync, SessionStyle.dependency) in self.variants:
@@ -238,7 +304,10 @@ class MapPlan:
                     *(replace(base, tokens=t) for t in self.tokens[1:]),
                     *(replace(base, workers=w) for w in self.workers[1:]),
                 ]
-                out += [MapLine(c, Mode.sync, self.duration_s) for c in others]
+                sync = self.driver(Mode.sync)
+                out += [
+                    MapLine(replace(c, driver=sync), Mode.sync, self.duration_s) for c in others
+                ]
         return out
 
     def http_ceiling_cells(self) -> list[Cell]:
@@ -247,7 +316,7 @@ class MapPlan:
         style = self.variants[0][1]
         return [
             Cell(
-                replace(self.baseline(server), style=style),
+                replace(self.baseline(server), style=style, driver=self.driver(Mode.async_)),
                 Mode.async_,
                 Workload.health,
                 c,

@@ -18,9 +18,18 @@ from harness.infra.environment import PROJECT_ROOT
 from harness.infra.process import die_with_parent, kill_group, register_child, tree_cpu_seconds
 from servers.registry import Launch, server_argv
 
-POOL_TIMEOUT_LINE = re.compile(r"QueuePool limit of size \d+ overflow \d+ reached")
-# uvicorn (also under gunicorn) and hypercorn say this once per failed request.
-SERVER_ERROR_LINE = re.compile(r"Exception in ASGI application|Error in ASGI Framework")
+# The last line of a pool timeout's traceback, once per failed request: SQLAlchemy's QueuePool
+# (the ORM and Core layers), or app.common.PoolExhausted, which the driver layer raises for every
+# driver pool. uvicorn, gunicorn and hypercorn print the exception's module, granian does not.
+POOL_TIMEOUT_LINE = re.compile(
+    r"^(?:sqlalchemy\.exc\.)?TimeoutError: QueuePool limit of size \d+ overflow \d+ reached"
+    r"|^(?:app\.common\.)?PoolExhausted: "
+)
+# uvicorn (also under gunicorn), hypercorn and granian say this once per failed request.
+SERVER_ERROR_LINE = re.compile(
+    r"Exception in ASGI application|Error in ASGI Framework"
+    r"|Application callable raised an exception"
+)
 
 
 @dataclass(frozen=True)
@@ -35,7 +44,7 @@ def read_log(path: Path, tail_lines: int = 30) -> LogCounts:
     tail: list[str] = []
     with open(path, errors="replace") as log:
         for line in log:
-            if line.startswith("sqlalchemy.exc.TimeoutError") and POOL_TIMEOUT_LINE.search(line):
+            if POOL_TIMEOUT_LINE.match(line):
                 pool_timeouts += 1
             if SERVER_ERROR_LINE.search(line):
                 server_errors += 1

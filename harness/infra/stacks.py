@@ -24,6 +24,7 @@ from app.compat import default_executor_threads
 from harness.domain.axes import Stack
 from harness.domain.errors import HarnessError
 from harness.infra.environment import PROJECT_ROOT
+from servers.registry import STACK_LOCKS
 
 __all__ = [
     "PACKAGES",
@@ -38,7 +39,7 @@ __all__ = [
     "venv_python",
 ]
 
-LOCKS = {Stack.current: "requirements.lock", Stack.y2021: "requirements-2021.lock"}
+LOCKS = STACK_LOCKS
 VENVS = {Stack.current: ".venv", Stack.y2021: ".venv-2021"}
 MARKER = ".lock-sha256"
 # What a run records of a stack (distribution names, as pip knows them).
@@ -53,9 +54,13 @@ PACKAGES = (
     "gunicorn",
     "uvicorn-worker",
     "hypercorn",
+    "granian",
     "sqlalchemy",
     "asyncpg",
     "psycopg2-binary",
+    "psycopg",
+    "psycopg-binary",
+    "psycopg-pool",
     "greenlet",
 )
 BUILD_TIMEOUT = 1800.0  # seconds; a cold build of the 2021 venv takes well under a minute

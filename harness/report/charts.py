@@ -18,10 +18,6 @@ from harness.report.map_summary import threshold_of
 from harness.report.stats import Ratio
 
 
-def _label(line: MapLine) -> str:
-    return f"{line.mode} {line.style}"
-
-
 def collapse_chart(
     path: Path,
     server: ServerName,
@@ -124,7 +120,7 @@ def throughput_chart(
             [r.wrk.ok_rps for r in served if r.wrk],
             "o-",
             color=color,
-            label=_label(line),
+            label=line.label,
         )
         if stalled:
             rps_ax.plot(
@@ -133,14 +129,14 @@ def throughput_chart(
                 "x",
                 color=color,
                 markersize=9,
-                label=f"{_label(line)}: collapsed (0 req/s)",
+                label=f"{line.label}: collapsed (0 req/s)",
             )
         p99_ax.plot(
             [r.cell.connections for r in served],
             [r.wrk.p99_ms for r in served if r.wrk],
             "o-",
             color=color,
-            label=_label(line),
+            label=line.label,
         )
     health = sorted(
         (

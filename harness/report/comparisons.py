@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.domain.axes import Mode, ServerName, SessionStyle, Stack, Verdict
+from harness.domain.axes import Driver, Layer, Mode, ServerName, SessionStyle, Stack, Verdict
 from harness.domain.cell import Cell, shown
 from harness.domain.result import CellResult
 from harness.report.stats import Ratio, paired_ratio, served
@@ -17,6 +17,9 @@ from harness.report.table import md_table
 # The settings a comparison may vary, each with the order that decides which side is A.
 FACTORS: dict[str, Any] = {
     "mode": list(Mode),
+    "driver": list(Driver),
+    # The driver alone is A: each layer is stated as a multiple of what the driver alone served.
+    "layer": [Layer.driver, Layer.core, Layer.orm],
     "style": list(SessionStyle),
     "name": list(ServerName),
     "pool": lambda p: (p.capacity, p.size),
@@ -34,13 +37,28 @@ VALUE_LABELS: dict[str, dict[Any, str]] = {
 }
 
 
-def _rank(factor: str, value: Any) -> Any:
+def rank(factor: str, value: Any) -> Any:
     order = FACTORS[factor]
     return order.index(value) if isinstance(order, list) else order(value)
 
 
-def _signature(cell: Cell) -> tuple[Any, ...]:
-    return (cell.target, cell.workload, *(cell.known(f) for f in FACTORS))
+def _key(cell: Cell, factor: str) -> Any:
+    """A setting as comparisons match it. Each mode has its own default driver (psycopg2,
+    asyncpg): those count as one value, so sync and async on their default drivers differ in
+    the mode only, as they always did; psycopg (both modes) is a value of its own."""
+    if factor == "driver" and cell.default_driver:
+        return "default"
+    return cell.known(factor)
+
+
+def signature(cell: Cell) -> tuple[Any, ...]:
+    return (cell.target, cell.workload, *(_key(cell, f) for f in FACTORS))
+
+
+def _context(a: Cell, b: Cell, factor: str) -> str:
+    """A setting the two share, as words (the default drivers: each side's, B's first)."""
+    x, y = shown(a.known(factor)), shown(b.known(factor))
+    return x if x == y else f"{y}/{x}"
 
 
 @dataclass(frozen=True)
@@ -63,20 +81,20 @@ def comparisons(records: Sequence[CellResult]) -> list[Comparison]:
     """Every pair of variants in the records that differ in exactly one setting."""
     variants: dict[tuple[Any, ...], Cell] = {}
     for r in records:
-        variants.setdefault(_signature(r.cell), r.cell)
+        variants.setdefault(signature(r.cell), r.cell)
     cells = list(variants.values())
-    varying = [f for f in FACTORS if len({c.known(f) for c in cells}) > 1]
+    varying = [f for f in FACTORS if len({_key(c, f) for c in cells}) > 1]
     out = []
     for i, x in enumerate(cells):
         for y in cells[i + 1 :]:
             if (x.target, x.workload) != (y.target, y.workload):
                 continue
-            differ = [f for f in FACTORS if x.known(f) != y.known(f)]
+            differ = [f for f in FACTORS if _key(x, f) != _key(y, f)]
             if len(differ) != 1:
                 continue
             (factor,) = differ
-            a, b = sorted((x, y), key=lambda c: _rank(factor, c.known(factor)))
-            context = " ".join(shown(a.known(f)) for f in varying if f != factor) + (
+            a, b = sorted((x, y), key=lambda c: rank(factor, c.known(factor)))
+            context = " ".join(_context(a, b, f) for f in varying if f != factor) + (
                 "" if len({c.workload for c in cells}) == 1 else f" {a.workload}"
             )
             out.append(Comparison(factor, a, b, context.strip()))
@@ -87,7 +105,7 @@ def _side(records: Sequence[CellResult], cell: Cell, connections: int) -> list[C
     return [
         r
         for r in records
-        if _signature(r.cell) == _signature(cell) and r.cell.connections == connections
+        if signature(r.cell) == signature(cell) and r.cell.connections == connections
     ]
 
 

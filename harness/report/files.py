@@ -25,7 +25,8 @@ def write(run: RunDir) -> None:
     meta, records = run.metadata(), run.records()
     timelines(run, records)
     if meta["kind"] != "map":
-        (run.path / "summary.md").write_text(summary.summary(meta, records, run.path.name))
+        text = summary.summary(meta, records, run.path.name, run.pgbench())
+        (run.path / "summary.md").write_text(text)
         (run.path / "results.csv").write_text(summary.csv_text(records))
         if meta["kind"] == "decide":
             write_decision(run, meta, records)

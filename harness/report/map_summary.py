@@ -10,7 +10,7 @@ from harness.domain.plan import MapLine, MapPlan
 from harness.domain.result import CellResult, PgbenchResult
 from harness.domain.rules import agreement, is_collapse
 from harness.domain.search import Threshold, bracket
-from harness.report import evidence
+from harness.report import ceilings, evidence
 from harness.report.summary import details_table, header
 from harness.report.table import md_table
 
@@ -74,7 +74,7 @@ def map_table(plan: MapPlan, server: str, records: Sequence[CellResult]) -> str:
         guess = line.predicted
         rows.append(
             [
-                f"{line.mode} {line.style}",
+                line.label,
                 str(line.config.pool),
                 str(line.config.pool.capacity),
                 line.config.tokens_label,
@@ -133,29 +133,7 @@ def evidence_table(plan: MapPlan, server: str, records: Sequence[CellResult]) ->
 def ceilings_table(
     plan: MapPlan, records: Sequence[CellResult], pg: Sequence[PgbenchResult]
 ) -> str:
-    servers = [str(s) for s in plan.servers]
-    head = [
-        "connections",
-        *(f"{s} /health req/s" for s in servers),
-        "pgbench tps (the /users query)",
-        "pgbench latency ms",
-    ]
-    health = {
-        (str(r.cell.known("name")), r.cell.connections): r
-        for r in records
-        if r.cell.workload is Workload.health
-    }
-    by_pg = {p.connections: p for p in pg}
-    rows = []
-    for c in plan.ceiling_levels:
-        cells = []
-        for s in servers:
-            r = health.get((s, c))
-            cells.append(f"{r.wrk.ok_rps:,.1f}" if r and r.wrk else "-")
-        p = by_pg.get(c)
-        cells += [f"{p.tps:,.0f}" if p else "-", f"{p.latency_avg_ms:.2f}" if p else "-"]
-        rows.append([str(c), *cells])
-    return md_table(head, rows, ["---:"] * len(head))
+    return ceilings.table([str(s) for s in plan.servers], plan.ceiling_levels, records, pg)
 
 
 def summary(

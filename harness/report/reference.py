@@ -1,24 +1,37 @@
 """results/README.md: the reference run presented, generated from its run directories only.
 
 The reference lives in results/reference/: one `bench-<server>` run per server (the seed-shaped
-tables at 1-200 connections), one `map` run (the failure map of all three servers), and one
-`decide-<server>` run per server decided for (the decision table, `make decide`).
+tables at 1-200 connections), one `map` run (the failure map of the servers it names) and, for
+a server measured later, a `map-<server>` run planned the same way, read as part of the map;
+`layers` (a bench run with LAYERS=orm,core,driver and WITH_CEILINGS); one `decide-<server>` run
+per server decided for (the decision table, `make decide`); `freeze-cycle` (one long collapsed
+cell) and `occupancy-cost` (OCCUPANCY=on,off); and the 2021 stack's runs.
 Regenerating from the same run files reproduces the page exactly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from harness.domain.axes import Mode, ServerName, SessionStyle, Verdict, Workload
+from harness.domain.axes import Layer, Mode, ServerName, SessionStyle, Verdict, Workload
 from harness.domain.cell import Cell
 from harness.domain.plan import MapLine, MapPlan
 from harness.domain.result import CellResult
 from harness.domain.rules import agreement
 from harness.domain.search import Threshold
-from harness.report import comparisons, decision, evidence, files, map_summary, summary
+from harness.report import (
+    ceilings,
+    comparisons,
+    decision,
+    evidence,
+    files,
+    layers,
+    map_summary,
+    summary,
+)
 from harness.report.map_summary import threshold_of
 from harness.report.stats import Ratio, by_cell
 from harness.report.table import md_table
@@ -45,6 +58,40 @@ def _first_session(run: RunDir) -> dict[str, Any]:
 
 def _map_run(root: Path, name: str) -> RunDir | None:
     return RunDir.open(root / name) if (root / name / "metadata.json").is_file() else None
+
+
+@dataclass(frozen=True)
+class Maps:
+    """The failure map: `map`, and each `map-<server>` of a server it does not have, planned
+    with the same settings, read as one plan (its lines are per server) over all their probes."""
+
+    plan: MapPlan
+    records: list[CellResult]
+    runs: dict[ServerName, RunDir]  # where each server's probes and charts are
+    main: RunDir  # `map`: its pgbench ceilings
+    left_out: list[str]  # extra maps planned otherwise
+
+
+def _maps(root: Path) -> Maps | None:
+    main = _map_run(root, "map")
+    if main is None:
+        return None
+    plan = MapPlan.from_json(main.metadata()["plan"])
+    records = main.records()
+    runs = dict.fromkeys(plan.servers, main)
+    left_out = []
+    for server in ServerName:
+        extra = _map_run(root, f"map-{server}")
+        if extra is None or server in runs:
+            continue
+        other = MapPlan.from_json(extra.metadata()["plan"])
+        if replace(other, servers=plan.servers) != plan:
+            left_out.append(extra.path.name)
+            continue
+        plan = replace(plan, servers=(*plan.servers, *other.servers))
+        records += extra.records()
+        runs |= dict.fromkeys(other.servers, extra)
+    return Maps(plan, records, runs, main, left_out)
 
 
 def stacks_side_by_side(current: RunDir, old: RunDir) -> list[str]:
@@ -371,13 +418,116 @@ def evidence_sections(root: Path, base: Path) -> list[str]:
     return parts
 
 
+LAYER_LEVEL = 24  # the level the layers are stated at (the issue's), or the nearest measured
+
+
+def layer_findings(run: RunDir) -> list[str]:
+    """How far each layer is from the driver alone (paired ratios, 95% intervals), the
+    driver-alone async app against the ceilings, and on which layers sync `dependency` froze."""
+    records = run.records()
+    served = [r for r in records if r.cell.workload is Workload.list]
+    if not layers.varies(served):
+        return []
+    levels = sorted({r.cell.connections for r in served})
+    level = min(levels, key=lambda c: (abs(c - LAYER_LEVEL), c))
+    stated, spans = [], []
+    for comparison in comparisons.comparisons(served):
+        if comparison.factor != "layer" or comparison.a.known("layer") is not Layer.driver:
+            continue
+        b = comparison.b
+        name = f"{b.mode} {b.driver} `{b.known('style')}` {b.known('layer')}"
+        value = comparisons.at_level(comparison, served, level)
+        if value is not None:
+            stated.append(f"{name}: {value if isinstance(value, str) else value.describe()}")
+        ratios = [
+            v.value
+            for c in levels
+            if (v := comparisons.at_level(comparison, served, c)) is not None
+            and not isinstance(v, str)
+        ]
+        if len(ratios) > 1:
+            spans.append(f"{name} {min(ratios):.2f}×–{max(ratios):.2f}×")
+    out = []
+    if stated:
+        out.append(
+            f"Each layer over the same variant through the driver alone (its own pool, no "
+            f"SQLAlchemy), successful requests/s at {level} connections, B / A [95% interval]: "
+            + "; ".join(stated)
+            + "."
+        )
+    if spans:
+        out.append(
+            f"Over every level measured ({', '.join(map(str, levels))}): " + "; ".join(spans) + "."
+        )
+    out += _driver_alone_against_ceilings(run, records)
+    out += _freeze_by_layer(served)
+    return out
+
+
+def _driver_alone_against_ceilings(run: RunDir, records: Sequence[CellResult]) -> list[str]:
+    rows = [
+        row
+        for row in layers.rows(records, run.pgbench())
+        if row.cell.cell.mode is Mode.async_
+        and row.cell.cell.known("layer") is Layer.driver
+        and row.cell.median_rps
+    ]
+    if not rows:
+        return []
+    best = max(rows, key=lambda row: row.cell.median_rps or 0.0)
+    c = best.cell.cell
+    rps = best.cell.median_rps or 0.0
+    shares = [
+        f"{rps / best.http:.0%} of the HTTP ceiling ({best.http:,.0f} req/s on `/health`)"
+        if best.http
+        else "",
+        f"{rps / best.pg:.0%} of what PostgreSQL answered to pgbench ({best.pg:,.0f}/s)"
+        if best.pg
+        else "",
+    ]
+    against = " and ".join(x for x in shares if x) or "no ceiling measured in this run"
+    return [
+        f"The driver-alone async app ({c.driver}, `{c.known('style')}`) served at best "
+        f"{rps:,.0f} req/s (median, {c.connections} connections): {against} at that level."
+    ]
+
+
+def _freeze_by_layer(records: Sequence[CellResult]) -> list[str]:
+    """Where sync `dependency` first collapsed, per driver and layer (None: it held)."""
+    first: dict[str, int | None] = {}
+    for cell in sorted(by_cell(records), key=lambda c: c.cell.connections):
+        k = cell.cell.known
+        if cell.cell.mode is not Mode.sync or k("style") is not SessionStyle.dependency:
+            continue
+        key = f"{cell.cell.driver} {k('layer')}"
+        first.setdefault(key, None)
+        if cell.count(Verdict.collapsed) and first[key] is None:
+            first[key] = cell.cell.connections
+    if not first:
+        return []
+    froze = {k: c for k, c in first.items() if c is not None}
+    held = [k for k, c in first.items() if c is None]
+    parts = []
+    if froze:
+        named = "; ".join(f"{k} at {c} connections" for k, c in froze.items())
+        parts.append(f"collapsed on {named}")
+    if held:
+        top = max(r.cell.connections for r in records)
+        parts.append(f"held up to {top} connections on {', '.join(held)}")
+    alone = any(k.endswith(f" {Layer.driver}") for k in froze)
+    why = ": the freeze needs a pool that blocks a thread, not SQLAlchemy" if alone else ""
+    return ["Sync `dependency` " + "; it ".join(parts) + why + "."]
+
+
 def readme(root: Path, page: Path) -> str:
     base = page.parent
     benches = _bench_runs(root)
     benches_2021 = _bench_runs(root, "-2021")
-    map_run = _map_run(root, "map")
+    maps = _maps(root)
+    map_run = maps.main if maps else None
     map_2021 = _map_run(root, "map-2021")
     decides = _bench_runs(root, prefix="decide")
+    layer_run = _map_run(root, "layers")
     first = next(iter(benches.values()), map_run or next(iter(decides.values()), None))
     session = _first_session(first) if first else {}
     m = session.get("machine", {})
@@ -396,8 +546,8 @@ def readme(root: Path, page: Path) -> str:
         "## Findings",
         "",
     ]
-    plan = MapPlan.from_json(map_run.metadata()["plan"]) if map_run else None
-    map_records = map_run.records() if map_run else []
+    plan = maps.plan if maps else None
+    map_records = maps.records if maps else []
     for server in ServerName:
         sentences = []
         if plan and server in plan.servers:
@@ -417,6 +567,8 @@ def readme(root: Path, page: Path) -> str:
         ]
     if plan and map_run:
         parts += ["- **Ceilings**: " + " ".join(ceiling_findings(plan, map_records, map_run)), ""]
+    if layer_run and (sentences := layer_findings(layer_run)):
+        parts += ["- **Layers**: " + " ".join(sentences), ""]
     parts += [
         "Why: a sync `dependency` request holds its pooled connection until the dependency's "
         "exit, after the response model is validated in a second threadpool token; with T "
@@ -427,16 +579,23 @@ def readme(root: Path, page: Path) -> str:
         "threadpool token.",
         "",
     ]
-    if map_run and plan:
+    if maps and map_run and plan:
         parts += [f"## The failure map ([full report]({_rel(map_run.path, base)}/summary.md))", ""]
+        parts += [f"Left out, planned with other settings than `map`: {n}." for n in maps.left_out]
         for server in plan.servers:
+            where = _rel(maps.runs[server].path, base)
+            elsewhere = (
+                f" (from [`{maps.runs[server].path.name}`]({where}/summary.md))"
+                if maps.runs[server] is not map_run
+                else ""
+            )
             parts += [
-                f"### {server}",
+                f"### {server}{elsewhere}",
                 "",
                 map_summary.map_table(plan, str(server), map_records),
-                f"![collapse]({_rel(map_run.path, base)}/charts/collapse-{server}.png)",
+                f"![collapse]({where}/charts/collapse-{server}.png)",
                 "",
-                f"![throughput]({_rel(map_run.path, base)}/charts/throughput-{server}.png)",
+                f"![throughput]({where}/charts/throughput-{server}.png)",
                 "",
             ]
             if table := map_summary.evidence_table(plan, str(server), map_records):
@@ -472,6 +631,23 @@ def readme(root: Path, page: Path) -> str:
             "",
             *decision.sections(records, charts=f"{rel}/charts", level=3),
         ]
+    if layer_run:
+        records = layer_run.records()
+        parts += [
+            f"## Layers ([`{layer_run.path.name}`]({_rel(layer_run.path, base)}/summary.md))",
+            "",
+            layers.TEXT,
+            "",
+            layers.table(records, layer_run.pgbench()),
+        ]
+        if layer_run.pgbench():
+            servers = sorted({str(r.cell.known("name")) for r in records})
+            levels = sorted({r.cell.connections for r in records})
+            parts += [
+                "",
+                ceilings.table(servers, levels, records, layer_run.pgbench()),
+                "",
+            ]
     for title, runs in (
         ("Seed-shaped tables", benches),
         ("Seed-shaped tables, 2021 stack", benches_2021),
@@ -499,7 +675,14 @@ def write(root: Path, page: Path) -> None:
     runs = [*_bench_runs(root).values(), *_bench_runs(root, "-2021").values()]
     for run in [*runs, *_bench_runs(root, prefix="decide").values()]:
         files.write(run)
-    for name in ("map", "map-2021", "freeze-cycle", "occupancy-cost"):
+    for name in (
+        "map",
+        "map-2021",
+        "layers",
+        "freeze-cycle",
+        "occupancy-cost",
+        *(f"map-{s}" for s in ServerName),
+    ):
         if run := _map_run(root, name):
             files.write(run)
     page.write_text(readme(root, page))

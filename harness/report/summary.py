@@ -12,7 +12,9 @@ from harness.domain import rules
 from harness.domain.axes import (
     DIRECT,
     WORKLOAD_PATH,
+    Driver,
     Latency,
+    Layer,
     Mode,
     ServerName,
     SessionStyle,
@@ -21,12 +23,14 @@ from harness.domain.axes import (
     Workload,
 )
 from harness.domain.cell import SEED_ROWS, Cell, shown
-from harness.domain.result import CellResult
-from harness.report import comparisons, conclusions, evidence
+from harness.domain.result import CellResult, PgbenchResult
+from harness.report import ceilings, comparisons, conclusions, evidence, layers
 from harness.report.stats import CellStats, Warning_, by_cell
 from harness.report.table import md_table
 
-VARIANT_FIELDS = ("mode", "style", "pool", "pool_timeout_s", "tokens", "workers", "stack")
+VARIANT_FIELDS = (
+    "mode", "driver", "layer", "style", "pool", "pool_timeout_s", "tokens", "workers", "stack",
+)  # fmt: skip
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -34,7 +38,12 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 
 def _label(cell: Cell, varying: Sequence[str]) -> str:
-    parts = [str(cell.mode), shown(cell.known("style"))]
+    """The variant as a column title: its mode and driver always (each mode has its own default
+    driver; a target's is unknown), its layer where layers vary, its style, then whatever else
+    varies in the run."""
+    parts = [str(cell.mode), *([str(cell.driver)] if cell.driver else [])]
+    parts += [shown(cell.known("layer"))] if "layer" in varying else []
+    parts += [shown(cell.known("style"))]
     names = {
         "pool": "pool {}",
         "pool_timeout_s": "timeout {}s",
@@ -56,6 +65,8 @@ def _variant_order(cell: Cell) -> tuple[Any, ...]:
     c = cell.config
     return (
         _rank(list(Mode), cell.mode),
+        _rank(list(Driver), cell.driver),
+        _rank(list(Layer), c.layer if c else None),
         _rank(list(SessionStyle), c.style if c else None),
         (c.pool.size, c.pool.overflow) if c else (0, 0),
         c.pool_timeout_s if c else 0.0,
@@ -77,9 +88,9 @@ def _details_variant(c: Cell) -> str:
     k = c.known
     rows = "" if k("rows") in (None, SEED_ROWS) else f" {k('rows')} rows"
     return (
-        f"{c.mode} {shown(k('style'))} pool {shown(k('pool'))} "
-        f"timeout {shown(k('pool_timeout_s'))}s {c.tokens_label} tokens {shown(k('workers'))} "
-        "workers"
+        f"{c.mode} {shown(c.driver)} {shown(k('layer'))} {shown(k('style'))} "
+        f"pool {shown(k('pool'))} timeout {shown(k('pool_timeout_s'))}s {c.tokens_label} tokens "
+        f"{shown(k('workers'))} workers"
         + ("" if c.stack is Stack.current else f" stack {c.stack}")
         + rows
         + ("" if c.db_latency is None else f" latency {c.db_latency}")
@@ -344,7 +355,12 @@ def header(
     )
 
 
-def summary(meta: dict[str, Any], records: Sequence[CellResult], name: str) -> str:
+def summary(
+    meta: dict[str, Any],
+    records: Sequence[CellResult],
+    name: str,
+    pg: Sequence[PgbenchResult] = (),
+) -> str:
     parts = [header(meta, records, name), conclusions.conclusions(records), seed_tables(records)]
     if any(r.repeat > 1 for r in records):
         parts += ["## Comparisons\n", COMPARISONS_TEXT + "\n", comparisons.table(records)]
@@ -352,6 +368,19 @@ def summary(meta: dict[str, Any], records: Sequence[CellResult], name: str) -> s
             parts.append(text)
     if table := evidence.freeze_table(records):
         parts += ["## Why cells collapsed\n", evidence.FREEZE_TEXT + "\n", table]
+    if text := layers.section(records, pg):
+        parts.append(text)
+    if pg:
+        servers = sorted(
+            {str(r.cell.known("name")) for r in records if r.cell.workload is Workload.health},
+            key=lambda s: _rank(list(ServerName), s),
+        )
+        levels = sorted({r.cell.connections for r in records})
+        parts += [
+            "## Ceilings\n",
+            ceilings.TEXT + "\n",
+            ceilings.table(servers, levels, records, pg),
+        ]
     return "\n".join([*parts, "## Every cell\n", details_table(records)])
 
 
@@ -365,6 +394,8 @@ CSV_FIELDS = [
     "target",
     "stack",
     "mode",
+    "driver",
+    "layer",
     "style",
     "pool_size",
     "max_overflow",
@@ -407,6 +438,8 @@ def csv_text(records: Sequence[CellResult]) -> str:
             "id": c.id,
             "server": known("name"),
             "mode": c.mode,
+            "driver": c.driver,
+            "layer": known("layer"),
             "style": known("style"),
             "target": c.target,
             "stack": c.stack,

@@ -8,6 +8,7 @@ from harness.domain.cell import Cell
 from harness.domain.plan import schedule
 from harness.domain.result import CellResult, record_key
 from harness.domain.rules import order
+from harness.infra import pgbench
 from harness.run.events import Listener
 from harness.run.measure import measure
 from harness.run.options import Options
@@ -37,9 +38,17 @@ def execute(
     listener = listener or Listener()
     done = run.records()
     todo = remaining(run)
-    with session(run, options, planned(run), entry, listener) as s:
+    levels = run.metadata().get("pgbench_levels", [])  # WITH_CEILINGS: the database ceiling
+    with session(run, options, planned(run), entry, listener, max(levels, default=0)) as s:
         for i, (cell, round_) in enumerate(todo):
             left = sum(options.estimate_s(c) for c, _ in todo[i:])
             listener.cell_started(cell, f"{i + 1}/{len(todo)}", left, round_)
             done.append(measure(s, cell, done, round_))
+        if s.db is not None:
+            duration = planned(run)[0].duration_s
+            for connections in levels:
+                if not run.ceiling_path(connections).exists():
+                    result = pgbench.run(s.db.url, connections, duration)
+                    run.write_pgbench(result)
+                    listener.ceiling_measured(result)
     return done

@@ -19,7 +19,15 @@ from pathlib import Path
 import psycopg2
 from sqlalchemy import exc as sqlalchemy_errors
 
-from harness.domain.axes import WORKLOAD_PATH, Mode, Stack, Verdict, Workload, WrkRunner
+from harness.domain.axes import (
+    DEFAULT_DRIVER,
+    WORKLOAD_PATH,
+    Mode,
+    Stack,
+    Verdict,
+    Workload,
+    WrkRunner,
+)
 from harness.domain.cell import Cell, ServerConfig, Target
 from harness.domain.occupancy import ThreadDump, summarize
 from harness.domain.result import CellResult, Cpu, Integrity, WrkResult
@@ -37,8 +45,11 @@ POOL_TIMEOUT_GRACE_S = 5.0
 PORT_IN_USE = ("address already in use", "Address already in use")
 
 
-def server_env(config: ServerConfig, url: str) -> dict[str, str]:
+def server_env(config: ServerConfig, mode: Mode, url: str) -> dict[str, str]:
+    driver = config.driver or DEFAULT_DRIVER[mode]
     env = {
+        "SYNC_DRIVER" if mode is Mode.sync else "ASYNC_DRIVER": str(driver),
+        "LAYER": str(config.layer),
         "DATABASE_URL": url,
         "POOL_SIZE": str(config.pool.size),
         "MAX_OVERFLOW": str(config.pool.overflow),
@@ -86,7 +97,7 @@ def _start(
 ) -> Iterator[ServerProcess]:
     """Start the server and wait until it answers; another port if the one picked was taken
     in the meantime (a port in use must never fail a cell)."""
-    env = server_env(config, url)
+    env = server_env(config, mode, url)
     for attempt in range(3):
         launch = Launch(
             mode=mode,

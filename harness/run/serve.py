@@ -44,7 +44,7 @@ def serve(
             proc = subprocess.Popen(
                 server_argv(config.name, launch),
                 cwd=PROJECT_ROOT,
-                env={**os.environ, **server_env(config, relay.url if relay else db.url)},
+                env={**os.environ, **server_env(config, mode, relay.url if relay else db.url)},
                 start_new_session=True,
                 preexec_fn=die_with_parent(),
             )
@@ -58,8 +58,9 @@ def serve(
             )
             say(
                 f"{config.name} {mode} on http://127.0.0.1:{port} ({count} rows, "
-                f"{config.style}, pool {config.pool}, {config.tokens_label} tokens, "
-                f"{config.workers} workers{latency}; Ctrl-C stops the server and the database)"
+                f"{config.driver}, {config.layer}, {config.style}, pool {config.pool}, "
+                f"{config.tokens_label} tokens, {config.workers} workers{latency}; "
+                "Ctrl-C stops the server and the database)"
             )
             return proc.wait()
         except (Interrupted, KeyboardInterrupt):
