@@ -61,6 +61,22 @@ def predicted(mode: Mode, config: ServerConfig) -> int | None:
     return config.workers * (config.tokens + config.pool.capacity)
 
 
+def queue_model(mode: Mode, config: ServerConfig) -> int | None:
+    """workers x (T + 3C): where the sync `dependency` stall becomes certain, by a queue model.
+
+    A request takes a token from AnyIO's FIFO limiter three times: to enter the dependency, to
+    run the endpoint (whose query checks a connection out), and to validate the response (the
+    connection still out). In a saturated process the N - T requests queued for a token are
+    spread evenly over the three passes (each request joins the queue once per pass), and the
+    ones queued for validation hold connections, at most C. Past (N - T) / 3 = C, requests
+    reach the pool faster than holders reach validation, so the threads blocked on the pool
+    only grow until all T are: the stall. Between T + C and T + 3C it is possible, not certain.
+    """
+    if (mode, config.style) != (Mode.sync, SessionStyle.dependency):
+        return None
+    return config.workers * (config.tokens + 3 * config.pool.capacity)
+
+
 def agreement(prediction: int | None, found: Threshold) -> str:
     """Whether measurement and prediction agree within one search step, in plain words."""
     if prediction is None:

@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from harness.domain.axes import Workload
+from harness.domain.occupancy import Timeline
 from harness.domain.plan import MapLine, MapPlan
 from harness.domain.result import CellResult, PgbenchResult
-from harness.domain.rules import agreement, is_collapse
+from harness.domain.rules import agreement, is_collapse, queue_model
 from harness.domain.search import Threshold, bracket
 from harness.report import ceilings, evidence
 from harness.report.summary import details_table, header
@@ -31,11 +32,14 @@ PREDICTION = (
 
 
 EVIDENCE_TEXT = (
-    "The lower bound is workers × (T + C). *Busiest moment*: each worker at the sample with the "
-    "most tokens in use during the last probe that held; *at the freeze*: each worker as last "
-    "sampled in the first probe that froze (tokens in use/total + tasks waiting for a token, "
-    "connections checked out/capacity, requests in flight); *threads*: `py-spy dump` right "
-    "after that probe. The timeline of every frozen probe is in `charts/`."
+    "The lower bound is workers × (T + C); the queue model, workers × (T + 3C), is where the "
+    "stall becomes certain if each request's three passes through the token queue share it "
+    "evenly (harness/domain/rules.py says why). *Busiest moment*: each worker at the sample of "
+    "the last probe that held that came closest to a freeze (most threads blocked on the pool, "
+    "then most tokens in use); *at the freeze*: each worker as last sampled in the first probe "
+    "that froze (tokens in use/total + tasks waiting for a token, connections checked "
+    "out/capacity and threads blocked on the pool, requests in flight); *threads*: `py-spy "
+    "dump` right after that probe. The timeline of every frozen probe is in `charts/`."
 )
 
 
@@ -93,6 +97,7 @@ EVIDENCE_HEAD = (
     "T",
     "workers",
     "lower bound",
+    "queue model",
     "measured",
     "busiest moment of the last probe that held",
     "at the freeze",
@@ -119,6 +124,7 @@ def evidence_table(plan: MapPlan, server: str, records: Sequence[CellResult]) ->
                 line.config.tokens_label,
                 str(line.config.workers),
                 str(line.predicted),
+                str(queue_model(line.mode, line.config)),
                 found.describe(),
                 f"{found.fine_at}: {evidence.busiest(fine.occupancy)}" if fine else "-",
                 evidence.at_end(froze.occupancy) if froze else "-",
@@ -171,6 +177,9 @@ def summary(
                 EVIDENCE_TEXT + "\n",
                 table,
             ]
+    if said := line_findings(plan, records):
+        parts += ["## What the occupancy of each frozen line shows\n"]
+        parts += [*(f"- {x}" for x in said), ""]
     parts += [
         "## Ceilings\n",
         "What the machine allows without the sync/async question: the async app's `/health` "
@@ -182,3 +191,88 @@ def summary(
         details_table(probes),
     ]
     return "\n".join(parts)
+
+
+def _peak_in_flight(timeline: Timeline | None, measured_only: bool) -> dict[int, int]:
+    """Each worker's most requests in flight over a probe (its measured run, or from the
+    warm-up on)."""
+    if timeline is None:
+        return {}
+    samples = timeline.measured.samples if measured_only else timeline.samples
+    out: dict[int, int] = {}
+    for s in samples:
+        out[s.pid] = max(out.get(s.pid, 0), s.in_flight)
+    return dict(sorted(out.items()))
+
+
+def _all_blocked(timeline: Timeline | None, tokens: int, capacity: int) -> bool:
+    """At the freeze, some worker had every token held by a thread blocked on the pool and
+    every connection out."""
+    if timeline is None or not timeline.samples:
+        return False
+    return any(
+        s.pool_waiting == tokens and s.checked_out == capacity for s in timeline.last().values()
+    )
+
+
+def line_findings(plan: MapPlan, records: Sequence[CellResult]) -> list[str]:
+    """What the occupancy of each sync `dependency` line's probes says about where it froze:
+    all generated from the probes' own samples."""
+    out = []
+    blocked, frozen_lines = 0, 0
+    for line in plan.lines():
+        if line.predicted is None:
+            continue
+        found = threshold_of(line, records, plan.ceiling)
+        probe = {r.cell.connections: r for r in records if r.cell.variant == line.variant}
+        froze = probe.get(found.collapsed_at) if found.collapsed_at else None
+        fine = probe.get(found.fine_at) if found.fine_at else None
+        if froze is None or froze.occupancy is None:
+            continue
+        config = line.config
+        frozen_lines += 1
+        blocked += _all_blocked(froze.occupancy, config.tokens, config.pool.capacity)
+        tokens_seen = sorted({s.tokens_total for s in froze.occupancy.samples if s.tokens_total})
+        peak = _peak_in_flight(froze.occupancy, measured_only=False)
+        held = _peak_in_flight(fine.occupancy if fine else None, measured_only=True)
+        per_process = config.tokens + config.pool.capacity
+        parts = [
+            f"{line.server}, {plan.change(line)}: froze at {found.collapsed_at} connections "
+            f"(lower bound {line.predicted})"
+        ]
+        if held:
+            parts.append(
+                f"at {found.fine_at} connections it held with at most "
+                + " + ".join(str(n) for n in held.values())
+                + f" requests in flight ({'per worker' if len(held) > 1 else 'one process'})"
+            )
+        if peak:
+            over = max(peak.values())
+            parts.append(
+                f"in the probe that froze, up to {over} requests were in flight in one process "
+                f"(T + C = {per_process}), "
+                + (
+                    f"more than its {found.collapsed_at} connections: the warm-up's unanswered "
+                    "requests were still in the server when the measured run opened its own"
+                    if over > found.collapsed_at
+                    else "no more than its connections"
+                )
+            )
+        if len(held) > 1 and (spread := sorted(held.values())):
+            parts.append(
+                f"its workers did not share the load evenly ({spread[-1]} against {spread[0]} "
+                "at their busiest)"
+                if spread[-1] >= 1.3 * max(spread[0], 1)
+                else "its workers shared the load about evenly"
+            )
+        if tokens_seen and tokens_seen != [config.tokens]:
+            parts.append(f"its workers reported {', '.join(map(str, tokens_seen))} tokens")
+        out.append("; ".join(parts) + ".")
+    if frozen_lines:
+        out.insert(
+            0,
+            f"In {blocked} of the {frozen_lines} frozen lines, the last samples show a worker "
+            "with every token held by a thread blocked on the pool and every connection out: "
+            "the stall the rule describes.",
+        )
+    return out

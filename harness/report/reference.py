@@ -20,7 +20,7 @@ from harness.domain.axes import Layer, Mode, ServerName, SessionStyle, Verdict, 
 from harness.domain.cell import Cell
 from harness.domain.plan import MapLine, MapPlan
 from harness.domain.result import CellResult
-from harness.domain.rules import agreement
+from harness.domain.rules import agreement, queue_model
 from harness.domain.search import Threshold
 from harness.report import (
     ceilings,
@@ -293,9 +293,41 @@ def prediction_findings(plan: MapPlan, records: Sequence[CellResult]) -> list[st
             + (f" (measured / predicted at the baseline T and workers: {trend})" if trend else "")
             + ". Reaching the stall needs T requests blocked on the pool while all C holders "
             "queue for a token at the same moment, which more requests in flight make more "
-            "likely; longer probes were not tried here."
+            "likely (the occupancy of each frozen line, below, shows what the probes met)."
         )
+    out += model_findings(pairs)
     return out
+
+
+def model_findings(pairs: Sequence[tuple[MapLine, int, Threshold]]) -> list[str]:
+    """The queue model, workers × (T + 3C), checked against every line that froze, beside the
+    lower bound workers × (T + C): the median distance of each from the measured point."""
+    rows = []
+    for line, bound, found in pairs:
+        model = queue_model(line.mode, line.config)
+        if model is None or found.collapsed_at is None:
+            continue
+        measured = ((found.fine_at or 0) + found.collapsed_at) / 2
+        rows.append((line, abs(measured / bound - 1), abs(measured / model - 1)))
+    if not rows:
+        return []
+    closer = [line for line, b, m in rows if m < b]
+    off_bound = sorted(b for _, b, _ in rows)[len(rows) // 2]
+    off_model = sorted(m for _, _, m in rows)[len(rows) // 2]
+    servers = {
+        str(s): f"{sum(1 for line in closer if line.server == s)}/"
+        f"{sum(1 for line, _, _ in rows if line.server == s)}"
+        for s in dict.fromkeys(line.server for line, _, _ in rows)
+    }
+    return [
+        f"A queue model, workers × (T + 3C) (`harness/domain/rules.py`: a request passes the "
+        f"FIFO token queue three times, and past (N − T)/3 = C connection holders the threads "
+        f"blocked on the pool can only grow), was closer to the measured point than "
+        f"workers × (T + C) on {len(closer)} of {len(rows)} lines ("
+        + ", ".join(f"{s} {n}" for s, n in servers.items())
+        + f"); the median distance from the measured point was {off_model:.0%} for the model "
+        f"and {off_bound:.0%} for the lower bound."
+    ]
 
 
 def ceiling_findings(plan: MapPlan, records: Sequence[CellResult], root: RunDir) -> list[str]:
@@ -605,6 +637,13 @@ def readme(root: Path, page: Path) -> str:
                     "",
                     table,
                 ]
+        if said := map_summary.line_findings(plan, map_records):
+            parts += [
+                "### What the occupancy of each frozen line shows",
+                "",
+                *(f"- {x}" for x in said),
+                "",
+            ]
         parts += [
             "### Ceilings",
             "",
