@@ -132,16 +132,17 @@ FREEZE_RUN := --server uvicorn --modes sync --styles dependency --connections 10
 	--duration 120s
 COST_RUN := --server uvicorn --styles context --connections 24,100 --occupancy on,off --repeats 6
 LAYERS_RUN := --server uvicorn --drivers psycopg2,asyncpg,psycopg --layers orm,core,driver \
-	--styles dependency --connections 1,12,24,48,100 --with-ceilings
+	--styles dependency --connections 24,100 --repeats 3 --with-ceilings
 
 reference: setup
 	@for s in uvicorn gunicorn hypercorn granian; do \
 		d=$(REF)/bench-$$s; \
 		if [ -f $$d/metadata.json ]; then $(PY) -m harness run --resume $$d || exit $$?; \
-		else $(PY) -m harness run --server $$s --out $$d || exit $$?; fi; \
+		else r=5; [ $$s = granian ] && r=3; \
+			$(PY) -m harness run --server $$s --repeats $$r --out $$d || exit $$?; fi; \
 	done
 	@if [ -f $(REF)/map/metadata.json ]; then $(PY) -m harness map --resume $(REF)/map; \
-	else $(PY) -m harness map --server all --out $(REF)/map; fi
+	else $(PY) -m harness map --server all --variants sync-dependency --out $(REF)/map; fi
 	@d=$(REF)/map-granian; if $(PY) -c 'import json, sys; plan = json.load(open(sys.argv[1]))["plan"]; \
 		sys.exit("granian" not in plan["servers"])' $(REF)/map/metadata.json; then :; \
 	elif [ -f $$d/metadata.json ]; then $(PY) -m harness map --resume $$d; \
