@@ -76,9 +76,15 @@ def test_each_frozen_map_line_is_explained_from_its_probes() -> None:
     said = map_summary.line_findings(plan, run.records())
     assert said[0].startswith("In 0 of the 2 frozen lines")  # no pool_waiting in these samples
     one, two = said[1], said[2]
-    assert one.startswith("hypercorn, pool 1+1, 3 tokens: froze at 6 connections (lower bound 5)")
-    assert "up to 12 requests were in flight in one process (T + C = 5), more than its 6" in one
-    assert two.startswith("hypercorn, 2 workers: froze at 8 connections (lower bound 10)")
-    assert "its workers did not share the load evenly (9 against 4 at their busiest)" in two
+    assert one.startswith(
+        "hypercorn, pool 1+1, 3 tokens: froze at 6 connections (lower bound 5, queue model 9); "
+        "at 4 it held with at most 6 requests in flight; up to 12 requests were in flight in one "
+        "process (2.0× its connections"
+    )
+    assert two == (
+        "hypercorn, 2 workers: froze at 8 connections (lower bound 10, queue model 18); at 6 it "
+        "held with at most 9 + 4 requests in flight per worker; up to 8 requests were in flight "
+        "in one process."
+    )
     table = map_summary.evidence_table(plan, "hypercorn", run.records())
     assert "| 1+1 | 3 | 2 | 10 | 18 | fine at 6, collapsed at 8 |" in table

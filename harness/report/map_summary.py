@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from harness.domain.axes import Workload
-from harness.domain.occupancy import Timeline
+from harness.domain.occupancy import Sample, Timeline
 from harness.domain.plan import MapLine, MapPlan
 from harness.domain.result import CellResult, PgbenchResult
 from harness.domain.rules import agreement, is_collapse, queue_model
@@ -205,21 +205,25 @@ def _peak_in_flight(timeline: Timeline | None, measured_only: bool) -> dict[int,
     return dict(sorted(out.items()))
 
 
-def _all_blocked(timeline: Timeline | None, tokens: int, capacity: int) -> bool:
-    """At the freeze, some worker had every token held by a thread blocked on the pool and
-    every connection out."""
-    if timeline is None or not timeline.samples:
-        return False
-    return any(
-        s.pool_waiting == tokens and s.checked_out == capacity for s in timeline.last().values()
-    )
+def _stalled(s: Sample) -> bool:
+    """A worker at a moment when every token is held by a thread blocked on the pool."""
+    return bool(s.pool_waiting) and s.pool_waiting == s.tokens_total
+
+
+def _stalled_workers(timeline: Timeline | None, before_s: float | None = None) -> set[int]:
+    """The workers that were stalled at some sample (taken before `before_s`, if given)."""
+    if timeline is None:
+        return set()
+    return {
+        s.pid for s in timeline.samples if _stalled(s) and (before_s is None or s.t_s < before_s)
+    }
 
 
 def line_findings(plan: MapPlan, records: Sequence[CellResult]) -> list[str]:
     """What the occupancy of each sync `dependency` line's probes says about where it froze:
     all generated from the probes' own samples."""
     out = []
-    blocked, frozen_lines = 0, 0
+    stalled_lines, frozen_lines = 0, 0
     for line in plan.lines():
         if line.predicted is None:
             continue
@@ -227,52 +231,51 @@ def line_findings(plan: MapPlan, records: Sequence[CellResult]) -> list[str]:
         probe = {r.cell.connections: r for r in records if r.cell.variant == line.variant}
         froze = probe.get(found.collapsed_at) if found.collapsed_at else None
         fine = probe.get(found.fine_at) if found.fine_at else None
-        if froze is None or froze.occupancy is None:
+        if froze is None or froze.occupancy is None or not froze.occupancy.samples:
             continue
-        config = line.config
+        config, timeline = line.config, froze.occupancy
         frozen_lines += 1
-        blocked += _all_blocked(froze.occupancy, config.tokens, config.pool.capacity)
-        tokens_seen = sorted({s.tokens_total for s in froze.occupancy.samples if s.tokens_total})
-        peak = _peak_in_flight(froze.occupancy, measured_only=False)
-        held = _peak_in_flight(fine.occupancy if fine else None, measured_only=True)
-        per_process = config.tokens + config.pool.capacity
+        stalled_lines += any(_stalled(s) for s in timeline.last().values())
         parts = [
             f"{line.server}, {plan.change(line)}: froze at {found.collapsed_at} connections "
-            f"(lower bound {line.predicted})"
+            f"(lower bound {line.predicted}, queue model {queue_model(line.mode, config)})"
         ]
-        if held:
+        if fine and fine.occupancy and (held := _peak_in_flight(fine.occupancy, True)):
+            stalled = _stalled_workers(fine.occupancy)
             parts.append(
-                f"at {found.fine_at} connections it held with at most "
+                f"at {found.fine_at} it held with at most "
                 + " + ".join(str(n) for n in held.values())
-                + f" requests in flight ({'per worker' if len(held) > 1 else 'one process'})"
-            )
-        if peak:
-            over = max(peak.values())
-            parts.append(
-                f"in the probe that froze, up to {over} requests were in flight in one process "
-                f"(T + C = {per_process}), "
+                + " requests in flight"
+                + (" per worker" if len(held) > 1 else "")
                 + (
-                    f"more than its {found.collapsed_at} connections: the warm-up's unanswered "
-                    "requests were still in the server when the measured run opened its own"
-                    if over > found.collapsed_at
-                    else "no more than its connections"
+                    f", though {len(stalled)} of its {len(held)} workers was already stalled "
+                    "(every token blocked on the pool) while the other kept the throughput up"
+                    if stalled and len(held) > 1
+                    else ""
                 )
             )
-        if len(held) > 1 and (spread := sorted(held.values())):
-            parts.append(
-                f"its workers did not share the load evenly ({spread[-1]} against {spread[0]} "
-                "at their busiest)"
-                if spread[-1] >= 1.3 * max(spread[0], 1)
-                else "its workers shared the load about evenly"
-            )
+        peak = max(_peak_in_flight(timeline, measured_only=False).values(), default=0)
+        over = (
+            f" ({peak / found.collapsed_at:.1f}× its connections: a stalled warm-up's requests "
+            "stay in the server while the measured run opens its own)"
+            if peak > found.collapsed_at
+            else ""
+        )
+        if any(s.pool_waiting is not None for s in timeline.samples):
+            stalled_early = _stalled_workers(timeline, before_s=timeline.measured_from_s)
+            when = "the warm-up already stalled it" if stalled_early else "it stalled in the run"
+            parts.append(f"{when}, and up to {peak} requests were in flight in one process{over}")
+        else:
+            parts.append(f"up to {peak} requests were in flight in one process{over}")
+        tokens_seen = sorted({s.tokens_total for s in timeline.samples if s.tokens_total})
         if tokens_seen and tokens_seen != [config.tokens]:
             parts.append(f"its workers reported {', '.join(map(str, tokens_seen))} tokens")
         out.append("; ".join(parts) + ".")
     if frozen_lines:
         out.insert(
             0,
-            f"In {blocked} of the {frozen_lines} frozen lines, the last samples show a worker "
-            "with every token held by a thread blocked on the pool and every connection out: "
-            "the stall the rule describes.",
+            f"In {stalled_lines} of the {frozen_lines} frozen lines, the last samples show a "
+            "worker with every token held by a thread blocked on the pool and every "
+            "connection out: the stall the lower bound describes.",
         )
     return out
