@@ -296,21 +296,28 @@ def prediction_findings(plan: MapPlan, records: Sequence[CellResult]) -> list[st
             "likely (the occupancy of each frozen line, below, shows what the probes met)."
         )
     out += model_findings(pairs)
+    out += at_the_bound_findings(plan, records)
     return out
 
 
 def model_findings(pairs: Sequence[tuple[MapLine, int, Threshold]]) -> list[str]:
     """The queue model, workers × (T + 3C), checked against every line that froze, beside the
     lower bound workers × (T + C): the median distance of each from the measured point."""
-    rows = []
+    rows, spans = [], {}
     for line, bound, found in pairs:
         model = queue_model(line.mode, line.config)
         if model is None or found.collapsed_at is None:
             continue
         measured = ((found.fine_at or 0) + found.collapsed_at) / 2
         rows.append((line, abs(measured / bound - 1), abs(measured / model - 1)))
+        spans.setdefault(str(line.server), []).append((measured / bound, measured / model))
     if not rows:
         return []
+    ranges = "; ".join(
+        f"{server} {min(b for b, _ in r):.2f}–{max(b for b, _ in r):.2f} of the lower bound and "
+        f"{min(m for _, m in r):.2f}–{max(m for _, m in r):.2f} of the queue model"
+        for server, r in spans.items()
+    )
     closer = [line for line, b, m in rows if m < b]
     off_bound = sorted(b for _, b, _ in rows)[len(rows) // 2]
     off_model = sorted(m for _, _, m in rows)[len(rows) // 2]
@@ -326,8 +333,41 @@ def model_findings(pairs: Sequence[tuple[MapLine, int, Threshold]]) -> list[str]
         f"workers × (T + C) on {len(closer)} of {len(rows)} lines ("
         + ", ".join(f"{s} {n}" for s, n in servers.items())
         + f"); the median distance from the measured point was {off_model:.0%} for the model "
-        f"and {off_bound:.0%} for the lower bound."
+        f"and {off_bound:.0%} for the lower bound. Measured (the middle of the last bracket) "
+        f"against each: {ranges}."
     ]
+
+
+def at_the_bound_findings(plan: MapPlan, records: Sequence[CellResult]) -> list[str]:
+    """Servers whose baseline line froze within one search step of the lower bound, with what
+    their samples showed at the busiest moment before the freeze."""
+    out = []
+    for server in plan.servers:
+        line = next((x for x in plan.lines() if x.server == server and x.predicted), None)
+        if line is None:
+            continue
+        found = threshold_of(line, records, plan.ceiling)
+        if found.collapsed_at is None or agreement(line.predicted, found) != "agrees":
+            continue
+        probe = {r.cell.connections: r for r in records if r.cell.variant == line.variant}
+        fine = probe.get(found.fine_at) if found.fine_at else None
+        if fine is None or fine.occupancy is None:
+            continue
+        busiest = evidence.busiest(fine.occupancy)
+        out.append(
+            f"{server} froze at its lower bound ({found.describe()}, T + C = {line.predicted}): "
+            f"at the busiest moment of the last probe that held, {busiest}. The connection "
+            "holders were queued for their validation token behind new arrivals rather than "
+            "among them, which the queue model does not assume. Why they fall behind there is "
+            "not measured here; a candidate is the event loop: hypercorn runs asyncio's own "
+            "loop and parses HTTP in Python (uvicorn and gunicorn's workers run uvloop and "
+            "httptools), so a request whose endpoint returned waits longer to ask for its next "
+            "token."
+            if server == "hypercorn"
+            else f"{server} froze at its lower bound ({found.describe()}, T + C = "
+            f"{line.predicted}): at the busiest moment of the last probe that held, {busiest}."
+        )
+    return out
 
 
 def ceiling_findings(plan: MapPlan, records: Sequence[CellResult], root: RunDir) -> list[str]:
