@@ -254,6 +254,16 @@ def line_findings(plan: MapPlan, records: Sequence[CellResult]) -> list[str]:
                     else ""
                 )
             )
+        held_total = sum(_peak_in_flight(fine.occupancy, True).values()) if fine else 0
+        if fine and found.collapsed_at <= line.predicted and held_total > (found.fine_at or 0):
+            parts.append(
+                f"it froze at or below its lower bound, which counts requests in flight, not "
+                f"connections: at {found.fine_at} connections up to {held_total} requests were "
+                "in flight (a connection can carry two: the warm-up's last requests are still "
+                "served when the measured run opens its own, and a request's dependency exit, "
+                "which returns its pooled connection, runs after its response was sent, while "
+                "the client's next request is already in the app)"
+            )
         peak = max(_peak_in_flight(timeline, measured_only=False).values(), default=0)
         over = (
             f" ({peak / found.collapsed_at:.1f}× its connections: a stalled warm-up's requests "
