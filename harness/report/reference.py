@@ -339,35 +339,37 @@ def model_findings(pairs: Sequence[tuple[MapLine, int, Threshold]]) -> list[str]
 
 
 def at_the_bound_findings(plan: MapPlan, records: Sequence[CellResult]) -> list[str]:
-    """Servers whose baseline line froze within one search step of the lower bound, with what
-    their samples showed at the busiest moment before the freeze."""
-    out = []
+    """The servers whose every frozen sync `dependency` line froze within one search step of
+    the lower bound or below it, with what their baseline's samples showed before the freeze."""
+    at_bound, shown_at = [], []
     for server in plan.servers:
-        line = next((x for x in plan.lines() if x.server == server and x.predicted), None)
-        if line is None:
+        lines = [x for x in plan.lines() if x.server == server and x.predicted]
+        found = [(x, threshold_of(x, records, plan.ceiling)) for x in lines]
+        frozen = [(x, f) for x, f in found if f.collapsed_at is not None]
+        if not frozen or any("later" in agreement(x.predicted, f) for x, f in frozen):
             continue
-        found = threshold_of(line, records, plan.ceiling)
-        if found.collapsed_at is None or agreement(line.predicted, found) != "agrees":
-            continue
+        at_bound.append(str(server))
+        line, bracket_ = frozen[0]
         probe = {r.cell.connections: r for r in records if r.cell.variant == line.variant}
-        fine = probe.get(found.fine_at) if found.fine_at else None
-        if fine is None or fine.occupancy is None:
-            continue
-        busiest = evidence.busiest(fine.occupancy)
-        out.append(
-            f"{server} froze at its lower bound ({found.describe()}, T + C = {line.predicted}): "
-            f"at the busiest moment of the last probe that held, {busiest}. The connection "
-            "holders were queued for their validation token behind new arrivals rather than "
-            "among them, which the queue model does not assume. Why they fall behind there is "
-            "not measured here; a candidate is the event loop: hypercorn runs asyncio's own "
-            "loop and parses HTTP in Python (uvicorn and gunicorn's workers run uvloop and "
-            "httptools), so a request whose endpoint returned waits longer to ask for its next "
-            "token."
-            if server == "hypercorn"
-            else f"{server} froze at its lower bound ({found.describe()}, T + C = "
-            f"{line.predicted}): at the busiest moment of the last probe that held, {busiest}."
-        )
-    return out
+        fine = probe.get(bracket_.fine_at) if bracket_.fine_at else None
+        if fine is not None and fine.occupancy is not None:
+            shown_at.append(
+                f"{server} at {bracket_.fine_at} connections (T + C = {line.predicted}): "
+                f"{evidence.busiest(fine.occupancy)}"
+            )
+    if not at_bound:
+        return []
+    return [
+        f"{' and '.join(at_bound)} froze within one search step of the lower bound, or below "
+        "it, on every sync `dependency` line, where the queue model is far too high: there the "
+        "connection holders waited for their validation token behind new arrivals rather than "
+        "among them. "
+        "At the busiest moment of the last baseline probe that held: "
+        + "; ".join(shown_at)
+        + ". Why these servers differ from uvicorn's protocol (which gunicorn's workers also "
+        "run) is not measured here; the candidate is when each lets a connection's next "
+        "request into the app relative to the previous request's dependency exit."
+    ]
 
 
 def ceiling_findings(plan: MapPlan, records: Sequence[CellResult], root: RunDir) -> list[str]:
