@@ -199,8 +199,9 @@ def cost_findings(records: Sequence[CellResult]) -> list[str]:
             f"could resolve, while single measurements of one cell varied by a CV of "
             f"{min(cvs):.0%}-{max(cvs):.0%}."
             if not significant
-            else f"{len(significant)} of {len(ratios)} intervals exclude 1: the evidence has a "
-            f"measurable cost there (single measurements varied by a CV of "
-            f"{min(cvs):.0%}-{max(cvs):.0%})."
+            else f"{len(significant)} of {len(ratios)} intervals exclude 1: there the evidence "
+            f"had a measurable cost (single measurements varied by a CV of "
+            f"{min(cvs):.0%}-{max(cvs):.0%}; of {len(ratios)} intervals at 95%, "
+            f"{len(ratios) * 0.05:.1f} would exclude 1 by chance alone on average)."
         ),
     ]

@@ -481,14 +481,16 @@ def evidence_sections(root: Path, base: Path) -> list[str]:
             "",
             *([f"![timeline]({rel}/charts/{chart.name})", ""] if chart else []),
         ]
-    cost = _map_run(root, "occupancy-cost")
-    if cost and (said := evidence.cost_findings(cost.records())):
-        parts += [
-            f"## What the evidence costs ([run]({_rel(cost.path, base)}/summary.md))",
-            "",
-            " ".join(said),
-            "",
-        ]
+    # Every run of the side channel's cost, each stated by itself (a later one re-measures).
+    costs = [RunDir.open(p.parent) for p in sorted(root.glob("occupancy-cost*/metadata.json"))]
+    said = [(run, found) for run in costs if (found := evidence.cost_findings(run.records()))]
+    if said:
+        parts += ["## What the evidence costs", ""]
+        for run, found in said:
+            parts += [
+                f"Run [`{run.path.name}`]({_rel(run.path, base)}/summary.md): " + " ".join(found),
+                "",
+            ]
     return parts
 
 
@@ -761,7 +763,7 @@ def write(root: Path, page: Path) -> None:
         "map-2021",
         "layers",
         "freeze-cycle",
-        "occupancy-cost",
+        *(p.parent.name for p in root.glob("occupancy-cost*/metadata.json")),
         *(f"map-{s}" for s in ServerName),
     ):
         if run := _map_run(root, name):
