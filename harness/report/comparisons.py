@@ -57,7 +57,8 @@ def signature(cell: Cell) -> tuple[Any, ...]:
 
 def _context(a: Cell, b: Cell, factor: str) -> str:
     """A setting the two share, as words (the default drivers: each side's, B's first)."""
-    x, y = shown(a.known(factor)), shown(b.known(factor))
+    names = VALUE_LABELS.get(factor, {})
+    x, y = (names.get(v, shown(v)) for v in (a.known(factor), b.known(factor)))
     return x if x == y else f"{y}/{x}"
 
 
