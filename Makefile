@@ -131,6 +131,10 @@ REF ?= results/reference
 FREEZE_RUN := --server uvicorn --modes sync --styles dependency --connections 100 --repeats 1 \
 	--duration 120s
 COST_RUN := --server uvicorn --styles context --connections 24,100 --occupancy on,off --repeats 6
+COST_RUN_2 := --server uvicorn --styles context --connections 100 --occupancy on,off --repeats 10
+# What the latency relay costs without delay, against a direct connection.
+RELAY_RUN := --server uvicorn --db-latency 0,relay --connections 32 --styles context --repeats 10 \
+	--duration 2s --warmup 1s
 LAYERS_RUN := --server uvicorn --drivers psycopg2,asyncpg,psycopg --layers orm,core,driver \
 	--styles dependency --connections 24,100 --repeats 3 --with-ceilings
 
@@ -159,6 +163,10 @@ reference: setup
 	else $(PY) -m harness run $(FREEZE_RUN) --out $$d; fi
 	@d=$(REF)/occupancy-cost; if [ -f $$d/metadata.json ]; then $(PY) -m harness run --resume $$d; \
 	else $(PY) -m harness run $(COST_RUN) --out $$d; fi
+	@d=$(REF)/relay-cost; if [ -f $$d/metadata.json ]; then $(PY) -m harness run --resume $$d; \
+	else $(PY) -m harness run $(RELAY_RUN) --out $$d; fi
+	@d=$(REF)/occupancy-cost-2; if [ -f $$d/metadata.json ]; then $(PY) -m harness run --resume $$d; \
+	else $(PY) -m harness run $(COST_RUN_2) --out $$d; fi
 	@for s in uvicorn gunicorn; do \
 		d=$(REF)/decide-$$s; \
 		if [ -f $$d/metadata.json ]; then $(PY) -m harness decide --resume $$d || exit $$?; \

@@ -763,6 +763,7 @@ def write(root: Path, page: Path) -> None:
         "map-2021",
         "layers",
         "freeze-cycle",
+        "relay-cost",
         *(p.parent.name for p in root.glob("occupancy-cost*/metadata.json")),
         *(f"map-{s}" for s in ServerName),
     ):
