@@ -7,6 +7,7 @@ freeze a real server and look at what the harness kept.
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -108,7 +109,10 @@ def test_a_small_real_freeze_keeps_a_dump_and_a_timeline_of_every_token_in_use(
     assert record.verdict is Verdict.collapsed
     dump = record.threads
     assert dump is not None and not dump.error, dump
-    assert dump.threadpool == dump.waiting_for_connection == 3
+    # FastAPI runs a dependency's exit under a limiter of its own, so a 4th worker thread may
+    # exist (idle): every busy threadpool thread must be one of the 3 waiting on the pool.
+    assert dump.waiting_for_connection == dump.threadpool - dump.idle == 3, dump
+    assert dump.threadpool in (3, 4), dump
     assert dump.where == {"Orm.list_users > QueuePool._do_get": 3}
     raw = json.loads((out / dump.file).read_text())
     assert summarize(raw, dump.file) == dump
@@ -121,7 +125,7 @@ def test_a_small_real_freeze_keeps_a_dump_and_a_timeline_of_every_token_in_use(
     assert timeline.seconds()[-1].ok == 0
     summary = (out / "summary.md").read_text()
     assert "## Why cells collapsed" in summary
-    assert "3 of 3 threadpool threads waiting for a pooled connection" in summary
+    assert re.search(r"3 of [34] threadpool threads waiting for a pooled connection", summary)
     assert (out / "charts" / evidence.chart_name(record)).stat().st_size > 10_000
 
 
