@@ -88,6 +88,30 @@ def test_a_harness_killed_outright_leaves_nothing_running_and_resume_cleans_up(
     assert len(RunDir.open(out).records()) == 3
 
 
+def test_what_outlives_a_killed_harness_is_ended_by_the_next_one(tmp_path: Path) -> None:
+    # A gunicorn worker is forked by its master, so no parent-death signal is armed in it: when
+    # the harness is killed the master dies with it, and the workers would live on.
+    out = tmp_path / "run"
+    args = ["--server", "gunicorn", "--workers", "2", "--duration", "3s"]
+    proc = start_harness("run", *QUICK, *args, "--connections", "2,3", "--out", str(out))
+    seen: set[psutil.Process] = set()
+    wait_for(measuring(proc, seen, 0, out))
+    gunicorn = named(set(alive(seen)), "gunicorn")
+    (master,) = [p for p in gunicorn if p.ppid() == proc.pid]
+    workers = {p for p in gunicorn if p.ppid() == master.pid}
+    assert len(workers) == 2, workers
+    proc.kill()
+    proc.communicate(timeout=30)
+    wait_for(lambda: alive({master}) == [], timeout=15)
+    assert set(alive(workers)) == workers, "the workers are expected to outlive their master"
+    done = harness("run", "--resume", str(out))
+    assert done.returncode == 0, done.stderr
+    for worker in workers:
+        assert f"removed what a killed run left: process {worker.pid}" in done.stderr
+    assert alive(seen) == []
+    assert len(RunDir.open(out).records()) == 2
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path):
     mount = tmp_path / "small"

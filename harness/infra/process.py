@@ -94,6 +94,23 @@ def _same(pid: int, started: float) -> bool:
         return False
 
 
+def _group_left(pgid: int, started: float) -> list[psutil.Process]:
+    """What lives on of the process group a recorded child (`pgid`, started at `started`) led.
+
+    The kernel keeps a group's number from new processes while any member lives, so members
+    alive now are the recorded group's, unless its number went to a new process after the
+    whole group ended: then that new leader (alive, and not the one recorded) says so.
+    """
+    if pgid == os.getpgrp() or (not _same(pgid, started) and psutil.pid_exists(pgid)):
+        return []  # ours, or the number leads someone else's group now
+    found = []
+    for proc in psutil.process_iter():
+        with suppress(psutil.Error, ProcessLookupError):
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+    return found
+
+
 def clean_leftovers() -> list[str]:
     """End what a killed harness left (its records say what), and say what was removed."""
     said = []
@@ -107,12 +124,13 @@ def clean_leftovers() -> list[str]:
         if _same(owner["pid"], owner["started"]):
             continue  # still running: not ours to touch
         for child in data["children"]:
-            if _same(child["pid"], child["started"]):
-                with suppress(ProcessLookupError, PermissionError):
-                    os.killpg(child["pgid"], signal.SIGKILL)
+            # The recorded child died with the harness, but what it forked may not have: a
+            # gunicorn worker outlives its master. Its group is ended all the same.
+            # (Every child is started as the leader of a session, and so of a group, of its own.)
+            for member in _group_left(child["pgid"], child["started"]):
                 with suppress(psutil.Error):
-                    psutil.Process(child["pid"]).kill()
-                said.append(f"process {child['pid']}")
+                    member.kill()
+                said.append(f"process {member.pid}")
         for folder in data["dirs"]:
             if Path(folder).exists():
                 shutil.rmtree(folder, ignore_errors=True)
