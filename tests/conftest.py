@@ -4,7 +4,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness.infra import postgres
+from harness.infra import postgres, process
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_live_records(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """In-process runs keep their records of children apart from the machine's: a harness
+    killed on this machine earlier must not make a test's CLI call print, or end, anything."""
+    process.LIVE_DIR = tmp_path_factory.mktemp("live")
 
 
 @pytest.fixture(scope="session")

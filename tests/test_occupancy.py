@@ -6,9 +6,7 @@ freeze a real server and look at what the harness kept.
 """
 
 import json
-import os
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,12 +16,10 @@ from harness.domain.occupancy import Sample, ThreadDump, Timeline, summarize
 from harness.domain.result import CellResult
 from harness.infra import postgres
 from harness.infra.occupancy import DumpFailed, dump_threads
-from harness.infra.process import free_port, kill_group
 from harness.report import evidence
 from harness.store.rundir import RunDir
-from servers.registry import Launch, Mode, server_argv
-from tests.cli import ROOT, harness
-from tests.test_target import answers_health
+from tests.cli import harness
+from tests.test_target import hand_started
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -142,25 +138,8 @@ def test_side_channel_off_is_neither_sampled_nor_served(tmp_path: Path) -> None:
 @pytest.mark.integration
 def test_a_target_that_freezes_is_dumped_by_its_pid(pg: postgres.Database, tmp_path: Path) -> None:
     postgres.reset_dataset(pg.url, 10)
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": pg.url,
-        "POOL_SIZE": "1",
-        "MAX_OVERFLOW": "0",
-        "THREADPOOL_TOKENS": "2",
-        "POOL_TIMEOUT": "5",
-    }
-    server = subprocess.Popen(
-        server_argv("uvicorn", Launch(mode=Mode.sync, port=port)),
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        assert answers_health(f"http://127.0.0.1:{port}/health", within_s=30)
+    tight = {"POOL_SIZE": "1", "MAX_OVERFLOW": "0", "THREADPOOL_TOKENS": "2", "POOL_TIMEOUT": "5"}
+    with hand_started("uvicorn", pg.url, **tight) as (port, server):
         out = tmp_path / "run"
         done = harness(
             "run", "--repeats", "1", "--target", f"http://127.0.0.1:{port}", "--modes", "sync",
@@ -168,8 +147,6 @@ def test_a_target_that_freezes_is_dumped_by_its_pid(pg: postgres.Database, tmp_p
             "--warmup", "0", "--out", str(out),
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
-    finally:
-        kill_group(server)
     fine, frozen = sorted(RunDir.open(out).records(), key=lambda r: r.cell.connections)
     assert fine.verdict is Verdict.ok and fine.threads is None and fine.occupancy is not None
     assert frozen.verdict is Verdict.collapsed

@@ -4,6 +4,8 @@ import csv
 import os
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -29,21 +31,31 @@ def answers_health(url: str, within_s: float) -> bool:
     return False
 
 
-@pytest.mark.integration
-def test_target_mode_measures_a_hand_started_server(pg: postgres.Database, tmp_path: Path) -> None:
-    postgres.reset_dataset(pg.url, 10)
+@contextmanager
+def hand_started(
+    server: str, db_url: str, **env: str
+) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """(port, process) of a sync app started the way a user would, not by the harness."""
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": pg.url, "SESSION_STYLE": "context"}
-    server = subprocess.Popen(
-        server_argv("hypercorn", Launch(mode=Mode.sync, port=port)),
+    proc = subprocess.Popen(
+        server_argv(server, Launch(mode=Mode.sync, port=port)),
         cwd=ROOT,
-        env=env,
+        env={**os.environ, "DATABASE_URL": db_url, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     try:
-        assert answers_health(f"http://127.0.0.1:{port}/health", within_s=30), "server never ready"
+        assert answers_health(f"http://127.0.0.1:{port}/health", within_s=30), "never ready"
+        yield port, proc
+    finally:
+        kill_group(proc)
+
+
+@pytest.mark.integration
+def test_target_mode_measures_a_hand_started_server(pg: postgres.Database, tmp_path: Path) -> None:
+    postgres.reset_dataset(pg.url, 10)
+    with hand_started("hypercorn", pg.url, SESSION_STYLE="context") as (port, server):
         out = tmp_path / "run"
         done = harness(
             "run",
@@ -64,8 +76,6 @@ def test_target_mode_measures_a_hand_started_server(pg: postgres.Database, tmp_p
         )
         assert done.returncode == 0, done.stderr
         assert server.poll() is None  # the harness left the server running
-    finally:
-        kill_group(server)
     records = RunDir.open(out).records()
     assert len(records) == 2
     for r in records:

@@ -231,6 +231,7 @@ def timeline_chart(path: Path, record: CellResult) -> None:
     fig.suptitle(f"{c.variant}, {c.connections} connections: {record.verdict}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 # --- the decision run ------------------------------------------------------------------------
