@@ -120,7 +120,8 @@ failure-map: setup
 	$(PY) -m harness map $(FLAGS)
 
 # The reference run under results/: the seed-shaped tables for every server and the failure map
-# of all four, the same for uvicorn and the map's baseline under the 2021 stack, the layers
+# of all four (sync `dependency` in `map`, the other variants at the baseline in `map-variants`),
+# the same for uvicorn and the map's baseline under the 2021 stack, the layers
 # (DRIVERS x LAYERS with the ceilings), the decision runs of uvicorn and gunicorn, a long freeze
 # and the side channel's cost, then results/README.md. An interrupted one resumes where it
 # stopped. A `map` made before granian was a server keeps its servers, and granian's lines go to
@@ -151,6 +152,9 @@ reference: setup
 		sys.exit("granian" not in plan["servers"])' $(REF)/map/metadata.json; then :; \
 	elif [ -f $$d/metadata.json ]; then $(PY) -m harness map --resume $$d; \
 	else $(PY) -m harness map --server granian --out $$d; fi
+	@d=$(REF)/map-variants; if [ -f $$d/metadata.json ]; then $(PY) -m harness map --resume $$d; \
+	else $(PY) -m harness map --server all --variants sync-limited,sync-context,async-dependency \
+		--ceiling-levels none --out $$d; fi
 	@d=$(REF)/bench-uvicorn-2021; if [ -f $$d/metadata.json ]; then \
 		$(PY) -m harness run --resume $$d; \
 	else $(PY) -m harness run --server uvicorn --stack 2021 --out $$d; fi

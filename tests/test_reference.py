@@ -1,5 +1,6 @@
 """results/README.md is generated from run directories only, and reproducibly."""
 
+import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -101,6 +102,26 @@ def test_a_later_servers_map_is_read_as_part_of_the_map(tmp_path: Path) -> None:
     assert "- **granian**: The failure map puts the collapse of sync `dependency`" in text
     assert "| connections | uvicorn /health req/s | granian /health req/s |" in text
     assert "Left out" not in text
+
+
+def test_the_other_variants_get_their_findings_and_tables(tmp_path: Path) -> None:
+    """`map-variants`: the fixture map's probes, planned with sync `context` and async only."""
+    root = tmp_path / "reference"
+    shutil.copytree(FIXTURES / "map", root / "map-variants")
+    meta = root / "map-variants" / "metadata.json"
+    data = json.loads(meta.read_text())
+    data["plan"]["variants"] = ["sync-context", "async-dependency"]
+    meta.write_text(json.dumps(data))
+    page = tmp_path / "README.md"
+    reference.write(root, page)
+    text = page.read_text()
+    assert (
+        "- **uvicorn**: The other variants, with the same pool (1+1), 4 tokens and 1 worker: "
+        "sync `context` no collapse up to 32; async `dependency` no collapse up to 32."
+    ) in text
+    assert "## The other variants ([full report](reference/map-variants/summary.md))" in text
+    assert "| sync psycopg2 context | 1+1 | 2 | 4 | 1 | none | no collapse up to 32 |" in text
+    assert "## The failure map" not in text
 
 
 def test_a_map_planned_otherwise_is_left_out_and_said_so(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 The reference lives in results/reference/: one `bench-<server>` run per server (the seed-shaped
 tables at 1-200 connections), one `map` run (the failure map of the servers it names) and, for
 a server measured later, a `map-<server>` run planned the same way, read as part of the map;
+`map-variants` (the map's other variants at the baseline, sync `dependency` being the `map`'s);
 `layers` (a bench run with LAYERS=orm,core,driver and WITH_CEILINGS); one `decide-<server>` run
 per server decided for (the decision table, `make decide`); `freeze-cycle` (one long collapsed
 cell) and `occupancy-cost` (OCCUPANCY=on,off); and the 2021 stack's runs.
@@ -232,6 +233,22 @@ def map_findings(server: ServerName, plan: MapPlan, records: Sequence[CellResult
     if moved:
         out.insert(1, "What moved it: " + "; ".join(moved) + ".")
     return out
+
+
+def variant_findings(server: ServerName, plan: MapPlan, records: Sequence[CellResult]) -> list[str]:
+    """Where each variant of `map-variants` froze, at the baseline."""
+    said = [
+        f"{line.mode} `{line.style}` {threshold_of(line, records, plan.ceiling).describe()}"
+        for line in plan.lines()
+        if line.server == server
+    ]
+    if not said:
+        return []
+    base = plan.baseline(server)
+    return [
+        f"The other variants, with the same pool ({base.pool}), {base.tokens} tokens and "
+        f"{base.workers} worker{'s' if base.workers > 1 else ''}: " + "; ".join(said) + "."
+    ]
 
 
 def stack_findings(server: ServerName, old: RunDir) -> list[str]:
@@ -602,6 +619,9 @@ def readme(root: Path, page: Path) -> str:
     maps = _maps(root)
     map_run = maps.main if maps else None
     map_2021 = _map_run(root, "map-2021")
+    variants = _map_run(root, "map-variants")
+    variants_plan = MapPlan.from_json(variants.metadata()["plan"]) if variants else None
+    variants_records = variants.records() if variants else []
     decides = _bench_runs(root, prefix="decide")
     layer_run = _map_run(root, "layers")
     first = next(iter(benches.values()), map_run or next(iter(decides.values()), None))
@@ -628,6 +648,8 @@ def readme(root: Path, page: Path) -> str:
         sentences = []
         if plan and server in plan.servers:
             sentences += map_findings(server, plan, map_records)
+        if variants_plan and server in variants_plan.servers:
+            sentences += variant_findings(server, variants_plan, variants_records)
         if map_2021:
             sentences += stack_findings(server, map_2021)
         if server in benches:
@@ -693,6 +715,22 @@ def readme(root: Path, page: Path) -> str:
             "",
             map_summary.ceilings_table(plan, map_records, map_run.pgbench()),
         ]
+    if variants and variants_plan:
+        parts += [
+            f"## The other variants ([full report]({_rel(variants.path, base)}/summary.md))",
+            "",
+            "Each variant at the map's baseline, searched the same way: sync `context` (the "
+            "session closed inside the endpoint), sync `limited` (at most the pool's capacity "
+            "of requests in the dependency at once) and async `dependency`.",
+            "",
+        ]
+        for server in variants_plan.servers:
+            parts += [
+                f"### {server}",
+                "",
+                map_summary.map_table(variants_plan, str(server), variants_records),
+                "",
+            ]
     parts += evidence_sections(root, base)
     if map_run and map_2021:
         parts += [
@@ -761,6 +799,7 @@ def write(root: Path, page: Path) -> None:
     for name in (
         "map",
         "map-2021",
+        "map-variants",
         "layers",
         "freeze-cycle",
         "relay-cost",
