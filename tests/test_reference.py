@@ -120,7 +120,7 @@ def test_the_other_variants_get_their_findings_and_tables(tmp_path: Path) -> Non
         "sync `context` no collapse up to 32; async `dependency` no collapse up to 32."
     ) in text
     assert "## The other variants ([full report](reference/map-variants/summary.md))" in text
-    assert "| sync psycopg2 context | 1+1 | 2 | 4 | 1 | none | no collapse up to 32 |" in text
+    assert "| uvicorn | sync psycopg2 context | no collapse up to 32 | 2 4 8 16 32 |" in text
     assert "## The failure map" not in text
 
 

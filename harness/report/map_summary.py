@@ -92,6 +92,27 @@ def map_table(plan: MapPlan, server: str, records: Sequence[CellResult]) -> str:
     return md_table(MAP_HEAD, rows, ["---"] * len(MAP_HEAD))
 
 
+VARIANTS_HEAD = (
+    "server",
+    "variant",
+    "measured",
+    "probes (✗ collapsed)",
+    "prediction vs measurement",
+)
+
+
+def variants_table(plan: MapPlan, records: Sequence[CellResult]) -> str:
+    """Every line of a map in one table, for a map of the variants at one baseline."""
+    rows = []
+    for line in plan.lines():
+        found = threshold_of(line, records, plan.ceiling)
+        trail = _probe_trail(line, records)
+        rows.append(
+            [line.server, line.label, found.describe(), trail, agreement(line.predicted, found)]
+        )
+    return md_table(VARIANTS_HEAD, rows, ["---"] * len(VARIANTS_HEAD))
+
+
 EVIDENCE_HEAD = (
     "pool",
     "T",

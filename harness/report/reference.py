@@ -719,18 +719,15 @@ def readme(root: Path, page: Path) -> str:
         parts += [
             f"## The other variants ([full report]({_rel(variants.path, base)}/summary.md))",
             "",
-            "Each variant at the map's baseline, searched the same way: sync `context` (the "
-            "session closed inside the endpoint), sync `limited` (at most the pool's capacity "
-            "of requests in the dependency at once) and async `dependency`.",
+            f"Each variant at the map's baseline (pool {variants_plan.pools[0]}, "
+            f"{variants_plan.tokens[0]} tokens, {variants_plan.workers[0]} worker process"
+            f"{'es' if variants_plan.workers[0] > 1 else ''}), "
+            "searched the same way: sync `context` (the session closed inside the endpoint), "
+            "sync `limited` (at most the pool's capacity of requests in the dependency at once) "
+            "and async `dependency`.",
             "",
+            map_summary.variants_table(variants_plan, variants_records),
         ]
-        for server in variants_plan.servers:
-            parts += [
-                f"### {server}",
-                "",
-                map_summary.map_table(variants_plan, str(server), variants_records),
-                "",
-            ]
     parts += evidence_sections(root, base)
     if map_run and map_2021:
         parts += [
