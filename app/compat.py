@@ -22,10 +22,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pydantic
 import sqlalchemy
@@ -33,6 +34,8 @@ import starlette
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+
+T = TypeVar("T")
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -110,12 +113,38 @@ def size_threadpool(tokens: int) -> None:
 
         anyio.to_thread.current_default_thread_limiter().total_tokens = tokens
     else:
-        default_executor = ThreadPoolExecutor(max_workers=default_executor_threads())
+        default_executor = CountingExecutor(max_workers=default_executor_threads())
         asyncio.get_running_loop().set_default_executor(default_executor)
 
 
+class CountingExecutor(ThreadPoolExecutor):
+    """asyncio's default executor, counting the jobs its threads run right now.
+
+    ThreadPoolExecutor counts idle threads with a semaphore released after every job but taken
+    only when a job is submitted, so under load it overcounts them (and the busy ones would
+    come out negative); the side channel reads this count instead.
+    """
+
+    def __init__(self, max_workers: int) -> None:
+        super().__init__(max_workers=max_workers)
+        self.running = 0
+        self._counting = threading.Lock()
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        def counted() -> T:
+            with self._counting:
+                self.running += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with self._counting:
+                    self.running -= 1
+
+        return super().submit(counted)
+
+
 # The executor sync code runs on under the 2021 stack, once size_threadpool has run.
-default_executor: ThreadPoolExecutor | None = None
+default_executor: CountingExecutor | None = None
 
 
 def create_fastapi(

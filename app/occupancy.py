@@ -83,11 +83,10 @@ def threadpool() -> dict[str, int | None]:
     executor = compat.default_executor
     if executor is None:  # before the lifespan ran
         return {"tokens_in_use": None, "tokens_total": None, "waiting": None}
-    # Private fields: ThreadPoolExecutor has no public statistics. Threads are started on demand
-    # and counted idle by a semaphore; the queue holds work no thread has taken yet.
-    idle = executor._idle_semaphore._value  # type: ignore[attr-defined]
+    # The queue (a private field: ThreadPoolExecutor has no public statistics) holds the work no
+    # thread has taken yet.
     return {
-        "tokens_in_use": len(executor._threads) - idle,
+        "tokens_in_use": executor.running,
         "tokens_total": executor._max_workers,
         "waiting": executor._work_queue.qsize(),
     }

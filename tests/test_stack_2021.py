@@ -176,6 +176,15 @@ def test_the_2021_stack_collapses_at_fewer_connections_than_current(tmp_path: Pa
     assert by[(Stack.y2021, 24)].verdict is Verdict.collapsed
     assert by[(Stack.y2021, 24)].pool_timeouts > 0
     assert by[(Stack.current, 24)].verdict is Verdict.ok
+    # The side channel counts the executor's busy threads: never below 0 nor above its size, and
+    # all of them at the freeze.
+    for connections in (4, 24):
+        timeline = by[(Stack.y2021, connections)].occupancy
+        assert timeline is not None and timeline.samples
+        for sample in timeline.samples:
+            assert sample.tokens_total == threads, sample
+            assert sample.tokens_in_use is not None and 0 <= sample.tokens_in_use <= threads
+    assert timeline.samples[-1].tokens_in_use == threads
     summary = (out / "summary.md").read_text()
     assert f"| sync psycopg2 dependency {threads} (executor) tokens stack 2021 req/s |" in summary
     assert "fastapi 0.63.0" in summary  # the 2021 stack's versions are in the header
