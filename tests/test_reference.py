@@ -124,6 +124,27 @@ def test_the_other_variants_get_their_findings_and_tables(tmp_path: Path) -> Non
     assert "## The failure map" not in text
 
 
+def test_the_2021_map_is_set_beside_the_current_one_with_its_evidence(tmp_path: Path) -> None:
+    """`map-2021`: the reference's own 2021 map (its probes and their occupancy), beside the
+    fixture map."""
+    root = tmp_path / "reference"
+    shutil.copytree(FIXTURES / "map", root / "map")
+    shutil.copytree(FIXTURES / "map-2021", root / "map-2021")
+    page = tmp_path / "README.md"
+    reference.write(root, page)
+    text = page.read_text()
+    assert "## 2021 beside today ([2021 map](reference/map-2021/summary.md))" in text
+    assert (
+        "| uvicorn | 6 (executor) | ~21 | fine at 20, collapsed at 22 | 4 | ~6 | "
+        "fine at 4, collapsed at 6 |"
+    ) in text
+    assert "What the 2021 map's occupancy and threads show:" in text
+    assert (
+        "- In 3 of the 3 frozen lines, the last samples show a worker with every token held by "
+        "a thread blocked on the pool and every connection out"
+    ) in text
+
+
 def test_a_map_planned_otherwise_is_left_out_and_said_so(tmp_path: Path) -> None:
     root = tmp_path / "reference"
     shutil.copytree(FIXTURES / "map", root / "map")

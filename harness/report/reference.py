@@ -735,6 +735,14 @@ def readme(root: Path, page: Path) -> str:
             "",
             *stacks_side_by_side(map_run, map_2021),
         ]
+        plan_2021 = MapPlan.from_json(map_2021.metadata()["plan"])
+        if said := map_summary.line_findings(plan_2021, map_2021.records()):
+            parts += [
+                "What the 2021 map's occupancy and threads show:",
+                "",
+                *(f"- {x}" for x in said),
+                "",
+            ]
     for server, run in decides.items():
         records = run.records()
         rows = decision.decision_rows(records)
