@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 import statistics
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -153,20 +154,27 @@ def test_a_run_through_the_relay_records_its_cpu_and_works_with_database_url(
     assert by["2ms"].wrk.p50_ms >= 2 * 2 * 2 * 0.9
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
-def test_no_relay_outlives_the_harness(sig: signal.Signals, tmp_path: Path) -> None:
-    out = tmp_path / "run"
+def measuring_through_a_relay(
+    out: Path, duration: str, connections: str
+) -> tuple[subprocess.Popen[str], set[psutil.Process]]:
+    """A harness started at 1 ms, once wrk measures through the relay; and what it started."""
     proc = start_harness(
-        "run", *QUICK, "--duration", "5s", "--connections", "2", "--db-latency", "1ms",
-        "--out", str(out),
+        "run", *QUICK, "--duration", duration, "--connections", connections,
+        "--db-latency", "1ms", "--out", str(out),
     )  # fmt: skip
     seen: set[psutil.Process] = set()
 
-    def measuring_through_the_relay() -> bool:
+    def measuring() -> bool:
         seen.update(descendants(proc.pid))
         return bool(named(set(alive(seen)), "servers.relay")) and bool(named(alive(seen), "wrk"))
 
-    wait_for(measuring_through_the_relay)
+    wait_for(measuring)
+    return proc, seen
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_no_relay_outlives_the_harness(sig: signal.Signals, tmp_path: Path) -> None:
+    proc, seen = measuring_through_a_relay(tmp_path / "run", "5s", "2")
     proc.send_signal(sig)
     proc.communicate(timeout=30)
     wait_for(lambda: alive(seen) == [], timeout=15)
@@ -174,17 +182,7 @@ def test_no_relay_outlives_the_harness(sig: signal.Signals, tmp_path: Path) -> N
 
 def test_a_relay_that_dies_mid_run_is_a_crashed_cell(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    proc = start_harness(
-        "run", *QUICK, "--duration", "3s", "--connections", "2,3", "--db-latency", "1ms",
-        "--out", str(out),
-    )  # fmt: skip
-    seen: set[psutil.Process] = set()
-
-    def measuring_through_the_relay() -> bool:
-        seen.update(descendants(proc.pid))
-        return bool(named(set(alive(seen)), "servers.relay")) and bool(named(alive(seen), "wrk"))
-
-    wait_for(measuring_through_the_relay)
+    proc, seen = measuring_through_a_relay(out, "3s", "2,3")
     named(set(alive(seen)), "servers.relay")[0].kill()
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
