@@ -81,6 +81,23 @@ def test_bad_input_to_decide_is_one_line_and_exit_code_2(
     refused(capsys, "decide", "--dry-run", *args)
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--layers", "orm,driver"], "LAYERS: a decision table is for one layer"),
+        (["--occupancy", "on,off"], "OCCUPANCY: a decision table is for one OCCUPANCY setting"),
+        (["--drivers", "psycopg2,psycopg,asyncpg"], "give one sync driver, not psycopg2, psycopg"),
+    ],
+)
+def test_a_decision_is_for_one_driver_per_mode_one_layer_and_one_occupancy(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    # Its rows set one async variant against one sync one: a second would overwrite the first.
+    assert message in refused(capsys, "decide", "--dry-run", *args)
+    code, _, _ = cli(capsys, "run", "--dry-run", *args)
+    assert code == 0  # a bench run compares them
+
+
 def test_the_decide_preset_crosses_latency_rows_variants_and_workers(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -306,6 +323,16 @@ def test_drivers_layers_and_granian_are_checked_by_map_and_serve(
         if command == "map"
         else (message in refused(capsys, command, *args))
     )
+
+
+def test_a_sync_map_without_the_http_ceiling_needs_no_async_driver(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sync_only = ["map", "--dry-run", "--variants", "sync-dependency", "--drivers", "psycopg2"]
+    code, out, _ = cli(capsys, *sync_only, "--ceiling-levels", "none")
+    assert code == 0 and "uvicorn/sync/psycopg2/dependency" in out
+    err = refused(capsys, *sync_only)  # the HTTP ceiling runs the async app
+    assert "add asyncpg or psycopg, or leave async out of VARIANTS and the HTTP ceiling" in err
 
 
 def test_drivers_fit_each_mode_and_psycopg_serves_both(capsys: pytest.CaptureFixture[str]) -> None:

@@ -110,8 +110,21 @@ def bench_cells(given: Given) -> list[Cell]:
         given["STACK"], "TOKENS" in given.explicit, [s for _, s in variants], styles_name
     )
     in_use = tuple(dict.fromkeys(m for m, _ in variants))
-    drivers = parse_drivers(given["DRIVERS"], in_use, "DRIVERS" in given.explicit)
+    # A row of the decision table sets one async variant against one sync one.
+    deciding = given.command == "decide"
+    one = "a decision table is for one {} (run one decision for each)"
+    drivers = parse_drivers(
+        given["DRIVERS"],
+        in_use,
+        "DRIVERS" in given.explicit,
+        one_each=one.format("driver per mode") if deciding else "",
+    )
     refuse_in_2021(chosen, drivers)
+    layers = _choices(given, "LAYERS", Layer)
+    occupancy = parse_choices(given["OCCUPANCY"], "OCCUPANCY", "on".__eq__, ["on", "off"])
+    if deciding:
+        parse_one(layers, "LAYERS", one.format("layer"))
+        parse_one(occupancy, "OCCUPANCY", one.format("OCCUPANCY setting"))
     return Matrix(
         servers=tuple(parse_servers(given["SERVER"], chosen)),
         workloads=workloads,
@@ -125,10 +138,10 @@ def bench_cells(given: Given) -> list[Cell]:
         pool_timeout_s=parse_duration(given["POOL_TIMEOUT"], "POOL_TIMEOUT"),
         stacks=tuple(chosen),
         executor_threads=stacks.executor_threads() if Stack.y2021 in chosen else 0,
-        occupancy=tuple(parse_choices(given["OCCUPANCY"], "OCCUPANCY", "on".__eq__, ["on", "off"])),
+        occupancy=tuple(occupancy),
         db_latencies=tuple(parse_latencies(given["DB_LATENCY"])),
         drivers=tuple(drivers),
-        layers=tuple(_choices(given, "LAYERS", Layer)),
+        layers=tuple(layers),
         ceilings=given.values.get("WITH_CEILINGS", "") not in ("", "0"),
     ).cells()
 
@@ -153,12 +166,21 @@ def map_plan(given: Given) -> MapPlan:
         if stack is Stack.y2021
         else parse_positive_ints(given["TOKENS"], "TOKENS", 10_000, ordered=True)
     )
-    # Every mode the map meets: its lines', and async for the HTTP ceiling.
-    modes = [m for m in Mode if m is Mode.async_ or any(v is m for v, _ in variants)]
-    one = "a failure map is for one driver per mode and one layer; run one map for each"
-    drivers = parse_drivers(given["DRIVERS"], modes, "DRIVERS" in given.explicit, one_each=one)
-    refuse_in_2021([stack], drivers)
     levels = given["CEILING_LEVELS"]
+    # Every mode the map meets: its lines', and async for the HTTP ceiling, if it has one.
+    ceiling = levels != "none"
+    modes = [m for m in Mode if (m is Mode.async_ and ceiling) or any(v is m for v, _ in variants)]
+    one = "a failure map is for one driver per mode and one layer; run one map for each"
+    drivers = parse_drivers(
+        given["DRIVERS"],
+        modes,
+        "DRIVERS" in given.explicit,
+        one_each=one,
+        modes_from="VARIANTS and the HTTP ceiling (none with CEILING_LEVELS=none)"
+        if ceiling
+        else "VARIANTS",
+    )
+    refuse_in_2021([stack], drivers)
     plan = MapPlan(
         servers=tuple(parse_servers(given["SERVER"], [stack])),
         pools=tuple(parse_pools(given["POOLS"])),

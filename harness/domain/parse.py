@@ -62,18 +62,22 @@ def parse_servers(text: str, stacks: Sequence[Stack] = (Stack.current,)) -> list
 
 
 def parse_drivers(
-    text: str, modes: Sequence[Mode], given: bool = True, one_each: str = ""
+    text: str,
+    modes: Sequence[Mode],
+    given: bool = True,
+    one_each: str = "",
+    modes_from: str = "MODES",
 ) -> list[tuple[Mode, Driver]]:
     """DRIVERS matched to the modes: each mode's app takes the listed drivers that fit it
     (psycopg fits both). A driver given that fits no mode, or a mode left without one, is
     refused; the default list names one driver per mode and is matched silently. `one_each`:
-    why each mode may have one driver only."""
+    why each mode may have one driver only; `modes_from`: the settings the modes come from."""
     chosen = parse_choices(text, "DRIVERS", Driver, [d.value for d in Driver])
     for driver in chosen if given else ():
         if not any(driver in DRIVERS_FOR[m] for m in modes):
             serves = " and ".join(str(m) for m in Mode if driver in DRIVERS_FOR[m])
             raise UsageError(
-                f"DRIVERS: {driver} drives only the {serves} app, and MODES is "
+                f"DRIVERS: {driver} drives only the {serves} app, and {modes_from} asks for "
                 f"{','.join(modes)}, whose app takes {' or '.join(DRIVERS_FOR[modes[0]])}"
             )
     out = [(m, d) for m in modes for d in chosen if d in DRIVERS_FOR[m]]
@@ -82,7 +86,7 @@ def parse_drivers(
         if not mine:
             raise UsageError(
                 f"DRIVERS: {','.join(chosen)} names no driver of the {mode} app; add "
-                f"{' or '.join(DRIVERS_FOR[mode])}, or leave {mode} out of MODES"
+                f"{' or '.join(DRIVERS_FOR[mode])}, or leave {mode} out of {modes_from}"
             )
         if one_each and len(mine) > 1:
             raise UsageError(f"DRIVERS: {one_each}; give one {mode} driver, not {', '.join(mine)}")
