@@ -6,7 +6,10 @@ freeze a real server and look at what the harness kept.
 """
 
 import json
+import os
 import re
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,8 +17,10 @@ import pytest
 from harness.domain.axes import Verdict
 from harness.domain.occupancy import Sample, ThreadDump, Timeline, summarize
 from harness.domain.result import CellResult
+from harness.infra import occupancy as infra_occupancy
 from harness.infra import postgres
 from harness.infra.occupancy import DumpFailed, dump_threads
+from harness.infra.server import get_json
 from harness.report import evidence
 from harness.store.rundir import RunDir
 from tests.cli import harness
@@ -79,6 +84,37 @@ def test_seconds_count_each_process_responses_and_sum_the_occupancy() -> None:
 def test_a_process_that_is_not_running_cannot_be_dumped() -> None:
     with pytest.raises(DumpFailed, match=r"^PID \d+ is not running$"):
         dump_threads(2**22 + 1)
+
+
+@pytest.mark.parametrize(
+    ("binary", "message"),
+    [("/nonexistent/py-spy", "py-spy could not be run"), ("/bin/echo", "is not JSON")],
+)
+def test_a_py_spy_that_fails_otherwise_is_a_failed_dump_too(
+    monkeypatch: pytest.MonkeyPatch, binary: str, message: str
+) -> None:
+    monkeypatch.setattr(infra_occupancy, "py_spy", lambda: binary)
+    with pytest.raises(DumpFailed, match=message):
+        dump_threads(os.getpid())
+
+
+def test_a_body_cut_short_is_an_unanswered_sample() -> None:
+    """The side channel's reader raises OSError, which the sampler counts, for any failure of
+    the connection: here a response that promises more than it sends."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        def answer_short() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{}")
+
+        server = threading.Thread(target=answer_short)
+        server.start()
+        port = listener.getsockname()[1]
+        with pytest.raises(OSError):
+            get_json(f"http://127.0.0.1:{port}/_occupancy", timeout=5)
+        server.join()
 
 
 def test_old_records_without_evidence_still_load() -> None:

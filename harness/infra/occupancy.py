@@ -124,8 +124,13 @@ def dump_threads(pid: int, timeout_s: float = DUMP_TIMEOUT_S) -> list[dict[str, 
             done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired:
             raise DumpFailed(f"py-spy gave no dump of PID {member} in {timeout_s:g}s") from None
+        except OSError as exc:
+            raise DumpFailed(f"py-spy could not be run: {exc}") from None
         if done.returncode == 0:
-            threads += json.loads(done.stdout)
+            try:
+                threads += json.loads(done.stdout)
+            except ValueError:
+                raise DumpFailed(f"py-spy's dump of PID {member} is not JSON") from None
         elif member == pid:
             raise DumpFailed(_why(pid, done.stderr))
     return threads

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -137,5 +138,7 @@ def get_json(url: str, timeout: float = 10.0) -> tuple[int, Any]:
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, None
+    except http.client.HTTPException as exc:  # e.g. a body cut short: a connection failure too
+        raise OSError(f"{url}: {exc!r}") from exc
     except ValueError:
         return 200, None
