@@ -3,6 +3,7 @@
 import csv
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,22 @@ def test_seed_shaped_table_has_a_row_per_connection_and_columns_per_variant() ->
     )
     assert [line.split("|")[1].strip() for line in lines[2:]] == ["1", "100"]
     assert "**collapsed (30 pool timeouts)**" in lines[3]
+
+
+def test_a_column_sampled_and_one_not_are_told_apart() -> None:
+    records = [r for r in RunDir.open(FIXTURES / "run").records() if r.cell.workload == "list"]
+    off = [
+        replace(r, cell=replace(r.cell, server=replace(r.cell.config, occupancy=False)))
+        for r in records
+        if r.cell.config is not None
+    ]
+    head = report.seed_tables([*records, *off]).splitlines()[2]
+    titles = [t.strip() for t in head.split("|") if t.strip().endswith("req/s")]
+    assert len(titles) == len(set(titles)) == 2 * len({r.cell.variant for r in records})
+    assert titles[:2] == [
+        "sync psycopg2 dependency (side channel sampled) req/s",
+        "sync psycopg2 dependency (side channel off) req/s",
+    ]
 
 
 def test_regenerating_from_records_reproduces_the_files(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from harness.report.table import md_table
 
 VARIANT_FIELDS = (
     "mode", "driver", "layer", "style", "pool", "pool_timeout_s", "tokens", "workers", "stack",
+    "occupancy",
 )  # fmt: skip
 
 
@@ -50,8 +51,11 @@ def _label(cell: Cell, varying: Sequence[str]) -> str:
         "tokens": "{} tokens",
         "workers": "{} workers",
         "stack": "stack {}",
+        "occupancy": "({})",
     }
     values = {f: shown(cell.known(f)) for f in varying} | {"tokens": cell.tokens_label}
+    if "occupancy" in varying:
+        values["occupancy"] = comparisons.VALUE_LABELS["occupancy"][cell.known("occupancy")]
     parts += [names[f].format(values[f]) for f in varying if f in names]
     return " ".join(parts)
 
@@ -72,6 +76,7 @@ def _variant_order(cell: Cell) -> tuple[Any, ...]:
         c.pool_timeout_s if c else 0.0,
         c.tokens if c else 0,
         c.workers if c else 0,
+        not c.occupancy if c else False,
     )
 
 
