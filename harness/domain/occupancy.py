@@ -31,6 +31,15 @@ class Sample:
     errors: int
     pool_waiting: int | None = None  # threads blocked waiting for a connection (sync pools)
 
+    @property
+    def stalled(self) -> bool:
+        """Every token held by a thread blocked on the pool, and every connection out."""
+        return (
+            bool(self.pool_waiting)
+            and self.pool_waiting == self.tokens_total
+            and self.checked_out == self.capacity
+        )
+
 
 SAMPLE_FIELDS = tuple(f.name for f in fields(Sample))
 
@@ -84,10 +93,6 @@ class Timeline:
         """The samples of the measured run only."""
         kept = tuple(s for s in self.samples if s.t_s >= self.measured_from_s)
         return Timeline(self.hz, kept, self.unanswered, self.measured_from_s)
-
-    @property
-    def pids(self) -> list[int]:
-        return sorted({s.pid for s in self.samples})
 
     def last(self, before_s: float | None = None) -> dict[int, Sample]:
         """Each process's last sample (taken before `before_s`, if given)."""

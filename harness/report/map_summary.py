@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from harness.domain.axes import Workload
-from harness.domain.occupancy import Sample, Timeline
+from harness.domain.occupancy import Timeline
 from harness.domain.plan import MapLine, MapPlan
 from harness.domain.result import CellResult, PgbenchResult
 from harness.domain.rules import agreement, is_collapse, queue_model
@@ -226,18 +226,11 @@ def _peak_in_flight(timeline: Timeline | None, measured_only: bool) -> dict[int,
     return dict(sorted(out.items()))
 
 
-def _stalled(s: Sample) -> bool:
-    """A worker at a moment when every token is held by a thread blocked on the pool."""
-    return bool(s.pool_waiting) and s.pool_waiting == s.tokens_total
-
-
 def _stalled_workers(timeline: Timeline | None, before_s: float | None = None) -> set[int]:
     """The workers that were stalled at some sample (taken before `before_s`, if given)."""
     if timeline is None:
         return set()
-    return {
-        s.pid for s in timeline.samples if _stalled(s) and (before_s is None or s.t_s < before_s)
-    }
+    return {s.pid for s in timeline.samples if s.stalled and (before_s is None or s.t_s < before_s)}
 
 
 def line_findings(plan: MapPlan, records: Sequence[CellResult]) -> list[str]:
@@ -256,7 +249,7 @@ def line_findings(plan: MapPlan, records: Sequence[CellResult]) -> list[str]:
             continue
         config, timeline = line.config, froze.occupancy
         frozen_lines += 1
-        stalled_lines += any(_stalled(s) for s in timeline.last().values())
+        stalled_lines += any(s.stalled for s in timeline.last().values())
         parts = [
             f"{line.server}, {plan.change(line)}: froze at {found.collapsed_at} connections "
             f"(lower bound {line.predicted}, queue model {queue_model(line.mode, config)})"
