@@ -41,7 +41,7 @@ endif
 endif
 
 .PHONY: setup system-deps venv test test-fast test-docker lint serve bench decide failure-map \
-	reference report compare clean
+	reference report migrate compare clean
 
 setup: system-deps venv
 
@@ -180,6 +180,11 @@ reference: setup
 
 report: venv
 	$(PY) -m harness report $(if $(RUN),'$(RUN)')
+
+# Older run directories written back in the current format, their verdicts judged again from
+# their stored samples; `make report` (or `make reference`) then regenerates their pages.
+migrate: venv
+	$(PY) -m harness migrate $(RUN)
 
 # Two runs side by side: B/A for every cell they share, with 95% intervals and verdicts.
 compare: venv

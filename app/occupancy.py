@@ -5,18 +5,33 @@ threadpool thread is blocked: a frozen sync app can still say why it is frozen. 
 threadpool (AnyIO's limiter; under the 2021 stack, asyncio's default executor), the connection
 pool (what each app's lifespan puts in `app.state.pool_stats`), and the requests this process
 has in flight and has answered, counted by a pure ASGI wrapper that leaves the side channel out.
+
+Behind the server's one port, each request reaches whichever worker process accepts it, so with
+several workers one may go unsampled for seconds. Where OCCUPANCY_DIR is set, each process also
+serves the same report on a loopback port of its own and registers that port in the directory
+under its pid (`own_channel`), so the harness can ask every process at every tick.
 """
 
+import asyncio
+import json
 import os
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 
 from app import compat
+from app.settings import Settings
 
 PATH = "/_occupancy"
+# The own channel listens on loopback only: it is for the harness on the same machine.
+LOOPBACK = "127.0.0.1"
+# A client that has not sent its request head by then is dropped, so none can pile up tasks.
+HEAD_TIMEOUT_S = 2.0
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -96,19 +111,70 @@ def install_occupancy(app: FastAPI) -> None:
     """Add `GET /_occupancy` and the request counters it reports; each app's lifespan sets
     `app.state.pool_stats` (a callable: {"checked_out": ..., "capacity": ...})."""
     counts = Counts()
+    app.state.occupancy_counts = counts
     app.add_middleware(Requests, counts=counts)
 
     @app.get(PATH, include_in_schema=False)
     async def occupancy(request: Request) -> dict[str, Any]:
-        pool = getattr(request.app.state, "pool_stats", None)
-        return {
-            "pid": os.getpid(),
-            **threadpool(),
-            **(pool() if pool else {"checked_out": None, "capacity": None, "pool_waiting": None}),
-            "in_flight": counts.in_flight,
-            "ok": counts.ok,
-            "errors": counts.errors,
-        }
+        return report(request.app)
+
+
+def report(app: FastAPI) -> dict[str, Any]:
+    """What this process is doing now: the body of `GET /_occupancy` and of the own channel."""
+    counts: Counts = app.state.occupancy_counts
+    pool = getattr(app.state, "pool_stats", None)
+    return {
+        "pid": os.getpid(),
+        **threadpool(),
+        **(pool() if pool else {"checked_out": None, "capacity": None, "pool_waiting": None}),
+        "in_flight": counts.in_flight,
+        "ok": counts.ok,
+        "errors": counts.errors,
+    }
+
+
+@asynccontextmanager
+async def own_channel(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
+    """This process's own side channel, registered in OCCUPANCY_DIR while the lifespan runs.
+
+    Entered from the lifespan, so it serves on the loop that runs the app: its answers read that
+    loop's limiter, and come even while every threadpool thread is blocked.
+    """
+    if not (settings.OCCUPANCY and settings.OCCUPANCY_DIR):
+        yield
+        return
+    server = await asyncio.start_server(partial(_answer, app), host=LOOPBACK, port=0)
+    entry = Path(settings.OCCUPANCY_DIR) / str(os.getpid())
+    # Written whole under another name first: the harness may list the directory at any moment.
+    temporary = entry.with_name(f".{entry.name}.tmp")
+    temporary.write_text(str(server.sockets[0].getsockname()[1]))
+    os.replace(temporary, entry)
+    try:
+        yield
+    finally:
+        entry.unlink(missing_ok=True)
+        server.close()
+        await server.wait_closed()
+
+
+async def _answer(app: FastAPI, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answer one request with the report and close: HTTP/1.1 just enough for any client."""
+    try:
+        request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT_S)
+        if request.startswith(b"GET "):
+            status, body = "200 OK", json.dumps(report(app)).encode()
+        else:
+            status, body = "405 Method Not Allowed", b'{"detail":"GET only"}'
+        head = (
+            f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        writer.write(head.encode() + body)
+        await writer.drain()
+    except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        pass  # no head in time, or the client went away: there is no one to answer
+    finally:
+        writer.close()
 
 
 def sqlalchemy_pool_stats(engine: Any, capacity: int) -> Callable[[], dict[str, int | None]]:

@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     SESSION_STYLE: SessionStyle = SessionStyle.dependency
     # The side channel (app/occupancy.py); off only to measure what it costs.
     OCCUPANCY: bool = True
+    # Where each worker process registers the port of a side channel of its own, so that every
+    # process is sampled, not whichever accepts the server's port; set by the harness per server
+    # start. Unset: `GET /_occupancy` on the server's port only.
+    OCCUPANCY_DIR: str | None = None
     # One driver per app, so one environment serves both apps (and every compose service).
     SYNC_DRIVER: Driver = Driver.psycopg2
     ASYNC_DRIVER: Driver = Driver.asyncpg

@@ -89,11 +89,18 @@ def service_name(server: ServerName, mode: Mode) -> str:
     return f"{server.value}-{mode.value}"
 
 
+# Settings only the harness sets, per server start, and no user: OCCUPANCY_DIR names a directory
+# on the harness's machine, and a container's own side channels listen on the container's
+# loopback, out of the host's reach (its published port still serves `GET /_occupancy`).
+HARNESS_ONLY = frozenset({"OCCUPANCY_DIR"})
+
+
 def settings_defaults() -> dict[str, str]:
-    """Every Settings field that has a default (all but DATABASE_URL), as compose renders it."""
+    """Every Settings field that has a default (all but DATABASE_URL and HARNESS_ONLY), as
+    compose renders it."""
     out: dict[str, str] = {}
     for name, field in Settings.model_fields.items():
-        if field.is_required():
+        if field.is_required() or name in HARNESS_ONLY:
             continue
         default = field.default
         if isinstance(default, bool):

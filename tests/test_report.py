@@ -10,7 +10,7 @@ import pytest
 
 from harness.domain.axes import Verdict
 from harness.domain.errors import HarnessError
-from harness.domain.result import CellResult
+from harness.domain.result import FORMAT, CellResult
 from harness.report import files
 from harness.report import summary as report
 from harness.report.table import md_table
@@ -70,7 +70,7 @@ def test_regenerating_from_records_reproduces_the_files(tmp_path: Path) -> None:
     assert {r["verdict"] for r in rows} == {"ok", "collapsed"}
 
 
-def test_format_1_records_are_read_as_format_2_with_the_same_ids() -> None:
+def test_format_1_records_are_read_as_the_current_format_with_the_same_ids() -> None:
     for path in sorted((FIXTURES / "run" / "cells").glob("*.json")):
         data = json.loads(path.read_text())
         assert data.get("format", 1) == 1
@@ -88,7 +88,7 @@ def test_format_1_records_are_read_as_format_2_with_the_same_ids() -> None:
             flat["rows"],
         )
         again = json.loads(json.dumps(result.to_json()))
-        assert again["format"] == 2 and CellResult.from_json(again) == result
+        assert again["format"] == FORMAT and CellResult.from_json(again) == result
 
 
 def test_an_unknown_format_is_refused_with_a_clear_message(tmp_path: Path) -> None:
@@ -98,13 +98,13 @@ def test_an_unknown_format_is_refused_with_a_clear_message(tmp_path: Path) -> No
     with pytest.raises(HarnessError, match="has format 7, which this harness cannot read"):
         RunDir.open(tmp_path / "run")
     record = next((FIXTURES / "run" / "cells").glob("*.json"))
-    with pytest.raises(HarnessError, match="has format 3"):
-        migrate.record({**json.loads(record.read_text()), "format": 3}, "a record")
+    with pytest.raises(HarnessError, match=f"has format {FORMAT + 1}"):
+        migrate.record({**json.loads(record.read_text()), "format": FORMAT + 1}, "a record")
 
 
 def test_format_1_metadata_becomes_one_provenance_entry() -> None:
     meta = RunDir.open(FIXTURES / "run").metadata()
-    assert meta["format"] == 2 and meta["kind"] == "run"
+    assert meta["format"] == FORMAT and meta["kind"] == "run"
     (entry,) = meta["provenance"]
     assert entry["outcome"] == "complete" and entry["git"]["sha"]
     assert entry["machine"]["cpu_count"] and entry["database"]["managed"] is True

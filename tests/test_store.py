@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.cli.main import main
 from harness.domain.errors import UsageError
+from harness.domain.occupancy import Timeline
+from harness.domain.result import FORMAT
 from harness.store.provenance import differences
 from harness.store.rundir import RunDir
 
@@ -23,7 +26,7 @@ def test_a_format_1_map_is_upgraded_when_a_session_begins(tmp_path: Path) -> Non
     entry = {"command": "resume", "started_at": "now", "outcome": "running"}
     run.begin(entry)
     raw = json.loads((tmp_path / "map" / "metadata.json").read_text())
-    assert raw["format"] == 2 and "cells" not in raw  # map lines follow from the plan
+    assert raw["format"] == FORMAT and "cells" not in raw  # map lines follow from the plan
     assert raw["provenance"][1] == entry and raw["provenance"][0]["outcome"] == "complete"
     assert run.records_dir.name == "probes" and not (tmp_path / "map" / "cells").exists()
     assert run.records() == probes
@@ -74,3 +77,41 @@ def test_out_is_checked_before_anything_is_made(tmp_path: Path) -> None:
         RunDir.check_creatable(tmp_path / "run")
     RunDir.check_creatable(tmp_path / "new" / "deeper")
     assert not (tmp_path / "new").exists()
+
+
+def test_migrate_writes_an_older_run_back_judged_from_its_samples(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """tests/fixtures/map-evidence (format 2): at 6 connections one of hypercorn's two workers
+    completed nothing for 1.6 s with 9 requests in it, and throughput held (`ok` then)."""
+    shutil.copytree(FIXTURES / "map-evidence", tmp_path / "map")
+    probe = (
+        tmp_path
+        / "map"
+        / "probes"
+        / "hypercorn-sync-dependency-p1+1-pt30-t3-w2-list-r10-d2-c6.json"
+    )
+    before = json.loads(probe.read_text())
+    assert (before["format"], before["verdict"]) == (2, "ok")
+    assert main(["migrate", str(tmp_path / "map")]) == 0
+    assert "1 ok -> partly-collapsed" in capsys.readouterr().out
+    after = json.loads(probe.read_text())
+    assert (after["format"], after["verdict"], after["judged_by"]) == (
+        FORMAT,
+        "partly-collapsed",
+        "side channel",
+    )
+    samples = Timeline.from_json(before["occupancy"]).samples
+    assert Timeline.from_json(after["occupancy"]).samples == samples
+    assert after["wrk"] == before["wrk"]
+    meta = json.loads((tmp_path / "map" / "metadata.json").read_text())
+    first, step = meta["provenance"]
+    assert (
+        first
+        == json.loads((FIXTURES / "map-evidence" / "metadata.json").read_text())["provenance"][0]
+    )  # never overwritten
+    assert (step["command"], step["from_format"]) == ("migrate", 2)
+    assert step["verdicts_changed"] == {"ok -> partly-collapsed": 1} and step["git"]
+    assert main(["migrate", str(tmp_path / "map")]) == 0  # a current run is left as it is
+    assert "no verdict changed" in capsys.readouterr().out
+    assert len(json.loads((tmp_path / "map" / "metadata.json").read_text())["provenance"]) == 2

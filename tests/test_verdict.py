@@ -10,16 +10,16 @@ def result(requests: int, seconds: float = 10.0, status: int = 0, read: int = 0)
 
 
 def test_clean_run_is_ok() -> None:
-    assert judge(result(6000), best_lower_ok_rps=None) is Verdict.ok
+    assert judge(result(6000), best_lower_ok_rps=None).verdict is Verdict.ok
 
 
 def test_nothing_completed_is_collapsed_even_without_a_baseline() -> None:
-    assert judge(result(0), None) is Verdict.collapsed
-    assert judge(result(int(NEAR_ZERO_RPS * 10) - 1), None) is Verdict.collapsed
+    assert judge(result(0), None).verdict is Verdict.collapsed
+    assert judge(result(int(NEAR_ZERO_RPS * 10) - 1), None).verdict is Verdict.collapsed
 
 
 def test_only_error_responses_is_collapsed() -> None:
-    assert judge(result(5000, status=5000), None) is Verdict.collapsed
+    assert judge(result(5000, status=5000), None).verdict is Verdict.collapsed
 
 
 @pytest.mark.parametrize(
@@ -33,13 +33,13 @@ def test_only_error_responses_is_collapsed() -> None:
 def test_collapse_is_relative_to_the_variants_best_at_lower_load(
     ok_rps: float, best: float, expected: Verdict
 ) -> None:
-    assert judge(result(int(ok_rps * 10)), best) is expected
+    assert judge(result(int(ok_rps * 10)), best).verdict is expected
 
 
 def test_some_failures_with_held_throughput_are_errors() -> None:
-    assert judge(result(6000, status=3), 600) is Verdict.errors
-    assert judge(result(6000, read=1), 600) is Verdict.errors
+    assert judge(result(6000, status=3), 600).verdict is Verdict.errors
+    assert judge(result(6000, read=1), 600).verdict is Verdict.errors
 
 
 def test_server_side_errors_alone_are_errors() -> None:
-    assert judge(result(6000), 600, server_errors=2) is Verdict.errors
+    assert judge(result(6000), 600, server_errors=2).verdict is Verdict.errors

@@ -45,7 +45,7 @@ from harness.domain.parse import (
 from harness.domain.plan import MAP_VARIANTS, MapPlan, Matrix, schedule, target_cells
 from harness.domain.result import record_key
 from harness.infra import stacks
-from harness.infra.environment import PROJECT_ROOT, cpu_count
+from harness.infra.environment import PROJECT_ROOT, cpu_count, git_commit, now_iso
 from harness.infra.process import clean_leftovers, pid_running
 from harness.report import compare, conclusions, decision, files, reference
 from harness.run.bench import execute, measurements, planned, remaining
@@ -459,6 +459,18 @@ def _reference(args: argparse.Namespace) -> int:
     return 0
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    if not args.run_dirs:
+        raise UsageError("RUN: name run directories, e.g. make migrate RUN=results/runs/<dir>")
+    runs = [RunDir.open(Path(d)) for d in args.run_dirs]  # every one readable before any write
+    entry = {"command": "migrate", "started_at": now_iso(), "git": git_commit()}
+    for run in runs:
+        changes = run.migrate(entry)
+        said = ", ".join(f"{n} {change}" for change, n in changes.items()) or "no verdict changed"
+        print(f"{run.path}: {said}")
+    return 0
+
+
 COMMAND_HELP = {
     "run": "run a matrix of benchmark cells and write a run directory (make bench)",
     "decide": "the decision preset: async or sync by database latency and payload, with "
@@ -511,6 +523,13 @@ def parser() -> argparse.ArgumentParser:
     cmp.add_argument("a", nargs="?", metavar="A", help="the run compared against")
     cmp.add_argument("b", nargs="?", metavar="B", help="the run compared")
     cmp.set_defaults(func=_compare)
+    mig = sub.add_parser(
+        "migrate",
+        help="write older run directories back in the current format, their verdicts judged "
+        "again from their samples (make migrate RUN=...)",
+    )
+    mig.add_argument("run_dirs", nargs="*", metavar="RUN", help="run directories")
+    mig.set_defaults(func=_migrate)
     ref = sub.add_parser(
         "reference", help="regenerate results/README.md from the reference runs (make reference)"
     )

@@ -50,12 +50,18 @@ WORKLOAD_PATH = {
 class Verdict(StrEnum):
     ok = "ok"
     errors = "errors"  # some requests failed, throughput held
-    collapsed = "collapsed"  # throughput fell far below the variant's best, or ~nothing completed
+    collapsed = "collapsed"  # every process stalled, or throughput fell far below the best
+    partly_collapsed = "partly-collapsed"  # some of the server's processes stalled, not all
+    unknown = "unknown"  # a process went unsampled too long to say it did not stall
     crashed = "crashed"  # the server died during the cell
     failed_to_start = "failed-to-start"  # never answered /health within the bound
     failed_verification = "failed-verification"  # answered, but not with the expected rows
     database_lost = "database-lost"  # PostgreSQL stopped answering during the cell
     load_failed = "load-failed"  # wrk died or gave no report
+
+
+# Verdicts that count as a freeze in the map's search, the decisions and the conclusions.
+FROZEN = (Verdict.collapsed, Verdict.partly_collapsed)
 
 
 class WrkRunner(StrEnum):

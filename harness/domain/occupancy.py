@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
+from itertools import pairwise
 from typing import Any
 
 SAMPLE_HZ = 10.0
@@ -32,8 +33,9 @@ class Sample:
     pool_waiting: int | None = None  # threads blocked waiting for a connection (sync pools)
 
     @property
-    def stalled(self) -> bool:
-        """Every token held by a thread blocked on the pool, and every connection out."""
+    def blocked_on_pool(self) -> bool:
+        """The deadlock's signature: every token held by a thread blocked on the pool, and
+        every connection out (the C holders then wait for a token no one returns)."""
         return (
             bool(self.pool_waiting)
             and self.pool_waiting == self.tokens_total
@@ -67,6 +69,11 @@ class Timeline:
     samples: tuple[Sample, ...]
     unanswered: int = 0
     measured_from_s: float = 0.0  # where the measured run began (before it: the warm-up)
+    # The server's worker processes, where the harness knows how many it started (None: a target).
+    processes: int | None = None
+    # Each process answered on a side channel of its own (every one sampled at every tick); else
+    # all samples came through the server's port, from whichever process accepted the request.
+    per_process: bool = False
 
     def to_json(self) -> dict[str, Any]:
         # One row per sample, the field names once: a 120 s cell keeps 1,200 samples.
@@ -74,6 +81,8 @@ class Timeline:
             "hz": self.hz,
             "unanswered": self.unanswered,
             "measured_from_s": self.measured_from_s,
+            "processes": self.processes,
+            "per_process": self.per_process,
             "fields": list(SAMPLE_FIELDS),
             "rows": [[getattr(s, f) for f in SAMPLE_FIELDS] for s in self.samples],
         }
@@ -86,13 +95,15 @@ class Timeline:
             samples=tuple(Sample(**dict(zip(names, row, strict=True))) for row in data["rows"]),
             unanswered=int(data.get("unanswered", 0)),
             measured_from_s=float(data.get("measured_from_s", 0.0)),
+            processes=data.get("processes"),
+            per_process=bool(data.get("per_process", False)),
         )
 
     @property
     def measured(self) -> Timeline:
         """The samples of the measured run only."""
         kept = tuple(s for s in self.samples if s.t_s >= self.measured_from_s)
-        return Timeline(self.hz, kept, self.unanswered, self.measured_from_s)
+        return replace(self, samples=kept)
 
     def last(self, before_s: float | None = None) -> dict[int, Sample]:
         """Each process's last sample (taken before `before_s`, if given)."""
@@ -137,6 +148,117 @@ class Timeline:
 def _total(values: Iterable[int | None]) -> int | None:
     known = list(values)
     return None if any(v is None for v in known) else sum(known)  # type: ignore[misc]
+
+
+@dataclass(frozen=True)
+class Stall:
+    """A process that completed no successful response for a while with requests in flight in
+    it: to its users, a dead server. Times are from the measured run's start."""
+
+    pid: int
+    start_s: float  # 0.0 and `from_warmup`: it was already stalled when the run began
+    end_s: float
+    in_flight: int  # the most requests in flight in it meanwhile
+    # At its last sample in the window, every token was held by a thread blocked on the pool
+    # with every connection out (harness/domain/rules.py's mechanism); None: the app does not
+    # report threads waiting on its pool (async pools, the 2021 stack's executor).
+    pool_wait: bool | None
+    from_warmup: bool = False
+    to_end: bool = False  # still stalled at the window's end
+
+    def describe(self) -> str:
+        start = (
+            "from the start (stalled in the warm-up)"
+            if self.from_warmup
+            else (f"from {self.start_s:.1f} s")
+        )
+        end = "to the end" if self.to_end else f"to {self.end_s:.1f} s"
+        cause = {
+            True: ", every thread waiting for a pooled connection",
+            False: ", not (only) waiting for a pooled connection",
+            None: "",
+        }[self.pool_wait]
+        return f"PID {self.pid} {start} {end}, {self.in_flight} requests in flight{cause}"
+
+
+@dataclass(frozen=True)
+class Health:
+    """What the side channel shows of every process over the measured window."""
+
+    window_s: float
+    sampled: tuple[int, ...]  # PIDs with samples in the window
+    expected: int | None  # processes the server runs (None: unknown, a target)
+    stalls: tuple[Stall, ...]  # the longest stall of each process that stalled
+    unsampled: dict[int, float]  # PID -> its longest time without a sample, where too long
+
+    @property
+    def missing(self) -> int:
+        """Processes the server runs that answered no sample in the window."""
+        return max((self.expected or 0) - len(self.sampled), 0)
+
+    @property
+    def processes(self) -> int:
+        return max(self.expected or 0, len(self.sampled))
+
+
+def health(timeline: Timeline, stall_s: float, unsampled_s: float, expected: int | None) -> Health:
+    """Each process's stalls and sampling gaps over the measured window, which runs from the
+    measured run's start to the last sample (the sampler stops when the run ends).
+
+    A stall is a span of a process's samples, each with requests in flight, over which its
+    count of successful responses did not move, lasting `stall_s` or more inside the window
+    (a stall that began in the warm-up counts from the window's start).
+    """
+    start = timeline.measured_from_s
+    end = max((s.t_s for s in timeline.samples), default=start)
+    by_pid: dict[int, list[Sample]] = {}
+    for s in sorted(timeline.samples, key=lambda s: s.t_s):
+        by_pid.setdefault(s.pid, []).append(s)
+    sampled = tuple(pid for pid, ss in by_pid.items() if any(s.t_s >= start for s in ss))
+    stalls, unsampled = [], {}
+    for pid in sampled:
+        series = by_pid[pid]
+        if (found := _longest_stall(series, start, end, stall_s)) is not None:
+            stalls.append(found)
+        times = [s.t_s for s in series if s.t_s < start][-1:] or [start]
+        times += [s.t_s for s in series if s.t_s >= start] + [end]
+        gap = max(b - a for a, b in pairwise(times))
+        if gap > unsampled_s:
+            unsampled[pid] = round(gap, 2)
+    return Health(round(end - start, 2), sampled, expected, tuple(stalls), unsampled)
+
+
+def _longest_stall(series: list[Sample], start: float, end: float, stall_s: float) -> Stall | None:
+    spans: list[list[Sample]] = []
+    run: list[Sample] = []
+    for s in series:
+        if s.in_flight > 0 and run and s.ok == run[0].ok:
+            run.append(s)
+            continue
+        if len(run) > 1:
+            spans.append(run)
+        run = [s] if s.in_flight > 0 else []
+    if len(run) > 1:
+        spans.append(run)
+    best: Stall | None = None
+    for span in spans:
+        first, last = max(span[0].t_s, start), min(span[-1].t_s, end)
+        if last - first < stall_s:
+            continue
+        inside = [s for s in span if start <= s.t_s <= end] or span[-1:]
+        known = [s for s in inside if s.pool_waiting is not None]
+        stall = Stall(
+            pid=span[0].pid,
+            start_s=round(first - start, 2),
+            end_s=round(last - start, 2),
+            in_flight=max(s.in_flight for s in inside),
+            pool_wait=known[-1].blocked_on_pool if known else None,
+            from_warmup=span[0].t_s < start,
+            to_end=span[-1].t_s >= end,
+        )
+        if best is None or stall.end_s - stall.start_s > best.end_s - best.start_s:
+            best = stall
+    return best
 
 
 # Frames where a thread waits for a pooled database connection, by pool.

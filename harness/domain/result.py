@@ -12,8 +12,10 @@ from harness.domain.occupancy import ThreadDump, Timeline
 # Version of a record's and a run's JSON. 1: a cell's settings flat, targets with settings None,
 # map lines stored as cells, metadata overwritten by a resume. 2: a cell names its server
 # (`server` settings or a `target` URL), metadata keeps one provenance entry per invocation.
-# harness/store/migrate.py reads 1; any other number is refused.
-FORMAT = 2
+# 3: a record says which rule judged it (`judged_by`) and why (`judgement`); verdicts of records
+# with samples come from every process's samples (partly-collapsed, unknown).
+# harness/store/migrate.py reads 1 and 2 (re-judging their samples); any other number is refused.
+FORMAT = 3
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,8 @@ class CellResult:
     repeat: int = 1  # which of the cell's measurements (rounds) this is, from 1
     occupancy: Timeline | None = None  # the side channel sampled during the measured run
     threads: ThreadDump | None = None  # where the server's threads stood when it collapsed
+    judged_by: str = ""  # the rule that gave the verdict (harness.domain.rules.Rule)
+    judgement: str = ""  # why, in one line
 
     @property
     def key(self) -> str:
@@ -152,6 +156,8 @@ class CellResult:
             repeat=int(data.get("repeat", 1)),
             occupancy=Timeline.from_json(data["occupancy"]) if data.get("occupancy") else None,
             threads=ThreadDump.from_json(data["threads"]) if data.get("threads") else None,
+            judged_by=data.get("judged_by", ""),
+            judgement=data.get("judgement", ""),
         )
 
 

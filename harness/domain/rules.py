@@ -1,13 +1,17 @@
 """The rules a run applies, with their thresholds, in one place (documented in README.md): the
-verdict of a cell, the mechanism's prediction of where sync `dependency` collapses, and what a
+verdict of a cell (from the side channel's samples of every process where it was on, else from
+throughput), the mechanism's prediction of where sync `dependency` collapses, and what a
 failure-map probe counts as."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
 
 from harness.domain.axes import Mode, SessionStyle, Verdict
 from harness.domain.cell import Cell, ServerConfig
+from harness.domain.occupancy import Timeline, health
 from harness.domain.result import CellResult, WrkResult
 from harness.domain.search import Threshold
 
@@ -18,15 +22,93 @@ COLLAPSE_FRACTION = 0.25
 NEAR_ZERO_RPS = 1.0
 
 
-def judge(wrk: WrkResult, best_lower_ok_rps: float | None, server_errors: int = 0) -> Verdict:
-    """ok / errors / collapsed for a cell whose server started, answered and survived."""
+# A process stalled: it completed no successful response for this long while requests were in
+# flight in it. A second is 10 samples at 10 Hz and long beside the demo app's responses (a few
+# milliseconds each); an app whose requests take a second or more by design would need longer.
+STALL_S = 1.0
+# A process of a cell with the side channel unsampled this long might have stalled unseen: the
+# cell is `unknown`, never `ok`.
+UNSAMPLED_S = 1.0
+
+
+class Rule(StrEnum):
+    """Which rule judged a measurement, kept in its record."""
+
+    throughput = "throughput"  # no side channel: successful req/s against the variant's best
+    side_channel = "side channel"  # every process's samples, then throughput
+    lifecycle = "lifecycle"  # it never got as far as a measurement that could be judged
+
+
+@dataclass(frozen=True)
+class Judgement:
+    verdict: Verdict
+    rule: Rule
+    reason: str = ""
+
+
+def by_throughput(
+    wrk: WrkResult, best_lower_ok_rps: float | None, server_errors: int = 0
+) -> Judgement:
+    """ok / errors / collapsed from wrk's figures alone."""
     if wrk.ok_rps < NEAR_ZERO_RPS:
-        return Verdict.collapsed
+        return Judgement(Verdict.collapsed, Rule.throughput, f"{wrk.ok_rps:.1f} successful req/s")
     if best_lower_ok_rps is not None and wrk.ok_rps < COLLAPSE_FRACTION * best_lower_ok_rps:
-        return Verdict.collapsed
+        why = (
+            f"{wrk.ok_rps:.0f} successful req/s, under {COLLAPSE_FRACTION:.0%} of the "
+            f"{best_lower_ok_rps:.0f} it served at fewer connections"
+        )
+        return Judgement(Verdict.collapsed, Rule.throughput, why)
     if wrk.failed or server_errors:
-        return Verdict.errors
-    return Verdict.ok
+        why = f"{wrk.failed} failed requests, {server_errors} errors in the server's log"
+        return Judgement(Verdict.errors, Rule.throughput, why)
+    return Judgement(Verdict.ok, Rule.throughput)
+
+
+def by_evidence(
+    throughput: Judgement, occupancy: Timeline | None, processes: int | None
+) -> Judgement:
+    """The throughput rule's judgement, made stricter by the side channel where it was on.
+
+    Every process stalled: `collapsed`. Some: `partly-collapsed` (behind a load balancer, a share
+    of the users is sent to a dead process, whatever the throughput of the others). A process
+    unsampled for UNSAMPLED_S, or never: `unknown`. A throughput collapse stays a collapse.
+    """
+    if occupancy is None or not occupancy.samples:
+        return throughput
+    found = health(occupancy, STALL_S, UNSAMPLED_S, occupancy.processes or processes)
+    rule = Rule.side_channel
+    stalled = "; ".join(s.describe() for s in found.stalls)
+    if found.stalls and len(found.stalls) == found.processes:
+        n = found.processes
+        what = "the process stalled" if n == 1 else f"all {n} processes stalled"
+        return Judgement(Verdict.collapsed, rule, f"{what}: {stalled}")
+    if throughput.verdict is Verdict.collapsed:
+        return Judgement(Verdict.collapsed, rule, throughput.reason)
+    if found.stalls:
+        why = f"{len(found.stalls)} of {found.processes} processes stalled: {stalled}"
+        return Judgement(Verdict.partly_collapsed, rule, why)
+    if found.missing or found.unsampled:
+        gaps = [f"PID {pid} unsampled for {gap:g} s" for pid, gap in found.unsampled.items()]
+        if found.missing:
+            gaps.insert(0, f"{found.missing} of {found.processes} processes never sampled")
+        why = "; ".join(gaps) + " of the " + f"{found.window_s:g} s window"
+        if throughput.reason:
+            why += f"; {throughput.reason}"
+        return Judgement(Verdict.unknown, rule, why)
+    n = found.processes
+    why = f"{'the process' if n == 1 else f'all {n} processes'} sampled throughout, none stalled"
+    return Judgement(throughput.verdict, rule, "; ".join(filter(None, [why, throughput.reason])))
+
+
+def judge(
+    wrk: WrkResult,
+    best_lower_ok_rps: float | None,
+    server_errors: int = 0,
+    occupancy: Timeline | None = None,
+    processes: int | None = None,
+) -> Judgement:
+    """The verdict of a cell whose server started, answered and survived its measurement."""
+    return by_evidence(by_throughput(wrk, best_lower_ok_rps, server_errors), occupancy, processes)
 
 
 def best_lower(cell: Cell, done: Sequence[CellResult]) -> float | None:
@@ -96,5 +178,12 @@ def agreement(prediction: int | None, found: Threshold) -> str:
 
 
 def is_collapse(result: CellResult) -> bool:
-    """A probe counts as collapsed for the search unless the variant served its load."""
+    """A probe counts as collapsed for the search unless the variant served its load: a
+    partly-collapsed probe is a freeze, and an `unknown` one cannot count as having held."""
     return result.verdict is not Verdict.ok and result.verdict is not Verdict.errors
+
+
+def probe_answers(results: Sequence[CellResult]) -> dict[int, bool]:
+    """Connections -> collapsed?, for the probes that answered: an `unknown` probe neither held
+    nor froze, so a threshold is bracketed by the others."""
+    return {r.cell.connections: is_collapse(r) for r in results if r.verdict is not Verdict.unknown}

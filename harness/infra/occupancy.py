@@ -10,6 +10,8 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -22,6 +24,12 @@ from harness.infra.server import get_json
 
 PATH = "/_occupancy"
 DUMP_TIMEOUT_S = 30.0
+# How long an empty registry is waited for before the server's port is sampled instead: the
+# server answered before the sampler started, so a process with an own channel has registered.
+REGISTRY_GRACE_S = 1.0
+# Requests of one tick in parallel: each process at (nearly) the same moment, and one that does
+# not answer delays the tick by one timeout, not one per process.
+REGISTRY_THREADS = 8
 
 
 class Sampler:
@@ -30,12 +38,27 @@ class Sampler:
     The harness is idle while wrk runs (wrk is another process), so the sampler costs the
     measured server one small request per sample; a sample that takes longer than its slot
     skips the slots it overran rather than catching up in a burst.
+
+    With a `registry` (the server's OCCUPANCY_DIR: files named by pid, each holding the port of
+    that process's own side channel), every registered process is asked at every tick, each on
+    its own port; through the server's port, only whichever process accepts would answer. An
+    app that registers nothing within REGISTRY_GRACE_S is sampled through the server's port.
     """
 
-    def __init__(self, base_url: str, hz: float = SAMPLE_HZ, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        hz: float = SAMPLE_HZ,
+        enabled: bool = True,
+        registry: Path | None = None,
+        processes: int | None = None,
+    ) -> None:
         self.url = base_url.rstrip("/") + PATH
         self.hz = hz
         self.enabled = enabled
+        self.registry = registry
+        self.processes = processes
+        self.per_process = False  # some tick found the registry filled
         self.measured_from_s = 0.0
         self.samples: list[Sample] = []
         self.unanswered = 0
@@ -63,25 +86,35 @@ class Sampler:
     def _run(self) -> None:
         period = 1.0 / self.hz
         slot = 0
-        while not self._stop.is_set():
-            self._sample(timeout=period * 5)
-            if self.absent:
-                return
-            slot = max(slot + 1, int((time.monotonic() - self.t0) / period))
-            self._stop.wait(max(0.0, self.t0 + slot * period - time.monotonic()))
+        with ThreadPoolExecutor(REGISTRY_THREADS, thread_name_prefix="occupancy") as pool:
+            while not self._stop.is_set():
+                self._tick(pool, timeout=period * 5)
+                if self.absent:
+                    return
+                slot = max(slot + 1, int((time.monotonic() - self.t0) / period))
+                self._stop.wait(max(0.0, self.t0 + slot * period - time.monotonic()))
 
-    def _sample(self, timeout: float) -> None:
-        at = time.monotonic() - self.t0
-        try:
-            status, body = get_json(self.url, timeout=timeout)
-        except OSError:
-            self.unanswered += 1
+    def _tick(self, pool: ThreadPoolExecutor, timeout: float) -> None:
+        at = round(time.monotonic() - self.t0, 3)
+        ports = registered(self.registry) if self.registry else {}
+        if ports:
+            self.per_process = True
+            urls = [f"http://127.0.0.1:{port}{PATH}" for port in ports.values()]
+            for answer in pool.map(partial(_ask, timeout=timeout), urls):
+                self._keep(at, answer)
             return
+        if self.registry and not self.per_process and at > REGISTRY_GRACE_S:
+            self.registry = None  # an app without own channels: its server's port, as before
+        if self.registry is None:
+            self._keep(at, _ask(self.url, timeout))
+
+    def _keep(self, at: float, answer: tuple[int, Any] | None) -> None:
+        status, body = answer or (None, None)
         if status == 404:
             self.absent = True
         elif status == 200 and isinstance(body, dict):
             values = {name: body.get(name) for name in SAMPLE_FIELDS if name != "t_s"}
-            self.samples.append(Sample(t_s=round(at, 3), **values))
+            self.samples.append(Sample(t_s=at, **values))
         else:
             self.unanswered += 1
 
@@ -94,7 +127,43 @@ class Sampler:
             samples=tuple(self.samples),
             unanswered=self.unanswered,
             measured_from_s=self.measured_from_s,
+            processes=self.processes,
+            per_process=self.per_process,
         )
+
+
+def _ask(url: str, timeout: float) -> tuple[int, Any] | None:
+    """(status, body), or None where the side channel gave no answer."""
+    try:
+        return get_json(url, timeout=timeout)
+    except OSError:
+        return None
+
+
+def registered(registry: Path) -> dict[int, int]:
+    """{pid: port} of the processes registered now; a process gone with its file is not."""
+    ports: dict[int, int] = {}
+    try:
+        entries = list(registry.iterdir())
+    except OSError:
+        return {}
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue  # a registration being written (a temporary name)
+        try:
+            ports[int(entry.name)] = int(entry.read_text())
+        except (OSError, ValueError):
+            continue  # removed between the listing and the read
+    return ports
+
+
+def await_registered(registry: Path, processes: int, timeout_s: float) -> int:
+    """Wait until `processes` have registered (a server answers once its first worker is up,
+    and the load must not start before every worker can be sampled); how many did."""
+    deadline = time.monotonic() + timeout_s
+    while (found := len(registered(registry))) < processes and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
 
 
 class DumpFailed(Exception):

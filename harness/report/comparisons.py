@@ -8,7 +8,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.domain.axes import Driver, Layer, Mode, ServerName, SessionStyle, Stack, Verdict
+from harness.domain.axes import (
+    FROZEN,
+    Driver,
+    Layer,
+    Mode,
+    ServerName,
+    SessionStyle,
+    Stack,
+)
 from harness.domain.cell import Cell, shown
 from harness.domain.result import CellResult
 from harness.report.stats import Ratio, paired_ratio, served
@@ -121,7 +129,7 @@ def at_level(
     collapsed = [
         f"{shown(side.known(comparison.factor))} collapsed {n}/{len(rs)}"
         for side, rs in ((comparison.a, a), (comparison.b, b))
-        if (n := sum(r.verdict is Verdict.collapsed for r in rs.values()))
+        if (n := sum(r.verdict in FROZEN for r in rs.values()))
     ]
     pairs = [
         (sa, sb)

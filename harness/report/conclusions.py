@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from harness.domain.axes import Mode, Verdict, Workload
+from harness.domain.axes import Mode, Workload
 from harness.domain.result import CellResult
 from harness.report import comparisons
 from harness.report.stats import CellStats, Ratio, by_cell
@@ -80,7 +80,7 @@ def _freezes(cells: Sequence[CellStats]) -> list[str]:
         if c.cell.workload is not Workload.health:
             by_variant.setdefault(c.cell.variant, []).append(c)
     for variant, line in by_variant.items():
-        collapsed = [c for c in line if c.count(Verdict.collapsed)]
+        collapsed = [c for c in line if c.frozen]
         cell = line[0].cell
         name = f"{cell.mode} `{cell.known('style') or 'unknown style'}`"
         if collapsed:
@@ -101,7 +101,7 @@ def _latency(cells: Sequence[CellStats]) -> list[str]:
     slow = []
     for c in cells:
         p99 = c.latency("p99_ms")
-        if p99 and p99[0] >= SLOW_P99_MS and not c.count(Verdict.collapsed):
+        if p99 and p99[0] >= SLOW_P99_MS and not c.frozen:
             slow.append((c, p99[0]))
     if not slow:
         return []
@@ -116,7 +116,7 @@ def _latency(cells: Sequence[CellStats]) -> list[str]:
 
 def caveats(records: Sequence[CellResult], cells: Sequence[CellStats]) -> list[str]:
     out = []
-    if any(c.count(Verdict.collapsed) for c in cells):
+    if any(c.frozen for c in cells):
         out.append(
             "A collapsed cell shows few or no *failed* requests: wrk counts a request that "
             "never got an answer as missing throughput, not as a failure."

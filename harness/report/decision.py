@@ -121,12 +121,15 @@ def varying_fields(records: Sequence[CellResult]) -> list[str]:
 
 
 def _held(stats: Sequence[CellStats]) -> tuple[int | None, int | None]:
-    """(highest level held below the first that did not, that first level) for one variant."""
+    """(highest level held below the first that did not, that first level) for one variant; a
+    level with an `unknown` measurement (and no failure) neither held nor failed."""
     held = None
     for c in sorted(stats, key=lambda c: c.cell.connections):
-        if any(r.verdict not in UP for r in c.records):
+        verdicts = {r.verdict for r in c.records}
+        if verdicts - {*UP, Verdict.unknown}:
             return held, c.cell.connections
-        held = c.cell.connections
+        if Verdict.unknown not in verdicts:
+            held = c.cell.connections
     return held, None
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
+from harness.domain.axes import FROZEN
 from harness.domain.occupancy import Sample, Second, Timeline
 from harness.domain.result import CellResult
-from harness.domain.rules import is_collapse
 from harness.report import comparisons
 from harness.report.stats import Ratio, by_cell
 from harness.report.table import md_table
@@ -70,7 +70,7 @@ def explained(records: Sequence[CellResult]) -> list[CellResult]:
     """The collapsed measurements worth a timeline: per cell, its first collapsed round."""
     seen: dict[str, CellResult] = {}
     for r in sorted(records, key=lambda r: r.repeat):
-        if is_collapse(r) and (r.occupancy or r.threads) and r.cell.id not in seen:
+        if r.verdict in FROZEN and (r.occupancy or r.threads) and r.cell.id not in seen:
             seen[r.cell.id] = r
     return sorted(seen.values(), key=lambda r: (r.cell.variant, r.cell.connections))
 
@@ -86,6 +86,7 @@ def freeze_table(records: Sequence[CellResult], charts: str = "charts") -> str:
             [
                 r.cell.variant,
                 str(r.cell.connections),
+                r.judgement or str(r.verdict),
                 threads + dump,
                 at_end(r.occupancy),
                 chart,
@@ -93,8 +94,15 @@ def freeze_table(records: Sequence[CellResult], charts: str = "charts") -> str:
         )
     if not rows:
         return ""
-    head = ("variant", "connections", "threads at the freeze", "occupancy at the freeze", "chart")
-    return md_table(head, rows, ["---", "---:", "---", "---", "---"])
+    head = (
+        "variant",
+        "connections",
+        "verdict, why",
+        "threads at the freeze",
+        "occupancy at the freeze",
+        "chart",
+    )
+    return md_table(head, rows, ["---", "---:", "---", "---", "---", "---"])
 
 
 FREEZE_TEXT = (
@@ -130,7 +138,7 @@ def _frozen(s: Second) -> bool:
 def cycle_findings(records: Sequence[CellResult]) -> list[str]:
     """The longest collapsed cell, second by second: when it froze, when its waits timed out,
     and whether it froze again. Every number comes from the record's timeline and wrk."""
-    long = [r for r in records if is_collapse(r) and r.occupancy and r.occupancy.samples]
+    long = [r for r in records if r.verdict in FROZEN and r.occupancy and r.occupancy.samples]
     if not long:
         return []
     r = max(long, key=lambda r: r.cell.duration_s)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from harness.domain.axes import Workload
+from harness.domain.axes import Verdict, Workload
 from harness.domain.occupancy import Timeline
 from harness.domain.plan import MapLine, MapPlan
 from harness.domain.result import CellResult, PgbenchResult
-from harness.domain.rules import agreement, is_collapse, queue_model
+from harness.domain.rules import agreement, is_collapse, probe_answers, queue_model
 from harness.domain.search import Threshold, bracket
 from harness.report import ceilings, evidence
 from harness.report.summary import details_table, header
@@ -45,15 +45,17 @@ EVIDENCE_TEXT = (
 
 def threshold_of(line: MapLine, records: Sequence[CellResult], ceiling: int) -> Threshold:
     """The collapse point the probes of `line` show."""
-    probes = {r.cell.connections: is_collapse(r) for r in records if r.cell.variant == line.variant}
-    return bracket(probes, ceiling)
+    return bracket(probe_answers([r for r in records if r.cell.variant == line.variant]), ceiling)
 
 
 def _probe_trail(line: MapLine, records: Sequence[CellResult]) -> str:
     probes = sorted(
         (r for r in records if r.cell.variant == line.variant), key=lambda r: r.started_at
     )
-    return " ".join(f"{r.cell.connections}{'✗' if is_collapse(r) else ''}" for r in probes)
+    mark = {Verdict.unknown: "?", Verdict.partly_collapsed: "½✗"}
+    return " ".join(
+        f"{r.cell.connections}{mark.get(r.verdict, '✗' if is_collapse(r) else '')}" for r in probes
+    )
 
 
 MAP_HEAD = (
@@ -64,7 +66,7 @@ MAP_HEAD = (
     "workers",
     "predicted",
     "measured",
-    "probes (✗ collapsed)",
+    "probes (✗ collapsed, ½✗ partly, ? unknown)",
     "prediction vs measurement",
 )
 
@@ -96,7 +98,7 @@ VARIANTS_HEAD = (
     "server",
     "variant",
     "measured",
-    "probes (✗ collapsed)",
+    "probes (✗ collapsed, ½✗ partly, ? unknown)",
     "prediction vs measurement",
 )
 
@@ -230,7 +232,11 @@ def _stalled_workers(timeline: Timeline | None, before_s: float | None = None) -
     """The workers that were stalled at some sample (taken before `before_s`, if given)."""
     if timeline is None:
         return set()
-    return {s.pid for s in timeline.samples if s.stalled and (before_s is None or s.t_s < before_s)}
+    return {
+        s.pid
+        for s in timeline.samples
+        if s.blocked_on_pool and (before_s is None or s.t_s < before_s)
+    }
 
 
 def line_findings(plan: MapPlan, records: Sequence[CellResult]) -> list[str]:
@@ -249,7 +255,7 @@ def line_findings(plan: MapPlan, records: Sequence[CellResult]) -> list[str]:
             continue
         config, timeline = line.config, froze.occupancy
         frozen_lines += 1
-        stalled_lines += any(s.stalled for s in timeline.last().values())
+        stalled_lines += any(s.blocked_on_pool for s in timeline.last().values())
         parts = [
             f"{line.server}, {plan.change(line)}: froze at {found.collapsed_at} connections "
             f"(lower bound {line.predicted}, queue model {queue_model(line.mode, config)})"

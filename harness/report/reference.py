@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from harness.domain.axes import Layer, Mode, ServerName, SessionStyle, Verdict, Workload
+from harness.domain.axes import FROZEN, Layer, Mode, ServerName, SessionStyle, Workload
 from harness.domain.cell import Cell
 from harness.domain.plan import MapLine, MapPlan
 from harness.domain.result import CellResult
@@ -153,7 +153,7 @@ def bench_findings(server: ServerName, records: Sequence[CellResult]) -> list[st
         (c for c in by_cell(records) if _is(c.records[0], Mode.sync, SessionStyle.dependency)),
         key=lambda c: c.cell.connections,
     )
-    collapsed = [c for c in dep if c.count(Verdict.collapsed)]
+    collapsed = [c for c in dep if c.frozen]
     if collapsed:
         first = collapsed[0]
         held = [c.cell.connections for c in dep if c.cell.connections < first.cell.connections]
@@ -165,7 +165,7 @@ def bench_findings(server: ServerName, records: Sequence[CellResult]) -> list[st
     else:
         top = max((c.cell.connections for c in dep), default=0)
         out.append(f"In the seed-shaped run, sync `dependency` did not collapse up to {top}.")
-    below = [c.cell.connections for c in dep if not c.count(Verdict.collapsed)]
+    below = [c.cell.connections for c in dep if not c.frozen]
     for comparison in comparisons.comparisons(records):
         if comparison.factor != "mode" or not _is_cell(
             comparison.a, Mode.sync, SessionStyle.dependency
@@ -184,7 +184,7 @@ def bench_findings(server: ServerName, records: Sequence[CellResult]) -> list[st
             )
     ctx = [r for r in records if _is(r, Mode.sync, SessionStyle.context) and r.wrk]
     if ctx:
-        bad = [r.cell.connections for r in ctx if r.verdict is Verdict.collapsed]
+        bad = [r.cell.connections for r in ctx if r.verdict in FROZEN]
         top = max(r.cell.connections for r in ctx)
         out.append(
             "Sync `context` (the same query, session closed inside the endpoint) "
@@ -197,7 +197,7 @@ def bench_findings(server: ServerName, records: Sequence[CellResult]) -> list[st
         and r.cpu.server_s
         and r.cpu.postgres_s is not None
         and r.cell.connections >= 12
-        and r.verdict is not Verdict.collapsed
+        and r.verdict not in FROZEN
     ]
     if heavy:
         server_cpu = sum(r.cpu.server_s or 0 for r in heavy if r.cpu)
@@ -594,7 +594,7 @@ def _freeze_by_layer(records: Sequence[CellResult]) -> list[str]:
             continue
         key = f"{cell.cell.driver} {k('layer')}"
         first.setdefault(key, None)
-        if cell.count(Verdict.collapsed) and first[key] is None:
+        if cell.frozen and first[key] is None:
             first[key] = cell.cell.connections
     if not first:
         return []
@@ -610,6 +610,35 @@ def _freeze_by_layer(records: Sequence[CellResult]) -> list[str]:
     alone = any(k.endswith(f" {Layer.driver}") for k in froze)
     why = ": the freeze needs a pool that blocks a thread, not SQLAlchemy" if alone else ""
     return ["Sync `dependency` " + "; it ".join(parts) + why + "."]
+
+
+def rejudged_section(root: Path, base: Path) -> list[str]:
+    """What `python -m harness migrate` changed in each run, read from the runs' provenance."""
+    said = []
+    for meta_path in sorted(root.glob("*/metadata.json")):
+        run = RunDir.open(meta_path.parent)
+        for entry in run.metadata()["provenance"]:
+            if entry.get("command") != "migrate":
+                continue
+            changed = entry.get("verdicts_changed") or {}
+            what = ", ".join(f"{n} {c}" for c, n in changed.items()) or "no verdict changed"
+            sha = (entry.get("git") or {}).get("sha", "?")[:12]
+            said.append(
+                f"- [`{run.path.name}`]({_rel(run.path, base)}/summary.md), from format "
+                f"{entry.get('from_format')} at git {sha}: {what}."
+            )
+    if not said:
+        return []
+    return [
+        "## Verdicts judged again from the samples",
+        "",
+        "These runs were measured before a verdict used every worker's samples; their records "
+        "were judged again from the samples they kept (`make migrate`), starting from the "
+        "throughput verdict they had. What changed, from each run's provenance:",
+        "",
+        *said,
+        "",
+    ]
 
 
 def readme(root: Path, page: Path) -> str:
@@ -639,6 +668,7 @@ def readme(root: Path, page: Path) -> str:
         f"{m.get('kernel', '?')}, Python {m.get('python', '?')}; "
         f"git {session.get('git', {}).get('sha', '?')[:12]}.",
         "",
+        *rejudged_section(root, base),
         "## Findings",
         "",
     ]

@@ -22,7 +22,7 @@ from itertools import groupby
 import numpy as np
 from scipy import stats
 
-from harness.domain.axes import Verdict
+from harness.domain.axes import FROZEN, Verdict
 from harness.domain.cell import Cell
 from harness.domain.result import CellResult
 from harness.domain.rules import NEAR_ZERO_RPS
@@ -39,6 +39,8 @@ SEVERITY = (
     Verdict.failed_verification,
     Verdict.crashed,
     Verdict.collapsed,
+    Verdict.partly_collapsed,
+    Verdict.unknown,
     Verdict.errors,
     Verdict.ok,
 )
@@ -137,6 +139,11 @@ class CellStats:
         return sum(r.verdict is verdict for r in self.records)
 
     @property
+    def frozen(self) -> int:
+        """Measurements in which every process, or some, stalled."""
+        return sum(r.verdict in FROZEN for r in self.records)
+
+    @property
     def verdict(self) -> str:
         """'ok' when every measurement was; else each verdict with its count ('collapsed 3/3')."""
         if self.n == 1:
@@ -159,7 +166,7 @@ class CellStats:
 
     @property
     def flags(self) -> list[Flag]:
-        if self.count(Verdict.collapsed) or not len(self.rps):
+        if self.frozen or not len(self.rps):
             return []  # a collapse is its own verdict, not noise
         if self.n == 1:
             return [Flag(Warning_.single, "one measurement")]
@@ -258,7 +265,7 @@ def _log_ratio(log_value: float, log_interval: Interval | None, n: int) -> Ratio
 
 def served(record: CellResult) -> float | None:
     """Successful req/s of a measurement that did not collapse; None otherwise."""
-    if record.wrk is None or record.verdict is Verdict.collapsed:
+    if record.wrk is None or record.verdict in FROZEN:
         return None
     rps = record.wrk.ok_rps
     return rps if rps >= NEAR_ZERO_RPS else None

@@ -350,9 +350,13 @@ def header(
             "",
             "Figures: **req/s** counts successful (2xx) responses per second; **p99** is wrk's "
             "99th-percentile latency; **failed** is requests with an HTTP error status or a socket "
-            "error (connect, read, write, timeout). Verdicts: **collapsed** when successful "
-            f"throughput is below {rules.COLLAPSE_FRACTION:.0%} of the same variant's best at "
-            f"fewer connections, or below {rules.NEAR_ZERO_RPS:g} req/s; **errors** when some "
+            "error (connect, read, write, timeout). Verdicts: a process *stalled* when it "
+            f"completed no successful response for {rules.STALL_S:g} s or more with requests in "
+            "flight (from the side channel's samples of every process); **collapsed** when every "
+            f"process stalled, or successful throughput is below {rules.COLLAPSE_FRACTION:.0%} of "
+            f"the same variant's best at fewer connections, or below {rules.NEAR_ZERO_RPS:g} "
+            "req/s; **partly-collapsed** when some processes stalled, not all; **unknown** when a "
+            f"process went unsampled for over {rules.UNSAMPLED_S:g} s; **errors** when some "
             "requests failed or the server logged errors but throughput held; **ok** otherwise. "
             "*Pool timeouts* are `QueuePool limit ... reached` errors counted in the server's log.",
             "",

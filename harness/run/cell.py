@@ -10,6 +10,7 @@ A target (a server the harness did not start) has only: verify -> warm up -> mea
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -21,6 +22,7 @@ from sqlalchemy import exc as sqlalchemy_errors
 
 from harness.domain.axes import (
     DEFAULT_DRIVER,
+    FROZEN,
     WORKLOAD_PATH,
     Mode,
     Stack,
@@ -31,10 +33,10 @@ from harness.domain.axes import (
 from harness.domain.cell import Cell, ServerConfig, Target
 from harness.domain.occupancy import ThreadDump, summarize
 from harness.domain.result import CellResult, Cpu, Integrity, WrkResult
-from harness.domain.rules import judge
+from harness.domain.rules import Judgement, Rule, judge
 from harness.infra import postgres, stacks, wrk
 from harness.infra.environment import now_iso
-from harness.infra.occupancy import DumpFailed, Sampler, dump_threads
+from harness.infra.occupancy import DumpFailed, Sampler, await_registered, dump_threads
 from harness.infra.process import cpu_split, free_port, tree_cpu_seconds
 from harness.infra.relay import relayed
 from harness.infra.server import ServerProcess, get_json, read_log
@@ -45,7 +47,9 @@ POOL_TIMEOUT_GRACE_S = 5.0
 PORT_IN_USE = ("address already in use", "Address already in use")
 
 
-def server_env(config: ServerConfig, mode: Mode, url: str) -> dict[str, str]:
+def server_env(
+    config: ServerConfig, mode: Mode, url: str, occupancy_dir: Path | None = None
+) -> dict[str, str]:
     driver = config.driver or DEFAULT_DRIVER[mode]
     env = {
         "SYNC_DRIVER" if mode is Mode.sync else "ASYNC_DRIVER": str(driver),
@@ -60,6 +64,8 @@ def server_env(config: ServerConfig, mode: Mode, url: str) -> dict[str, str]:
     }
     if config.stack is Stack.y2021:
         del env["THREADPOOL_TOKENS"]  # no limiter to size; the app refuses the setting there
+    if config.occupancy and occupancy_dir is not None:
+        env["OCCUPANCY_DIR"] = str(occupancy_dir)
     return env
 
 
@@ -94,10 +100,11 @@ def _verify(server: ServerProcess, config: ServerConfig, url: str) -> str | None
 @contextmanager
 def _start(
     config: ServerConfig, mode: Mode, url: str, options: Options, log: Path
-) -> Iterator[ServerProcess]:
+) -> Iterator[tuple[ServerProcess, Path | None]]:
     """Start the server and wait until it answers; another port if the one picked was taken
-    in the meantime (a port in use must never fail a cell)."""
-    env = server_env(config, mode, url)
+    in the meantime (a port in use must never fail a cell). With the side channel on, also the
+    directory where its processes register their own channels (OCCUPANCY_DIR): new for each
+    start, so no process of an earlier one is listed, and removed once the server has stopped."""
     for attempt in range(3):
         launch = Launch(
             mode=mode,
@@ -106,13 +113,18 @@ def _start(
             stack=config.stack,
             python=str(stacks.venv_python(config.stack)),
         )
-        server = ServerProcess(config.name, launch, env, log)
-        with server:
-            server.ready = server.wait_ready(options.start_timeout_s)
-            text = "" if server.ready else log.read_text(errors="replace")
-            if not any(m in text for m in PORT_IN_USE) or attempt == 2:
-                yield server
-                return
+        with tempfile.TemporaryDirectory(prefix="occupancy-") as directory:
+            registry = Path(directory) if config.occupancy else None
+            env = server_env(config, mode, url, registry)
+            with ServerProcess(config.name, launch, env, log) as server:
+                server.ready = server.wait_ready(options.start_timeout_s)
+                if server.ready and registry is not None:
+                    # Fewer is no failure: the sampler and the verdict say which went unsampled.
+                    await_registered(registry, config.workers, options.start_timeout_s)
+                text = "" if server.ready else log.read_text(errors="replace")
+                if not any(m in text for m in PORT_IN_USE) or attempt == 2:
+                    yield server, registry
+                    return
 
 
 def _settle(server: ServerProcess, log: Path, deadline: float) -> float:
@@ -193,15 +205,18 @@ def run_target_cell(
     except wrk.LoadFailed as exc:
         return replace(base, verdict=Verdict.load_failed, note=str(exc))
     local = options.wrk_runner is WrkRunner.local
-    verdict = judge(measured.result, best_lower_ok_rps)
+    occupancy = sampler.timeline()
+    judgement = judge(measured.result, best_lower_ok_rps, occupancy=occupancy)
     dump = None
-    if options.target_pid is not None and verdict is Verdict.collapsed:
+    if options.target_pid is not None and judgement.verdict in FROZEN:
         dump = take_dump(options.target_pid, keep_dump)
     return replace(
         base,
-        verdict=verdict,
+        verdict=judgement.verdict,
+        judged_by=str(judgement.rule),
+        judgement=judgement.reason,
         wrk=measured.result,
-        occupancy=sampler.timeline(),
+        occupancy=occupancy,
         threads=dump,
         cpu=Cpu(server_s=None, postgres_s=None, wrk_s=round(measured.cpu_s, 2) if local else None),
         elapsed_s=round(time.monotonic() - t0, 2),
@@ -260,15 +275,27 @@ def _run_cell(
     notes: list[str] = []
 
     def finish(verdict: Verdict | None, note: str = "", **figures: object) -> CellResult:
-        """The record; `verdict` None means judge the measured run, with the log's errors."""
+        """The record; `verdict` None means judge the measured run, with the log's errors and
+        every process's samples."""
         counts = read_log(log_path)
         if not options.keep_logs:
             log_path.unlink(missing_ok=True)
         if verdict is None:
-            verdict = judge(figures["wrk"], best_lower_ok_rps, counts.server_errors)  # type: ignore[arg-type]
+            judgement = judge(
+                figures["wrk"],  # type: ignore[arg-type]
+                best_lower_ok_rps,
+                counts.server_errors,
+                figures.get("occupancy"),  # type: ignore[arg-type]
+                config.workers,
+            )
+        else:
+            judgement = Judgement(verdict, Rule.lifecycle, note)
+        verdict = judgement.verdict
         return CellResult(
             cell=cell,
             verdict=verdict,
+            judged_by=str(judgement.rule),
+            judgement=judgement.reason,
             pool_timeouts=counts.pool_timeouts,
             server_errors=counts.server_errors,
             started_at=started,
@@ -282,7 +309,9 @@ def _run_cell(
         # The relay outlives the server (stopped after it): the server's connections close first.
         relay = stack.enter_context(relayed(db.url, config.db_latency))
         app_url = relay.url if relay else db.url
-        server = stack.enter_context(_start(config, cell.mode, app_url, options, log_path))
+        server, registry = stack.enter_context(
+            _start(config, cell.mode, app_url, options, log_path)
+        )
         if not server.ready:
             why = (
                 "exited" if not server.alive else f"gave no answer in {options.start_timeout_s:g}s"
@@ -295,7 +324,12 @@ def _run_cell(
         load_start = time.monotonic()
         try:
             # From the warm-up's start: a freeze often begins there.
-            with Sampler(server.url(""), enabled=config.occupancy) as sampler:
+            with Sampler(
+                server.url(""),
+                enabled=config.occupancy,
+                registry=registry,
+                processes=config.workers,
+            ) as sampler:
                 warm = wrk.run(command) if options.warmup_s > 0 else None
                 sampler.mark_measured()
                 server_cpu0 = server.cpu_seconds()
@@ -324,10 +358,13 @@ def _run_cell(
                 wrk=measured.result,
                 occupancy=occupancy,
             )
-        collapsed = judge(measured.result, best_lower_ok_rps) is Verdict.collapsed
+        frozen = (
+            judge(measured.result, best_lower_ok_rps, 0, occupancy, config.workers).verdict
+            in FROZEN
+        )
         # At once, while the frozen threads still wait (they do until pool_timeout).
-        threads = take_dump(server.pid, keep_dump) if collapsed else None
-        if collapsed and options.await_pool_timeouts:
+        threads = take_dump(server.pid, keep_dump) if frozen else None
+        if frozen and options.await_pool_timeouts:
             waited = _settle(
                 server, log_path, load_start + config.pool_timeout_s + POOL_TIMEOUT_GRACE_S
             )

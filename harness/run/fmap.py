@@ -16,7 +16,9 @@ from harness.run.options import Options
 from harness.run.session import session
 from harness.store.rundir import RunDir
 
-FAULTS = (Verdict.database_lost, Verdict.load_failed)
+# Measured once more: the probe failed, not the variant; or a worker went unsampled, so the probe
+# can say neither that the variant held nor that it froze.
+AGAIN = (Verdict.database_lost, Verdict.load_failed, Verdict.unknown)
 PROBE_ESTIMATE_S = 9.0  # start, verify, warm-up, 3 s run, stop; measured on 2 cores
 PROBES_PER_LINE = 7
 
@@ -50,7 +52,7 @@ def execute_map(
                     listener.cell_started(cell, pos, left)
                     by_id[cell.id] = measure(s, cell, done)
                     done.append(by_id[cell.id])
-                    if by_id[cell.id].verdict in FAULTS:  # the probe, not the variant, failed
+                    if by_id[cell.id].verdict in AGAIN:
                         by_id[cell.id] = measure(s, cell, done, repeat=2)
                         done.append(by_id[cell.id])
                 return is_collapse(by_id[cell.id])

@@ -1,19 +1,28 @@
 """Older run directories, read as the current format (harness.domain.result.FORMAT).
 
-Files on disk are never rewritten here: a format-1 run is upgraded in memory when it is read,
-and its metadata is written in the current format only when a new invocation (a resume) adds
-its own provenance entry to it.
+Files on disk are never rewritten here: an older run is upgraded in memory when it is read, and
+its metadata is written in the current format only when a new invocation (a resume) adds its own
+provenance entry to it, or `python -m harness migrate` writes the upgraded run back whole.
+
+Format 3 judges a record from every process's samples: the records of formats 1 and 2 are
+judged again from the samples they stored (harness/domain/rules.py, `by_evidence`), starting
+from the verdict the throughput rule gave them when they were measured.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from harness.domain.axes import Verdict
 from harness.domain.errors import HarnessError
+from harness.domain.occupancy import Timeline
 from harness.domain.plan import MAP_VARIANTS
 from harness.domain.result import FORMAT
+from harness.domain.rules import Judgement, Rule, by_evidence
 
-READABLE = (1, FORMAT)
+READABLE = (1, 2, FORMAT)
+# What the throughput rule could say of a measurement; any other verdict was its lifecycle's.
+MEASURED = (Verdict.ok, Verdict.errors, Verdict.collapsed)
 # What a format-1 run kept at the top level of its metadata, one invocation's worth (a resume
 # overwrote them): they become that run's first provenance entry.
 _SESSION_KEYS = ("git", "machine", "packages", "stacks", "database", "wrk_version")
@@ -48,14 +57,35 @@ def cell_v1(cell: dict[str, Any]) -> dict[str, Any]:
 
 
 def record(data: dict[str, Any], what: str) -> dict[str, Any]:
-    if check_format(data.get("format", 1), what) == FORMAT:
+    found = check_format(data.get("format", 1), what)
+    if found == FORMAT:
         return data
-    return {**data, "cell": cell_v1(data["cell"]), "format": FORMAT}
+    if found == 1:
+        data = {**data, "cell": cell_v1(data["cell"])}
+    return {**data, **rejudged(data), "format": FORMAT}
+
+
+def rejudged(data: dict[str, Any]) -> dict[str, str]:
+    """The verdict, rule and reason of a record measured before format 3, from its samples."""
+    verdict = Verdict(data["verdict"])
+    if verdict not in MEASURED or data.get("wrk") is None:
+        return {"judged_by": str(Rule.lifecycle), "judgement": data.get("note", "")}
+    occupancy = Timeline.from_json(data["occupancy"]) if data.get("occupancy") else None
+    workers = (data["cell"].get("server") or {}).get("workers")
+    measured = Judgement(verdict, Rule.throughput, "judged by throughput when it was measured")
+    found = by_evidence(measured, occupancy, workers)
+    reason = found.reason
+    if found.verdict is not verdict:
+        reason += f" (re-judged from its stored samples: it was {verdict})"
+    return {"verdict": str(found.verdict), "judged_by": str(found.rule), "judgement": reason}
 
 
 def metadata(data: dict[str, Any], what: str) -> dict[str, Any]:
-    if check_format(data.get("format"), what) == FORMAT:
+    found = check_format(data.get("format"), what)
+    if found == FORMAT:
         return data
+    if found == 2:  # the records changed, not the metadata
+        return {**data, "format": FORMAT}
     kind = data.get("kind", "run")
     if data.get("complete"):
         outcome = "complete"

@@ -165,6 +165,29 @@ class RunDir:
                 shutil.move(path, dest / path.name)
             source.rmdir()
 
+    def migrate(self, entry: dict[str, Any]) -> dict[str, int]:
+        """Write an older run back in the current format: every record as it now reads (older
+        verdicts judged again from their samples, harness/store/migrate.py), then the metadata
+        with `entry` (what did it, and the verdicts it changed) appended to its provenance.
+        Returns the changes, "old -> new" with their counts; a current run is left as it is."""
+        raw = self._raw_metadata()
+        if raw.get("format") == FORMAT:
+            return {}
+        changes: dict[str, int] = {}
+        for path in sorted(self.records_dir.glob("*.json")):
+            before = json.loads(path.read_text())
+            after = CellResult.from_json(migrate.record(before, str(path))).to_json()
+            if (old := before.get("verdict")) != after["verdict"]:
+                change = f"{old} -> {after['verdict']}"
+                changes[change] = changes.get(change, 0) + 1
+            _write_json(path, after, f"the record {path.name}")
+        meta = self.metadata()
+        step = {**entry, "from_format": raw.get("format"), "verdicts_changed": changes}
+        self.write_metadata({**meta, "provenance": [*meta["provenance"], step]})
+        if meta["kind"] == "map":
+            self._move_records(self.path / "cells", self.path / records_folder("map", FORMAT))
+        return changes
+
     # --- records -----------------------------------------------------------------------------
 
     def write_record(self, result: CellResult) -> Path:
