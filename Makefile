@@ -120,7 +120,8 @@ failure-map: setup
 	$(PY) -m harness map $(FLAGS)
 
 # The reference run under results/: the seed-shaped tables for every server and the failure map
-# of all four (sync `dependency` in `map`, the other variants at the baseline in `map-variants`),
+# of all four (sync `dependency` in `map`, its 2-worker line with every worker sampled in
+# `map-workers`, the other variants at the baseline in `map-variants`),
 # the same for uvicorn and the map's baseline under the 2021 stack, the layers
 # (DRIVERS x LAYERS with the ceilings), the decision runs of uvicorn and gunicorn, a long freeze
 # and the side channel's cost, then results/README.md. An interrupted one resumes where it
@@ -136,6 +137,9 @@ COST_RUN_2 := --server uvicorn --styles context --connections 100 --occupancy on
 # What the latency relay costs without delay, against a direct connection.
 RELAY_RUN := --server uvicorn --db-latency 0,relay --connections 32 --styles context --repeats 10 \
 	--duration 2s --warmup 1s
+# The 2-worker line of the map, every worker sampled on its own side channel.
+WORKERS_MAP := --server all --variants sync-dependency --pools 5+10 --tokens 40 --workers 2 \
+	--ceiling-levels none
 LAYERS_RUN := --server uvicorn --drivers psycopg2,asyncpg,psycopg --layers orm,core,driver \
 	--styles dependency --connections 24,100 --repeats 3 --with-ceilings
 
@@ -152,6 +156,8 @@ reference: setup
 		sys.exit("granian" not in plan["servers"])' $(REF)/map/metadata.json; then :; \
 	elif [ -f $$d/metadata.json ]; then $(PY) -m harness map --resume $$d; \
 	else $(PY) -m harness map --server granian --out $$d; fi
+	@d=$(REF)/map-workers; if [ -f $$d/metadata.json ]; then $(PY) -m harness map --resume $$d; \
+	else $(PY) -m harness map $(WORKERS_MAP) --out $$d; fi
 	@d=$(REF)/map-variants; if [ -f $$d/metadata.json ]; then $(PY) -m harness map --resume $$d; \
 	else $(PY) -m harness map --server all --variants sync-limited,sync-context,async-dependency \
 		--ceiling-levels none --out $$d; fi

@@ -182,3 +182,22 @@ def test_the_layers_run_states_each_layer_against_the_driver_alone(tmp_path: Pat
     summary = (root / "layers" / "summary.md").read_text()
     assert "## Layers" in summary and "## Ceilings" in summary
     assert "| orm / driver · async list |" in summary
+
+
+def test_the_two_worker_map_gets_its_section_with_its_verdicts(tmp_path: Path) -> None:
+    """`map-workers`: here the small hypercorn map of tests/fixtures/map-evidence, whose 2-worker
+    probe at 6 connections had one worker stalled while the throughput held."""
+    root = tmp_path / "reference"
+    shutil.copytree(FIXTURES / "map-evidence", root / "map-workers")
+    page = tmp_path / "README.md"
+    reference.write(root, page)
+    text = page.read_text()
+    assert (
+        "## Two workers, every worker sampled ([full report](reference/map-workers/summary.md))"
+    ) in text
+    assert "8 probes: 4 ok, 3 collapsed, 1 partly-collapsed." in text
+    assert (
+        "| hypercorn | sync psycopg2 dependency | fine at 4, collapsed at 6 | 2 4 8✗ 6½✗ |" in text
+    )
+    # Measured before the per-process channel: no share of ticks to state.
+    assert "every worker answered at" not in text

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from harness.domain.axes import FROZEN, Layer, Mode, ServerName, SessionStyle, Workload
+from harness.domain.axes import FROZEN, Layer, Mode, ServerName, SessionStyle, Verdict, Workload
 from harness.domain.cell import Cell
 from harness.domain.plan import MapLine, MapPlan
 from harness.domain.result import CellResult
@@ -612,6 +612,51 @@ def _freeze_by_layer(records: Sequence[CellResult]) -> list[str]:
     return ["Sync `dependency` " + "; it ".join(parts) + why + "."]
 
 
+def _coverage(record: CellResult) -> float | None:
+    """The share of a per-process record's ticks in the measured window at which every one of
+    its processes answered; None for a record sampled through the server's port."""
+    timeline = record.occupancy
+    if timeline is None or not timeline.per_process or not timeline.processes:
+        return None
+    ticks: dict[float, int] = {}
+    for sample in timeline.measured.samples:
+        ticks[sample.t_s] = ticks.get(sample.t_s, 0) + 1
+    if not ticks:
+        return 0.0
+    return sum(n >= timeline.processes for n in ticks.values()) / len(ticks)
+
+
+def workers_section(run: RunDir, base: Path) -> list[str]:
+    """The 2-worker map measured with every worker sampled (`map-workers`)."""
+    plan = MapPlan.from_json(run.metadata()["plan"])
+    records = run.records()
+    session = _first_session(run)
+    cpu = session.get("machine", {}).get("cpu_model", "?")
+    sha = session.get("git", {}).get("sha", "?")[:12]
+    covered = [c for r in records if (c := _coverage(r)) is not None]
+    verdicts = ", ".join(f"{n} {v}" for v in Verdict if (n := sum(r.verdict is v for r in records)))
+    parts = [
+        f"## Two workers, every worker sampled ([full report]({_rel(run.path, base)}/summary.md))",
+        "",
+        f"The map's 2-worker line of sync `dependency` measured again with each worker answering "
+        f"the side channel on a port of its own, and judged by the rule that counts a stalled "
+        f"worker as a freeze (git {sha}, {cpu}; the other maps on this page were measured "
+        f"before it and judged again from their samples). {len(records)} probes: {verdicts}."
+        + (
+            f" In the measured windows of the {len(covered)} probes, every worker answered at "
+            f"{min(covered):.0%} to {max(covered):.0%} of the ticks."
+            if covered
+            else ""
+        ),
+        "",
+        map_summary.variants_table(plan, records),
+    ]
+    for server in plan.servers:
+        if table := map_summary.evidence_table(plan, str(server), records):
+            parts += ["", f"{server}:", "", table]
+    return [*parts, ""]
+
+
 def rejudged_section(root: Path, base: Path) -> list[str]:
     """What `python -m harness migrate` changed in each run, read from the runs' provenance."""
     said = []
@@ -745,6 +790,8 @@ def readme(root: Path, page: Path) -> str:
             "",
             map_summary.ceilings_table(plan, map_records, map_run.pgbench()),
         ]
+    if workers := _map_run(root, "map-workers"):
+        parts += workers_section(workers, base)
     if variants and variants_plan:
         parts += [
             f"## The other variants ([full report]({_rel(variants.path, base)}/summary.md))",
@@ -835,6 +882,7 @@ def write(root: Path, page: Path) -> None:
         "map",
         "map-2021",
         "map-variants",
+        "map-workers",
         "layers",
         "freeze-cycle",
         "relay-cost",
