@@ -83,7 +83,8 @@ def by_evidence(
         what = "the process stalled" if n == 1 else f"all {n} processes stalled"
         return Judgement(Verdict.collapsed, rule, f"{what}: {stalled}")
     if throughput.verdict is Verdict.collapsed:
-        return Judgement(Verdict.collapsed, rule, throughput.reason)
+        some = f"; {len(found.stalls)} of {found.processes} stalled: {stalled}" if stalled else ""
+        return Judgement(Verdict.collapsed, rule, throughput.reason + some)
     if found.stalls:
         why = f"{len(found.stalls)} of {found.processes} processes stalled: {stalled}"
         return Judgement(Verdict.partly_collapsed, rule, why)

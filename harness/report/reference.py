@@ -644,7 +644,12 @@ def workers_section(run: RunDir, base: Path) -> list[str]:
         f"before it and judged again from their samples). {len(records)} probes: {verdicts}."
         + (
             f" In the measured windows of the {len(covered)} probes, every worker answered at "
-            f"{min(covered):.0%} to {max(covered):.0%} of the ticks."
+            + (
+                f"{min(covered):.0%}"
+                if f"{min(covered):.0%}" == f"{max(covered):.0%}"
+                else f"{min(covered):.0%} to {max(covered):.0%}"
+            )
+            + " of the ticks."
             if covered
             else ""
         ),
@@ -653,7 +658,7 @@ def workers_section(run: RunDir, base: Path) -> list[str]:
     ]
     for server in plan.servers:
         if table := map_summary.evidence_table(plan, str(server), records):
-            parts += ["", f"{server}:", "", table]
+            parts += [f"{server}:", "", table]
     return [*parts, ""]
 
 
