@@ -22,7 +22,7 @@ COPY . .
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin bench
 USER bench
 
-EXPOSE 8000-8005
+EXPOSE 8000-8007
 
 # No CMD of the project's own: each compose service's `command` is the argv from
 # servers/registry.py, rendered by `python -m servers.compose`.

@@ -103,20 +103,23 @@ lint: venv
 	$(PY) -m ruff format --check .
 	$(VENV)/bin/lint-imports --no-cache
 
+# A dry run only lists what would run: the Python environment, no system package.
+MEASURE_DEPS := $(if $(filter-out 0,$(DRY_RUN)),venv,setup)
+
 serve: setup
 	$(PY) -m harness serve $(FLAGS)
 
-bench: setup
+bench: $(MEASURE_DEPS)
 	$(PY) -m harness run $(FLAGS)
 
 # The decision preset: database latency x rows x {sync context, sync dependency, async} x workers
 # {1, CPUs} at 8, 32 and 100 connections, 3 interleaved rounds of 2 s, ending in decision.md.
 # About 20-25 minutes per server on 2 cores; every preset value is a variable (REPEATS=5 ...).
-decide: setup
+decide: $(MEASURE_DEPS)
 	$(PY) -m harness decide $(FLAGS)
 
 # The failure map: where each variant collapses, searched, with ceilings and charts.
-failure-map: setup
+failure-map: $(MEASURE_DEPS)
 	$(PY) -m harness map $(FLAGS)
 
 # The reference run under results/: the seed-shaped tables for every server and the failure map

@@ -129,6 +129,9 @@ def test_the_server_error_names_all_as_a_choice(capsys: pytest.CaptureFixture[st
     assert "choose from uvicorn, gunicorn, hypercorn, granian, all" in refused(
         capsys, "run", "--server", "nginx"
     )
+    assert "uvicorn, gunicorn, hypercorn, granian, or all" in parser().format_help() + "".join(
+        a.format_help() for a in parser()._subparsers._group_actions[0].choices.values()
+    )
 
 
 def test_a_variable_a_command_does_not_take_is_refused_with_what_it_takes(
@@ -275,9 +278,18 @@ def test_the_makefile_passes_each_variable_as_its_flag() -> None:
         timeout=60,
         env=env,
     )
+    assert "apt-get" not in done.stdout  # a dry run installs no system package
     line = next(x for x in done.stdout.splitlines() if "-m harness run " in x)
     assert "--pool-timeout='5s'" in line and "--mode='sync'" in line and "--dry-run" in line
     assert "--out='/tmp/it'\\''s'" in line
+    for goal in ("bench", "decide", "failure-map"):
+        plan = subprocess.run(
+            ["make", "-n", goal], cwd=root, capture_output=True, text=True, env=env
+        ).stdout
+        dry = subprocess.run(
+            ["make", "-n", goal, "DRY_RUN=1"], cwd=root, capture_output=True, text=True, env=env
+        ).stdout
+        assert "apt-get" in plan and "apt-get" not in dry, goal  # setup's, only when measuring
     for args, message in [
         (["bench", "SERVERS=gunicorn"], "unknown variable SERVERS"),
         (["reference", "DURATION=3s"], "DURATION: settings of make bench, decide"),

@@ -283,6 +283,12 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return out
 
 
+def test_dockerfile_exposes_every_services_port() -> None:
+    (exposed,) = [args for kw, args in dockerfile_instructions() if kw == "EXPOSE"]
+    low, _, high = exposed.partition("-")
+    assert set(compose.PORTS.values()) <= set(range(int(low), int(high or low) + 1))
+
+
 def test_dockerfile_installs_the_lock_and_copies_it_first() -> None:
     steps = dockerfile_instructions()
     # The base image is a build argument whose default is the official image.

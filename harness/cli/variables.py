@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from harness.domain.errors import UsageError
 from harness.report.table import md_table
-from servers.registry import WRK_IMAGE
+from servers.registry import WRK_IMAGE, ServerName
 
 # What each command is called where users meet it.
 MAKE_TARGET = {
@@ -52,7 +52,7 @@ ALL = {"run": "", "map": "", "serve": "", "decide": ""}
 VARIABLES: tuple[Variable, ...] = (
     Variable(
         "SERVER",
-        "uvicorn, gunicorn, hypercorn, or all (comma list)",
+        f"{', '.join(ServerName)}, or all (comma list)",
         {"run": "uvicorn", "map": "uvicorn", "serve": "uvicorn", "decide": "uvicorn"},
     ),
     Variable(
