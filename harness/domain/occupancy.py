@@ -167,11 +167,9 @@ class Stall:
     to_end: bool = False  # still stalled at the window's end
 
     def describe(self) -> str:
-        start = (
-            "from the start (stalled in the warm-up)"
-            if self.from_warmup
-            else (f"from {self.start_s:.1f} s")
-        )
+        start = f"from {self.start_s:.1f} s"
+        if self.from_warmup:
+            start = "from the start (stalled in the warm-up)"
         end = "to the end" if self.to_end else f"to {self.end_s:.1f} s"
         cause = {
             True: ", every thread waiting for a pooled connection",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections import Counter
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -173,20 +174,19 @@ class RunDir:
         raw = self._raw_metadata()
         if raw.get("format") == FORMAT:
             return {}
-        changes: dict[str, int] = {}
+        changes: Counter[str] = Counter()
         for path in sorted(self.records_dir.glob("*.json")):
             before = json.loads(path.read_text())
             after = CellResult.from_json(migrate.record(before, str(path))).to_json()
             if (old := before.get("verdict")) != after["verdict"]:
-                change = f"{old} -> {after['verdict']}"
-                changes[change] = changes.get(change, 0) + 1
+                changes[f"{old} -> {after['verdict']}"] += 1
             _write_json(path, after, f"the record {path.name}")
         meta = self.metadata()
-        step = {**entry, "from_format": raw.get("format"), "verdicts_changed": changes}
+        step = {**entry, "from_format": raw.get("format"), "verdicts_changed": dict(changes)}
         self.write_metadata({**meta, "provenance": [*meta["provenance"], step]})
         if meta["kind"] == "map":
             self._move_records(self.path / "cells", self.path / records_folder("map", FORMAT))
-        return changes
+        return dict(changes)
 
     # --- records -----------------------------------------------------------------------------
 
