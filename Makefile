@@ -15,7 +15,7 @@ VARIABLES := SERVER MODES MODE STYLES STYLE POOLS POOL_TIMEOUT TOKENS WORKERS ST
 	DRIVERS DRIVER LAYERS LAYER \
 	DURATION WARMUP TIMEOUT SETTLE WORKLOAD ROWS DB_LATENCY WRK WRK_IMAGE DATABASE_URL TARGET TARGET_PID \
 	OCCUPANCY VARIANTS \
-	CEILING_LEVELS START CEILING OUT RESUME
+	CEILING_LEVELS ONSETS BOUNDARY_PROBES PAUSE START CEILING OUT RESUME
 SWITCHES := DRY_RUN KEEP_LOGS FORCE PIN WITH_CEILINGS
 # Variables of the Makefile itself (not settings of a run).
 OWN := PYTHON VENV RUN REF A B
@@ -143,6 +143,10 @@ RELAY_RUN := --server uvicorn --db-latency 0,relay --connections 32 --styles con
 # The 2-worker line of the map, every worker sampled on its own side channel.
 WORKERS_MAP := --server all --variants sync-dependency --pools 5+10 --tokens 40 --workers 2 \
 	--ceiling-levels none
+# The uvicorn and gunicorn baselines mapped twice, one map after the other: how far a threshold
+# moves between two runs (make compare A=... B=... sets their brackets side by side).
+REPRO_MAP := --server uvicorn,gunicorn --variants sync-dependency --pools 5+10 --tokens 40 \
+	--workers 1 --ceiling-levels none
 LAYERS_RUN := --server uvicorn --drivers psycopg2,asyncpg,psycopg --layers orm,core,driver \
 	--styles dependency --connections 24,100 --repeats 3 --with-ceilings
 
@@ -164,6 +168,10 @@ reference: setup
 	@d=$(REF)/map-variants; if [ -f $$d/metadata.json ]; then $(PY) -m harness map --resume $$d; \
 	else $(PY) -m harness map --server all --variants sync-limited,sync-context,async-dependency \
 		--ceiling-levels none --out $$d; fi
+	@for x in a b; do d=$(REF)/map-repro-$$x; \
+		if [ -f $$d/metadata.json ]; then $(PY) -m harness map --resume $$d || exit $$?; \
+		else $(PY) -m harness map $(REPRO_MAP) --out $$d || exit $$?; fi; \
+	done
 	@d=$(REF)/bench-uvicorn-2021; if [ -f $$d/metadata.json ]; then \
 		$(PY) -m harness run --resume $$d; \
 	else $(PY) -m harness run --server uvicorn --stack 2021 --out $$d; fi

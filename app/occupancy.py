@@ -4,7 +4,9 @@
 threadpool thread is blocked: a frozen sync app can still say why it is frozen. It reports the
 threadpool (AnyIO's limiter; under the 2021 stack, asyncio's default executor), the connection
 pool (what each app's lifespan puts in `app.state.pool_stats`), and the requests this process
-has in flight and has answered, counted by a pure ASGI wrapper that leaves the side channel out.
+has in flight (and, of those, how many have no response started yet) and has answered, counted
+by a pure ASGI wrapper that leaves the side channel out. The two in-flight counts differ where
+code runs after the response has started: a `yield` dependency's exit, a background task.
 
 Behind the server's one port, each request reaches whichever worker process accepts it, so with
 several workers one may go unsampled for seconds. Where OCCUPANCY_DIR is set, each process also
@@ -41,7 +43,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 @dataclass
 class Counts:
-    in_flight: int = 0
+    in_flight: int = 0  # entered the app, not finished
+    awaiting: int = 0  # of those, no response started yet
     ok: int = 0  # answered with a status below 400
     errors: int = 0  # answered with 400 or more
 
@@ -62,8 +65,9 @@ class Requests:
 
         async def counting_send(message: Message) -> None:
             nonlocal started
-            if message["type"] == "http.response.start":
+            if message["type"] == "http.response.start" and not started:
                 started = True
+                self.counts.awaiting -= 1
                 if message["status"] < 400:
                     self.counts.ok += 1
                 else:
@@ -71,6 +75,7 @@ class Requests:
             await send(message)
 
         self.counts.in_flight += 1
+        self.counts.awaiting += 1
         try:
             await self.app(scope, receive, counting_send)
         except BaseException:
@@ -81,6 +86,8 @@ class Requests:
             raise
         finally:
             self.counts.in_flight -= 1
+            if not started:
+                self.counts.awaiting -= 1
 
 
 def threadpool() -> dict[str, int | None]:
@@ -128,6 +135,7 @@ def report(app: FastAPI) -> dict[str, Any]:
         **threadpool(),
         **(pool() if pool else {"checked_out": None, "capacity": None, "pool_waiting": None}),
         "in_flight": counts.in_flight,
+        "awaiting": counts.awaiting,
         "ok": counts.ok,
         "errors": counts.errors,
     }

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.domain.axes import Mode, Pool, ServerName, SessionStyle
+from harness.domain.axes import Mode, Onset, Pool, ServerName, SessionStyle
 from harness.domain.cell import ServerConfig
 from harness.domain.plan import MapLine, MapPlan
 from harness.domain.rules import agreement
@@ -123,6 +123,8 @@ def test_small_real_map_measures_the_predicted_threshold(tmp_path: Path) -> None
         "2s",
         "--ceiling-levels",
         "4",
+        "--boundary-probes",
+        "1",
         "--out",
         str(out),
     )
@@ -130,13 +132,21 @@ def test_small_real_map_measures_the_predicted_threshold(tmp_path: Path) -> None
     run = RunDir.open(out)
     plan = MapPlan.from_json(run.metadata()["plan"])
     dependency, context = plan.lines()
-    found = threshold_of(dependency, run.records(), plan.ceiling)
-    assert agreement(dependency.predicted, found) == "agrees", found
-    assert threshold_of(context, run.records(), plan.ceiling).collapsed_at is None
-    assert max(r.cell.connections for r in run.records() if r.cell.variant == context.variant) == 16
+    for onset in (Onset.cold, Onset.warm):
+        found = threshold_of(dependency, run.records(), plan.ceiling, onset)
+        assert agreement(dependency.predicted, found) == "agrees", (onset, found)
+        assert threshold_of(context, run.records(), plan.ceiling, onset).collapsed_at is None
+        probed = [
+            r.cell.connections for r in run.records() if r.cell.variant == context.variant_of(onset)
+        ]
+        assert max(probed) == 16
     assert [p.connections for p in run.pgbench()] == [4]
     summary = (out / "summary.md").read_text()
-    assert "| sync psycopg2 context | 1+1 | 2 | 4 | 1 | none | no collapse up to 16 |" in summary
+    for onset in ("cold", "warm"):
+        assert (
+            f"| sync psycopg2 context | {onset} | 1+1 | 2 | 4 | 1 | none | no collapse up to 16 |"
+            in summary
+        )
     png_size(out / "charts" / "collapse-uvicorn.png")
 
 

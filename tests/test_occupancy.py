@@ -213,12 +213,14 @@ def test_a_map_explains_its_sync_dependency_line_with_the_evidence(tmp_path: Pat
     done = harness(
         "map", "--variants", "sync-dependency", "--pools", "1+1", "--tokens", "3",
         "--start", "4", "--ceiling", "8", "--duration", "1s", "--warmup", "0",
-        "--ceiling-levels", "none", "--out", str(out),
+        "--ceiling-levels", "none", "--onsets", "cold", "--boundary-probes", "1",
+        "--out", str(out),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     summary = (out / "summary.md").read_text()
     section = summary.split("### Why each sync `dependency` line of uvicorn froze")[1]
-    row = next(line for line in section.splitlines() if line.startswith("| 1+1 | 3 | 1 | 5 |"))
+    start = "| cold | 1+1 | 3 | 1 | 5 |"
+    row = next(line for line in section.splitlines() if line.startswith(start))
     assert "collapsed at" in row and "waiting for a pooled connection" in row
     assert "tokens 3/3" in row and "conns 2/2" in row
     assert list((out / "charts").glob("timeline-*.png"))

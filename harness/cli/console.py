@@ -6,6 +6,7 @@ import sys
 import time
 from typing import TextIO
 
+from harness.domain.axes import Onset
 from harness.domain.cell import Cell
 from harness.domain.plan import MapLine
 from harness.domain.result import CellResult, PgbenchResult
@@ -41,10 +42,13 @@ class Console(Listener):
         p99 = f"{w.p99_ms:.1f} ms" if w and w.requests else "-"
         figures = f"{w.ok_rps:.1f} req/s, p99 {p99}, {w.failed} failed, " if w else ""
         pool = f", {result.pool_timeouts} pool timeouts" if result.pool_timeouts else ""
-        self._write(f"{figures}{result.verdict}{pool}\n")
+        # A ramp's later levels have no start line of their own: name their connections.
+        level = result.ramp is not None and result.cell.connections != result.ramp.ladder[0]
+        at = f"    {result.cell.connections} connections ... " if level else ""
+        self._write(f"{at}{figures}{result.verdict}{pool}\n")
 
-    def line_searched(self, line: MapLine, found: Threshold) -> None:
-        self._write(f"    {line.variant}: {found.describe()}\n")
+    def line_searched(self, line: MapLine, found: Threshold, onset: Onset) -> None:
+        self._write(f"    {line.variant_of(onset)}: {found.describe()}\n")
 
     def notice(self, text: str) -> None:
         self._write(f"    {text}\n")

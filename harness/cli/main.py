@@ -23,7 +23,7 @@ from harness.cli.variables import (
     add_arguments,
     resolve,
 )
-from harness.domain.axes import Layer, Mode, SessionStyle, Stack, Workload, WrkRunner
+from harness.domain.axes import Layer, Mode, Onset, SessionStyle, Stack, Workload, WrkRunner
 from harness.domain.cell import Cell, ServerConfig
 from harness.domain.errors import HarnessError, UsageError
 from harness.domain.parse import (
@@ -198,6 +198,9 @@ def map_plan(given: Given) -> MapPlan:
         stack=stack,
         drivers=tuple(drivers),
         layer=parse_one(_choices(given, "LAYERS", Layer), "LAYERS", one),
+        onsets=tuple(dict.fromkeys(_choices(given, "ONSETS", Onset))),
+        boundary_probes=parse_positive_ints(given["BOUNDARY_PROBES"], "BOUNDARY_PROBES", 10)[0],
+        pause_s=0.0 if given["PAUSE"] in ("0", "0s") else parse_duration(given["PAUSE"], "PAUSE"),
     )
     if plan.start > plan.ceiling:
         raise UsageError(f"START: {plan.start} is above the ceiling {plan.ceiling}")

@@ -199,6 +199,19 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "CEILING_LEVELS", "connections for the ceilings, or none", {"map": "1,12,24,48,100,200"}
     ),
+    Variable(
+        "ONSETS",
+        "how the load meets each probe's server (comma list): cold (a fresh server stepped to N, "
+        "no warm-up), warm (one server, the load raised level by level), fresh (a warm-up at N "
+        "on a fresh server, as maps measured before onsets)",
+        {"map": "cold,warm"},
+    ),
+    Variable(
+        "BOUNDARY_PROBES",
+        "probes at each edge of a threshold's bracket (cold), and ramps through it (warm)",
+        {"map": "3"},
+    ),
+    Variable("PAUSE", "a warm ramp's least pause between two levels", {"map": "0.5s"}),
     Variable("START", "first connection count probed", {"map": "8"}),
     Variable("CEILING", "highest connection count probed", {"map": "400"}),
     Variable(

@@ -19,6 +19,7 @@ __all__ = [
     "Latency",
     "Layer",
     "Mode",
+    "Onset",
     "Pool",
     "ServerName",
     "SessionStyle",
@@ -45,6 +46,15 @@ WORKLOAD_PATH = {
     Workload.insert: "/users/insert-data-to-test",
     Workload.health: "/health",
 }
+
+
+class Onset(StrEnum):
+    """How the load reaches the server when its measured window opens: two incidents, and the
+    way `make bench` measures."""
+
+    fresh = "fresh"  # a fresh server warmed up at N for WARMUP, then measured (make bench)
+    cold = "cold"  # a fresh server, pool empty, no warm-up: a step to N (a deploy under load)
+    warm = "warm"  # a server already serving, load raised to N level by level (growing traffic)
 
 
 class Verdict(StrEnum):

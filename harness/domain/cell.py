@@ -18,6 +18,7 @@ from harness.domain.axes import (
     Latency,
     Layer,
     Mode,
+    Onset,
     Pool,
     ServerName,
     SessionStyle,
@@ -94,7 +95,16 @@ class Target:
 
 # What a report may ask of any cell's server; None where it is a target's.
 CONFIG_FIELDS = tuple(f.name for f in fields(ServerConfig))
-OWN_FIELDS = ("mode", "workload", "connections", "duration_s", "target", "stack", "driver")
+OWN_FIELDS = (
+    "mode",
+    "workload",
+    "connections",
+    "duration_s",
+    "target",
+    "stack",
+    "driver",
+    "onset",
+)
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,7 @@ class Cell:
     workload: Workload
     connections: int
     duration_s: float
+    onset: Onset = Onset.fresh
 
     def __post_init__(self) -> None:
         config = self.config
@@ -157,11 +168,12 @@ class Cell:
         side = "/side channel off" if k("occupancy") is False else ""
         rows = "" if k("rows") in (None, SEED_ROWS) else f"/rows {k('rows')}"
         latency = "" if self.db_latency is None else f"/latency {self.db_latency}"
+        onset = "" if self.onset is Onset.fresh else f"/{self.onset}"
         layer = "" if k("layer") in (None, Layer.orm) else f"/layer {k('layer')}"
         return (
             f"{self.server_label}/{self.mode}/{shown(self.driver)}{layer}/{shown(k('style'))}/"
             f"pool {shown(k('pool'))}/tokens {shown(k('tokens'))}/workers {shown(k('workers'))}/"
-            f"{self.workload}{stack}{rows}{latency}{side}"
+            f"{self.workload}{stack}{rows}{latency}{side}{onset}"
         )
 
     @property
@@ -186,6 +198,7 @@ class Cell:
         later += "" if self.default_driver else f"-dr{self.driver}"
         later += "" if k("layer") in (None, Layer.orm) else f"-l{k('layer')}"
         later += "" if self.db_latency is None else f"-lat{self.db_latency}"
+        later += "" if self.onset is Onset.fresh else f"-o{self.onset}"
         return (
             f"{where}-{self.mode}-{shown(k('style'))}-p{pool or 'unknown'}"
             f"-pt{shown(k('pool_timeout_s'))}-t{shown(k('tokens'))}-w{shown(k('workers'))}"
@@ -202,6 +215,7 @@ class Cell:
             "workload": str(self.workload),
             "connections": self.connections,
             "duration_s": self.duration_s,
+            "onset": str(self.onset),
         }
 
     @classmethod
@@ -215,4 +229,5 @@ class Cell:
             workload=Workload(data["workload"]),
             connections=int(data["connections"]),
             duration_s=float(data["duration_s"]),
+            onset=Onset(data.get("onset", Onset.fresh)),
         )

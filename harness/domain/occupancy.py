@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
-from itertools import pairwise
+from itertools import combinations, pairwise
+from statistics import median
 from typing import Any
 
 SAMPLE_HZ = 10.0
@@ -31,6 +32,9 @@ class Sample:
     ok: int
     errors: int
     pool_waiting: int | None = None  # threads blocked waiting for a connection (sync pools)
+    # Of the requests in flight, those with no response started yet (None: an app from before
+    # the count). A `yield` dependency's exit runs after the response started.
+    awaiting: int | None = None
 
     @property
     def blocked_on_pool(self) -> bool:
@@ -143,6 +147,116 @@ class Timeline:
             )
             previous = now
         return out
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """Requests in one process: in flight (not finished) and, of those, awaiting a response."""
+
+    in_flight: int
+    awaiting: int | None
+
+    def to_json(self) -> list[int | None]:
+        return [self.in_flight, self.awaiting]
+
+    def __str__(self) -> str:
+        awaiting = "?" if self.awaiting is None else str(self.awaiting)
+        return f"{self.in_flight} ({awaiting} awaiting a response)"
+
+
+def _pids(data: dict[str, list[int | None]]) -> dict[int, InFlight]:
+    return {int(pid): InFlight(int(v[0] or 0), v[1]) for pid, v in data.items()}
+
+
+@dataclass(frozen=True)
+class Window:
+    """The edges of a measured window, from the side channel: what was still in each process
+    when it opened (the harness waits for the warm-up's requests to finish first), the most in
+    flight in each during it, and whether its throughput held steady across it."""
+
+    waited_s: float | None  # how long the harness waited for the server to empty (None: no wait)
+    at_start: dict[int, InFlight]  # each process at its last sample before the window opened
+    peak: dict[int, InFlight]  # each process's most (in flight, awaiting) over the window
+    # The answered requests per second's change across the window, relative to its mean: the
+    # slope of a Theil-Sen line through half-second bins times the window's length. None: too
+    # short a window, or nothing answered.
+    trend: float | None
+    steady: bool | None  # |trend| within the rule's bound (harness/domain/rules.py)
+
+    @property
+    def clean(self) -> bool | None:
+        """No request from before the window was in the server when it opened; None: unknown."""
+        if not self.at_start:
+            return None
+        return all(v.in_flight == 0 for v in self.at_start.values())
+
+    @property
+    def most_in_flight(self) -> int:
+        return max((v.in_flight for v in self.peak.values()), default=0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "waited_s": self.waited_s,
+            "at_start": {str(p): v.to_json() for p, v in self.at_start.items()},
+            "peak": {str(p): v.to_json() for p, v in self.peak.items()},
+            "trend": self.trend,
+            "steady": self.steady,
+            "clean": self.clean,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Window:
+        return cls(
+            waited_s=data.get("waited_s"),
+            at_start=_pids(data.get("at_start", {})),
+            peak=_pids(data.get("peak", {})),
+            trend=data.get("trend"),
+            steady=data.get("steady"),
+        )
+
+
+BIN_S = 0.5  # the throughput trend's bins
+MIN_BINS = 4
+
+
+def window_of(timeline: Timeline, waited_s: float | None, steady_within: float) -> Window:
+    """The measured window of `timeline`: its edges and its throughput's trend."""
+    start = timeline.measured_from_s
+    at_start = {
+        pid: InFlight(s.in_flight, s.awaiting) for pid, s in timeline.last(before_s=start).items()
+    }
+    peak: dict[int, InFlight] = {}
+    for s in timeline.measured.samples:
+        was = peak.get(s.pid, InFlight(0, None if s.awaiting is None else 0))
+        awaiting = None if s.awaiting is None else max(s.awaiting, was.awaiting or 0)
+        peak[s.pid] = InFlight(max(s.in_flight, was.in_flight), awaiting)
+    trend = _trend(timeline)
+    steady = None if trend is None else abs(trend) <= steady_within
+    return Window(waited_s, at_start, dict(sorted(peak.items())), trend, steady)
+
+
+def _trend(timeline: Timeline) -> float | None:
+    """Relative change of the answered rate across the measured window (see Window.trend)."""
+    start = timeline.measured_from_s
+    end = max((s.t_s for s in timeline.samples), default=start)
+    bins = int((end - start) / BIN_S)
+    if bins < MIN_BINS:
+        return None
+    answered = [_answered(timeline, start + i * BIN_S) for i in range(bins + 1)]
+    rates = [(b - a) / BIN_S for a, b in pairwise(answered)]
+    mean = sum(rates) / len(rates)
+    if mean <= 0:
+        return None
+    # Theil-Sen: the median of the slopes between every two bins (one odd bin moves it little).
+    slope = median(
+        (b - a) / ((j - i) * BIN_S) for (i, a), (j, b) in combinations(enumerate(rates), 2)
+    )
+    return round(slope * bins * BIN_S / mean, 3)
+
+
+def _answered(timeline: Timeline, at_s: float) -> int:
+    """Responses every process had started by `at_s` (each at its latest sample until then)."""
+    return sum(s.ok + s.errors for s in timeline.last(before_s=at_s + 1e-9).values())
 
 
 def _total(values: Iterable[int | None]) -> int | None:

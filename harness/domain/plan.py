@@ -21,6 +21,7 @@ from harness.domain.axes import (
     Latency,
     Layer,
     Mode,
+    Onset,
     Pool,
     ServerName,
     SessionStyle,
@@ -29,6 +30,7 @@ from harness.domain.axes import (
 )
 from harness.domain.cell import Cell, ServerConfig, Target
 from harness.domain.rules import order, predicted
+from harness.domain.search import resolution
 
 CEILING_LEVELS = (1, 12, 24, 48, 100, 200)
 MAP_VARIANTS = (
@@ -179,13 +181,17 @@ class MapLine:
         # The line's driver, as its cells name it (the mode's default unless given).
         object.__setattr__(self, "config", self.cell(1).server)
 
-    def cell(self, connections: int) -> Cell:
-        return Cell(self.config, self.mode, Workload.list, connections, self.duration_s)
+    def cell(self, connections: int, onset: Onset = Onset.fresh) -> Cell:
+        return Cell(self.config, self.mode, Workload.list, connections, self.duration_s, onset)
 
     @property
     def variant(self) -> str:
-        """The `variant` of every probe of this line."""
+        """The `variant` of every probe of this line measured the way `make bench` measures."""
         return self.cell(1).variant
+
+    def variant_of(self, onset: Onset) -> str:
+        """The `variant` of this line's probes with `onset`: each onset has its own threshold."""
+        return self.cell(1, onset).variant
 
     @property
     def label(self) -> str:
@@ -223,9 +229,17 @@ class MapPlan:
     # One driver per mode and one layer for every line (the defaults: the seed's).
     drivers: tuple[tuple[Mode, Driver], ...] = tuple(DEFAULT_DRIVER.items())
     layer: Layer = Layer.orm
+    # How the load meets each probe's server (one threshold per onset), and how often each edge
+    # of a threshold's bracket is probed. Maps planned before onsets: fresh, once.
+    onsets: tuple[Onset, ...] = (Onset.cold, Onset.warm)
+    boundary_probes: int = 3
+    pause_s: float = 0.5  # a warm ramp's least pause between two levels
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "onsets": [str(o) for o in self.onsets],
+            "boundary_probes": self.boundary_probes,
+            "pause_s": self.pause_s,
             "servers": [str(s) for s in self.servers],
             "pools": [str(p) for p in self.pools],
             "tokens": list(self.tokens),
@@ -269,7 +283,31 @@ class MapPlan:
                 ).items()
             ),
             layer=Layer(data.get("layer", Layer.orm)),
+            onsets=tuple(Onset(o) for o in data.get("onsets", [Onset.fresh])),
+            boundary_probes=int(data.get("boundary_probes", 1)),
+            pause_s=float(data.get("pause_s", 0.5)),
         )
+
+    def coarse_ladder(self) -> tuple[int, ...]:
+        """A warm line's first ramp: doubling from `start` to the ceiling."""
+        levels = [self.start]
+        while levels[-1] < self.ceiling:
+            levels.append(min(levels[-1] * 2, self.ceiling))
+        return tuple(levels)
+
+    def fine_ladder(self, held: int | None) -> tuple[int, ...]:
+        """A warm line's other ramps: doubling to `held` (the last level the first ramp held),
+        up by one step (10% of `held`, the search's resolution) to twice `held` (where the first
+        ramp collapsed), then doubling again to the ceiling."""
+        if held is None:
+            return self.coarse_ladder()
+        levels = [c for c in self.coarse_ladder() if c < held] + [held]
+        top = min(2 * held, self.ceiling)
+        while levels[-1] < top:
+            levels.append(min(levels[-1] + resolution(held), top))
+        while levels[-1] < self.ceiling:
+            levels.append(min(levels[-1] * 2, self.ceiling))
+        return tuple(levels)
 
     def driver(self, mode: Mode) -> Driver:
         return dict(self.drivers)[mode]

@@ -7,15 +7,17 @@ from typing import Any
 
 from harness.domain.axes import Verdict
 from harness.domain.cell import Cell
-from harness.domain.occupancy import ThreadDump, Timeline
+from harness.domain.occupancy import ThreadDump, Timeline, Window
 
 # Version of a record's and a run's JSON. 1: a cell's settings flat, targets with settings None,
 # map lines stored as cells, metadata overwritten by a resume. 2: a cell names its server
 # (`server` settings or a `target` URL), metadata keeps one provenance entry per invocation.
 # 3: a record says which rule judged it (`judged_by`) and why (`judgement`); verdicts of records
 # with samples come from every process's samples (partly-collapsed, unknown).
-# harness/store/migrate.py reads 1 and 2 (re-judging their samples); any other number is refused.
-FORMAT = 3
+# 4: a cell names its onset (fresh, cold or warm); a record keeps its measured window's edges
+# (`window`) and a warm probe its ramp (`ramp`).
+# harness/store/migrate.py reads 1 to 3 (re-judging the samples of 1 and 2); any other is refused.
+FORMAT = 4
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,23 @@ class Integrity:
         return self.missing == 0 and self.surplus <= self.unacknowledged_bound
 
 
+@dataclass(frozen=True)
+class Ramp:
+    """The ramp a warm probe was part of: one server, the load raised level by level, each
+    level measured for the cell's duration once the server had emptied after the last."""
+
+    ladder: tuple[int, ...]  # the connection levels it was to climb, in order
+    step: int  # the step between levels near the threshold (below it, the load doubles)
+    pause_s: float  # the least time between two levels (then until no request is in flight)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ladder": list(self.ladder), "step": self.step, "pause_s": self.pause_s}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Ramp:
+        return cls(tuple(data["ladder"]), int(data["step"]), float(data["pause_s"]))
+
+
 def record_key(cell: Cell, repeat: int) -> str:
     """Unique in a run: the cell's id, and the round for every round after the first (so a
     run of one round names its records as runs always did)."""
@@ -117,6 +136,8 @@ class CellResult:
     threads: ThreadDump | None = None  # where the server's threads stood when it collapsed
     judged_by: str = ""  # the rule that gave the verdict (harness.domain.rules.Rule)
     judgement: str = ""  # why, in one line
+    window: Window | None = None  # the measured window's edges, where the side channel was on
+    ramp: Ramp | None = None  # a warm probe's ramp (its `repeat` is the ramp's number)
 
     @property
     def key(self) -> str:
@@ -128,7 +149,7 @@ class CellResult:
         for name in ("wrk", "cpu", "integrity"):
             value = getattr(self, name)
             data[name] = asdict(value) if value is not None else None
-        for name in ("occupancy", "threads"):
+        for name in ("occupancy", "threads", "window", "ramp"):
             value = getattr(self, name)
             data[name] = value.to_json() if value is not None else None
         data["verdict"] = str(self.verdict)
@@ -158,6 +179,8 @@ class CellResult:
             threads=ThreadDump.from_json(data["threads"]) if data.get("threads") else None,
             judged_by=data.get("judged_by", ""),
             judgement=data.get("judgement", ""),
+            window=Window.from_json(data["window"]) if data.get("window") else None,
+            ramp=Ramp.from_json(data["ramp"]) if data.get("ramp") else None,
         )
 
 

@@ -31,6 +31,12 @@ STALL_S = 1.0
 UNSAMPLED_S = 1.0
 
 
+# A measured window is steady when its answered requests per second changed by no more than this
+# fraction of their mean across it (harness/domain/occupancy.py, Window.trend); a window that is
+# not is flagged in its record, not judged otherwise: a freeze is the verdict's business.
+STEADY_TREND = 0.25
+
+
 class Rule(StrEnum):
     """Which rule judged a measurement, kept in its record."""
 
@@ -182,6 +188,21 @@ def is_collapse(result: CellResult) -> bool:
     """A probe counts as collapsed for the search unless the variant served its load: a
     partly-collapsed probe is a freeze, and an `unknown` one cannot count as having held."""
     return result.verdict is not Verdict.ok and result.verdict is not Verdict.errors
+
+
+# Probes that neither held nor froze: the side channel could not see every process, or the
+# probe failed, not the variant (wrk, or the database). A map measures them once more.
+NO_ANSWER = (Verdict.unknown, Verdict.load_failed, Verdict.database_lost)
+
+
+def probe_counts(results: Sequence[CellResult]) -> dict[int, tuple[int, int]]:
+    """Connections -> (probes that collapsed, probes that answered)."""
+    counts: dict[int, tuple[int, int]] = {}
+    for r in results:
+        if r.verdict not in NO_ANSWER:
+            froze, probes = counts.get(r.cell.connections, (0, 0))
+            counts[r.cell.connections] = (froze + is_collapse(r), probes + 1)
+    return counts
 
 
 def probe_answers(results: Sequence[CellResult]) -> dict[int, bool]:

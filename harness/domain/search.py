@@ -3,7 +3,9 @@ collapsed connection count, up to a ceiling.
 
 The search only ever reports what it observed: `fine_at` is a count that was probed and did not
 collapse, `collapsed_at` one that was probed and did. Near the threshold answers are noisy (the
-stall needs enough requests to arrive at once); the bracket stays consistent with the probes.
+stall needs enough requests to arrive at once), so `confirm` probes the bracket's edges again
+until each has been probed `repeats` times (more where its answers disagree), and a threshold
+keeps every level's count: "froze 0/3 at 64, 2/3 at 72, 3/3 at 80".
 """
 
 from __future__ import annotations
@@ -11,13 +13,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+Count = tuple[int, int]  # (probes that collapsed, probes that answered) at one level
+
 
 @dataclass(frozen=True)
 class Threshold:
-    fine_at: int | None  # the largest probed count below collapsed_at that did not collapse
-    collapsed_at: int | None  # the smallest probed count that collapsed; None: none did
+    # The largest level below every collapse seen that held in every probe.
+    fine_at: int | None
+    # The smallest level that collapsed in every probe; None: none did.
+    collapsed_at: int | None
     ceiling: int
-    probes: dict[int, bool] = field(default_factory=dict)  # connections -> collapsed?
+    probes: dict[int, bool] = field(default_factory=dict)  # connections -> collapsed (any)?
+    counts: dict[int, Count] = field(default_factory=dict)  # connections -> (collapsed, probes)
 
     @property
     def step(self) -> int | None:
@@ -26,7 +33,40 @@ class Threshold:
             return None
         return self.collapsed_at - (self.fine_at or 0)
 
+    @property
+    def repeated(self) -> bool:
+        """Some level was probed more than once."""
+        return any(n > 1 for _, n in self.counts.values())
+
+    @property
+    def uncertain(self) -> dict[int, Count]:
+        """The levels between the edges (where nothing always collapsed: those whose probes
+        disagreed)."""
+        if self.collapsed_at is None:
+            return {c: (f, n) for c, (f, n) in sorted(self.counts.items()) if 0 < f < n}
+        low = self.fine_at if self.fine_at is not None else 0
+        return {c: v for c, v in sorted(self.counts.items()) if low < c < self.collapsed_at}
+
+    def tally(self) -> str:
+        """'froze 0/3 at 64, 2/3 at 72, 3/3 at 80': every level from the last that always held
+        to the first that always collapsed (where none did, the levels that sometimes did and
+        the highest level probed)."""
+        if self.collapsed_at is None:
+            top = max(self.counts, default=self.ceiling)
+            shown = {**self.uncertain, **{top: self.counts[top]}} if self.counts else {}
+        else:
+            low = self.fine_at if self.fine_at is not None else 0
+            high = self.collapsed_at
+            shown = {c: v for c, v in self.counts.items() if low <= c <= high}
+        return "froze " + ", ".join(f"{f}/{n} at {c}" for c, (f, n) in sorted(shown.items()))
+
     def describe(self) -> str:
+        if self.repeated:
+            if self.collapsed_at is None and self.uncertain:
+                return f"no level collapsed every time up to {self.ceiling} ({self.tally()})"
+            if self.collapsed_at is None:
+                return f"no collapse up to {self.ceiling} ({self.tally()})"
+            return self.tally()
         if self.collapsed_at is None:
             return f"no collapse up to {self.ceiling}"
         if self.fine_at is None:
@@ -35,13 +75,52 @@ class Threshold:
 
 
 def bracket(probes: dict[int, bool], ceiling: int) -> Threshold:
-    """The threshold that a set of probe answers shows (used by the search and by reports)."""
-    collapsed = sorted(c for c, bad in probes.items() if bad)
-    if not collapsed:
-        return Threshold(None, None, ceiling, dict(probes))
-    first = collapsed[0]
-    fine = [c for c, bad in probes.items() if not bad and c < first]
-    return Threshold(max(fine, default=None), first, ceiling, dict(probes))
+    """The threshold that a set of probe answers, one per level, shows."""
+    return bracket_counts({c: (int(bad), 1) for c, bad in probes.items()}, ceiling)
+
+
+def bracket_counts(counts: dict[int, Count], ceiling: int) -> Threshold:
+    """The threshold that probe counts show (used by the search and by reports): collapsed at
+    the smallest level where every probe collapsed, fine at the largest level below any
+    collapse where none did."""
+    counts = {c: (f, n) for c, (f, n) in sorted(counts.items()) if n > 0}
+    probes = {c: f > 0 for c, (f, n) in counts.items()}
+    always = [c for c, (f, n) in counts.items() if f == n]
+    if not any(probes.values()):
+        return Threshold(None, None, ceiling, probes, counts)
+    first = min(c for c, bad in probes.items() if bad)
+    fine = max((c for c, (f, _) in counts.items() if f == 0 and c < first), default=None)
+    return Threshold(fine, min(always, default=None), ceiling, probes, counts)
+
+
+def confirm(
+    found: Threshold,
+    again: Callable[[int], bool | None],
+    repeats: int = 3,
+    disputed: int = 5,
+    budget: int = 12,
+) -> Threshold:
+    """Probe `found`'s edges (the last level that held, the first that collapsed; the ceiling
+    where nothing collapsed) until each has `repeats` answers, and each level between them
+    whose answers disagree `disputed`; at most `budget` probes more. `again(c)` measures once
+    more: collapsed?, or None where the probe could not say (it still counts against the
+    budget). An edge that disagrees moves the bracket outwards, and the new edge is probed."""
+    counts = dict(found.counts)
+    for _ in range(budget):
+        now = bracket_counts(counts, found.ceiling)
+        edges = [c for c in (now.fine_at, now.collapsed_at) if c is not None]
+        if now.collapsed_at is None and found.ceiling in counts:
+            edges.append(found.ceiling)
+        wanted = [c for c in edges if counts[c][1] < repeats]
+        wanted += [c for c, (f, n) in now.uncertain.items() if 0 < f < n and n < disputed]
+        if not wanted:
+            return now
+        level = wanted[0]
+        answer = again(level)
+        if answer is not None:
+            froze, probes = counts[level]
+            counts[level] = (froze + answer, probes + 1)
+    return bracket_counts(counts, found.ceiling)
 
 
 def resolution(at: int) -> int:

@@ -61,6 +61,7 @@ class Sampler:
         self.per_process = False  # some tick found the registry filled
         self.measured_from_s = 0.0
         self.samples: list[Sample] = []
+        self.latest: dict[int, Sample] = {}  # each process's last sample
         self.unanswered = 0
         self.absent = False  # the server has no side channel (404): stop asking
         self._stop = threading.Event()
@@ -75,6 +76,29 @@ class Sampler:
     def mark_measured(self) -> None:
         """The measured run starts now (what came before was the warm-up)."""
         self.measured_from_s = round(time.monotonic() - self.t0, 3)
+
+    def wait_empty(self, timeout_s: float, least_s: float = 0.0) -> float | None:
+        """Wait (at least `least_s`) until a sample taken since this call of every process
+        shows no request in flight: so the measured window opens on a server where no request
+        of the warm-up is still being served. Seconds waited; None if it did not empty within
+        `timeout_s`, or cannot be seen (no side channel)."""
+        t_call = time.monotonic()
+        since = t_call - self.t0
+        deadline = t_call + max(timeout_s, least_s)
+        while self.enabled and not self.absent:
+            now = time.monotonic()
+            latest = dict(self.latest)
+            fresh = [s for s in latest.values() if s.t_s >= since]
+            known = len(fresh) == len(latest) and len(latest) >= (
+                self.processes if self.per_process and self.processes else 1
+            )
+            if known and now - t_call >= least_s and all(s.in_flight == 0 for s in fresh):
+                return round(now - t_call, 2)
+            if now >= deadline:
+                return None
+            time.sleep(0.02)
+        time.sleep(max(0.0, t_call + least_s - time.monotonic()))
+        return None
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -114,7 +138,9 @@ class Sampler:
             self.absent = True
         elif status == 200 and isinstance(body, dict):
             values = {name: body.get(name) for name in SAMPLE_FIELDS if name != "t_s"}
-            self.samples.append(Sample(t_s=at, **values))
+            sample = Sample(t_s=at, **values)
+            self.samples.append(sample)
+            self.latest[sample.pid] = sample
         else:
             self.unanswered += 1
 

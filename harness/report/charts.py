@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
-from harness.domain.axes import Latency, Mode, ServerName, Workload
+from harness.domain.axes import Latency, Mode, Onset, ServerName, Workload
 from harness.domain.plan import MapLine, MapPlan
 from harness.domain.result import CellResult, PgbenchResult
 from harness.report import decision
@@ -50,7 +50,7 @@ def collapse_chart(
             else "pool"
         )
         marker, color = styles[kind]
-        found = threshold_of(line, records, plan.ceiling)
+        found = threshold_of(line, records, plan.ceiling, plan.onsets[0])
         x = config.pool.capacity
         label = {
             "pool": "measured (fine at → collapsed at)",
@@ -84,7 +84,8 @@ def collapse_chart(
     ax.legend(unique.values(), unique.keys(), fontsize=8, loc="upper left")
     ax.set_xlabel("C = pool_size + max_overflow (per worker)")
     ax.set_ylabel("connections (wrk -c)")
-    ax.set_title(f"{server}: where sync `dependency` collapses")
+    onset = "" if plan.onsets[0] is Onset.fresh else f" ({plan.onsets[0]})"
+    ax.set_title(f"{server}: where sync `dependency` collapses{onset}")
     ax.set_ylim(0, plan.ceiling * 1.05)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -98,6 +99,7 @@ def throughput_chart(
     lines: Sequence[MapLine],
     records: Sequence[CellResult],
     pg: Sequence[PgbenchResult],
+    onset: Onset = Onset.fresh,
 ) -> None:
     """req/s and p99 against connections for each variant at the baseline, with ceilings."""
     fig, (rps_ax, p99_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
@@ -108,10 +110,13 @@ def throughput_chart(
     baseline = [line for line in lines if factors(line) == factors(lines[0])]
     floor = 10.0  # where a collapsed probe (0 req/s) is drawn on the log scale
     for i, line in enumerate(baseline):
-        probes = sorted(
-            (r for r in records if r.cell.variant == line.variant and r.wrk),
-            key=lambda r: r.cell.connections,
-        )
+        # One probe per level (the first measured): the first onset's, as the map's table.
+        variant = line.variant_of(onset)
+        first = {}
+        for r in sorted(records, key=lambda r: -r.repeat):
+            if r.cell.variant == variant and r.wrk:
+                first[r.cell.connections] = r
+        probes = sorted(first.values(), key=lambda r: r.cell.connections)
         served = [r for r in probes if r.wrk and r.wrk.ok_rps >= 1]
         stalled = [r.cell.connections for r in probes if r.wrk and r.wrk.ok_rps < 1]
         color = f"C{i}"

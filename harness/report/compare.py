@@ -75,6 +75,10 @@ def _side(c: CellStats) -> tuple[str, list[float]]:
 
 
 def compare(a: RunDir, b: RunDir) -> str:
+    if a.kind == "map" and b.kind == "map":
+        from harness.report.brackets import compare_maps  # two maps compare their thresholds
+
+        return compare_maps(a, b)
     if refused := _refusals(a, b):
         raise UsageError("COMPARE: the runs were not measured alike: " + "; ".join(refused))
     ra, rb = a.records(), b.records()

@@ -44,7 +44,9 @@ def write(run: RunDir) -> None:
         if not any(r.cell.known("name") == server for r in records):
             continue
         charts.collapse_chart(folder / f"collapse-{server}.png", server, plan, mine, records)
-        charts.throughput_chart(folder / f"throughput-{server}.png", server, mine, records, pg)
+        charts.throughput_chart(
+            folder / f"throughput-{server}.png", server, mine, records, pg, plan.onsets[0]
+        )
 
 
 def write_decision(run: RunDir, meta: dict[str, Any], records: Sequence[CellResult]) -> None:

@@ -5,12 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from harness.domain.axes import Verdict, Workload
+from harness.domain.axes import Onset, Verdict, Workload
 from harness.domain.occupancy import Timeline
 from harness.domain.plan import MapLine, MapPlan
 from harness.domain.result import CellResult, PgbenchResult
-from harness.domain.rules import agreement, is_collapse, probe_answers, queue_model
-from harness.domain.search import Threshold, bracket
+from harness.domain.rules import (
+    STEADY_TREND,
+    agreement,
+    is_collapse,
+    probe_counts,
+    queue_model,
+)
+from harness.domain.search import Threshold, bracket_counts
 from harness.report import ceilings, evidence
 from harness.report.summary import details_table, header
 from harness.report.table import md_table
@@ -43,23 +49,42 @@ EVIDENCE_TEXT = (
 )
 
 
-def threshold_of(line: MapLine, records: Sequence[CellResult], ceiling: int) -> Threshold:
-    """The collapse point the probes of `line` show."""
-    return bracket(probe_answers([r for r in records if r.cell.variant == line.variant]), ceiling)
+def threshold_of(
+    line: MapLine, records: Sequence[CellResult], ceiling: int, onset: Onset = Onset.fresh
+) -> Threshold:
+    """The collapse point the probes of `line` with `onset` show, with every level's count."""
+    variant = line.variant_of(onset)
+    return bracket_counts(probe_counts([r for r in records if r.cell.variant == variant]), ceiling)
 
 
-def _probe_trail(line: MapLine, records: Sequence[CellResult]) -> str:
-    probes = sorted(
-        (r for r in records if r.cell.variant == line.variant), key=lambda r: r.started_at
-    )
+def _probe_trail(line: MapLine, records: Sequence[CellResult], onset: Onset) -> str:
+    """Every probe in the order measured; a warm line's, ramp by ramp."""
+    variant = line.variant_of(onset)
+    probes = sorted((r for r in records if r.cell.variant == variant), key=lambda r: r.started_at)
     mark = {Verdict.unknown: "?", Verdict.partly_collapsed: "½✗"}
-    return " ".join(
-        f"{r.cell.connections}{mark.get(r.verdict, '✗' if is_collapse(r) else '')}" for r in probes
-    )
+
+    def shown(rs: Sequence[CellResult]) -> str:
+        return " ".join(
+            f"{r.cell.connections}{mark.get(r.verdict, '✗' if is_collapse(r) else '')}" for r in rs
+        )
+
+    if onset is not Onset.warm:
+        return shown(probes)
+    ramps: dict[int, list[CellResult]] = {}
+    for r in probes:
+        ramps.setdefault(r.repeat, []).append(r)
+    return "; ".join(f"ramp {n}: {shown(rs)}" for n, rs in sorted(ramps.items()))
+
+
+def _onsets(plan: MapPlan) -> list[tuple[Onset, list[str]]]:
+    """Each onset of the map, with the column it adds to a table (none for an older map)."""
+    shown = plan.onsets != (Onset.fresh,)
+    return [(o, [str(o)] if shown else []) for o in plan.onsets]
 
 
 MAP_HEAD = (
     "variant",
+    "onset",
     "pool",
     "C",
     "tokens T",
@@ -71,32 +96,39 @@ MAP_HEAD = (
 )
 
 
+def _head(plan: MapPlan, head: Sequence[str]) -> list[str]:
+    return [h for h in head if h != "onset" or plan.onsets != (Onset.fresh,)]
+
+
 def map_table(plan: MapPlan, server: str, records: Sequence[CellResult]) -> str:
     rows = []
-    for line in plan.lines():
+    for line, (onset, column) in ((x, o) for x in plan.lines() for o in _onsets(plan)):
         if str(line.server) != server:
             continue
-        found = threshold_of(line, records, plan.ceiling)
+        found = threshold_of(line, records, plan.ceiling, onset)
         guess = line.predicted
         rows.append(
             [
                 line.label,
+                *column,
                 str(line.config.pool),
                 str(line.config.pool.capacity),
                 line.config.tokens_label,
                 str(line.config.workers),
                 f"~{guess}" if guess else "none",
                 found.describe(),
-                _probe_trail(line, records),
+                _probe_trail(line, records, onset),
                 agreement(guess, found),
             ]
         )
-    return md_table(MAP_HEAD, rows, ["---"] * len(MAP_HEAD))
+    head = _head(plan, MAP_HEAD)
+    return md_table(head, rows, ["---"] * len(head))
 
 
 VARIANTS_HEAD = (
     "server",
     "variant",
+    "onset",
     "measured",
     "probes (✗ collapsed, ½✗ partly, ? unknown)",
     "prediction vs measurement",
@@ -106,16 +138,17 @@ VARIANTS_HEAD = (
 def variants_table(plan: MapPlan, records: Sequence[CellResult]) -> str:
     """Every line of a map in one table, for a map of the variants at one baseline."""
     rows = []
-    for line in plan.lines():
-        found = threshold_of(line, records, plan.ceiling)
-        trail = _probe_trail(line, records)
-        rows.append(
-            [line.server, line.label, found.describe(), trail, agreement(line.predicted, found)]
-        )
-    return md_table(VARIANTS_HEAD, rows, ["---"] * len(VARIANTS_HEAD))
+    for line, (onset, column) in ((x, o) for x in plan.lines() for o in _onsets(plan)):
+        found = threshold_of(line, records, plan.ceiling, onset)
+        trail = _probe_trail(line, records, onset)
+        guess = agreement(line.predicted, found)
+        rows.append([line.server, line.label, *column, found.describe(), trail, guess])
+    head = _head(plan, VARIANTS_HEAD)
+    return md_table(head, rows, ["---"] * len(head))
 
 
 EVIDENCE_HEAD = (
+    "onset",
     "pool",
     "T",
     "workers",
@@ -134,15 +167,16 @@ def evidence_table(plan: MapPlan, server: str, records: Sequence[CellResult]) ->
     if not any(r.occupancy or r.threads for r in records if str(r.cell.known("name")) == server):
         return ""  # a map measured before the side channel existed
     rows = []
-    for line in plan.lines():
+    for line, (onset, column) in ((x, o) for x in plan.lines() for o in _onsets(plan)):
         if str(line.server) != server or line.predicted is None:
             continue
-        found = threshold_of(line, records, plan.ceiling)
-        probe = {r.cell.connections: r for r in records if r.cell.variant == line.variant}
+        found = threshold_of(line, records, plan.ceiling, onset)
+        probe = _first_probes(line, records, onset)
         fine = probe.get(found.fine_at) if found.fine_at else None
         froze = probe.get(found.collapsed_at) if found.collapsed_at else None
         rows.append(
             [
+                *column,
                 str(line.config.pool),
                 line.config.tokens_label,
                 str(line.config.workers),
@@ -156,13 +190,118 @@ def evidence_table(plan: MapPlan, server: str, records: Sequence[CellResult]) ->
         )
     if not rows:
         return ""
-    return md_table(EVIDENCE_HEAD, rows, ["---"] * len(EVIDENCE_HEAD))
+    head = _head(plan, EVIDENCE_HEAD)
+    return md_table(head, rows, ["---"] * len(head))
+
+
+def _first_probes(line: MapLine, records: Sequence[CellResult], onset: Onset) -> dict[int, Any]:
+    """Each level's first probe of `line` with `onset` (the one its search measured)."""
+    variant = line.variant_of(onset)
+    out: dict[int, CellResult] = {}
+    for r in sorted(records, key=lambda r: -r.repeat):
+        if r.cell.variant == variant:
+            out[r.cell.connections] = r
+    return out
 
 
 def ceilings_table(
     plan: MapPlan, records: Sequence[CellResult], pg: Sequence[PgbenchResult]
 ) -> str:
     return ceilings.table([str(s) for s in plan.servers], plan.ceiling_levels, records, pg)
+
+
+ONSET_TEXT = {
+    Onset.fresh: "a fresh server, a warm-up at the probe's connections, then the measured run "
+    "(as maps measured before onsets)",
+    Onset.cold: "a fresh server, its pool holding only the connection its verification used, "
+    "stepped straight to the probe's connections with no warm-up: a deploy or a restart under "
+    "load",
+    Onset.warm: "a server already serving, its load raised level by level: traffic that grows",
+}
+
+
+def search_text(plan: MapPlan) -> str:
+    """How the map's thresholds were found, from its plan."""
+    if plan.onsets == (Onset.fresh,) and plan.boundary_probes == 1:
+        return (  # a map planned before onsets and repeated edges
+            f"**Search.** Each line doubles the connections from {plan.start} until the variant "
+            f"collapses or the ceiling ({plan.ceiling}) is reached, then bisects between the "
+            "last count that held and the first that collapsed, to 10% of the count. Each probe "
+            f"is a fresh server, a warm-up, and a {plan.duration_s:g} s wrk run on GET /users "
+            f"({plan.rows} rows). A probe counts as collapsed when its verdict is neither `ok` "
+            'nor `errors`. "fine at A, collapsed at B": both were probed; one search step is '
+            "B - A. Lines: every variant at the baseline (the first pool, token count and worker "
+            "count); sync `dependency` also at each other pool, token count and worker count."
+        )
+    onsets = "; ".join(f"`{o}`: {ONSET_TEXT[o]}" for o in plan.onsets)
+    out = [
+        f"**Search.** Each line has a threshold per onset ({onsets}). Each probe measures "
+        f"{plan.duration_s:g} s of wrk on GET /users ({plan.rows} rows), its window opened once "
+        "no request from before it was in the server; it counts as collapsed when its verdict "
+        "is neither `ok` nor `errors` (`unknown` probes count neither way)."
+    ]
+    if any(o is not Onset.warm for o in plan.onsets):
+        out.append(
+            f"A `{'`/`'.join(str(o) for o in plan.onsets if o is not Onset.warm)}` threshold is "
+            f"searched with fresh servers: doubling from {plan.start} until a probe collapses or "
+            f"the ceiling ({plan.ceiling}) is reached, then bisecting to 10% of the count"
+            + (
+                f"; then the last level that held and the first that collapsed are probed until "
+                f"each has {plan.boundary_probes} answers (a level whose answers disagree up to "
+                "5, and an edge that disagrees moves the bracket to the next level)."
+                if plan.boundary_probes > 1
+                else "."
+            )
+        )
+    if Onset.warm in plan.onsets:
+        out.append(
+            f"A `warm` threshold comes from ramps: one server each, verified, then each level "
+            f"measured in turn, at least {plan.pause_s:g} s and until the server is empty after "
+            f"the previous one; a ramp ends at the first level that does not hold. The first "
+            f"ramp doubles from {plan.start} to {plan.ceiling}; {plan.boundary_probes} more "
+            "double to the last level it held, then rise by 10% of that level to where it "
+            "collapsed (then double)."
+        )
+    out.append(
+        '"froze 0/3 at 64, 2/3 at 72, 3/3 at 80": at each level from the last that always '
+        "held to the first that always collapsed, the probes that collapsed of those that "
+        'answered; "fine at A, collapsed at B": one probe at each. Lines: every variant at '
+        "the baseline (the first pool, token count and worker count); sync `dependency` also "
+        "at each other pool, token count and worker count."
+    )
+    return " ".join(out)
+
+
+def windows_text(probes: Sequence[CellResult]) -> str:
+    """What the measured windows were: clean, steady, and the most in flight against the load."""
+    windows = [(r, r.window) for r in probes if r.window is not None]
+    if not windows:
+        return ""
+    dirty = [r.key for r, w in windows if w.clean is False]
+    held = [(r, w) for r, w in windows if not is_collapse(r) and w.trend is not None]
+    unsteady = [f"{r.key} ({w.trend:+.0%})" for r, w in held if w.steady is False]
+    ratio = max(windows, key=lambda rw: rw[1].most_in_flight / rw[0].cell.connections)
+    most = ratio[1].most_in_flight / ratio[0].cell.connections
+    awaiting = max(
+        (max((v.awaiting or 0 for v in w.peak.values()), default=0) / r.cell.connections)
+        for r, w in windows
+    )
+    text = (
+        f"**Windows.** {len(windows) - len(dirty)} of the {len(windows)} probes with the side "
+        "channel opened their window with no request from before it in flight"
+        + (f" ({len(dirty)} did not: {', '.join(dirty)})" if dirty else "")
+        + f". The most requests in flight in one process during a window was {most:.2f}× the "
+        f"probe's connections ({ratio[0].key}), the most awaiting a response {awaiting:.2f}× "
+        "(a connection carries one request at a time; a `yield` dependency's exit runs after "
+        "the response has started, so a finished response can still be in flight)."
+    )
+    if not held:
+        return text + " No window that held was long enough (2 s) to show a trend."
+    text += (
+        f" {len(held) - len(unsteady)} of the {len(held)} windows that held were steady (their "
+        f"throughput moved less than {STEADY_TREND:.0%} across the window)"
+    )
+    return text + (f"; not: {', '.join(unsteady)}." if unsteady else ".")
 
 
 def summary(
@@ -177,16 +316,11 @@ def summary(
         header(meta, records, name, title="failure map"),
         PREDICTION,
         "",
-        f"**Search.** Each line doubles the connections from {plan.start} until the variant "
-        f"collapses or the ceiling ({plan.ceiling}) is reached, then bisects between the last "
-        "count that held and the first that collapsed, to 10% of the count. Each probe is a "
-        f"fresh server, a warm-up, and a {plan.duration_s:g} s wrk run on GET /users "
-        f"({plan.rows} rows). A probe counts as collapsed when its verdict is neither `ok` nor "
-        '`errors`. "fine at A, collapsed at B": both were probed; one search step is B - A. '
-        "Lines: every variant at the baseline (the first pool, token count and worker count); "
-        "sync `dependency` also at each other pool, token count and worker count.",
+        search_text(plan),
         "",
     ]
+    if said := windows_text(probes):
+        parts += [said, ""]
     for server in plan.servers:
         parts += [
             f"## {server}\n",
@@ -244,11 +378,11 @@ def line_findings(plan: MapPlan, records: Sequence[CellResult]) -> list[str]:
     all generated from the probes' own samples."""
     out = []
     stalled_lines, frozen_lines = 0, 0
-    for line in plan.lines():
+    for line, (onset, column) in ((x, o) for x in plan.lines() for o in _onsets(plan)):
         if line.predicted is None:
             continue
-        found = threshold_of(line, records, plan.ceiling)
-        probe = {r.cell.connections: r for r in records if r.cell.variant == line.variant}
+        found = threshold_of(line, records, plan.ceiling, onset)
+        probe = _first_probes(line, records, onset)
         froze = probe.get(found.collapsed_at) if found.collapsed_at else None
         fine = probe.get(found.fine_at) if found.fine_at else None
         if froze is None or froze.occupancy is None or not froze.occupancy.samples:
@@ -257,7 +391,8 @@ def line_findings(plan: MapPlan, records: Sequence[CellResult]) -> list[str]:
         frozen_lines += 1
         stalled_lines += any(s.blocked_on_pool for s in timeline.last().values())
         parts = [
-            f"{line.server}, {plan.change(line)}: froze at {found.collapsed_at} connections "
+            f"{line.server}, {plan.change(line)}{''.join(f' ({c})' for c in column)}: froze at "
+            f"{found.collapsed_at} connections "
             f"(lower bound {line.predicted}, queue model {queue_model(line.mode, config)})"
         ]
         if fine and fine.occupancy and (held := _peak_in_flight(fine.occupancy, True)):

@@ -24,6 +24,7 @@ from harness.domain.result import CellResult
 from harness.domain.rules import agreement, queue_model
 from harness.domain.search import Threshold
 from harness.report import (
+    brackets,
     ceilings,
     comparisons,
     decision,
@@ -662,6 +663,27 @@ def workers_section(run: RunDir, base: Path) -> list[str]:
     return [*parts, ""]
 
 
+def repro_section(root: Path, base: Path) -> list[str]:
+    """Two independent maps of the same lines (`map-repro-a`, `map-repro-b`): their brackets
+    side by side, as `make compare` gives them."""
+    a, b = _map_run(root, "map-repro-a"), _map_run(root, "map-repro-b")
+    if a is None or b is None:
+        return []
+    text = brackets.compare_maps(a, b).split("\n", 1)[1].strip()
+    return [
+        "## How far a threshold moves between two runs",
+        "",
+        f"Two independent failure maps of the same lines, one after the other on this machine "
+        f"([`{a.path.name}`]({_rel(a.path, base)}/summary.md), "
+        f"[`{b.path.name}`]({_rel(b.path, base)}/summary.md)); each threshold is a bracket with "
+        "its counts (README.md, The failure map). Regenerate with `make compare "
+        f"A={a.path} B={b.path}`.",
+        "",
+        text,
+        "",
+    ]
+
+
 def rejudged_section(root: Path, base: Path) -> list[str]:
     """What `python -m harness migrate` changed in each run, read from the runs' provenance."""
     said = []
@@ -719,6 +741,7 @@ def readme(root: Path, page: Path) -> str:
         f"git {session.get('git', {}).get('sha', '?')[:12]}.",
         "",
         *rejudged_section(root, base),
+        *repro_section(root, base),
         "## Findings",
         "",
     ]
@@ -888,6 +911,8 @@ def write(root: Path, page: Path) -> None:
         "map-2021",
         "map-variants",
         "map-workers",
+        "map-repro-a",
+        "map-repro-b",
         "layers",
         "freeze-cycle",
         "relay-cost",

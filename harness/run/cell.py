@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psycopg2
@@ -25,25 +25,29 @@ from harness.domain.axes import (
     FROZEN,
     WORKLOAD_PATH,
     Mode,
+    Onset,
     Stack,
     Verdict,
     Workload,
     WrkRunner,
 )
 from harness.domain.cell import Cell, ServerConfig, Target
-from harness.domain.occupancy import ThreadDump, summarize
-from harness.domain.result import CellResult, Cpu, Integrity, WrkResult
-from harness.domain.rules import Judgement, Rule, judge
+from harness.domain.occupancy import ThreadDump, Timeline, Window, summarize, window_of
+from harness.domain.result import CellResult, Cpu, Integrity, Ramp, WrkResult
+from harness.domain.rules import STEADY_TREND, Judgement, Rule, judge
 from harness.infra import postgres, stacks, wrk
 from harness.infra.environment import now_iso
 from harness.infra.occupancy import DumpFailed, Sampler, await_registered, dump_threads
 from harness.infra.process import cpu_split, free_port, tree_cpu_seconds
-from harness.infra.relay import relayed
-from harness.infra.server import ServerProcess, get_json, read_log
+from harness.infra.relay import Relay, relayed
+from harness.infra.server import LogCounts, ServerProcess, get_json, read_log
 from harness.run.options import Options
 from servers.registry import Launch
 
 POOL_TIMEOUT_GRACE_S = 5.0
+# The longest wait, after a warm-up (or a ramp's previous level), for the requests still in the
+# server to finish before the measured window opens; a window opened after it is not clean.
+EMPTY_WAIT_S = 5.0
 PORT_IN_USE = ("address already in use", "Address already in use")
 
 
@@ -142,11 +146,12 @@ def _settle(server: ServerProcess, log: Path, deadline: float) -> float:
 
 
 def _wrk_command(cell: Cell, base_url: str, options: Options) -> wrk.WrkCommand:
+    """The measured run's wrk (a warm-up is the same with its own duration)."""
     return wrk.WrkCommand(
         cpus=cpu_split()[1] if options.pin else frozenset(),
         url=base_url + WORKLOAD_PATH[cell.workload],
         connections=cell.connections,
-        duration_s=options.warmup_s,
+        duration_s=cell.duration_s,
         threads=wrk.threads_for(cell.connections),
         timeout_s=options.wrk_timeout_s,
         runner=options.wrk_runner,
@@ -198,10 +203,11 @@ def run_target_cell(
     command = _wrk_command(cell, target.url, options)
     try:
         with Sampler(target.url) as sampler:
-            if options.warmup_s > 0:
-                wrk.run(command)
+            if options.warmup_s > 0 and cell.onset is not Onset.cold:
+                wrk.run(replace(command, duration_s=options.warmup_s))
+            waited = sampler.wait_empty(EMPTY_WAIT_S)
             sampler.mark_measured()
-            measured = wrk.run(replace(command, duration_s=cell.duration_s))
+            measured = wrk.run(command)
     except wrk.LoadFailed as exc:
         return replace(base, verdict=Verdict.load_failed, note=str(exc))
     local = options.wrk_runner is WrkRunner.local
@@ -220,8 +226,34 @@ def run_target_cell(
         threads=dump,
         cpu=Cpu(server_s=None, postgres_s=None, wrk_s=round(measured.cpu_s, 2) if local else None),
         elapsed_s=round(time.monotonic() - t0, 2),
-        note="target mode: the server's settings, log and CPU are unknown to the harness",
+        window=(window := _window(occupancy, waited)),
+        note="; ".join(
+            [
+                "target mode: the server's settings, log and CPU are unknown to the harness",
+                *window_notes(window),
+            ]
+        ),
     )
+
+
+def _window(occupancy: Timeline | None, waited_s: float | None) -> Window | None:
+    return window_of(occupancy, waited_s, STEADY_TREND) if occupancy else None
+
+
+def window_notes(window: Window | None) -> list[str]:
+    """What a reader of the record must know about its window, where it was not as it should."""
+    if window is None:
+        return []
+    out = []
+    if window.clean is False:
+        left = ", ".join(f"PID {p}: {v}" for p, v in window.at_start.items() if v.in_flight)
+        out.append(
+            f"window not clean: requests still in flight when it opened, {EMPTY_WAIT_S:g} s "
+            f"after the load before it ended ({left})"
+        )
+    if window.steady is False and window.trend is not None:
+        out.append(f"window not steady: throughput changed {window.trend:+.0%} across it")
+    return out
 
 
 # Connection-level errors only: a failed query of the harness's own would be a bug, not a loss.
@@ -319,37 +351,25 @@ def _run_cell(
             return finish(Verdict.failed_to_start, f"server {why}")
         if problem := _verify(server, config, db.url):
             return finish(Verdict.failed_verification, problem)
-        command = _wrk_command(cell, server.url(""), options)
         time.sleep(options.settle_s)
         load_start = time.monotonic()
+        warmup_s = 0.0 if cell.onset is Onset.cold else options.warmup_s
         try:
-            # From the warm-up's start: a freeze often begins there.
-            with Sampler(
-                server.url(""),
-                enabled=config.occupancy,
-                registry=registry,
-                processes=config.workers,
-            ) as sampler:
-                warm = wrk.run(command) if options.warmup_s > 0 else None
-                sampler.mark_measured()
-                server_cpu0 = server.cpu_seconds()
-                pg_cpu0 = tree_cpu_seconds(db.pid) if db.pid else None
-                relay_cpu0 = relay.cpu_seconds() if relay else None
-                measured = wrk.run(replace(command, duration_s=cell.duration_s))
-            occupancy = sampler.timeline()
-            server_cpu1 = server.cpu_seconds()
-            pg_cpu1 = tree_cpu_seconds(db.pid) if db.pid else None
-            relay_cpu1 = relay.cpu_seconds() if relay else None
+            load = _load(server, cell, config, registry, options, db.pid, relay, warmup_s)
         except wrk.LoadFailed as exc:
             if server.alive:
                 return finish(Verdict.load_failed, str(exc))
             return finish(Verdict.crashed, f"server {server.exit_status()}: {exc}")
+        warm, measured, occupancy, cpu = load.warm, load.measured, load.occupancy, load.cpu
+        window = _window(occupancy, load.waited_s)
+        notes += window_notes(window)
         if not server.alive:
             return finish(
                 Verdict.crashed,
                 f"server {server.exit_status()} during the measured run",
                 wrk=measured.result,
                 occupancy=occupancy,
+                window=window,
             )
         if relay and relay.proc.poll() is not None:
             return finish(
@@ -357,6 +377,7 @@ def _run_cell(
                 f"the latency relay exited ({relay.proc.returncode}) during the measured run",
                 wrk=measured.result,
                 occupancy=occupancy,
+                window=window,
             )
         frozen = (
             judge(measured.result, best_lower_ok_rps, 0, occupancy, config.workers).verdict
@@ -380,14 +401,6 @@ def _run_cell(
             notes.append(
                 f"integrity: {integrity.acknowledged} acknowledged, {integrity.rows_added} added"
             )
-    cpu = Cpu(
-        server_s=round(server_cpu1 - server_cpu0, 2),
-        postgres_s=round(pg_cpu1 - pg_cpu0, 2) if pg_cpu0 is not None and pg_cpu1 else None,
-        wrk_s=round(measured.cpu_s, 2) if options.wrk_runner is WrkRunner.local else None,
-        relay_s=round(relay_cpu1 - relay_cpu0, 2)
-        if relay_cpu0 is not None and relay_cpu1 is not None
-        else None,
-    )
     return finish(
         None,
         wrk=measured.result,
@@ -395,4 +408,192 @@ def _run_cell(
         integrity=integrity,
         occupancy=occupancy,
         threads=threads,
+        window=window,
     )
+
+
+@dataclass(frozen=True)
+class Load:
+    """One measured window: the warm-up before it (if any), wrk's run, the samples, the CPU."""
+
+    warm: wrk.WrkRun | None
+    measured: wrk.WrkRun
+    occupancy: Timeline | None
+    waited_s: float | None  # how long the server took to empty before the window opened
+    cpu: Cpu
+
+
+def _load(
+    server: ServerProcess,
+    cell: Cell,
+    config: ServerConfig,
+    registry: Path | None,
+    options: Options,
+    db_pid: int | None,
+    relay: Relay | None,
+    warmup_s: float,
+    least_s: float = 0.0,
+) -> Load:
+    """Warm up (for `warmup_s`), wait (at least `least_s`) until no request is in flight in any
+    process, then measure `cell` for its duration, sampling every process from the start."""
+    command = _wrk_command(cell, server.url(""), options)
+    with Sampler(
+        server.url(""), enabled=config.occupancy, registry=registry, processes=config.workers
+    ) as sampler:
+        # From the warm-up's start: a freeze often begins there.
+        warm = wrk.run(replace(command, duration_s=warmup_s)) if warmup_s > 0 else None
+        waited = sampler.wait_empty(EMPTY_WAIT_S, least_s)
+        sampler.mark_measured()
+        server0, pg0 = server.cpu_seconds(), tree_cpu_seconds(db_pid) if db_pid else None
+        relay0 = relay.cpu_seconds() if relay else None
+        measured = wrk.run(command)
+    server1, pg1 = server.cpu_seconds(), tree_cpu_seconds(db_pid) if db_pid else None
+    relay1 = relay.cpu_seconds() if relay else None
+    cpu = Cpu(
+        server_s=round(server1 - server0, 2),
+        postgres_s=round(pg1 - pg0, 2) if pg0 is not None and pg1 else None,
+        wrk_s=round(measured.cpu_s, 2) if options.wrk_runner is WrkRunner.local else None,
+        relay_s=round(relay1 - relay0, 2) if relay0 is not None and relay1 is not None else None,
+    )
+    return Load(warm, measured, sampler.timeline(), waited, cpu)
+
+
+def run_ramp(
+    cells: Sequence[Cell],
+    ramp: Ramp,
+    db: postgres.Database,
+    options: Options,
+    best_lower_ok_rps: Callable[[Cell], float | None],
+    log_dir: Path,
+    keep_dump: KeepDump,
+) -> Iterator[CellResult]:
+    """One warm ramp: a server started once and verified, then each of `cells` (one line's
+    levels, rising) measured in turn once the server has emptied and `ramp.pause_s` has passed.
+    Yields each level's record; the ramp ends at the first level that did not hold (its record
+    once the server has stopped, with what its log showed after the stall)."""
+    current = cells[0]
+    try:
+        for result in _ramp(cells, ramp, db, options, best_lower_ok_rps, log_dir, keep_dump):
+            current = result.cell
+            yield result
+    except DATABASE_ERRORS as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        yield CellResult(
+            cell=current,
+            verdict=Verdict.database_lost,
+            pool_timeouts=None,
+            server_errors=None,
+            started_at=now_iso(),
+            note=f"the database stopped answering: {reason}",
+            ramp=ramp,
+        )
+
+
+def _ramp(
+    cells: Sequence[Cell],
+    ramp: Ramp,
+    db: postgres.Database,
+    options: Options,
+    best_lower_ok_rps: Callable[[Cell], float | None],
+    log_dir: Path,
+    keep_dump: KeepDump,
+) -> Iterator[CellResult]:
+    config = cells[0].config
+    assert config is not None, "a ramp runs on a server the harness starts"
+    postgres.reset_dataset(db.url, config.rows)
+    log_path = log_dir / f"{cells[0].id}-ramp.log"
+    pending: CellResult | None = None  # the latest level's record: the last one waits for the stop
+    best = 0.0
+
+    def record(
+        cell: Cell,
+        since: LogCounts,
+        started: str,
+        t0: float,
+        judgement: Judgement,
+        **figures: object,
+    ) -> CellResult:
+        counts = read_log(log_path)
+        ok = judgement.verdict is Verdict.ok
+        return CellResult(
+            cell=cell,
+            verdict=judgement.verdict,
+            judged_by=str(judgement.rule),
+            judgement=judgement.reason,
+            pool_timeouts=counts.pool_timeouts - since.pool_timeouts,
+            server_errors=counts.server_errors - since.server_errors,
+            started_at=started,
+            elapsed_s=round(time.monotonic() - t0, 2),
+            log_tail="" if ok else counts.tail,
+            ramp=ramp,
+            **figures,  # type: ignore[arg-type]
+        )
+
+    with ExitStack() as stack:
+        relay = stack.enter_context(relayed(db.url, config.db_latency))
+        app_url = relay.url if relay else db.url
+        server, registry = stack.enter_context(
+            _start(config, cells[0].mode, app_url, options, log_path)
+        )
+        start, t0, nothing = now_iso(), time.monotonic(), LogCounts(0, 0, "")
+        if not server.ready:
+            why = (
+                "exited" if not server.alive else f"gave no answer in {options.start_timeout_s:g}s"
+            )
+            judgement = Judgement(Verdict.failed_to_start, Rule.lifecycle, f"server {why}")
+            pending = record(cells[0], nothing, start, t0, judgement)
+        elif problem := _verify(server, config, db.url):
+            judgement = Judgement(Verdict.failed_verification, Rule.lifecycle, problem)
+            pending = record(cells[0], nothing, start, t0, judgement)
+        for i, cell in enumerate(cells if pending is None else []):
+            if pending is not None:
+                yield pending
+            started, t0, since = now_iso(), time.monotonic(), read_log(log_path)
+            try:
+                load = _load(
+                    server,
+                    cell,
+                    config,
+                    registry,
+                    options,
+                    db.pid,
+                    relay,
+                    0.0,
+                    ramp.pause_s * (i > 0),
+                )
+            except wrk.LoadFailed as exc:
+                verdict = Verdict.load_failed if server.alive else Verdict.crashed
+                pending = record(
+                    cell, since, started, t0, Judgement(verdict, Rule.lifecycle, str(exc))
+                )
+                break
+            window = _window(load.occupancy, load.waited_s)
+            figures = {"wrk": load.measured.result, "occupancy": load.occupancy, "window": window}
+            if not server.alive:
+                why = f"server {server.exit_status()} during the measured run"
+                judgement = Judgement(Verdict.crashed, Rule.lifecycle, why)
+                pending = record(cell, since, started, t0, judgement, **figures)
+                break
+            lower = max(filter(None, [best_lower_ok_rps(cell), best]), default=None)
+            errors = read_log(log_path).server_errors - since.server_errors
+            judgement = judge(load.measured.result, lower, errors, load.occupancy, config.workers)
+            best = max(best, load.measured.result.ok_rps)
+            threads = None
+            if judgement.verdict in FROZEN:
+                threads = take_dump(server.pid, keep_dump)
+                if options.await_pool_timeouts:
+                    deadline = t0 + ramp.pause_s + config.pool_timeout_s + POOL_TIMEOUT_GRACE_S
+                    _settle(server, log_path, deadline)
+            pending = record(
+                cell, since, started, t0, judgement, cpu=load.cpu, threads=threads, **figures
+            )
+            pending = replace(pending, note="; ".join(window_notes(window)))
+            if judgement.verdict not in (Verdict.ok, Verdict.errors, Verdict.unknown):
+                break
+    if not options.keep_logs:
+        log_path.unlink(missing_ok=True)
+    assert pending is not None, "a ramp has at least one level"
+    if left := postgres.drop_client_connections(db.url):
+        note = f"{left} connections outlived the server and were terminated"
+        pending = replace(pending, note="; ".join(filter(None, [pending.note, note])))
+    yield pending

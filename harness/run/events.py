@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from harness.domain.axes import Onset
 from harness.domain.cell import Cell
 from harness.domain.plan import MapLine
 from harness.domain.result import CellResult, PgbenchResult
@@ -17,8 +18,8 @@ class Listener:
     def record_written(self, result: CellResult) -> None:
         """Its raw record is on disk."""
 
-    def line_searched(self, line: MapLine, found: Threshold) -> None:
-        """A failure-map line's search has ended."""
+    def line_searched(self, line: MapLine, found: Threshold, onset: Onset) -> None:
+        """A failure-map line's search (for one onset) has ended."""
 
     def ceiling_measured(self, result: PgbenchResult) -> None:
         """pgbench measured the database ceiling at one client count."""

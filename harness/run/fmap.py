@@ -1,30 +1,51 @@
-"""A failure map: for each line, the connection count where it collapses, found by a search
-(harness/domain/search.py), then the HTTP and database ceilings measured in the same run."""
+"""A failure map: for each line and each onset, the connection count where it collapses, with
+its uncertainty, then the HTTP and database ceilings measured in the same run.
+
+`cold` (and `fresh`, the way maps were measured before onsets): a search over fresh servers
+(harness/domain/search.py), doubling then bisecting, then the bracket's edges probed again
+(`confirm`). `warm`: ramps, each one server whose load is raised level by level: a first ramp
+doubling from the start, then `boundary_probes` ramps in steps of 10% through the first one's
+bracket. Every probe's record is written as it is measured; a resumed map reuses them all (an
+interrupted ramp's levels count, and a new ramp replaces it).
+"""
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
-from harness.domain.axes import Verdict
+from harness.domain.axes import Onset, Verdict
 from harness.domain.plan import MapLine, MapPlan
-from harness.domain.rules import is_collapse
-from harness.domain.search import find_threshold
+from harness.domain.result import CellResult, Ramp
+from harness.domain.rules import NO_ANSWER, is_collapse, probe_counts
+from harness.domain.search import Threshold, bracket_counts, confirm, find_threshold
 from harness.infra import pgbench
 from harness.run.events import Listener
-from harness.run.measure import measure
+from harness.run.measure import measure, measure_ramp
 from harness.run.options import Options
-from harness.run.session import session
+from harness.run.session import Session, session
 from harness.store.rundir import RunDir
 
-# Measured once more: the probe failed, not the variant; or a worker went unsampled, so the probe
-# can say neither that the variant held nor that it froze.
-AGAIN = (Verdict.database_lost, Verdict.load_failed, Verdict.unknown)
 PROBE_ESTIMATE_S = 9.0  # start, verify, warm-up, 3 s run, stop; measured on 2 cores
-PROBES_PER_LINE = 7
+PROBES_PER_LINE = 7  # a search's probes, before its edges are probed again
+# A warm level: the pause, the wait for the server to empty, a 3 s run; measured on 2 cores.
+LEVEL_ESTIMATE_S = 4.5
+LEVELS_PER_RAMP = 7
+
+
+def line_estimate_s(plan: MapPlan) -> float:
+    """One line, every onset: the search and its edges probed again, or the ramps."""
+    out = 0.0
+    for onset in plan.onsets:
+        if onset is Onset.warm:
+            out += (1 + plan.boundary_probes) * (LEVELS_PER_RAMP * LEVEL_ESTIMATE_S + 3)
+        else:
+            out += (PROBES_PER_LINE + 2 * (plan.boundary_probes - 1)) * PROBE_ESTIMATE_S
+    return out
 
 
 def estimate_s(plan: MapPlan) -> float:
-    return len(plan.lines()) * PROBES_PER_LINE * PROBE_ESTIMATE_S + len(plan.servers) * 60
+    return len(plan.lines()) * line_estimate_s(plan) + len(plan.servers) * 60
 
 
 def execute_map(
@@ -36,28 +57,22 @@ def execute_map(
     lines = plan.lines()
     ceiling_cells = plan.http_ceiling_cells()
     done = run.records()
-    by_id = {r.cell.id: r for r in done}
-    cells = [*(line.cell(plan.ceiling) for line in lines), *ceiling_cells]
+    cells = [
+        *(line.cell(plan.ceiling, onset) for line in lines for onset in plan.onsets),
+        *ceiling_cells,
+    ]
     pgbench_max = max(plan.ceiling_levels, default=0)
     with session(run, options, cells, entry, listener, pgbench_max) as s:
         for i, line in enumerate(lines):
-            position = f"line {i + 1}/{len(lines)}"
-            left_s = (len(lines) - i) * PROBES_PER_LINE * PROBE_ESTIMATE_S
-
-            def collapses(
-                connections: int, line: MapLine = line, pos: str = position, left: float = left_s
-            ) -> bool:
-                cell = line.cell(connections)
-                if cell.id not in by_id:
-                    listener.cell_started(cell, pos, left)
-                    by_id[cell.id] = measure(s, cell, done)
-                    done.append(by_id[cell.id])
-                    if by_id[cell.id].verdict in AGAIN:
-                        by_id[cell.id] = measure(s, cell, done, repeat=2)
-                        done.append(by_id[cell.id])
-                return is_collapse(by_id[cell.id])
-
-            listener.line_searched(line, find_threshold(collapses, plan.start, plan.ceiling))
+            left_s = (len(lines) - i) * line_estimate_s(plan)
+            for onset in plan.onsets:
+                position = f"line {i + 1}/{len(lines)}, {onset}"
+                if onset is Onset.warm:
+                    found = _ramps(s, plan, line, done, position, left_s)
+                else:
+                    found = _search(s, plan, line, onset, done, position, left_s)
+                listener.line_searched(line, found, onset)
+        by_id = {r.cell.id for r in done}
         for j, cell in enumerate(ceiling_cells):
             if cell.id not in by_id:
                 listener.cell_started(cell, f"ceiling {j + 1}/{len(ceiling_cells)}", 0)
@@ -68,3 +83,116 @@ def execute_map(
                     result = pgbench.run(s.db.url, connections, plan.duration_s)
                     run.write_pgbench(result)
                     listener.ceiling_measured(result)
+
+
+def _of(line: MapLine, onset: Onset, done: list[CellResult]) -> list[CellResult]:
+    variant = line.variant_of(onset)
+    return [r for r in done if r.cell.variant == variant]
+
+
+def _search(
+    s: Session,
+    plan: MapPlan,
+    line: MapLine,
+    onset: Onset,
+    done: list[CellResult],
+    position: str,
+    left_s: float,
+) -> Threshold:
+    """Bracket the threshold with one probe per level, then probe its edges again."""
+    # A resumed search replays the first answer at each level (a probe that gave none, the one
+    # measured after it).
+    first: dict[int, CellResult] = {}
+    for r in sorted(_of(line, onset, done), key=lambda r: r.repeat):
+        if r.repeat <= 2 and first.get(r.cell.connections, r).verdict in NO_ANSWER:
+            first[r.cell.connections] = r
+
+    def probe(connections: int, repeat: int) -> CellResult:
+        cell = line.cell(connections, onset)
+        s.listener.cell_started(cell, position, left_s, repeat)
+        done.append(measure(s, cell, done, repeat))
+        return done[-1]
+
+    def collapses(connections: int) -> bool:
+        if connections not in first:
+            first[connections] = probe(connections, 1)
+            if first[connections].verdict in NO_ANSWER:
+                first[connections] = probe(connections, 2)
+        return is_collapse(first[connections])
+
+    find_threshold(collapses, plan.start, plan.ceiling)
+
+    def again(connections: int) -> bool | None:
+        repeat = 1 + max(
+            r.repeat for r in _of(line, onset, done) if r.cell.connections == connections
+        )
+        result = probe(connections, repeat)
+        return None if result.verdict in NO_ANSWER else is_collapse(result)
+
+    found = bracket_counts(probe_counts(_of(line, onset, done)), plan.ceiling)
+    if plan.boundary_probes <= 1:
+        return found
+    return confirm(found, again, repeats=plan.boundary_probes)
+
+
+def _ramps(
+    s: Session, plan: MapPlan, line: MapLine, done: list[CellResult], position: str, left_s: float
+) -> Threshold:
+    """A first ramp doubling from the start, then `boundary_probes` ramps through its bracket;
+    the threshold is read from every level of every ramp."""
+    coarse = plan.coarse_ladder()
+    first = _finished_ramp(line, done, coarse)
+    if first is None:
+        first = _ramp(s, plan, line, coarse, done, position, left_s)
+    held = [r.cell.connections for r in first if not is_collapse(r)]
+    froze = any(is_collapse(r) for r in first)
+    fine = plan.fine_ladder(max(held) if held and froze else None)
+    while _finished_ramps(line, done, fine) < plan.boundary_probes:
+        _ramp(s, plan, line, fine, done, position, left_s)
+    return bracket_counts(probe_counts(_of(line, Onset.warm, done)), plan.ceiling)
+
+
+def _ramp(
+    s: Session,
+    plan: MapPlan,
+    line: MapLine,
+    ladder: tuple[int, ...],
+    done: list[CellResult],
+    position: str,
+    left_s: float,
+) -> list[CellResult]:
+    number = 1 + max((r.repeat for r in _of(line, Onset.warm, done)), default=0)
+    cells = [line.cell(c, Onset.warm) for c in ladder]
+    s.listener.cell_started(cells[0], f"{position} ramp {number}", left_s, number)
+    step = min((b - a for a, b in pairwise(ladder)), default=0)
+    return measure_ramp(s, cells, Ramp(ladder, step, plan.pause_s), number, done)
+
+
+def _ramps_of(
+    line: MapLine, done: list[CellResult], ladder: tuple[int, ...]
+) -> list[list[CellResult]]:
+    by_number: dict[int, list[CellResult]] = {}
+    for r in _of(line, Onset.warm, done):
+        if r.ramp is not None and r.ramp.ladder == ladder:
+            by_number.setdefault(r.repeat, []).append(r)
+    return [sorted(rs, key=lambda r: r.cell.connections) for _, rs in sorted(by_number.items())]
+
+
+def _ended(ramp: list[CellResult]) -> bool:
+    """The ramp ran to its end: a level that did not hold, or the ladder's last level (one
+    that ended where wrk or the database failed was cut short, and another ramp replaces it)."""
+    last = ramp[-1]
+    assert last.ramp is not None
+    if last.verdict in NO_ANSWER:
+        return last.verdict is Verdict.unknown and last.cell.connections == last.ramp.ladder[-1]
+    return is_collapse(last) or last.cell.connections == last.ramp.ladder[-1]
+
+
+def _finished_ramp(
+    line: MapLine, done: list[CellResult], ladder: tuple[int, ...]
+) -> list[CellResult] | None:
+    return next((r for r in _ramps_of(line, done, ladder) if _ended(r)), None)
+
+
+def _finished_ramps(line: MapLine, done: list[CellResult], ladder: tuple[int, ...]) -> int:
+    return sum(_ended(r) for r in _ramps_of(line, done, ladder))

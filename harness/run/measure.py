@@ -7,9 +7,9 @@ from dataclasses import replace
 
 from harness.domain.axes import Verdict
 from harness.domain.cell import Cell, Target
-from harness.domain.result import CellResult, record_key
+from harness.domain.result import CellResult, Ramp, record_key
 from harness.domain.rules import best_lower
-from harness.run.cell import run_cell, run_target_cell
+from harness.run.cell import run_cell, run_ramp, run_target_cell
 from harness.run.session import Session
 
 
@@ -30,7 +30,33 @@ def measure(s: Session, cell: Cell, done: Sequence[CellResult], repeat: int = 1)
             s.options, await_pool_timeouts=s.options.await_pool_timeouts and repeat == 1
         )
         result = run_cell(cell, cell.server, s.db, options, best, s.log_dir, keep_dump)
-    result = replace(result, repeat=repeat)
+    return _written(s, replace(result, repeat=repeat))
+
+
+def measure_ramp(
+    s: Session, cells: Sequence[Cell], ramp: Ramp, number: int, done: list[CellResult]
+) -> list[CellResult]:
+    """Run one warm ramp over `cells` (its ramp `number` is each record's `repeat`); each
+    level's record is written as the ramp goes on, and added to `done`."""
+    assert s.db is not None, "a ramp runs on a server the harness starts"
+    level = cells[0]
+
+    def keep_dump(threads: list[dict[str, object]]) -> str:
+        return s.run.write_threads(record_key(level, number), threads)
+
+    options = replace(s.options, await_pool_timeouts=s.options.await_pool_timeouts and number == 1)
+    out = []
+    for result in run_ramp(
+        cells, ramp, s.db, options, lambda c: best_lower(c, done), s.log_dir, keep_dump
+    ):
+        out.append(_written(s, replace(result, repeat=number)))
+        done.append(out[-1])
+        if len(out) < len(cells):
+            level = cells[len(out)]
+    return out
+
+
+def _written(s: Session, result: CellResult) -> CellResult:
     s.run.write_record(result)
     s.measured += 1
     s.listener.record_written(result)

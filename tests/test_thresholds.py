@@ -1,0 +1,159 @@
+"""Thresholds with their uncertainty: the bracket with every level's count, the edges probed
+again, warm ramps, clean and steady measured windows, and two maps' brackets compared."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness.domain.axes import Onset, Verdict
+from harness.domain.occupancy import Sample, Timeline, window_of
+from harness.domain.plan import MapPlan
+from harness.domain.rules import STEADY_TREND
+from harness.domain.search import bracket_counts, confirm
+from harness.report.brackets import agreement, compare_maps
+from harness.report.map_summary import threshold_of
+from harness.store.rundir import RunDir
+from tests.cli import harness
+
+FIXTURE = Path(__file__).parent / "fixtures" / "map-onsets"
+
+
+def test_a_bracket_keeps_every_level_count_between_its_edges() -> None:
+    found = bracket_counts({32: (0, 1), 64: (0, 3), 72: (2, 3), 80: (3, 3), 128: (1, 1)}, 400)
+    assert (found.fine_at, found.collapsed_at) == (64, 80)
+    assert found.describe() == "froze 0/3 at 64, 2/3 at 72, 3/3 at 80"
+    assert found.uncertain == {72: (2, 3)}
+    # A level that froze once below one that always held: the bracket widens to include it.
+    found = bracket_counts({48: (0, 1), 56: (1, 3), 64: (0, 3), 72: (3, 3)}, 400)
+    assert (found.fine_at, found.collapsed_at) == (48, 72)
+    assert found.describe() == "froze 0/1 at 48, 1/3 at 56, 0/3 at 64, 3/3 at 72"
+    # One probe per level reads as maps always read.
+    assert bracket_counts({64: (0, 1), 72: (1, 1)}, 400).describe() == "fine at 64, collapsed at 72"
+    assert (
+        bracket_counts({400: (0, 3)}, 400).describe() == "no collapse up to 400 (froze 0/3 at 400)"
+    )
+    sometimes = bracket_counts({200: (1, 3), 400: (2, 3)}, 400)
+    assert sometimes.collapsed_at is None
+    assert sometimes.describe() == (
+        "no level collapsed every time up to 400 (froze 1/3 at 200, 2/3 at 400)"
+    )
+
+
+def test_confirm_probes_the_edges_again_and_follows_an_edge_that_disagrees() -> None:
+    # Each level's answers in the order they will be given.
+    answers = {64: [True, False, False, False], 56: [False, False], 72: [True, True]}
+    asked: list[int] = []
+
+    def again(level: int) -> bool | None:
+        asked.append(level)
+        return answers[level].pop(0)
+
+    start = bracket_counts({32: (0, 1), 56: (0, 1), 64: (0, 1), 72: (1, 1)}, 400)
+    found = confirm(start, again, repeats=3, disputed=5)
+    # 64 froze once: it is disputed, probed to 5; 56 became the edge that held, probed to 3.
+    assert found.counts[64] == (1, 5) and found.counts[56] == (0, 3) and found.counts[72] == (3, 3)
+    assert found.describe() == "froze 0/3 at 56, 1/5 at 64, 3/3 at 72"
+    assert sorted(asked) == [56, 56, 64, 64, 64, 64, 72, 72]
+
+
+def test_confirm_stops_at_its_budget_and_an_unanswered_probe_counts_against_it() -> None:
+    asked: list[int] = []
+
+    def again(level: int) -> bool | None:
+        asked.append(level)
+        return None  # every probe `unknown`
+
+    start = bracket_counts({64: (0, 1), 72: (1, 1)}, 400)
+    found = confirm(start, again, repeats=3, budget=4)
+    assert len(asked) == 4 and found.counts == start.counts
+
+
+def timeline(rates: list[int], in_flight_at_start: int = 0) -> Timeline:
+    """One process sampled at 10 Hz for 0.5 s of warm-up and len(rates) half-seconds measured,
+    answering rates[i] requests per half-second."""
+    samples, answered = [], 0
+    for tick in range(5):
+        samples.append(Sample(tick / 10, 7, 2, 4, 0, 1, 2, in_flight_at_start, 0, 0, 0, 0))
+    for i, rate in enumerate(rates):
+        for tick in range(5):
+            answered += rate // 5
+            t = 0.5 + i * 0.5 + (tick + 1) / 10
+            samples.append(Sample(round(t, 2), 7, 2, 4, 0, 1, 2, 9, answered, 0, 0, 6))
+    return Timeline(10.0, tuple(samples), measured_from_s=0.5, processes=1, per_process=True)
+
+
+def test_a_window_records_what_was_in_flight_and_whether_its_throughput_held_steady() -> None:
+    steady = window_of(timeline([500, 520, 490, 510, 505, 495]), 0.3, STEADY_TREND)
+    assert steady.clean is True and steady.at_start[7].in_flight == 0 and steady.waited_s == 0.3
+    assert steady.peak[7].in_flight == 9 and steady.peak[7].awaiting == 6
+    assert steady.steady is True and abs(steady.trend or 1) < 0.1
+    falling = window_of(timeline([600, 500, 400, 300, 200, 100], 3), None, STEADY_TREND)
+    assert falling.clean is False and falling.steady is False and (falling.trend or 0) < -1
+    short = window_of(timeline([500, 500]), 0.1, STEADY_TREND)
+    assert short.trend is None and short.steady is None
+
+
+def test_a_recorded_map_gives_each_onset_its_bracket_and_each_ramp_its_levels() -> None:
+    run = RunDir.open(FIXTURE)
+    plan = MapPlan.from_json(run.metadata()["plan"])
+    dependency = plan.lines()[0]
+    records = run.records()
+    cold = threshold_of(dependency, records, plan.ceiling, Onset.cold)
+    warm = threshold_of(dependency, records, plan.ceiling, Onset.warm)
+    assert cold.describe() == "froze 0/3 at 4, 3/5 at 6, 3/3 at 8"
+    assert warm.describe() == "froze 0/4 at 4, 1/3 at 6, 3/3 at 8"
+    ramps: dict[int, list] = {}
+    for r in records:
+        if r.cell.onset is Onset.warm:
+            assert r.ramp is not None and r.cell.connections in r.ramp.ladder
+            ramps.setdefault(r.repeat, []).append(r)
+    assert sorted(ramps) == [1, 2, 3, 4]
+    for levels in ramps.values():
+        levels.sort(key=lambda r: r.started_at)
+        # A ramp climbs its ladder in order, and ends at its first level that did not hold.
+        assert [r.cell.connections for r in levels] == list(levels[0].ramp.ladder[: len(levels)])
+        assert [r.verdict is Verdict.ok for r in levels] == [True] * (len(levels) - 1) + [False]
+    for r in records:
+        assert r.window is not None and r.window.clean is True, r.key
+
+
+def test_two_maps_brackets_are_compared_line_by_line(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(FIXTURE, a)
+    shutil.copytree(FIXTURE, b)
+    # In B, the cold line's repeated probes at 4 froze: its bracket moves down.
+    for path in (b / "probes").glob("*ocold-c4@*.json"):
+        data = json.loads(path.read_text())
+        path.write_text(json.dumps({**data, "verdict": "collapsed"}))
+    text = compare_maps(RunDir.open(a), RunDir.open(b))
+    assert "Of 4 thresholds (line and onset) both maps measured, 3 have the same" in text
+    assert "| uvicorn sync psycopg2 dependency, pool 1+1, 4 tokens | cold |" in text
+    assert "froze 0/1 at 2, 2/3 at 4, 3/5 at 6, 3/3 at 8 | overlap |" in text
+    moved = bracket_counts({2: (0, 1), 4: (2, 3), 8: (3, 3)}, 16)
+    assert agreement(moved, bracket_counts({16: (1, 1), 8: (0, 1)}, 16)) == "apart"
+
+
+@pytest.mark.integration
+def test_the_window_opens_only_once_the_warm_up_has_left_every_process(tmp_path: Path) -> None:
+    """A warm-up that stalls (pool 1+1, 4 tokens, 16 connections over 2 workers) leaves its
+    requests in both processes until their pool timeouts; the window waits for them."""
+    out = tmp_path / "run"
+    done = harness(
+        "run", "--server", "uvicorn", "--workers", "2", "--modes", "sync", "--styles",
+        "dependency", "--pools", "1+1", "--tokens", "4", "--pool-timeout", "2s",
+        "--connections", "16", "--repeats", "1", "--duration", "1s", "--warmup", "1s",
+        "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (record,) = RunDir.open(out).records()
+    timeline, window = record.occupancy, record.window
+    assert timeline is not None and window is not None, record.note
+    assert len(window.at_start) == 2 and window.clean is True, window
+    assert all(v.in_flight == 0 and v.awaiting == 0 for v in window.at_start.values())
+    # The warm-up did leave requests behind: the window waited for them.
+    warm_up = [s for s in timeline.samples if s.t_s < 1.0]
+    assert max(s.in_flight for s in warm_up) > 0
+    assert window.waited_s is not None and window.waited_s > 0
+    assert set(window.peak) == set(window.at_start)
