@@ -86,7 +86,7 @@ $(VENV)/.installed: requirements.lock
 # Lint (ruff, the import contracts in pyproject.toml), then the unit and integration tests
 # (the Docker ones are `make test-docker`).
 test: setup lint
-	$(PY) -m pytest -m "not docker"
+	$(PY) -m pytest -m "not docker" --durations=15
 
 # Unit tests only: no PostgreSQL, no servers, no wrk; well under 30 s.
 test-fast: venv

@@ -3,6 +3,7 @@ again, warm ramps, clean and steady measured windows, and two maps' brackets com
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from harness.domain.axes import Onset, Verdict
 from harness.domain.occupancy import Sample, Timeline, window_of
 from harness.domain.plan import MapPlan
 from harness.domain.rules import STEADY_TREND
+from harness.domain.rules import agreement as rule_agreement
 from harness.domain.search import bracket_counts, confirm
 from harness.report.brackets import agreement, compare_maps
 from harness.report.map_summary import threshold_of
@@ -157,3 +159,80 @@ def test_the_window_opens_only_once_the_warm_up_has_left_every_process(tmp_path:
     assert max(s.in_flight for s in warm_up) > 0
     assert window.waited_s is not None and window.waited_s > 0
     assert set(window.peak) == set(window.at_start)
+
+
+def test_a_ramp_cut_short_keeps_its_levels_and_another_ramp_replaces_it() -> None:
+    from harness.run import fmap
+
+    run = RunDir.open(FIXTURE)
+    plan = MapPlan.from_json(run.metadata()["plan"])
+    line = plan.lines()[0]
+    records = run.records()
+    fine = next(r.ramp.ladder for r in records if r.repeat == 2 and r.ramp is not None)
+    assert fmap._finished_ramp(line, records, plan.coarse_ladder()) is not None
+    assert fmap._finished_ramps(line, records, fine) == 3
+    # Ramp 4 interrupted after its first two levels (it froze at 6): it no longer counts as
+    # finished, its levels still count in the bracket, and the next ramp is number 5.
+    cut = [r for r in records if not (r.repeat == 4 and r.cell.connections > 4)]
+    assert fmap._finished_ramps(line, cut, fine) == 2
+    warm = threshold_of(line, cut, plan.ceiling, Onset.warm)
+    assert warm.counts[4] == (0, 4) and warm.counts[6] == (0, 2)
+    # A ramp that wrk failed in is cut short too; one that ended `unknown` on its last level ran.
+    failed = [
+        replace(r, verdict=Verdict.load_failed) if r.repeat == 3 and r.cell.connections == 8 else r
+        for r in cut
+    ]
+    assert fmap._finished_ramps(line, failed, fine) == 1
+
+
+def test_where_nothing_always_collapsed_confirm_probes_the_next_level_up() -> None:
+    answers = {8: [False, True, True, True], 16: [True, True, True], 6: [False, False]}
+
+    def again(level: int) -> bool | None:
+        return answers[level].pop(0)
+
+    start = bracket_counts({4: (0, 1), 6: (0, 1), 8: (1, 1)}, 400)
+    found = confirm(start, again, repeats=3, disputed=5)
+    # 8 held once in five: not where it always collapses; 16 is, so the bracket reaches it.
+    assert found.describe() == "froze 0/3 at 6, 4/5 at 8, 3/3 at 16"
+    assert (found.fine_at, found.collapsed_at, found.upper) == (6, 16, 16)
+    # Were 16 never probed, the first level that sometimes collapsed bounds the threshold: no
+    # "no collapse up to the ceiling" for a level that froze four times in five.
+    partial = bracket_counts({6: (0, 3), 8: (4, 5)}, 400)
+    assert partial.collapsed_at is None and partial.upper == 8
+    assert partial.describe() == "no level collapsed every time up to 8 (froze 4/5 at 8)"
+    assert rule_agreement(9, partial) == "agrees"
+    assert rule_agreement(30, partial) == "DISAGREES: collapsed earlier than ~30"
+    assert agreement(partial, bracket_counts({6: (0, 1), 8: (1, 1)}, 400)) == "overlap"
+
+
+@pytest.mark.integration
+def test_a_resumed_map_keeps_every_probe_and_measures_only_what_is_missing(
+    tmp_path: Path,
+) -> None:
+    """The recorded map, interrupted: its cold line's last re-probes and its last warm ramp's
+    last level gone. The resume replays the search from the records, re-probes only the edges
+    still short of their answers, runs one more ramp, and rewrites no record it had."""
+    run = tmp_path / "map"
+    shutil.copytree(FIXTURE, run)
+    meta = json.loads((run / "metadata.json").read_text())
+    meta["complete"] = False
+    meta["plan"]["variants"] = ["sync-dependency"]  # the fixture keeps only this line's probes
+    (run / "metadata.json").write_text(json.dumps(meta))
+    probes = run / "probes"
+    # Ramp 4 cut short after two levels: its levels stay, and a fifth ramp replaces it.
+    for name in ("ocold-c6@5", "ocold-c8@3", "owarm-c6@4"):
+        next(probes.glob(f"*-{name}.json")).unlink()
+    kept = {p.name: p.read_bytes() for p in probes.iterdir()}
+    done = harness("map", "--resume", str(run))
+    assert done.returncode == 0, done.stderr
+    after = {p.name: p.read_bytes() for p in probes.iterdir()}
+    assert all(after[name] == data for name, data in kept.items())  # none rewritten
+    added = sorted(set(after) - set(kept))
+    cold = [n for n in added if "-ocold-" in n]
+    warm = [n for n in added if "-owarm-" in n]
+    # The cold edges: 8 back to three answers, 6 (disputed) back to five.
+    assert sorted(n.split("-ocold-")[1] for n in cold) == ["c6@5.json", "c8@3.json"]
+    # One warm ramp more, numbered after every ramp on record, climbing the fine ladder.
+    assert warm and all(n.endswith("@5.json") for n in warm), warm
+    assert "-ocold-c2" not in " ".join(added) and "-ocold-c4" not in " ".join(added)

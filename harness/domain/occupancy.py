@@ -182,13 +182,18 @@ class Window:
     # short a window, or nothing answered.
     trend: float | None
     steady: bool | None  # |trend| within the rule's bound (harness/domain/rules.py)
+    # Every process the server runs had a sample before the window opened (False: `at_start`
+    # may leave one out, and the window cannot be called clean).
+    seen_all: bool = True
 
     @property
     def clean(self) -> bool | None:
         """No request from before the window was in the server when it opened; None: unknown."""
-        if not self.at_start:
+        if any(v.in_flight for v in self.at_start.values()):
+            return False
+        if not self.at_start or not self.seen_all:
             return None
-        return all(v.in_flight == 0 for v in self.at_start.values())
+        return True
 
     @property
     def most_in_flight(self) -> int:
@@ -201,6 +206,7 @@ class Window:
             "peak": {str(p): v.to_json() for p, v in self.peak.items()},
             "trend": self.trend,
             "steady": self.steady,
+            "seen_all": self.seen_all,
             "clean": self.clean,
         }
 
@@ -212,6 +218,7 @@ class Window:
             peak=_pids(data.get("peak", {})),
             trend=data.get("trend"),
             steady=data.get("steady"),
+            seen_all=bool(data.get("seen_all", True)),
         )
 
 
@@ -232,7 +239,10 @@ def window_of(timeline: Timeline, waited_s: float | None, steady_within: float) 
         peak[s.pid] = InFlight(max(s.in_flight, was.in_flight), awaiting)
     trend = _trend(timeline)
     steady = None if trend is None else abs(trend) <= steady_within
-    return Window(waited_s, at_start, dict(sorted(peak.items())), trend, steady)
+    # Through the server's port, each sample came from whichever process accepted it.
+    seen_all = timeline.per_process and len(at_start) >= (timeline.processes or 1)
+    peaks = dict(sorted(peak.items()))
+    return Window(waited_s, at_start, peaks, trend, steady, seen_all)
 
 
 def _trend(timeline: Timeline) -> float | None:
@@ -242,7 +252,12 @@ def _trend(timeline: Timeline) -> float | None:
     bins = int((end - start) / BIN_S)
     if bins < MIN_BINS:
         return None
-    answered = [_answered(timeline, start + i * BIN_S) for i in range(bins + 1)]
+    # Each process counts from its last sample before the window (or its first in it), so one
+    # first sampled in the window adds no burst of everything it answered before.
+    base = {pid: s.ok + s.errors for pid, s in timeline.last(before_s=start).items()}
+    for s in timeline.samples:
+        base.setdefault(s.pid, s.ok + s.errors)
+    answered = [_answered(timeline, start + i * BIN_S, base) for i in range(bins + 1)]
     rates = [(b - a) / BIN_S for a, b in pairwise(answered)]
     mean = sum(rates) / len(rates)
     if mean <= 0:
@@ -254,9 +269,11 @@ def _trend(timeline: Timeline) -> float | None:
     return round(slope * bins * BIN_S / mean, 3)
 
 
-def _answered(timeline: Timeline, at_s: float) -> int:
-    """Responses every process had started by `at_s` (each at its latest sample until then)."""
-    return sum(s.ok + s.errors for s in timeline.last(before_s=at_s + 1e-9).values())
+def _answered(timeline: Timeline, at_s: float, base: dict[int, int]) -> int:
+    """Responses the processes started between their `base` and `at_s` (each at its latest
+    sample until then)."""
+    latest = timeline.last(before_s=at_s + 1e-9).values()
+    return sum(s.ok + s.errors - base[s.pid] for s in latest)
 
 
 def _total(values: Iterable[int | None]) -> int | None:

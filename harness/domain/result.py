@@ -99,7 +99,9 @@ class Ramp:
     level measured for the cell's duration once the server had emptied after the last."""
 
     ladder: tuple[int, ...]  # the connection levels it was to climb, in order
-    step: int  # the step between levels near the threshold (below it, the load doubles)
+    # The step between levels through the first ramp's bracket (below and above it, the load
+    # doubles); 0: a ladder that doubles all the way.
+    step: int
     pause_s: float  # the least time between two levels (then until no request is in flight)
 
     def to_json(self) -> dict[str, Any]:

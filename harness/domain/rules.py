@@ -167,16 +167,18 @@ def queue_model(mode: Mode, config: ServerConfig) -> int | None:
 
 
 def agreement(prediction: int | None, found: Threshold) -> str:
-    """Whether measurement and prediction agree within one search step, in plain words."""
+    """Whether measurement and prediction agree within one search step, in plain words. Where
+    no level always collapsed but some sometimes did, the first of those is the upper edge."""
+    high = found.upper
     if prediction is None:
-        if found.collapsed_at is None:
+        if high is None:
             return "agrees: none expected"
-        return f"DISAGREES: no collapse expected, collapsed at {found.collapsed_at}"
-    if found.collapsed_at is None:
+        return f"DISAGREES: no collapse expected, collapsed at {high}"
+    if high is None:
         if prediction > found.ceiling:
             return "agrees: predicted beyond the ceiling"
         return f"DISAGREES: predicted ~{prediction}, no collapse up to {found.ceiling}"
-    low, high = found.fine_at or 0, found.collapsed_at
+    low = found.fine_at or 0
     step = high - low
     if low - step <= prediction <= high + step:
         return "agrees"
@@ -191,8 +193,15 @@ def is_collapse(result: CellResult) -> bool:
 
 
 # Probes that neither held nor froze: the side channel could not see every process, or the
-# probe failed, not the variant (wrk, or the database). A map measures them once more.
-NO_ANSWER = (Verdict.unknown, Verdict.load_failed, Verdict.database_lost)
+# probe failed before or beside the load, not the variant under it (wrk, the database, a server
+# that did not start or answered wrongly before any load). A map measures them once more.
+NO_ANSWER = (
+    Verdict.unknown,
+    Verdict.load_failed,
+    Verdict.database_lost,
+    Verdict.failed_to_start,
+    Verdict.failed_verification,
+)
 
 
 def probe_counts(results: Sequence[CellResult]) -> dict[int, tuple[int, int]]:
@@ -203,9 +212,3 @@ def probe_counts(results: Sequence[CellResult]) -> dict[int, tuple[int, int]]:
             froze, probes = counts.get(r.cell.connections, (0, 0))
             counts[r.cell.connections] = (froze + is_collapse(r), probes + 1)
     return counts
-
-
-def probe_answers(results: Sequence[CellResult]) -> dict[int, bool]:
-    """Connections -> collapsed?, for the probes that answered: an `unknown` probe neither held
-    nor froze, so a threshold is bracketed by the others."""
-    return {r.cell.connections: is_collapse(r) for r in results if r.verdict is not Verdict.unknown}

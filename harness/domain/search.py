@@ -34,6 +34,14 @@ class Threshold:
         return self.collapsed_at - (self.fine_at or 0)
 
     @property
+    def upper(self) -> int | None:
+        """Where the threshold is at most: the first level that always collapsed, else the
+        first that ever did (its probes disagreed); None: nothing collapsed."""
+        if self.collapsed_at is not None:
+            return self.collapsed_at
+        return min((c for c, (f, _) in self.counts.items() if f), default=None)
+
+    @property
     def repeated(self) -> bool:
         """Some level was probed more than once."""
         return any(n > 1 for _, n in self.counts.values())
@@ -61,9 +69,12 @@ class Threshold:
         return "froze " + ", ".join(f"{f}/{n} at {c}" for c, (f, n) in sorted(shown.items()))
 
     def describe(self) -> str:
+        if not self.counts and self.collapsed_at is None and self.fine_at is None:
+            return "no probe answered"
         if self.repeated:
             if self.collapsed_at is None and self.uncertain:
-                return f"no level collapsed every time up to {self.ceiling} ({self.tally()})"
+                top = max(self.counts)
+                return f"no level collapsed every time up to {top} ({self.tally()})"
             if self.collapsed_at is None:
                 return f"no collapse up to {self.ceiling} ({self.tally()})"
             return self.tally()
@@ -109,8 +120,14 @@ def confirm(
     for _ in range(budget):
         now = bracket_counts(counts, found.ceiling)
         edges = [c for c in (now.fine_at, now.collapsed_at) if c is not None]
-        if now.collapsed_at is None and found.ceiling in counts:
-            edges.append(found.ceiling)
+        top = max(counts, default=found.ceiling)
+        if now.collapsed_at is None and (now.uncertain or top == found.ceiling):
+            # Nothing always collapsed: the highest level probed is an edge, and where some
+            # level sometimes collapsed, the next level up (twice it) is probed too.
+            edges.append(top)
+            if now.uncertain and top < found.ceiling:
+                edges.append(min(2 * top, found.ceiling))
+                counts.setdefault(edges[-1], (0, 0))
         wanted = [c for c in edges if counts[c][1] < repeats]
         wanted += [c for c, (f, n) in now.uncertain.items() if 0 < f < n and n < disputed]
         if not wanted:

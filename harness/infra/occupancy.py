@@ -87,12 +87,10 @@ class Sampler:
         deadline = t_call + max(timeout_s, least_s)
         while self.enabled and not self.absent:
             now = time.monotonic()
-            latest = dict(self.latest)
-            fresh = [s for s in latest.values() if s.t_s >= since]
-            known = len(fresh) == len(latest) and len(latest) >= (
-                self.processes if self.per_process and self.processes else 1
-            )
-            if known and now - t_call >= least_s and all(s.in_flight == 0 for s in fresh):
+            # Each process sampled since the call (one that died meanwhile is not waited for).
+            fresh = [s for s in list(self.latest.values()) if s.t_s >= since]
+            seen = len(fresh) >= (self.processes or 1)
+            if seen and now - t_call >= least_s and all(s.in_flight == 0 for s in fresh):
                 return round(now - t_call, 2)
             if now >= deadline:
                 return None

@@ -38,21 +38,15 @@ class LogCounts:
     pool_timeouts: int
     server_errors: int
     tail: str
+    size: int = 0  # the bytes read: what is logged later starts there
 
 
 def read_log(path: Path, tail_lines: int = 30) -> LogCounts:
-    pool_timeouts = server_errors = 0
-    tail: list[str] = []
-    with open(path, errors="replace") as log:
-        for line in log:
-            if POOL_TIMEOUT_LINE.match(line):
-                pool_timeouts += 1
-            if SERVER_ERROR_LINE.search(line):
-                server_errors += 1
-            tail.append(line.rstrip("\n"))
-            if len(tail) > tail_lines:
-                tail.pop(0)
-    return LogCounts(pool_timeouts, server_errors, "\n".join(tail))
+    data = path.read_bytes()
+    lines = data.decode(errors="replace").splitlines()
+    pool_timeouts = sum(1 for line in lines if POOL_TIMEOUT_LINE.match(line))
+    server_errors = sum(1 for line in lines if SERVER_ERROR_LINE.search(line))
+    return LogCounts(pool_timeouts, server_errors, "\n".join(lines[-tail_lines:]), len(data))
 
 
 class ServerProcess:

@@ -17,10 +17,11 @@ HEAD = ("line", "onset", "A", "B", "agreement")
 
 def _span(t: Threshold) -> tuple[float, float]:
     """Where the threshold lies: above the last level that always held, at or below the first
-    that always collapsed (no collapse: above the ceiling)."""
-    if t.collapsed_at is None:
-        return float(t.ceiling), float("inf")
-    return float(t.fine_at or 0), float(t.collapsed_at)
+    that always collapsed (or, where none did, the first that sometimes did; no collapse at
+    all: above the highest level probed)."""
+    if t.upper is None:
+        return float(max(t.counts, default=t.ceiling)), float("inf")
+    return float(t.fine_at or 0), float(t.upper)
 
 
 def agreement(a: Threshold, b: Threshold) -> str:

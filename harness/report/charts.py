@@ -14,7 +14,7 @@ from harness.domain.axes import Latency, Mode, Onset, ServerName, Workload
 from harness.domain.plan import MapLine, MapPlan
 from harness.domain.result import CellResult, PgbenchResult
 from harness.report import decision
-from harness.report.map_summary import threshold_of
+from harness.report.map_summary import first_probes, threshold_of
 from harness.report.stats import Ratio
 
 
@@ -110,13 +110,10 @@ def throughput_chart(
     baseline = [line for line in lines if factors(line) == factors(lines[0])]
     floor = 10.0  # where a collapsed probe (0 req/s) is drawn on the log scale
     for i, line in enumerate(baseline):
-        # One probe per level (the first measured): the first onset's, as the map's table.
+        # One probe per level (the first that answered), of the map's first onset.
         variant = line.variant_of(onset)
-        first = {}
-        for r in sorted(records, key=lambda r: -r.repeat):
-            if r.cell.variant == variant and r.wrk:
-                first[r.cell.connections] = r
-        probes = sorted(first.values(), key=lambda r: r.cell.connections)
+        mine = first_probes([r for r in records if r.cell.variant == variant and r.wrk])
+        probes = sorted(mine.values(), key=lambda r: r.cell.connections)
         served = [r for r in probes if r.wrk and r.wrk.ok_rps >= 1]
         stalled = [r.cell.connections for r in probes if r.wrk and r.wrk.ok_rps < 1]
         color = f"C{i}"

@@ -10,6 +10,7 @@ from harness.domain.occupancy import Timeline
 from harness.domain.plan import MapLine, MapPlan
 from harness.domain.result import CellResult, PgbenchResult
 from harness.domain.rules import (
+    NO_ANSWER,
     STEADY_TREND,
     agreement,
     is_collapse,
@@ -194,13 +195,19 @@ def evidence_table(plan: MapPlan, server: str, records: Sequence[CellResult]) ->
     return md_table(head, rows, ["---"] * len(head))
 
 
-def _first_probes(line: MapLine, records: Sequence[CellResult], onset: Onset) -> dict[int, Any]:
-    """Each level's first probe of `line` with `onset` (the one its search measured)."""
-    variant = line.variant_of(onset)
+def _first_probes(
+    line: MapLine, records: Sequence[CellResult], onset: Onset
+) -> dict[int, CellResult]:
+    """Each level's first probe of `line` with `onset` that answered (the one its search
+    read), else its first."""
+    return first_probes([r for r in records if r.cell.variant == line.variant_of(onset)])
+
+
+def first_probes(records: Sequence[CellResult]) -> dict[int, CellResult]:
+    """Per connection count, the first record that answered (held or froze), else the first."""
     out: dict[int, CellResult] = {}
-    for r in sorted(records, key=lambda r: -r.repeat):
-        if r.cell.variant == variant:
-            out[r.cell.connections] = r
+    for r in sorted(records, key=lambda r: (r.verdict not in NO_ANSWER, -r.repeat)):
+        out[r.cell.connections] = r
     return out
 
 
@@ -257,10 +264,11 @@ def search_text(plan: MapPlan) -> str:
         out.append(
             f"A `warm` threshold comes from ramps: one server each, verified, then each level "
             f"measured in turn, at least {plan.pause_s:g} s and until the server is empty after "
-            f"the previous one; a ramp ends at the first level that does not hold. The first "
-            f"ramp doubles from {plan.start} to {plan.ceiling}; {plan.boundary_probes} more "
-            "double to the last level it held, then rise by 10% of that level to where it "
-            "collapsed (then double)."
+            f"the previous one; a ramp ends at the first level that does not hold (`unknown` "
+            f"does not end it). The first ramp doubles from {plan.start} to {plan.ceiling}; "
+            f"{plan.boundary_probes} more double to the last level it held, then rise by 10% "
+            "of that level to where it collapsed (then double); where it never collapsed, or "
+            "collapsed at the start, they repeat its ladder and it counts as one of them."
         )
     out.append(
         '"froze 0/3 at 64, 2/3 at 72, 3/3 at 80": at each level from the last that always '
@@ -278,6 +286,7 @@ def windows_text(probes: Sequence[CellResult]) -> str:
     if not windows:
         return ""
     dirty = [r.key for r, w in windows if w.clean is False]
+    unseen = [r.key for r, w in windows if w.clean is None]
     held = [(r, w) for r, w in windows if not is_collapse(r) and w.trend is not None]
     unsteady = [f"{r.key} ({w.trend:+.0%})" for r, w in held if w.steady is False]
     ratio = max(windows, key=lambda rw: rw[1].most_in_flight / rw[0].cell.connections)
@@ -286,10 +295,16 @@ def windows_text(probes: Sequence[CellResult]) -> str:
         (max((v.awaiting or 0 for v in w.peak.values()), default=0) / r.cell.connections)
         for r, w in windows
     )
+    clean = len(windows) - len(dirty) - len(unseen)
     text = (
-        f"**Windows.** {len(windows) - len(dirty)} of the {len(windows)} probes with the side "
-        "channel opened their window with no request from before it in flight"
+        f"**Windows.** {clean} of the {len(windows)} probes with the side channel opened their "
+        "window with no request from before it in flight in any process"
         + (f" ({len(dirty)} did not: {', '.join(dirty)})" if dirty else "")
+        + (
+            f" ({len(unseen)} could not tell, a process unsampled: {', '.join(unseen)})"
+            if unseen
+            else ""
+        )
         + f". The most requests in flight in one process during a window was {most:.2f}× the "
         f"probe's connections ({ratio[0].key}), the most awaiting a response {awaiting:.2f}× "
         "(a connection carries one request at a time; a `yield` dependency's exit runs after "

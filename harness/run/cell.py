@@ -421,6 +421,7 @@ class Load:
     occupancy: Timeline | None
     waited_s: float | None  # how long the server took to empty before the window opened
     cpu: Cpu
+    log_at_open: LogCounts | None = None  # the server's log as the window opened, if asked
 
 
 def _load(
@@ -433,6 +434,7 @@ def _load(
     relay: Relay | None,
     warmup_s: float,
     least_s: float = 0.0,
+    log: Path | None = None,
 ) -> Load:
     """Warm up (for `warmup_s`), wait (at least `least_s`) until no request is in flight in any
     process, then measure `cell` for its duration, sampling every process from the start."""
@@ -443,6 +445,7 @@ def _load(
         # From the warm-up's start: a freeze often begins there.
         warm = wrk.run(replace(command, duration_s=warmup_s)) if warmup_s > 0 else None
         waited = sampler.wait_empty(EMPTY_WAIT_S, least_s)
+        log_at_open = read_log(log) if log is not None else None
         sampler.mark_measured()
         server0, pg0 = server.cpu_seconds(), tree_cpu_seconds(db_pid) if db_pid else None
         relay0 = relay.cpu_seconds() if relay else None
@@ -455,12 +458,13 @@ def _load(
         wrk_s=round(measured.cpu_s, 2) if options.wrk_runner is WrkRunner.local else None,
         relay_s=round(relay1 - relay0, 2) if relay0 is not None and relay1 is not None else None,
     )
-    return Load(warm, measured, sampler.timeline(), waited, cpu)
+    return Load(warm, measured, sampler.timeline(), waited, cpu, log_at_open)
 
 
 def run_ramp(
     cells: Sequence[Cell],
     ramp: Ramp,
+    number: int,
     db: postgres.Database,
     options: Options,
     best_lower_ok_rps: Callable[[Cell], float | None],
@@ -470,10 +474,12 @@ def run_ramp(
     """One warm ramp: a server started once and verified, then each of `cells` (one line's
     levels, rising) measured in turn once the server has emptied and `ramp.pause_s` has passed.
     Yields each level's record; the ramp ends at the first level that did not hold (its record
-    once the server has stopped, with what its log showed after the stall)."""
+    once the server has stopped, with what its log showed after the stall); an `unknown` level
+    neither held nor froze, and the ramp goes on."""
     current = cells[0]
     try:
-        for result in _ramp(cells, ramp, db, options, best_lower_ok_rps, log_dir, keep_dump):
+        ramp_levels = _ramp(cells, ramp, number, db, options, best_lower_ok_rps, log_dir, keep_dump)
+        for result in ramp_levels:
             current = result.cell
             yield result
     except DATABASE_ERRORS as exc:
@@ -492,6 +498,7 @@ def run_ramp(
 def _ramp(
     cells: Sequence[Cell],
     ramp: Ramp,
+    number: int,
     db: postgres.Database,
     options: Options,
     best_lower_ok_rps: Callable[[Cell], float | None],
@@ -501,7 +508,7 @@ def _ramp(
     config = cells[0].config
     assert config is not None, "a ramp runs on a server the harness starts"
     postgres.reset_dataset(db.url, config.rows)
-    log_path = log_dir / f"{cells[0].id}-ramp.log"
+    log_path = log_dir / f"{cells[0].id}@{number}-ramp.log"
     pending: CellResult | None = None  # the latest level's record: the last one waits for the stop
     best = 0.0
 
@@ -513,8 +520,10 @@ def _ramp(
         judgement: Judgement,
         **figures: object,
     ) -> CellResult:
+        """A level's record: what its server logged from its window's opening on."""
         counts = read_log(log_path)
         ok = judgement.verdict is Verdict.ok
+        lifecycle = judgement.rule is Rule.lifecycle
         return CellResult(
             cell=cell,
             verdict=judgement.verdict,
@@ -524,7 +533,8 @@ def _ramp(
             server_errors=counts.server_errors - since.server_errors,
             started_at=started,
             elapsed_s=round(time.monotonic() - t0, 2),
-            log_tail="" if ok else counts.tail,
+            note=judgement.reason if lifecycle else "",
+            log_tail="" if ok else _tail_since(log_path, since),
             ramp=ramp,
             **figures,  # type: ignore[arg-type]
         )
@@ -560,6 +570,7 @@ def _ramp(
                     relay,
                     0.0,
                     ramp.pause_s * (i > 0),
+                    log_path,
                 )
             except wrk.LoadFailed as exc:
                 verdict = Verdict.load_failed if server.alive else Verdict.crashed
@@ -567,6 +578,9 @@ def _ramp(
                     cell, since, started, t0, Judgement(verdict, Rule.lifecycle, str(exc))
                 )
                 break
+            # What the server logged before the window (the previous level's late timeouts) is
+            # not this level's.
+            since = load.log_at_open or since
             window = _window(load.occupancy, load.waited_s)
             figures = {"wrk": load.measured.result, "occupancy": load.occupancy, "window": window}
             if not server.alive:
@@ -593,7 +607,22 @@ def _ramp(
     if not options.keep_logs:
         log_path.unlink(missing_ok=True)
     assert pending is not None, "a ramp has at least one level"
-    if left := postgres.drop_client_connections(db.url):
-        note = f"{left} connections outlived the server and were terminated"
-        pending = replace(pending, note="; ".join(filter(None, [pending.note, note])))
-    yield pending
+    try:
+        left = postgres.drop_client_connections(db.url)
+    except DATABASE_ERRORS as exc:  # the last level's record is kept; the next cell will see
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        note = f"the database stopped answering after the ramp: {reason}"
+    else:
+        note = f"{left} connections outlived the server and were terminated" if left else ""
+    yield replace(pending, note="; ".join(filter(None, [pending.note, note])))
+
+
+def _tail_since(path: Path, since: LogCounts, lines: int = 30) -> str:
+    """The last `lines` of what was logged after `since` was read."""
+    try:
+        with path.open("rb") as log:
+            log.seek(since.size)
+            text = log.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])

@@ -11,14 +11,20 @@ interrupted ramp's levels count, and a new ramp replaces it).
 
 from __future__ import annotations
 
-from itertools import pairwise
+from functools import partial
 from typing import Any
 
 from harness.domain.axes import Onset, Verdict
 from harness.domain.plan import MapLine, MapPlan
 from harness.domain.result import CellResult, Ramp
 from harness.domain.rules import NO_ANSWER, is_collapse, probe_counts
-from harness.domain.search import Threshold, bracket_counts, confirm, find_threshold
+from harness.domain.search import (
+    Threshold,
+    bracket_counts,
+    confirm,
+    find_threshold,
+    resolution,
+)
 from harness.infra import pgbench
 from harness.run.events import Listener
 from harness.run.measure import measure, measure_ramp
@@ -31,6 +37,11 @@ PROBES_PER_LINE = 7  # a search's probes, before its edges are probed again
 # A warm level: the pause, the wait for the server to empty, a 3 s run; measured on 2 cores.
 LEVEL_ESTIMATE_S = 4.5
 LEVELS_PER_RAMP = 7
+# A search's measurements of one level before it counts as not holding without an answer.
+SEARCH_ATTEMPTS = 2
+# Ramps started for one ladder before its line is given up on: some are cut short (wrk or the
+# database failed, the server did not start) and replaced, but not forever.
+SPARE_RAMPS = 2
 
 
 def line_estimate_s(plan: MapPlan) -> float:
@@ -100,33 +111,33 @@ def _search(
     left_s: float,
 ) -> Threshold:
     """Bracket the threshold with one probe per level, then probe its edges again."""
-    # A resumed search replays the first answer at each level (a probe that gave none, the one
-    # measured after it).
-    first: dict[int, CellResult] = {}
-    for r in sorted(_of(line, onset, done), key=lambda r: r.repeat):
-        if r.repeat <= 2 and first.get(r.cell.connections, r).verdict in NO_ANSWER:
-            first[r.cell.connections] = r
 
-    def probe(connections: int, repeat: int) -> CellResult:
+    def at(connections: int) -> list[CellResult]:
+        return [r for r in _of(line, onset, done) if r.cell.connections == connections]
+
+    def probe(connections: int) -> CellResult:
+        repeat = 1 + max((r.repeat for r in at(connections)), default=0)
         cell = line.cell(connections, onset)
         s.listener.cell_started(cell, position, left_s, repeat)
         done.append(measure(s, cell, done, repeat))
         return done[-1]
 
     def collapses(connections: int) -> bool:
-        if connections not in first:
-            first[connections] = probe(connections, 1)
-            if first[connections].verdict in NO_ANSWER:
-                first[connections] = probe(connections, 2)
-        return is_collapse(first[connections])
+        """The search's answer at a level: its first probe that answered (a resumed search
+        replays it); a level measured twice without an answer counts as not holding."""
+        while True:
+            mine = sorted(at(connections), key=lambda r: r.repeat)
+            answered = [r for r in mine if r.verdict not in NO_ANSWER]
+            if answered:
+                return is_collapse(answered[0])
+            if len(mine) >= SEARCH_ATTEMPTS:
+                return True
+            probe(connections)
 
     find_threshold(collapses, plan.start, plan.ceiling)
 
     def again(connections: int) -> bool | None:
-        repeat = 1 + max(
-            r.repeat for r in _of(line, onset, done) if r.cell.connections == connections
-        )
-        result = probe(connections, repeat)
+        result = probe(connections)
         return None if result.verdict in NO_ANSWER else is_collapse(result)
 
     found = bracket_counts(probe_counts(_of(line, onset, done)), plan.ceiling)
@@ -141,14 +152,28 @@ def _ramps(
     """A first ramp doubling from the start, then `boundary_probes` ramps through its bracket;
     the threshold is read from every level of every ramp."""
     coarse = plan.coarse_ladder()
-    first = _finished_ramp(line, done, coarse)
-    if first is None:
-        first = _ramp(s, plan, line, coarse, done, position, left_s)
-    held = [r.cell.connections for r in first if not is_collapse(r)]
-    froze = any(is_collapse(r) for r in first)
-    fine = plan.fine_ladder(max(held) if held and froze else None)
+    ramp = partial(_ramp, s, plan, line, done=done, position=position, left_s=left_s)
+    while (first := _finished_ramp(line, done, coarse)) is None:
+        if len(_ramps_of(line, done, coarse)) >= 1 + SPARE_RAMPS:
+            s.listener.notice(f"{line.variant_of(Onset.warm)}: no ramp ran to its end; given up")
+            return _warm_threshold(plan, line, done)
+        ramp(coarse, step=0)
+    # Its last level that held below its first that collapsed (levels without an answer are
+    # neither); the other ramps step through the bracket above it.
+    answered = [r for r in first if r.verdict not in NO_ANSWER]
+    froze = min((r.cell.connections for r in answered if is_collapse(r)), default=None)
+    held = [r.cell.connections for r in answered if not is_collapse(r)]
+    top = max((c for c in held if froze and c < froze), default=None)
+    fine = plan.fine_ladder(top)
     while _finished_ramps(line, done, fine) < plan.boundary_probes:
-        _ramp(s, plan, line, fine, done, position, left_s)
+        if len(_ramps_of(line, done, fine)) >= plan.boundary_probes + SPARE_RAMPS:
+            s.listener.notice(f"{line.variant_of(Onset.warm)}: too many ramps cut short; given up")
+            break
+        ramp(fine, step=resolution(top) if top else 0)
+    return _warm_threshold(plan, line, done)
+
+
+def _warm_threshold(plan: MapPlan, line: MapLine, done: list[CellResult]) -> Threshold:
     return bracket_counts(probe_counts(_of(line, Onset.warm, done)), plan.ceiling)
 
 
@@ -157,6 +182,7 @@ def _ramp(
     plan: MapPlan,
     line: MapLine,
     ladder: tuple[int, ...],
+    step: int,
     done: list[CellResult],
     position: str,
     left_s: float,
@@ -164,7 +190,6 @@ def _ramp(
     number = 1 + max((r.repeat for r in _of(line, Onset.warm, done)), default=0)
     cells = [line.cell(c, Onset.warm) for c in ladder]
     s.listener.cell_started(cells[0], f"{position} ramp {number}", left_s, number)
-    step = min((b - a for a, b in pairwise(ladder)), default=0)
     return measure_ramp(s, cells, Ramp(ladder, step, plan.pause_s), number, done)
 
 
@@ -179,8 +204,9 @@ def _ramps_of(
 
 
 def _ended(ramp: list[CellResult]) -> bool:
-    """The ramp ran to its end: a level that did not hold, or the ladder's last level (one
-    that ended where wrk or the database failed was cut short, and another ramp replaces it)."""
+    """The ramp ran to its end: a level that did not hold, or the ladder's last level. One that
+    ended where wrk or the database failed, or whose server did not start, was cut short, and
+    another ramp replaces it; an `unknown` level neither held nor froze, and the ramp went on."""
     last = ramp[-1]
     assert last.ramp is not None
     if last.verdict in NO_ANSWER:

@@ -47,7 +47,7 @@ def measure_ramp(
     options = replace(s.options, await_pool_timeouts=s.options.await_pool_timeouts and number == 1)
     out = []
     for result in run_ramp(
-        cells, ramp, s.db, options, lambda c: best_lower(c, done), s.log_dir, keep_dump
+        cells, ramp, number, s.db, options, lambda c: best_lower(c, done), s.log_dir, keep_dump
     ):
         out.append(_written(s, replace(result, repeat=number)))
         done.append(out[-1])
