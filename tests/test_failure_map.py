@@ -11,7 +11,7 @@ from harness.domain.axes import Mode, Pool, ServerName, SessionStyle
 from harness.domain.cell import ServerConfig
 from harness.domain.plan import MapLine, MapPlan
 from harness.domain.rules import agreement
-from harness.domain.search import Threshold
+from harness.domain.search import Threshold, bracket
 from harness.report import files, map_summary
 from harness.report.map_summary import threshold_of
 from harness.store.rundir import RunDir
@@ -42,9 +42,15 @@ def test_prediction_is_workers_times_tokens_plus_capacity() -> None:
         (55, Threshold(60, 68, 400), "agrees"),  # within one step (8) of the bracket
         (55, Threshold(90, 100, 400), "DISAGREES: collapsed later than ~55"),
         (110, Threshold(48, 56, 400), "DISAGREES: collapsed earlier than ~110"),
-        (55, Threshold(None, None, 400), "DISAGREES: predicted ~55, no collapse up to 400"),
-        (500, Threshold(None, None, 400), "agrees: predicted beyond the ceiling"),
-        (None, Threshold(None, None, 400), "agrees: none expected"),
+        (55, bracket({400: False}, 400), "DISAGREES: predicted ~55, no collapse up to 400"),
+        (500, bracket({400: False}, 400), "agrees: predicted beyond the ceiling"),
+        (
+            500,
+            bracket({32: False}, 400),
+            "agrees: predicted beyond 32, the highest level that answered",
+        ),
+        (55, bracket({}, 400), "no probe answered"),
+        (None, bracket({400: False}, 400), "agrees: none expected"),
         (None, Threshold(100, 128, 400), "DISAGREES: no collapse expected, collapsed at 128"),
     ],
 )

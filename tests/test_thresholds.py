@@ -236,3 +236,60 @@ def test_a_resumed_map_keeps_every_probe_and_measures_only_what_is_missing(
     # One warm ramp more, numbered after every ramp on record, climbing the fine ladder.
     assert warm and all(n.endswith("@5.json") for n in warm), warm
     assert "-ocold-c2" not in " ".join(added) and "-ocold-c4" not in " ".join(added)
+
+
+def test_confirm_with_no_answer_has_nothing_to_probe_and_a_held_level_above_is_probed_in_full() -> (
+    None
+):
+    assert confirm(bracket_counts({}, 400), lambda c: None).describe() == "no probe answered"
+    asked: list[int] = []
+
+    def again(level: int) -> bool | None:
+        asked.append(level)
+        return {8: True, 16: False}.get(level)
+
+    # 8 sometimes froze; 16, above it, held: three answers at 16 before anything higher.
+    found = confirm(bracket_counts({6: (0, 3), 8: (4, 5)}, 400), again, budget=3)
+    assert asked == [16, 16, 16] and found.counts[16] == (0, 3)
+    assert found.describe() == "no level collapsed every time up to 16 (froze 4/5 at 8, 0/3 at 16)"
+
+
+def test_a_search_whose_higher_levels_never_answered_claims_nothing_above_them() -> None:
+    found = bracket_counts({8: (0, 1), 12: (0, 1), 14: (0, 1)}, 400)
+    assert found.describe() == "no collapse up to 14"
+    assert rule_agreement(10, found) == "DISAGREES: predicted ~10, no collapse up to 14"
+    assert (
+        rule_agreement(55, found) == "agrees: predicted beyond 14, the highest level that answered"
+    )
+
+
+def test_the_fine_ladder_steps_up_to_where_the_first_ramp_froze() -> None:
+    plan = MapPlan.from_json({**RunDir.open(FIXTURE).metadata()["plan"], "ceiling": 400})
+    assert plan.fine_ladder(16, 64)[:4] == (2, 4, 8, 16)
+    assert plan.fine_ladder(16, 64)[4:] == (18, 20, 22, 24, 26, 28, 30, 32, 34, 36, 38, 40, 42,
+                                            44, 46, 48, 50, 52, 54, 56, 58, 60, 62, 64, 128, 256,
+                                            400)  # fmt: skip
+    assert plan.fine_ladder(None) == plan.coarse_ladder()
+
+
+def test_a_window_seen_through_the_servers_port_is_clean_only_for_a_one_process_server() -> None:
+    one = replace(timeline([500] * 6), per_process=False)
+    assert window_of(one, 0.1, STEADY_TREND).clean is True
+    target = replace(one, processes=None)
+    assert window_of(target, 0.1, STEADY_TREND).clean is None
+    two = replace(one, processes=2)
+    assert window_of(two, 0.1, STEADY_TREND).seen_all is False
+
+
+def test_a_ramp_levels_log_is_read_from_where_its_window_opened(tmp_path: Path) -> None:
+    from harness.infra.server import read_log
+    from harness.run.cell import _tail_since
+
+    log = tmp_path / "server.log"
+    log.write_text("sqlalchemy.exc.TimeoutError: QueuePool limit of size 1 overflow 1 reached\n")
+    before = read_log(log)
+    with log.open("a") as f:
+        f.write("level two\nException in ASGI application\n")
+    after = read_log(log)
+    assert (before.pool_timeouts, after.server_errors, after.size > before.size) == (1, 1, True)
+    assert _tail_since(log, before) == "level two\nException in ASGI application"

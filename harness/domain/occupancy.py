@@ -240,7 +240,10 @@ def window_of(timeline: Timeline, waited_s: float | None, steady_within: float) 
     trend = _trend(timeline)
     steady = None if trend is None else abs(trend) <= steady_within
     # Through the server's port, each sample came from whichever process accepted it.
-    seen_all = timeline.per_process and len(at_start) >= (timeline.processes or 1)
+    # (a server known to run one process is seen whole that way; a target, never).
+    seen_all = len(at_start) >= (timeline.processes or 1) and (
+        timeline.per_process or timeline.processes == 1
+    )
     peaks = dict(sorted(peak.items()))
     return Window(waited_s, at_start, peaks, trend, steady, seen_all)
 

@@ -295,14 +295,14 @@ class MapPlan:
             levels.append(min(levels[-1] * 2, self.ceiling))
         return tuple(levels)
 
-    def fine_ladder(self, held: int | None) -> tuple[int, ...]:
+    def fine_ladder(self, held: int | None, froze: int | None = None) -> tuple[int, ...]:
         """A warm line's other ramps: doubling to `held` (the last level the first ramp held),
-        up by one step (10% of `held`, the search's resolution) to twice `held` (where the first
-        ramp collapsed), then doubling again to the ceiling."""
+        up by one step (10% of `held`, the search's resolution) to `froze` (where the first
+        ramp collapsed; twice `held` if not given), then doubling again to the ceiling."""
         if held is None:
             return self.coarse_ladder()
         levels = [c for c in self.coarse_ladder() if c < held] + [held]
-        top = min(2 * held, self.ceiling)
+        top = min(froze or 2 * held, self.ceiling)
         while levels[-1] < top:
             levels.append(min(levels[-1] + resolution(held), top))
         while levels[-1] < self.ceiling:

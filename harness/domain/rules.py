@@ -170,14 +170,18 @@ def agreement(prediction: int | None, found: Threshold) -> str:
     """Whether measurement and prediction agree within one search step, in plain words. Where
     no level always collapsed but some sometimes did, the first of those is the upper edge."""
     high = found.upper
+    if not found.counts and high is None and found.fine_at is None:
+        return "no probe answered"
     if prediction is None:
         if high is None:
             return "agrees: none expected"
         return f"DISAGREES: no collapse expected, collapsed at {high}"
     if high is None:
-        if prediction > found.ceiling:
+        if prediction > found.highest == found.ceiling:
             return "agrees: predicted beyond the ceiling"
-        return f"DISAGREES: predicted ~{prediction}, no collapse up to {found.ceiling}"
+        if prediction > found.highest:
+            return f"agrees: predicted beyond {found.highest}, the highest level that answered"
+        return f"DISAGREES: predicted ~{prediction}, no collapse up to {found.highest}"
     low = found.fine_at or 0
     step = high - low
     if low - step <= prediction <= high + step:

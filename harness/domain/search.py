@@ -42,6 +42,12 @@ class Threshold:
         return min((c for c, (f, _) in self.counts.items() if f), default=None)
 
     @property
+    def highest(self) -> int:
+        """The highest level that answered (the ceiling where none is known): where a search
+        whose higher levels gave no answer can say nothing above it."""
+        return max(self.counts, default=self.ceiling)
+
+    @property
     def repeated(self) -> bool:
         """Some level was probed more than once."""
         return any(n > 1 for _, n in self.counts.values())
@@ -76,10 +82,10 @@ class Threshold:
                 top = max(self.counts)
                 return f"no level collapsed every time up to {top} ({self.tally()})"
             if self.collapsed_at is None:
-                return f"no collapse up to {self.ceiling} ({self.tally()})"
+                return f"no collapse up to {self.highest} ({self.tally()})"
             return self.tally()
         if self.collapsed_at is None:
-            return f"no collapse up to {self.ceiling}"
+            return f"no collapse up to {self.highest}"
         if self.fine_at is None:
             return f"collapsed already at {self.collapsed_at}"
         return f"fine at {self.fine_at}, collapsed at {self.collapsed_at}"
@@ -117,25 +123,26 @@ def confirm(
     more: collapsed?, or None where the probe could not say (it still counts against the
     budget). An edge that disagrees moves the bracket outwards, and the new edge is probed."""
     counts = dict(found.counts)
+    if not counts:
+        return found  # no level answered: there is no edge to probe again
     for _ in range(budget):
         now = bracket_counts(counts, found.ceiling)
         edges = [c for c in (now.fine_at, now.collapsed_at) if c is not None]
-        top = max(counts, default=found.ceiling)
-        if now.collapsed_at is None and (now.uncertain or top == found.ceiling):
-            # Nothing always collapsed: the highest level probed is an edge, and where some
-            # level sometimes collapsed, the next level up (twice it) is probed too.
+        if now.collapsed_at is None:
+            # Nothing always collapsed: the highest level that answered is an edge, and where
+            # some level sometimes collapsed, the next level up (twice it) is probed too.
+            top = max(counts)
             edges.append(top)
             if now.uncertain and top < found.ceiling:
                 edges.append(min(2 * top, found.ceiling))
-                counts.setdefault(edges[-1], (0, 0))
-        wanted = [c for c in edges if counts[c][1] < repeats]
+        wanted = [c for c in edges if counts.get(c, (0, 0))[1] < repeats]
         wanted += [c for c, (f, n) in now.uncertain.items() if 0 < f < n and n < disputed]
         if not wanted:
             return now
         level = wanted[0]
         answer = again(level)
         if answer is not None:
-            froze, probes = counts[level]
+            froze, probes = counts.get(level, (0, 0))
             counts[level] = (froze + answer, probes + 1)
     return bracket_counts(counts, found.ceiling)
 

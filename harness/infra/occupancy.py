@@ -87,7 +87,8 @@ class Sampler:
         deadline = t_call + max(timeout_s, least_s)
         while self.enabled and not self.absent:
             now = time.monotonic()
-            # Each process sampled since the call (one that died meanwhile is not waited for).
+            # Each process sampled since the call (one that died and was not replaced leaves
+            # too few: the wait then runs to its timeout).
             fresh = [s for s in list(self.latest.values()) if s.t_s >= since]
             seen = len(fresh) >= (self.processes or 1)
             if seen and now - t_call >= least_s and all(s.in_flight == 0 for s in fresh):

@@ -174,7 +174,7 @@ def evidence_table(plan: MapPlan, server: str, records: Sequence[CellResult]) ->
         found = threshold_of(line, records, plan.ceiling, onset)
         probe = _first_probes(line, records, onset)
         fine = probe.get(found.fine_at) if found.fine_at else None
-        froze = probe.get(found.collapsed_at) if found.collapsed_at else None
+        froze = _first_collapse(line, records, onset, found.upper)
         rows.append(
             [
                 *column,
@@ -201,6 +201,22 @@ def _first_probes(
     """Each level's first probe of `line` with `onset` that answered (the one its search
     read), else its first."""
     return first_probes([r for r in records if r.cell.variant == line.variant_of(onset)])
+
+
+def _first_collapse(
+    line: MapLine, records: Sequence[CellResult], onset: Onset, level: int | None
+) -> CellResult | None:
+    """The first probe of `line` with `onset` that collapsed at `level`."""
+    variant = line.variant_of(onset)
+    mine = [r for r in records if r.cell.variant == variant and r.cell.connections == level]
+    return next(
+        (
+            r
+            for r in sorted(mine, key=lambda r: r.repeat)
+            if is_collapse(r) and r.verdict not in NO_ANSWER
+        ),
+        None,
+    )
 
 
 def first_probes(records: Sequence[CellResult]) -> dict[int, CellResult]:
@@ -398,7 +414,7 @@ def line_findings(plan: MapPlan, records: Sequence[CellResult]) -> list[str]:
             continue
         found = threshold_of(line, records, plan.ceiling, onset)
         probe = _first_probes(line, records, onset)
-        froze = probe.get(found.collapsed_at) if found.collapsed_at else None
+        froze = _first_collapse(line, records, onset, found.upper)
         fine = probe.get(found.fine_at) if found.fine_at else None
         if froze is None or froze.occupancy is None or not froze.occupancy.samples:
             continue
@@ -407,7 +423,7 @@ def line_findings(plan: MapPlan, records: Sequence[CellResult]) -> list[str]:
         stalled_lines += any(s.blocked_on_pool for s in timeline.last().values())
         parts = [
             f"{line.server}, {plan.change(line)}{''.join(f' ({c})' for c in column)}: froze at "
-            f"{found.collapsed_at} connections "
+            f"{found.upper} connections "
             f"(lower bound {line.predicted}, queue model {queue_model(line.mode, config)})"
         ]
         if fine and fine.occupancy and (held := _peak_in_flight(fine.occupancy, True)):
@@ -425,22 +441,30 @@ def line_findings(plan: MapPlan, records: Sequence[CellResult]) -> list[str]:
                 )
             )
         held_total = sum(_peak_in_flight(fine.occupancy, True).values()) if fine else 0
-        if fine and found.collapsed_at <= line.predicted and held_total > (found.fine_at or 0):
+        high = froze.cell.connections
+        if fine and high <= line.predicted and held_total > (found.fine_at or 0):
             parts.append(
                 f"it froze at or below its lower bound, which counts requests in flight, not "
                 f"connections: at {found.fine_at} connections up to {held_total} requests were "
-                "in flight (a connection can carry two: the warm-up's last requests are still "
-                "served when the measured run opens its own, and a request's dependency exit, "
-                "which returns its pooled connection, runs after its response was sent, while "
-                "the client's next request is already in the app)"
+                "in flight (a connection can carry two: a request's dependency exit, which "
+                "returns its pooled connection, runs after its response was sent, while the "
+                "client's next request is already in the app"
+                + (
+                    "; and the warm-up's last requests were still served when the measured run "
+                    "opened its own)"
+                    if fine.window is None
+                    else ")"
+                )
             )
-        peak = max(_peak_in_flight(timeline, measured_only=False).values(), default=0)
-        over = (
-            f" ({peak / found.collapsed_at:.1f}× its connections: a stalled warm-up's requests "
-            "stay in the server while the measured run opens its own)"
-            if peak > found.collapsed_at
-            else ""
+        clean = froze.window is not None and froze.window.clean
+        peak = max(_peak_in_flight(timeline, measured_only=clean).values(), default=0)
+        why = (
+            "a request's dependency exit runs after its response was sent"
+            if clean
+            else "a stalled warm-up's requests stay in the server while the measured run opens "
+            "its own"
         )
+        over = f" ({peak / high:.1f}× its connections: {why})" if peak > high else ""
         if any(s.pool_waiting is not None for s in timeline.samples):
             stalled_early = _stalled_workers(timeline, before_s=timeline.measured_from_s)
             when = "the warm-up already stalled it" if stalled_early else "it stalled in the run"

@@ -131,7 +131,7 @@ def _start(
                     return
 
 
-def _settle(server: ServerProcess, log: Path, deadline: float) -> float:
+def _settle(server: ServerProcess, log: Path, deadline: float, logged: int = 0) -> float:
     """Keep a stalled server up until its first pool timeout is logged (or `deadline`).
 
     A stall lasts `pool_timeout` from when requests began to wait; a cell is usually shorter,
@@ -139,7 +139,7 @@ def _settle(server: ServerProcess, log: Path, deadline: float) -> float:
     """
     t0 = time.monotonic()
     while time.monotonic() < deadline and server.alive:
-        if read_log(log).pool_timeouts:
+        if read_log(log).pool_timeouts > logged:  # more than the `logged` before the stall
             break
         time.sleep(0.25)
     return time.monotonic() - t0
@@ -470,6 +470,7 @@ def run_ramp(
     best_lower_ok_rps: Callable[[Cell], float | None],
     log_dir: Path,
     keep_dump: KeepDump,
+    database_lost: Callable[[str], None],
 ) -> Iterator[CellResult]:
     """One warm ramp: a server started once and verified, then each of `cells` (one line's
     levels, rising) measured in turn once the server has emptied and `ramp.pause_s` has passed.
@@ -478,7 +479,9 @@ def run_ramp(
     neither held nor froze, and the ramp goes on."""
     current = cells[0]
     try:
-        ramp_levels = _ramp(cells, ramp, number, db, options, best_lower_ok_rps, log_dir, keep_dump)
+        ramp_levels = _ramp(
+            cells, ramp, number, db, options, best_lower_ok_rps, log_dir, keep_dump, database_lost
+        )
         for result in ramp_levels:
             current = result.cell
             yield result
@@ -504,6 +507,7 @@ def _ramp(
     best_lower_ok_rps: Callable[[Cell], float | None],
     log_dir: Path,
     keep_dump: KeepDump,
+    database_lost: Callable[[str], None],
 ) -> Iterator[CellResult]:
     config = cells[0].config
     assert config is not None, "a ramp runs on a server the harness starts"
@@ -597,7 +601,7 @@ def _ramp(
                 threads = take_dump(server.pid, keep_dump)
                 if options.await_pool_timeouts:
                     deadline = t0 + ramp.pause_s + config.pool_timeout_s + POOL_TIMEOUT_GRACE_S
-                    _settle(server, log_path, deadline)
+                    _settle(server, log_path, deadline, since.pool_timeouts)
             pending = record(
                 cell, since, started, t0, judgement, cpu=load.cpu, threads=threads, **figures
             )
@@ -607,14 +611,17 @@ def _ramp(
     if not options.keep_logs:
         log_path.unlink(missing_ok=True)
     assert pending is not None, "a ramp has at least one level"
+    lost = ""
     try:
         left = postgres.drop_client_connections(db.url)
-    except DATABASE_ERRORS as exc:  # the last level's record is kept; the next cell will see
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        note = f"the database stopped answering after the ramp: {reason}"
+    except DATABASE_ERRORS as exc:  # the last level's record is kept, and the loss reported
+        lost = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        note = f"the database stopped answering after the ramp: {lost}"
     else:
         note = f"{left} connections outlived the server and were terminated" if left else ""
     yield replace(pending, note="; ".join(filter(None, [pending.note, note])))
+    if lost:
+        database_lost(lost)
 
 
 def _tail_since(path: Path, since: LogCounts, lines: int = 30) -> str:

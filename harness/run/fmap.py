@@ -39,6 +39,8 @@ LEVEL_ESTIMATE_S = 4.5
 LEVELS_PER_RAMP = 7
 # A search's measurements of one level before it counts as not holding without an answer.
 SEARCH_ATTEMPTS = 2
+# Probes more, at most, to bring a bracket's edges to their answers (harness/domain/search.py).
+CONFIRM_BUDGET = 12
 # Ramps started for one ladder before its line is given up on: some are cut short (wrk or the
 # database failed, the server did not start) and replaced, but not forever.
 SPARE_RAMPS = 2
@@ -140,10 +142,15 @@ def _search(
         result = probe(connections)
         return None if result.verdict in NO_ANSWER else is_collapse(result)
 
-    found = bracket_counts(probe_counts(_of(line, onset, done)), plan.ceiling)
+    mine = _of(line, onset, done)
+    found = bracket_counts(probe_counts(mine), plan.ceiling)
     if plan.boundary_probes <= 1:
         return found
-    return confirm(found, again, repeats=plan.boundary_probes)
+    # What an interrupted confirmation already spent (every probe after a level's first).
+    spent = len(mine) - len({r.cell.connections for r in mine})
+    return confirm(
+        found, again, repeats=plan.boundary_probes, budget=max(0, CONFIRM_BUDGET - spent)
+    )
 
 
 def _ramps(
@@ -164,7 +171,7 @@ def _ramps(
     froze = min((r.cell.connections for r in answered if is_collapse(r)), default=None)
     held = [r.cell.connections for r in answered if not is_collapse(r)]
     top = max((c for c in held if froze and c < froze), default=None)
-    fine = plan.fine_ladder(top)
+    fine = plan.fine_ladder(top, froze)
     while _finished_ramps(line, done, fine) < plan.boundary_probes:
         if len(_ramps_of(line, done, fine)) >= plan.boundary_probes + SPARE_RAMPS:
             s.listener.notice(f"{line.variant_of(Onset.warm)}: too many ramps cut short; given up")

@@ -46,9 +46,18 @@ def measure_ramp(
 
     options = replace(s.options, await_pool_timeouts=s.options.await_pool_timeouts and number == 1)
     out = []
-    for result in run_ramp(
-        cells, ramp, number, s.db, options, lambda c: best_lower(c, done), s.log_dir, keep_dump
-    ):
+    levels = run_ramp(
+        cells,
+        ramp,
+        number,
+        s.db,
+        options,
+        lambda c: best_lower(c, done),
+        s.log_dir,
+        keep_dump,
+        s.database_lost,
+    )
+    for result in levels:
         out.append(_written(s, replace(result, repeat=number)))
         done.append(out[-1])
         if len(out) < len(cells):
