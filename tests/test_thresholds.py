@@ -94,7 +94,10 @@ def test_a_window_records_what_was_in_flight_and_whether_its_throughput_held_ste
     falling = window_of(timeline([600, 500, 400, 300, 200, 100], 3), None, STEADY_TREND)
     assert falling.clean is False and falling.steady is False and (falling.trend or 0) < -1
     short = window_of(timeline([500, 500]), 0.1, STEADY_TREND)
-    assert short.trend is None and short.steady is None
+    assert short.trend is None and short.steady is None and short.start_up == 1.0
+    # wrk's first half-second (connecting) is its start-up, not a trend.
+    slow_start = window_of(timeline([300, 600, 600, 600, 600, 600]), 0.1, STEADY_TREND)
+    assert slow_start.start_up == 0.5 and slow_start.trend == 0 and slow_start.steady is True
 
 
 def test_a_recorded_map_gives_each_onset_its_bracket_and_each_ramp_its_levels() -> None:

@@ -177,14 +177,17 @@ class Window:
     waited_s: float | None  # how long the harness waited for the server to empty (None: no wait)
     at_start: dict[int, InFlight]  # each process at its last sample before the window opened
     peak: dict[int, InFlight]  # each process's most (in flight, awaiting) over the window
-    # The answered requests per second's change across the window, relative to its mean: the
-    # slope of a Theil-Sen line through half-second bins times the window's length. None: too
-    # short a window, or nothing answered.
+    # The answered requests per second's change across the window after its first half-second,
+    # relative to their mean: the slope of a Theil-Sen line through half-second bins times that
+    # span. None: a window under 2.5 s, or nothing answered.
     trend: float | None
     steady: bool | None  # |trend| within the rule's bound (harness/domain/rules.py)
     # Every process the server runs had a sample before the window opened (False: `at_start`
     # may leave one out, and the window cannot be called clean).
     seen_all: bool = True
+    # The first half-second's answered rate against the rest's mean: wrk opening its
+    # connections (and a cold server its pool) shows there, so the trend leaves it out.
+    start_up: float | None = None
 
     @property
     def clean(self) -> bool | None:
@@ -207,6 +210,7 @@ class Window:
             "trend": self.trend,
             "steady": self.steady,
             "seen_all": self.seen_all,
+            "start_up": self.start_up,
             "clean": self.clean,
         }
 
@@ -219,11 +223,13 @@ class Window:
             trend=data.get("trend"),
             steady=data.get("steady"),
             seen_all=bool(data.get("seen_all", True)),
+            start_up=data.get("start_up"),
         )
 
 
-BIN_S = 0.5  # the throughput trend's bins
-MIN_BINS = 4
+START_UP_S = 0.5  # the window's first part, when wrk connects: left out of the trend
+MIN_TICKS = 10  # the fewest sampler ticks after it that a trend is computed from
+TREND_Z = 1.96  # Mann-Kendall's z beyond which a trend is more than the ticks' noise (5%)
 
 
 def window_of(timeline: Timeline, waited_s: float | None, steady_within: float) -> Window:
@@ -237,39 +243,50 @@ def window_of(timeline: Timeline, waited_s: float | None, steady_within: float) 
         was = peak.get(s.pid, InFlight(0, None if s.awaiting is None else 0))
         awaiting = None if s.awaiting is None else max(s.awaiting, was.awaiting or 0)
         peak[s.pid] = InFlight(max(s.in_flight, was.in_flight), awaiting)
-    trend = _trend(timeline)
-    steady = None if trend is None else abs(trend) <= steady_within
-    # Through the server's port, each sample came from whichever process accepted it.
+    trend, significant, start_up = _trend(timeline)
+    steady = None if trend is None else abs(trend) <= steady_within or not significant
+    # Through the server's port, each sample came from whichever process accepted it
     # (a server known to run one process is seen whole that way; a target, never).
     seen_all = len(at_start) >= (timeline.processes or 1) and (
         timeline.per_process or timeline.processes == 1
     )
     peaks = dict(sorted(peak.items()))
-    return Window(waited_s, at_start, peaks, trend, steady, seen_all)
+    return Window(waited_s, at_start, peaks, trend, steady, seen_all, start_up)
 
 
-def _trend(timeline: Timeline) -> float | None:
-    """Relative change of the answered rate across the measured window (see Window.trend)."""
+def _trend(timeline: Timeline) -> tuple[float | None, bool, float | None]:
+    """(trend, whether it is significant, start-up) of the measured window (see Window): the
+    answered rate between consecutive sampler ticks after START_UP_S, its Theil-Sen slope (the
+    median of the slopes between every two ticks: an odd tick moves it little) times that span
+    over the mean, and Mann-Kendall's test of whether the ticks rise or fall at all."""
     start = timeline.measured_from_s
-    end = max((s.t_s for s in timeline.samples), default=start)
-    bins = int((end - start) / BIN_S)
-    if bins < MIN_BINS:
-        return None
     # Each process counts from its last sample before the window (or its first in it), so one
     # first sampled in the window adds no burst of everything it answered before.
     base = {pid: s.ok + s.errors for pid, s in timeline.last(before_s=start).items()}
     for s in timeline.samples:
         base.setdefault(s.pid, s.ok + s.errors)
-    answered = [_answered(timeline, start + i * BIN_S, base) for i in range(bins + 1)]
-    rates = [(b - a) / BIN_S for a, b in pairwise(answered)]
+    ticks = sorted({s.t_s for s in timeline.samples if s.t_s >= start + START_UP_S})
+    if len(ticks) < 2:
+        return None, False, None
+    answered = [_answered(timeline, t, base) for t in ticks]
+    first = (answered[0] - _answered(timeline, start, base)) / (ticks[0] - start)
+    rates = [
+        (b - a) / (tb - ta) for (ta, a), (tb, b) in pairwise(zip(ticks, answered, strict=True))
+    ]
+    times = ticks[1:]
     mean = sum(rates) / len(rates)
     if mean <= 0:
-        return None
-    # Theil-Sen: the median of the slopes between every two bins (one odd bin moves it little).
-    slope = median(
-        (b - a) / ((j - i) * BIN_S) for (i, a), (j, b) in combinations(enumerate(rates), 2)
-    )
-    return round(slope * bins * BIN_S / mean, 3)
+        return None, False, None
+    start_up = round(first / mean, 3)
+    if len(rates) < MIN_TICKS:
+        return None, False, start_up
+    pairs = list(combinations(range(len(rates)), 2))
+    slope = median((rates[j] - rates[i]) / (times[j] - times[i]) for i, j in pairs)
+    trend = round(slope * (times[-1] - times[0]) / mean, 3)
+    n = len(rates)
+    signs = sum((rates[j] > rates[i]) - (rates[j] < rates[i]) for i, j in pairs)
+    z = (signs - (signs > 0) + (signs < 0)) / (n * (n - 1) * (2 * n + 5) / 18) ** 0.5
+    return trend, abs(z) > TREND_Z, start_up
 
 
 def _answered(timeline: Timeline, at_s: float, base: dict[int, int]) -> int:

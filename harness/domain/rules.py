@@ -31,9 +31,10 @@ STALL_S = 1.0
 UNSAMPLED_S = 1.0
 
 
-# A measured window is steady when its answered requests per second changed by no more than this
-# fraction of their mean across it (harness/domain/occupancy.py, Window.trend); a window that is
-# not is flagged in its record, not judged otherwise: a freeze is the verdict's business.
+# A measured window is steady unless its answered requests per second, after its first half
+# second, rose or fell by more than this fraction of their mean across it, and significantly so
+# (harness/domain/occupancy.py, `window_of`); a window that is not is flagged in its record, not
+# judged otherwise: a freeze is the verdict's business.
 STEADY_TREND = 0.25
 
 

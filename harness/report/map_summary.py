@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from statistics import median
 from typing import Any
 
 from harness.domain.axes import Onset, Verdict, Workload
@@ -326,11 +327,19 @@ def windows_text(probes: Sequence[CellResult]) -> str:
         "(a connection carries one request at a time; a `yield` dependency's exit runs after "
         "the response has started, so a finished response can still be in flight)."
     )
+    starts = [w.start_up for r, w in windows if not is_collapse(r) and w.start_up is not None]
+    if starts:
+        text += (
+            f" In the windows that held, the first half-second served a median "
+            f"{median(starts):.0%} of the rate of the rest (wrk opening its connections; a cold "
+            "server also filling its pool): the trend leaves it out."
+        )
     if not held:
-        return text + " No window that held was long enough (2 s) to show a trend."
+        return text + " No window that held was long enough (1.5 s) to show a trend."
     text += (
         f" {len(held) - len(unsteady)} of the {len(held)} windows that held were steady (their "
-        f"throughput moved less than {STEADY_TREND:.0%} across the window)"
+        f"throughput after the first half-second moved less than {STEADY_TREND:.0%} across it, "
+        "or not significantly)"
     )
     return text + (f"; not: {', '.join(unsteady)}." if unsteady else ".")
 
