@@ -133,7 +133,9 @@ def test_two_maps_brackets_are_compared_line_by_line(tmp_path: Path) -> None:
         data = json.loads(path.read_text())
         path.write_text(json.dumps({**data, "verdict": "collapsed"}))
     text = compare_maps(RunDir.open(a), RunDir.open(b))
-    assert "Of 4 thresholds (line and onset) both maps measured, 3 have the same" in text
+    assert (
+        "Of 4 thresholds (line and onset) both maps measured: the same bracket in both 3," in text
+    )
     assert "| uvicorn sync psycopg2 dependency, pool 1+1, 4 tokens | cold |" in text
     assert "froze 0/1 at 2, 2/3 at 4, 3/5 at 6, 3/3 at 8 | overlap |" in text
     moved = bracket_counts({2: (0, 1), 4: (2, 3), 8: (3, 3)}, 16)

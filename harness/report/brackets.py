@@ -63,10 +63,9 @@ def compare_maps(a: RunDir, b: RunDir) -> str:
             f"- A: {_provenance(a)}",
             f"- B: {_provenance(b)}",
             "",
-            f"Of {n} thresholds (line and onset) both maps measured, {tally['same']} have the "
-            f"same bracket in both, {tally['overlap']} brackets overlap without being the same, "
-            f"and {tally['apart']} lie apart (the two ranges where the threshold can be do not "
-            f"intersect). {by_onset}",
+            f"Of {n} thresholds (line and onset) both maps measured: the same bracket in both "
+            f"{tally['same']}, overlapping brackets {tally['overlap']}, brackets apart (the two "
+            f"ranges where the threshold can be do not intersect) {tally['apart']}. {by_onset}",
             "",
             md_table(HEAD, rows, ["---"] * len(HEAD)),
         ]
