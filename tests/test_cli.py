@@ -388,3 +388,30 @@ def test_with_ceilings_adds_health_per_server_and_plans_pgbench(
         for s in ("uvicorn", "granian")
         for c in (1, 24)
     )
+
+
+def test_the_makefile_accepts_exactly_the_variables_of_the_one_table() -> None:
+    """The Makefile's VARIABLES and SWITCHES lists (what it passes on, and refuses the rest)
+    against harness/cli/variables.py: a name added to one and not the other fails here."""
+    root = Path(__file__).parent.parent
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    printed = {}
+    for name in ("VARIABLES", "SWITCHES"):
+        done = subprocess.run(
+            [
+                "make",
+                "-s",
+                "--no-print-directory",
+                f"--eval=print-it: ; @echo $({name})",
+                "print-it",
+            ],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        )
+        printed[name] = set(done.stdout.split())
+    table = {v.name for v in VARIABLES if not v.switch} | {v.alias for v in VARIABLES if v.alias}
+    assert printed["VARIABLES"] == table
+    assert printed["SWITCHES"] == {v.name for v in VARIABLES if v.switch}
