@@ -280,15 +280,19 @@ def run_cell(
     try:
         return _run_cell(cell, config, db, options, best_lower_ok_rps, log_dir, keep_dump, started)
     except DATABASE_ERRORS as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return CellResult(
             cell=cell,
             verdict=Verdict.database_lost,
             pool_timeouts=None,
             server_errors=None,
             started_at=started,
-            note=f"the database stopped answering: {reason}",
+            note=f"the database stopped answering: {first_line(exc)}",
         )
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception in one line: its message's first line, or its type."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _run_cell(
@@ -477,23 +481,23 @@ def run_ramp(
     Yields each level's record; the ramp ends at the first level that did not hold (its record
     once the server has stopped, with what its log showed after the stall); an `unknown` level
     neither held nor froze, and the ramp goes on."""
-    current = cells[0]
+    done = 0
     try:
         ramp_levels = _ramp(
             cells, ramp, number, db, options, best_lower_ok_rps, log_dir, keep_dump, database_lost
         )
         for result in ramp_levels:
-            current = result.cell
+            done += 1
             yield result
     except DATABASE_ERRORS as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        # The level that was being measured (a record never replaces one already written).
         yield CellResult(
-            cell=current,
+            cell=cells[min(done, len(cells) - 1)],
             verdict=Verdict.database_lost,
             pool_timeouts=None,
             server_errors=None,
             started_at=now_iso(),
-            note=f"the database stopped answering: {reason}",
+            note=f"the database stopped answering: {first_line(exc)}",
             ramp=ramp,
         )
 
@@ -615,7 +619,7 @@ def _ramp(
     try:
         left = postgres.drop_client_connections(db.url)
     except DATABASE_ERRORS as exc:  # the last level's record is kept, and the loss reported
-        lost = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        lost = first_line(exc)
         note = f"the database stopped answering after the ramp: {lost}"
     else:
         note = f"{left} connections outlived the server and were terminated" if left else ""
