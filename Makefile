@@ -122,7 +122,8 @@ decide: $(MEASURE_DEPS)
 failure-map: $(MEASURE_DEPS)
 	$(PY) -m harness map $(FLAGS)
 
-# The reference run under results/: the seed-shaped tables for every server and the failure map
+# The reference run under results/: the seed-shaped tables for every server (and uvicorn's
+# latency distributions in `bench-latency`) and the failure map
 # of all four (sync `dependency` in `map`, its 2-worker line with every worker sampled in
 # `map-workers`, the other variants at the baseline in `map-variants`),
 # the same for uvicorn and the map's baseline under the 2021 stack, the layers
@@ -147,6 +148,8 @@ WORKERS_MAP := --server all --variants sync-dependency --pools 5+10 --tokens 40 
 # moves between two runs (make compare A=... B=... sets their brackets side by side).
 REPRO_MAP := --server uvicorn,gunicorn --variants sync-dependency --pools 5+10 --tokens 40 \
 	--workers 1 --ceiling-levels none
+# Latency with both distributions (wrk's measured and corrected histograms), rounds merged.
+LATENCY_RUN := --server uvicorn --repeats 3
 LAYERS_RUN := --server uvicorn --drivers psycopg2,asyncpg,psycopg --layers orm,core,driver \
 	--styles dependency --connections 24,100 --repeats 3 --with-ceilings
 
@@ -157,6 +160,8 @@ reference: setup
 		else r=5; [ $$s = granian ] && r=3; \
 			$(PY) -m harness run --server $$s --repeats $$r --out $$d || exit $$?; fi; \
 	done
+	@d=$(REF)/bench-latency; if [ -f $$d/metadata.json ]; then $(PY) -m harness run --resume $$d; \
+	else $(PY) -m harness run $(LATENCY_RUN) --out $$d; fi
 	@if [ -f $(REF)/map/metadata.json ]; then $(PY) -m harness map --resume $(REF)/map; \
 	else $(PY) -m harness map --server all --variants sync-dependency --out $(REF)/map; fi
 	@d=$(REF)/map-granian; if $(PY) -c 'import json, sys; plan = json.load(open(sys.argv[1]))["plan"]; \

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from harness.domain.axes import Verdict
+from harness.domain.latency import Kind
 from harness.domain.result import FORMAT
+from harness.infra.histogram import distribution
 from harness.store.rundir import RunDir
 from tests.cli import harness
 
@@ -51,6 +53,11 @@ def test_two_cell_run_writes_records_metadata_and_tables(tmp_path: Path) -> None
         assert r.cpu is not None and r.cpu.server_s is not None and r.cpu.postgres_s is not None
         assert r.integrity is not None and r.integrity.ok and r.integrity.missing == 0
         assert r.integrity.acknowledged == r.wrk.ok_requests  # no warm-up in this run
+        # Both latency distributions, the measured one a value per response (wrk records no
+        # latency beyond its timeout).
+        measured = distribution(r.wrk, Kind.measured)
+        assert r.wrk.histograms is not None and measured is not None
+        assert r.wrk.requests - r.wrk.timeouts <= measured.count <= r.wrk.requests
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["complete"] is True and meta["format"] == FORMAT
     (entry,) = meta["provenance"]
@@ -64,6 +71,10 @@ def test_two_cell_run_writes_records_metadata_and_tables(tmp_path: Path) -> None
     summary = (out / "summary.md").read_text()
     assert "| connections | sync psycopg2 context req/s |" in summary
     assert "async asyncpg context req/s" in summary
+    assert "p99 ms measured / corrected" in summary and "- /" not in summary
+    for chart in ("percentiles", "p99"):
+        assert f"charts/{chart}-uvicorn-insert-r5.png" in summary
+        assert (out / "charts" / f"{chart}-uvicorn-insert-r5.png").stat().st_size > 10_000
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [r["mode"] for r in rows] == ["async", "sync"]
     assert all(int(r["rows_added"]) >= int(r["ok_requests"]) for r in rows)

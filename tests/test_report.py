@@ -36,7 +36,8 @@ def test_seed_shaped_table_has_a_row_per_connection_and_columns_per_variant() ->
     table = report.seed_tables([r for r in records if r.cell.workload == "list"])
     lines = [line for line in table.splitlines() if line.startswith("|")]
     assert lines[0].startswith(
-        "| connections | sync psycopg2 dependency req/s | p99 ms | failed | verdict"
+        "| connections | sync psycopg2 dependency req/s | p99 ms measured / corrected (responses "
+        "above) | failed | verdict"
     )
     assert [line.split("|")[1].strip() for line in lines[2:]] == ["1", "100"]
     assert "**collapsed (30 pool timeouts)**" in lines[3]

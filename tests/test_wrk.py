@@ -10,7 +10,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def test_parse_a_recorded_run() -> None:
-    r = wrk.parse((FIXTURES / "wrk_ok.txt").read_text())
+    r = wrk.parse((FIXTURES / "wrk_ok.txt").read_text(), 2)
     assert r.requests == 451
     assert r.duration_s == pytest.approx(1.003248)
     assert (r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms) == (3.555, 8.333, 16.932, 25.848)
@@ -19,13 +19,13 @@ def test_parse_a_recorded_run() -> None:
 
 
 def test_parse_a_recorded_frozen_run() -> None:
-    r = wrk.parse((FIXTURES / "wrk_frozen.txt").read_text())
+    r = wrk.parse((FIXTURES / "wrk_frozen.txt").read_text(), 48)
     assert r.requests == 0 and r.ok_rps == 0.0
     assert r.p99_ms == 0 and r.failed == 0
 
 
 def test_parse_errors_counts_a_broken_response_once() -> None:
-    r = wrk.parse((FIXTURES / "wrk_errors.txt").read_text())
+    r = wrk.parse((FIXTURES / "wrk_errors.txt").read_text(), 2)
     assert (r.status_errors, r.read_errors) == (171, 170)
     assert r.ok_requests == 0
     assert r.failed == 171
@@ -34,7 +34,7 @@ def test_parse_errors_counts_a_broken_response_once() -> None:
 @pytest.mark.parametrize("text", ["", "Running 1s test\n", "WRK_JSON {}\n", "WRK_JSON {\n"])
 def test_parse_refuses_output_without_one_report(text: str) -> None:
     with pytest.raises((ValueError, KeyError)):
-        wrk.parse(text)
+        wrk.parse(text, 1)
 
 
 def test_local_argv(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,6 +11,7 @@ from harness.domain.cell import Cell
 from harness.domain.plan import MapLine
 from harness.domain.result import CellResult, PgbenchResult
 from harness.domain.search import Threshold
+from harness.infra.histogram import measured_ms
 from harness.run.events import Listener
 
 
@@ -39,7 +40,8 @@ class Console(Listener):
 
     def record_written(self, result: CellResult) -> None:
         w = result.wrk
-        p99 = f"{w.p99_ms:.1f} ms" if w and w.requests else "-"
+        measured = measured_ms(w, 99)
+        p99 = f"{measured:.1f} ms" if measured is not None else "-"
         figures = f"{w.ok_rps:.1f} req/s, p99 {p99}, {w.failed} failed, " if w else ""
         pool = f", {result.pool_timeouts} pool timeouts" if result.pool_timeouts else ""
         # A ramp's later levels have no start line of their own: name their connections.

@@ -7,6 +7,7 @@ from typing import Any
 
 from harness.domain.axes import Verdict
 from harness.domain.cell import Cell
+from harness.domain.latency import Histograms
 from harness.domain.occupancy import ThreadDump, Timeline, Window
 
 # Version of a record's and a run's JSON. 1: a cell's settings flat, targets with settings None,
@@ -16,8 +17,9 @@ from harness.domain.occupancy import ThreadDump, Timeline, Window
 # with samples come from every process's samples (partly-collapsed, unknown).
 # 4: a cell names its onset (fresh, cold or warm); a record keeps its measured window's edges
 # (`window`) and a warm probe its ramp (`ramp`).
-# harness/store/migrate.py reads 1 to 3 (re-judging the samples of 1 and 2); any other is refused.
-FORMAT = 4
+# 5: wrk's figures keep both latency distributions (`wrk.histograms`).
+# harness/store/migrate.py reads 1 to 4 (re-judging the samples of 1 and 2); any other is refused.
+FORMAT = 5
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,19 @@ class WrkResult:
     write_errors: int
     timeouts: int
     status_errors: int  # responses with HTTP status >= 400 (wrk's "Non-2xx or 3xx")
+    # Both latency distributions (the percentiles above are wrk's, from the corrected one);
+    # None in records of format 4 and older, or where wrk exported no histogram.
+    histograms: Histograms | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["histograms"] = asdict(self.histograms) if self.histograms else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> WrkResult:
+        found = data.get("histograms")
+        return cls(**{**data, "histograms": Histograms(**found) if found else None})
 
     @property
     def ok_requests(self) -> int:
@@ -148,7 +163,8 @@ class CellResult:
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         data["cell"] = self.cell.to_json()
-        for name in ("wrk", "cpu", "integrity"):
+        data["wrk"] = self.wrk.to_json() if self.wrk else None
+        for name in ("cpu", "integrity"):
             value = getattr(self, name)
             data[name] = asdict(value) if value is not None else None
         for name in ("occupancy", "threads", "window", "ramp"):
@@ -167,7 +183,7 @@ class CellResult:
         return cls(
             cell=Cell.from_json(data["cell"]),
             verdict=Verdict(data["verdict"]),
-            wrk=opt(WrkResult, "wrk"),
+            wrk=WrkResult.from_json(data["wrk"]) if data.get("wrk") else None,
             pool_timeouts=data.get("pool_timeouts"),
             server_errors=data.get("server_errors"),
             cpu=opt(Cpu, "cpu"),

@@ -10,10 +10,14 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from harness.domain import latency
 from harness.domain.axes import WrkRunner
 from harness.domain.errors import HarnessError
+from harness.domain.latency import Histograms
 from harness.domain.result import WrkResult
+from harness.infra import histogram
 from harness.infra.process import die_with_parent, register_child, wait_with_rusage
 from servers.registry import WRK_IMAGE as DEFAULT_IMAGE  # the seed's; its entrypoint is wrk
 
@@ -87,8 +91,30 @@ def version(runner: WrkRunner = WrkRunner.local, image: str = DEFAULT_IMAGE) -> 
     return (out.stdout + out.stderr).strip().splitlines()[0] if (out.stdout + out.stderr) else ""
 
 
-def parse(stdout: str) -> WrkResult:
-    """The result from wrk's stdout: the one line the Lua done() hook printed."""
+def histograms(data: dict[str, Any], connections: int) -> Histograms | None:
+    """Both distributions of the run, from the buckets the Lua hook exported after wrk's
+    correction; None where it exported none (a wrk whose stats struct is not 4.1's)."""
+    exported = data.get("histogram")
+    if not exported or not data["requests"]:
+        return None
+    corrected = {int(v): int(c) for v, c in exported["buckets"]}
+    total = sum(corrected.values())
+    # The buckets must give back wrk's own percentiles (to a rank, C's long double aside).
+    for name, p in (("p50", 50), ("p90", 90), ("p99", 99), ("p999", 99.9)):
+        rank = latency.wrk_rank(p, total)
+        near = {latency.wrk_percentile(corrected, p, r) for r in (rank - 1, rank, rank + 1)}
+        if data["latency_us"][name] not in near:
+            raise ValueError(
+                f"the exported histogram gives {name} {latency.wrk_percentile(corrected, p)} µs, "
+                f"wrk printed {data['latency_us'][name]} µs"
+            )
+    interval = latency.wrk_interval(int(data["duration_us"]), int(data["requests"]), connections)
+    return histogram.histograms(corrected, interval)
+
+
+def parse(stdout: str, connections: int) -> WrkResult:
+    """The result from wrk's stdout: the one line the Lua done() hook printed. `connections`:
+    wrk's -c, which its correction of the latency histogram depends on."""
     lines = [line for line in stdout.splitlines() if line.startswith(MARKER)]
     if len(lines) != 1:
         raise ValueError(f"expected one {MARKER.strip()} line in wrk output, found {len(lines)}")
@@ -109,6 +135,7 @@ def parse(stdout: str) -> WrkResult:
         write_errors=int(err["write"]),
         timeouts=int(err["timeout"]),
         status_errors=int(err["status"]),
+        histograms=histograms(data, connections),
     )
 
 
@@ -148,7 +175,7 @@ def run(command: WrkCommand, grace_s: float = 15.0) -> WrkRun:
     if code is None:
         raise LoadFailed(f"wrk did not finish within {command.duration_s + grace_s:g}s")
     try:
-        return WrkRun(parse(stdout), cpu)
+        return WrkRun(parse(stdout, command.connections), cpu)
     except (ValueError, KeyError) as exc:
         raise LoadFailed(
             f"wrk exited {code} without a report ({exc}): {stderr.strip()[-300:]}"

@@ -11,11 +11,13 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
 from harness.domain.axes import Latency, Mode, Onset, ServerName, Workload
+from harness.domain.latency import Kind
 from harness.domain.plan import MapLine, MapPlan
 from harness.domain.result import CellResult, PgbenchResult
+from harness.infra.histogram import measured_ms
 from harness.report import decision
 from harness.report.map_summary import first_probes, threshold_of
-from harness.report.stats import Ratio
+from harness.report.stats import CellStats, Ratio
 
 
 def collapse_chart(
@@ -135,7 +137,7 @@ def throughput_chart(
             )
         p99_ax.plot(
             [r.cell.connections for r in served],
-            [r.wrk.p99_ms for r in served if r.wrk],
+            [_p99(r) for r in served],
             "o-",
             color=color,
             label=line.label,
@@ -170,7 +172,7 @@ def throughput_chart(
     rps_ax.set_ylim(bottom=floor / 1.5)
     rps_ax.set_ylabel("successful requests/s (log)")
     p99_ax.set_yscale("log")
-    p99_ax.set_ylabel("p99 latency, ms (log)")
+    p99_ax.set_ylabel("p99 latency, ms, measured (log)")
     for ax in (rps_ax, p99_ax):
         ax.set_xlabel("connections (wrk -c)")
         ax.grid(alpha=0.3, which="both")
@@ -183,6 +185,13 @@ def throughput_chart(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _p99(record: CellResult) -> float:
+    """A probe's measured p99; wrk's corrected one for a record that kept no histogram."""
+    assert record.wrk is not None
+    measured = measured_ms(record.wrk, 99)
+    return measured if measured is not None else record.wrk.p99_ms
 
 
 def timeline_chart(path: Path, record: CellResult) -> None:
@@ -352,4 +361,137 @@ def ratio_chart(path: Path, title: str, rows: Sequence[decision.Row]) -> None:
     fig.suptitle(f"{title}: async / sync req/s, 95% intervals (above 1: async served more)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --- latency distributions of a bench --------------------------------------------------------
+
+CURVE_PERCENTILES = (50, 75, 90, 95, 98, 99, 99.5, 99.8, 99.9)
+
+
+def _nines(p: float) -> float:
+    """Where a percentile sits on the x axis: 1 / (1 - p), so 90, 99 and 99.9 are evenly
+    spaced on a log scale (as HdrHistogram plots them)."""
+    return 1 / (1 - p / 100)
+
+
+def _unusable(c: CellStats) -> str:
+    """Why a cell's latencies are not drawn as a curve ('' when they are): a collapsed cell's
+    few answered requests would look fast."""
+    if c.frozen:
+        return f"{c.verdict}, not drawn"
+    if c.distribution() is None:
+        return "no histogram"
+    return ""
+
+
+def percentile_chart(
+    path: Path, title: str, cells: Sequence[CellStats], labels: dict[str, str]
+) -> None:
+    """Latency against percentile (p50 to p99.9, log scales), one panel per connection level,
+    one colour per variant: measured solid, wrk-corrected dashed, each from the merged
+    histograms of the cell's rounds. A collapsed cell is named in the legend, not drawn."""
+    levels = sorted({c.cell.connections for c in cells})
+    columns = min(3, len(levels))
+    rows = -(-len(levels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.6 * rows), squeeze=False)
+    colors = {variant: f"C{i}" for i, variant in enumerate(labels)}
+    xs = [_nines(p) for p in CURVE_PERCENTILES]
+    for ax, level in zip(axes.flat, levels, strict=False):
+        drawn = False
+        for c in (c for c in cells if c.cell.connections == level):
+            color, label = colors[c.cell.variant], labels[c.cell.variant]
+            if why := _unusable(c):
+                ax.plot([], [], "x", color=color, label=f"{label}: {why}")
+                continue
+            drawn = True
+            for kind, style in ((Kind.measured, "-"), (Kind.corrected, "--")):
+                found = c.distribution(kind)
+                assert found is not None
+                ys = [found.percentile_ms(p) for p in CURVE_PERCENTILES]
+                ax.plot(
+                    xs,
+                    ys,
+                    style,
+                    color=color,
+                    marker="." if kind is Kind.measured else "",
+                    label=label if kind is Kind.measured else None,
+                )
+        ax.set_title(f"{level} connection{'' if level == 1 else 's'}", fontsize=9)
+        ax.legend(fontsize=7)
+        if not drawn:  # a log scale with nothing on it cannot be laid out
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks([_nines(p) for p in (50, 90, 99, 99.9)], ["p50", "p90", "p99", "p99.9"])
+        ax.minorticks_off()
+        ax.set_ylabel("latency, ms (log)")
+        ax.grid(alpha=0.3, which="both")
+    for ax in list(axes.flat)[len(levels) :]:
+        ax.set_visible(False)
+    fig.suptitle(
+        f"{title}: latency by percentile (solid measured, dashed wrk-corrected)", fontsize=10
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def p99_throughput_chart(
+    path: Path, title: str, cells: Sequence[CellStats], labels: dict[str, str]
+) -> None:
+    """Measured p99 against successful req/s across connection levels, one line per variant,
+    each point labelled with its connections. A collapsed cell is an × at the top edge: slow
+    beyond the chart, never a fast point from its few answered requests."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    drawn: list[float] = []
+    stalled: list[tuple[str, float, int]] = []
+    for i, variant in enumerate(labels):
+        mine = sorted(
+            (c for c in cells if c.cell.variant == variant), key=lambda c: c.cell.connections
+        )
+        points = []
+        for c in mine:
+            p99 = c.percentile(99)
+            if c.frozen or p99 is None or c.median_rps is None:
+                stalled.append((variant, c.median_rps or 0.0, c.cell.connections))
+                continue
+            points.append((c.median_rps, p99.ms, c.cell.connections))
+        color = f"C{i}"
+        if points:
+            ax.plot(
+                [x for x, _, _ in points],
+                [y for _, y, _ in points],
+                "o-",
+                color=color,
+                label=labels[variant],
+            )
+            for x, y, conns in points:
+                ax.annotate(
+                    str(conns), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points"
+                )
+            drawn += [y for _, y, _ in points]
+    top = max(drawn, default=1.0) * 3
+    for i, variant in enumerate(labels):
+        mine = [(x, conns) for v, x, conns in stalled if v == variant]
+        if mine:
+            ax.plot(
+                [x for x, _ in mine],
+                [top] * len(mine),
+                "x",
+                color=f"C{i}",
+                markersize=9,
+                label=f"{labels[variant]}: collapsed at {', '.join(str(n) for _, n in mine)}",
+            )
+    ax.set_yscale("log")
+    ax.set_ylim(top=top * 1.5)
+    ax.set_xlabel("successful requests/s (median of rounds)")
+    ax.set_ylabel("p99 latency, ms, measured (log)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    ax.set_title(f"{title}: p99 against throughput (labels: connections)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
     plt.close(fig)

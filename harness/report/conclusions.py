@@ -100,9 +100,9 @@ def _freezes(cells: Sequence[CellStats]) -> list[str]:
 def _latency(cells: Sequence[CellStats]) -> list[str]:
     slow = []
     for c in cells:
-        p99 = c.latency("p99_ms")
-        if p99 and p99[0] >= SLOW_P99_MS and not c.frozen:
-            slow.append((c, p99[0]))
+        p99 = c.percentile(99)
+        if p99 and p99.ms >= SLOW_P99_MS and not c.frozen:
+            slow.append((c, p99.ms))
     if not slow:
         return []
     named = "; ".join(
@@ -111,7 +111,7 @@ def _latency(cells: Sequence[CellStats]) -> list[str]:
         f"{p99 / 1000:.1f} s"
         for c, p99 in sorted(slow, key=lambda x: -x[1])[:4]
     )
-    return [f"- **Latency** (not part of any verdict): p99 of a second or more: {named}."]
+    return [f"- **Latency** (not part of any verdict): measured p99 of a second or more: {named}."]
 
 
 def caveats(records: Sequence[CellResult], cells: Sequence[CellStats]) -> list[str]:

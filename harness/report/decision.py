@@ -18,6 +18,7 @@ from typing import Any
 
 from harness.domain.axes import DIRECT, Latency, Mode, SessionStyle, Verdict
 from harness.domain.cell import Cell, shown
+from harness.domain.latency import MIN_TAIL
 from harness.domain.result import CellResult
 from harness.report.comparisons import Comparison, at_level
 from harness.report.stats import CellStats, Ratio, by_cell
@@ -70,7 +71,9 @@ class Level:
     ratio: Ratio | str | None  # async / sync reference (a string says why there is none)
     ratio_dependency: Ratio | str | None  # async / sync `dependency`
     rps: dict[str, float | None]  # role -> median successful req/s
-    p99_ms: dict[str, float | None]  # role -> median p99
+    # role -> p99 of the merged histograms (records without any: the median of wrk's p99s)
+    p99_ms: dict[str, float | None]
+    p99_above: dict[str, int | None]  # role -> measured responses above it (None: no histograms)
     verdicts: dict[str, str]  # role -> verdicts over the rounds
 
 
@@ -144,13 +147,14 @@ def _ratio(
 
 def _level(level: int, cells: dict[str, CellStats | None], records: Sequence[CellResult]) -> Level:
     """One level's figures; `cells` maps each role to its cell's measurements."""
-    p99 = {k: (c.latency("p99_ms") if c else None) for k, c in cells.items()}
+    p99 = {k: (c.percentile(99) if c else None) for k, c in cells.items()}
     return Level(
         connections=level,
         ratio=_ratio(cells["sync"], cells["async"], records, level),
         ratio_dependency=_ratio(cells["dependency"], cells["async"], records, level),
         rps={k: c.median_rps if c else None for k, c in cells.items()},
-        p99_ms={k: v[0] if v else None for k, v in p99.items()},
+        p99_ms={k: v.ms if v else None for k, v in p99.items()},
+        p99_above={k: v.above if v else None for k, v in p99.items()},
         verdicts={k: c.verdict for k, c in cells.items() if c},
     )
 
@@ -320,8 +324,16 @@ def _p99_text(level: Level) -> str:
     a, s = level.p99_ms.get("async"), level.p99_ms.get("sync")
     if a is None and s is None:
         return ""
-    fmt = [f"{v:,.0f}" if v is not None else "-" for v in (a, s)]
+    fmt = [
+        f"{v:,.0f}{'†' if _thin(level, role) else ''}" if v is not None else "-"
+        for role, v in (("async", a), ("sync", s))
+    ]
     return f"p99 {fmt[0]} / {fmt[1]} ms"
+
+
+def _thin(level: Level, role: str) -> bool:
+    above = level.p99_above.get(role)
+    return above is not None and above < MIN_TAIL
 
 
 def _held_text(row: Row) -> str:
@@ -369,7 +381,8 @@ EXPLAINED = (
     "/users`). For each connection level: **async / sync**, successful requests/s of {async_} "
     "over {sync}, the geometric mean of the ratios of measurements taken in the same round, "
     "with its 95% confidence interval (t on the logarithms; **bold** where it excludes 1); "
-    "then the median p99 latency of each."
+    "then the p99 latency of each, of the measured responses of its rounds merged († where "
+    f"fewer than {MIN_TAIL} responses lie above it)."
 )
 DEPENDENCY_EXPLAINED = (
     " **Sync `dependency` held up to** is the highest level at which the seed's sync style "
@@ -465,6 +478,7 @@ def json_data(records: Sequence[CellResult]) -> dict[str, Any]:
                         "async_over_dependency": _ratio_json(lv.ratio_dependency),
                         "rps": lv.rps,
                         "p99_ms": lv.p99_ms,
+                        "p99_above": lv.p99_above,
                         "verdicts": lv.verdicts,
                     }
                     for lv in row.levels

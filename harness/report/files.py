@@ -9,6 +9,7 @@ from typing import Any
 from harness.domain.plan import MapPlan
 from harness.domain.result import CellResult
 from harness.report import charts, decision, evidence, map_summary, summary
+from harness.report.stats import by_cell
 from harness.store.rundir import RunDir
 
 
@@ -21,10 +22,25 @@ def timelines(run: RunDir, records: list[CellResult]) -> None:
             charts.timeline_chart(folder / evidence.chart_name(record), record)
 
 
+def latency_charts(run: RunDir, records: list[CellResult]) -> None:
+    """Each seed-shaped table's latency charts, where its records kept histograms."""
+    folder = run.path / "charts"
+    for rows in summary.table_groups(records):
+        if not summary.charted(rows):
+            continue
+        folder.mkdir(exist_ok=True)
+        cells, cell0 = by_cell(rows), rows[0].cell
+        slug, labels = summary.group_slug(cell0), summary.variant_labels(rows)
+        title = f"{cell0.server_label} · {cell0.workload}"
+        charts.percentile_chart(folder / f"percentiles-{slug}.png", title, cells, labels)
+        charts.p99_throughput_chart(folder / f"p99-{slug}.png", title, cells, labels)
+
+
 def write(run: RunDir) -> None:
     meta, records = run.metadata(), run.records()
     timelines(run, records)
     if meta["kind"] != "map":
+        latency_charts(run, records)
         text = summary.summary(meta, records, run.path.name, run.pgbench())
         (run.path / "summary.md").write_text(text)
         (run.path / "results.csv").write_text(summary.csv_text(records))

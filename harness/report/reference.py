@@ -12,6 +12,7 @@ Regenerating from the same run files reproduces the page exactly.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,10 +20,12 @@ from typing import Any
 
 from harness.domain.axes import FROZEN, Layer, Mode, ServerName, SessionStyle, Verdict, Workload
 from harness.domain.cell import Cell
+from harness.domain.latency import MIN_TAIL, Kind
 from harness.domain.plan import MapLine, MapPlan
 from harness.domain.result import CellResult
 from harness.domain.rules import agreement, queue_model
 from harness.domain.search import Threshold
+from harness.infra.histogram import measured_ms
 from harness.report import (
     brackets,
     ceilings,
@@ -684,6 +687,71 @@ def repro_section(root: Path, base: Path) -> list[str]:
     ]
 
 
+def latency_section(root: Path, base: Path) -> list[str]:
+    """The latency bench (`bench-latency`): each cell's percentiles from its rounds' merged
+    histograms, measured and wrk-corrected, beside the medians of the rounds' p99s that tables
+    showed before format 5."""
+    path = root / "bench-latency"
+    if not (path / "metadata.json").is_file():
+        return []
+    run = RunDir.open(path)
+    cells = [c for c in by_cell(run.records()) if not c.frozen and c.distribution()]
+    if not cells:
+        return []
+    rows, gaps = [], []
+    for c in sorted(cells, key=lambda c: (c.cell.connections, c.cell.variant)):
+        measured, corrected = c.distribution(Kind.measured), c.distribution(Kind.corrected)
+        assert measured is not None and corrected is not None
+        p99 = c.percentile(99)
+        assert p99 is not None and p99.above is not None
+        rounds = [m for r in c.served if (m := measured_ms(r.wrk, 99)) is not None]
+        wrk_p99 = c.latency("p99_ms")
+        gaps.append((corrected.percentile_ms(50) / max(measured.percentile_ms(50), 1e-3), c))
+        rows.append(
+            [
+                str(c.cell.connections),
+                c.cell.variant,
+                f"{c.n}",
+                f"{measured.count:,} / {corrected.count:,}",
+                f"{measured.percentile_ms(50):,.1f} / {corrected.percentile_ms(50):,.1f}",
+                f"{p99.text()} / {corrected.percentile_ms(99):,.1f}",
+                f"{p99.above:,}",
+                f"{statistics.median(rounds):,.1f} ({min(rounds):,.1f}–{max(rounds):,.1f})",
+                f"{wrk_p99[0]:,.1f}" if wrk_p99 else "-",
+            ]
+        )
+    ratio, widest = max(gaps, key=lambda g: g[0])
+    thin = sum(1 for c in cells if (p := c.percentile(99)) is not None and p.thin)
+    table = md_table(
+        [
+            "connections", "variant", "rounds", "responses measured / with wrk's samples",
+            "p50 ms measured / corrected", "p99 ms measured / corrected",
+            "measured responses above p99", "median of the rounds' measured p99s (range)",
+            "median of the rounds' wrk p99s (tables before format 5)",
+        ],
+        rows,
+        ["---:", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---:"],
+    )  # fmt: skip
+    charts = sorted((path / "charts").glob("percentiles-*.png")) + sorted(
+        (path / "charts").glob("p99-*.png")
+    )
+    return [
+        "## Latency: measured and wrk-corrected, rounds merged",
+        "",
+        f"[`{path.name}`]({_rel(path, base)}/summary.md), every cell that did not collapse: its "
+        "percentiles from the merged histograms of its rounds, the measured distribution (each "
+        "response once) and wrk's corrected one (README.md, Latency: two distributions, merged). "
+        f"The widest gap between them is at the median: {widest.cell.variant} at "
+        f"{widest.cell.connections} connections, where wrk's p50 is {ratio:.1f}× the measured "
+        f"one. {thin} of {len(cells)} p99s rest on fewer than {MIN_TAIL} measured responses "
+        "above them (†).",
+        "",
+        table,
+        "",
+        *(f"![{p.stem}]({_rel(p, base)})\n" for p in charts),
+    ]
+
+
 def rejudged_section(root: Path, base: Path) -> list[str]:
     """What `python -m harness migrate` changed in each run, read from the runs' provenance."""
     said = []
@@ -742,6 +810,7 @@ def readme(root: Path, page: Path) -> str:
         "",
         *rejudged_section(root, base),
         *repro_section(root, base),
+        *latency_section(root, base),
         "## Findings",
         "",
     ]

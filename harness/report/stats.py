@@ -1,8 +1,9 @@
 """Statistics of repeated measurements, with numpy and scipy (no hand-written distributions):
 
 - a cell: the median of its measurements' successful req/s, a 95% bootstrap interval of that
-  median, the spread (coefficient of variation, min and max), p50/p99 as medians with ranges,
-  and how many measurements ended in each verdict;
+  median, the spread (coefficient of variation, min and max), latency percentiles from the
+  merged histograms of its measurements (harness/domain/latency.py) with how many measured
+  responses lie above each, and how many measurements ended in each verdict;
 - a ratio of two variants measured in the same rounds: the geometric mean of the paired ratios,
   with a 95% t interval on their logarithms; an interval that contains 1 is "no significant
   difference";
@@ -13,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -24,8 +26,10 @@ from scipy import stats
 
 from harness.domain.axes import FROZEN, Verdict
 from harness.domain.cell import Cell
+from harness.domain.latency import MIN_TAIL, Kind
 from harness.domain.result import CellResult
 from harness.domain.rules import NEAR_ZERO_RPS
+from harness.infra.histogram import Distribution, decoded
 
 CONFIDENCE = 0.95
 UNSTABLE_CV = 0.10  # pyperf warns above 10% of the mean
@@ -75,6 +79,31 @@ class Interval:
 
     def contains(self, value: float) -> bool:
         return self.low <= value <= self.high
+
+
+@dataclass(frozen=True)
+class Percentile:
+    """A latency percentile of a cell: from its merged histograms (with the measured responses
+    above it), or, for records that kept none, the median of its runs' wrk-corrected ones."""
+
+    ms: float
+    above: int | None  # measured responses above it; None: a median of wrk's percentiles
+    kind: Kind
+
+    @property
+    def thin(self) -> bool:
+        return self.above is not None and self.above < MIN_TAIL
+
+    def text(self, digits: int = 1) -> str:
+        return f"{self.ms:,.{digits}f}" + ("†" if self.thin else "")
+
+
+# The percentiles wrk reported per run, for records without histograms.
+WRK_FIELD = {50.0: "p50_ms", 90.0: "p90_ms", 99.0: "p99_ms", 99.9: "p999_ms"}
+THIN_TEXT = (
+    f"† rests on fewer than {MIN_TAIL} measured responses above it: a handful of requests "
+    "decides it."
+)
 
 
 @dataclass(frozen=True)
@@ -134,6 +163,37 @@ class CellStats:
         if not values:
             return None
         return float(np.median(values)), min(values), max(values)
+
+    @functools.cached_property
+    def _answered(self) -> list[CellResult]:
+        return [r for r in self.served if r.wrk and r.wrk.requests]
+
+    def distribution(self, kind: Kind = Kind.measured) -> Distribution | None:
+        """Every measurement's histogram merged; None where one of them kept none (a record of
+        format 4 or older)."""
+        return self._distributions.get(kind)
+
+    @functools.cached_property
+    def _distributions(self) -> dict[Kind, Distribution]:
+        found = [r.wrk.histograms for r in self._answered if r.wrk]
+        if not found or any(h is None for h in found):
+            return {}
+        return {k: Distribution.merged(decoded(h, k) for h in found if h) for k in Kind}
+
+    def percentile(self, p: float, kind: Kind = Kind.measured) -> Percentile | None:
+        """The cell's p-th percentile latency: from its merged histograms where every
+        measurement kept them; else (older records) the median of wrk's corrected ones."""
+        merged = self.distribution(kind)
+        if merged is not None:
+            ms = merged.percentile_ms(p)
+            return Percentile(ms, self._measured_above(ms), kind)
+        if (field := WRK_FIELD.get(p)) is None or (found := self.latency(field)) is None:
+            return None
+        return Percentile(found[0], None, Kind.corrected)
+
+    def _measured_above(self, ms: float) -> int | None:
+        measured = self.distribution(Kind.measured)
+        return measured.above(ms) if measured is not None else None
 
     def count(self, verdict: Verdict) -> int:
         return sum(r.verdict is verdict for r in self.records)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Sequence
 from itertools import groupby
 from typing import Any
@@ -23,9 +24,11 @@ from harness.domain.axes import (
     Workload,
 )
 from harness.domain.cell import SEED_ROWS, Cell, shown
+from harness.domain.latency import Kind
 from harness.domain.result import CellResult, PgbenchResult
+from harness.infra.histogram import measured_ms
 from harness.report import ceilings, comparisons, conclusions, evidence, layers
-from harness.report.stats import CellStats, Warning_, by_cell
+from harness.report.stats import THIN_TEXT, WRK_FIELD, CellStats, Warning_, by_cell
 from harness.report.table import md_table
 
 VARIANT_FIELDS = (
@@ -117,29 +120,54 @@ def _varying(cells: Sequence[Cell]) -> list[str]:
     return [f for f in VARIANT_FIELDS if len({c.known(f) for c in cells}) > 1]
 
 
+def _group_key(r: CellResult) -> tuple[Any, ...]:
+    c = r.cell
+    return (
+        _rank(list(ServerName), c.known("name")),
+        c.target or "",
+        _rank(list(Workload), c.workload),
+        c.known("rows") or 0,
+        c.db_latency or DIRECT,
+    )
+
+
+def table_groups(records: Sequence[CellResult]) -> list[list[CellResult]]:
+    """The records of each seed-shaped table: one server (or target), workload, data set and
+    database latency."""
+    return [list(g) for _, g in groupby(sorted(records, key=_group_key), key=_group_key)]
+
+
+def variant_labels(rows: Sequence[CellResult]) -> dict[str, str]:
+    """Each variant of a table and its column label, in the tables' order."""
+    varying = _varying([r.cell for r in rows])
+    labels: dict[str, str] = {}
+    for r in sorted(rows, key=lambda r: _variant_order(r.cell)):
+        labels.setdefault(r.cell.variant, _label(r.cell, varying))
+    return labels
+
+
+def group_slug(cell: Cell) -> str:
+    """A table's name in its charts' file names."""
+    parts = [cell.server_label, str(cell.workload), f"r{shown(cell.known('rows'))}"]
+    if cell.db_latency:
+        parts.append(f"db{cell.db_latency}")
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", "-".join(parts)).strip("_")
+
+
+def charted(rows: Sequence[CellResult]) -> bool:
+    """Whether a table's latency charts can be drawn: some record kept its histograms."""
+    return any(r.wrk and r.wrk.histograms for r in rows)
+
+
 def seed_tables(records: Sequence[CellResult], level: int = 2) -> str:
-    """One table per server and workload: rows are connections, columns each variant's figures.
+    """One table per server and workload: rows are connections, columns each variant's figures,
+    followed by links to its latency charts where its records kept histograms.
 
     `level`: the markdown heading level of each table's title.
     """
     out = []
-
-    def key(r: CellResult) -> tuple[Any, ...]:
-        c = r.cell
-        return (
-            _rank(list(ServerName), c.known("name")),
-            c.target or "",
-            _rank(list(Workload), c.workload),
-            c.known("rows") or 0,
-            c.db_latency or DIRECT,
-        )
-
-    for _, group in groupby(sorted(records, key=key), key=key):
-        rows = list(group)
-        varying = _varying([r.cell for r in rows])
-        labels: dict[str, str] = {}
-        for r in sorted(rows, key=lambda r: _variant_order(r.cell)):
-            labels.setdefault(r.cell.variant, _label(r.cell, varying))
+    for rows in table_groups(records):
+        labels = variant_labels(rows)
         by = {(c.cell.variant, c.cell.connections): c for c in by_cell(rows)}
         repeated = any(c.n > 1 for c in by.values())
         cell0 = rows[0].cell
@@ -149,9 +177,9 @@ def seed_tables(records: Sequence[CellResult], level: int = 2) -> str:
             f"{latency_text(cell0.db_latency)}{cell0.duration_s:g} s per cell)\n"
         )
         columns = (
-            ["req/s (median)", "95% CI", "CV", "p99 ms", "failed", "verdict"]
+            ["req/s (median)", "95% CI", "CV", P99_HEAD, "failed", "verdict"]
             if repeated
-            else ["req/s", "p99 ms", "failed", "verdict"]
+            else ["req/s", P99_HEAD, "failed", "verdict"]
         )
         head = ["connections"]
         for label in labels.values():
@@ -165,7 +193,35 @@ def seed_tables(records: Sequence[CellResult], level: int = 2) -> str:
             lines.append(line)
         align = ["---:"] * (len(columns) - 1) + ["---"]
         out.append(md_table(head, lines, ["---:"] + align * len(labels)))
+        if any("†" in _p99_text(c) for c in by.values()):
+            out.append(THIN_TEXT + "\n")
+        if charted(rows):
+            slug = group_slug(cell0)
+            out.append(
+                f"![latency by percentile at each connection level](charts/percentiles-{slug}.png)"
+                f"\n\n![p99 against throughput](charts/p99-{slug}.png)\n"
+            )
     return "\n".join(out)
+
+
+P99_HEAD = "p99 ms measured / corrected (responses above)"
+LATENCY_TEXT = (
+    "of the cell's measurements merged: *measured* counts each response once; *corrected* is "
+    "wrk's, which adds synthetic samples for the requests a stalled connection did not send, "
+    "assuming a steady rate (coordinated omission); the table of every cell gives the measured "
+    "p50, p90 and p99 of each measurement and wrk's corrected p99;"
+)
+
+
+def _p99_text(c: CellStats) -> str:
+    """The cell's p99 from its merged histograms, measured then wrk-corrected; for records
+    that kept no histograms, wrk's corrected p99 alone (the median of its runs')."""
+    measured, corrected = c.percentile(99), c.percentile(99, Kind.corrected)
+    if measured is None or corrected is None:
+        return "-"
+    if measured.above is None:
+        return f"- / {corrected.text()}"
+    return f"{measured.text()} / {corrected.text()} ({measured.above:,})"
 
 
 def _figures(c: CellStats, repeated: bool) -> list[str]:
@@ -175,10 +231,9 @@ def _figures(c: CellStats, repeated: bool) -> list[str]:
         verdict += f" ({c.pool_timeouts} pool timeouts)"
     if c.flags and repeated:
         verdict += " ⚠"
-    p99 = c.latency("p99_ms")
     figures = [
         _fmt(c.median_rps),
-        _fmt(p99[0] if p99 else None),
+        _p99_text(c),
         str(c.failed) if c.served else "-",
         f"**{verdict}**" if c.worst is not Verdict.ok or "⚠" in verdict else verdict,
     ]
@@ -225,6 +280,7 @@ DETAILS_HEAD = (
     "p50 ms",
     "p90 ms",
     "p99 ms",
+    "p99 ms corrected",
     "max ms",
     "connect/read/write/timeout/status errors",
     "pool timeouts",
@@ -258,10 +314,9 @@ def details_table(records: Sequence[CellResult]) -> str:
                 str(c.connections),
                 _fmt(w.ok_rps if w else None),
                 _fmt(w.rps if w else None),
-                *(
-                    _fmt(getattr(w, f) if w and w.requests else None)
-                    for f in ("p50_ms", "p90_ms", "p99_ms", "max_ms")
-                ),
+                *(_fmt(measured_ms(w, p)) for p in (50, 90, 99)),
+                _fmt(w.p99_ms if w and w.requests else None),
+                _fmt(w.max_ms if w and w.requests else None),
                 errors,
                 shown(r.pool_timeouts),
                 shown(r.server_errors),
@@ -348,12 +403,13 @@ def header(
             f"{opts.get('wrk_timeout_s', '?')} s.",
             f"- Packages: {pkgs}.",
             "",
-            "Figures: **req/s** counts successful (2xx) responses per second; **p99** is wrk's "
-            "99th-percentile latency; **failed** is requests with an HTTP error status or a socket "
-            "error (connect, read, write, timeout). Verdicts: a process *stalled* when it "
-            f"completed no successful response for {rules.STALL_S:g} s or more with requests in "
-            "flight (from the side channel's samples of every process); **collapsed** when every "
-            f"process stalled, or successful throughput is below {rules.COLLAPSE_FRACTION:.0%} of "
+            "Figures: **req/s** counts successful (2xx) responses per second; **p99** is the "
+            f"99th-percentile latency {LATENCY_TEXT} **failed** is requests with an HTTP error "
+            "status or a socket error (connect, read, write, timeout). Verdicts: a process "
+            f"*stalled* when it completed no successful response for {rules.STALL_S:g} s or more "
+            "with requests in flight (from the side channel's samples of every process); "
+            "**collapsed** when every process stalled, or successful throughput is below "
+            f"{rules.COLLAPSE_FRACTION:.0%} of "
             f"the same variant's best at fewer connections, or below {rules.NEAR_ZERO_RPS:g} "
             "req/s; **partly-collapsed** when some processes stalled, not all; **unknown** when a "
             f"process went unsampled for over {rules.UNSAMPLED_S:g} s; **errors** when some "
@@ -421,6 +477,7 @@ CSV_FIELDS = [
     "ok_rps",
     "rps",
     *WRK_FIELDS,
+    *(f"measured_{k}" for k in WRK_FIELD.values()),
     "pool_timeouts",
     "server_errors",
     "cpu_server_s",
@@ -472,6 +529,7 @@ def csv_text(records: Sequence[CellResult]) -> str:
         if w:
             row |= {k: getattr(w, k) for k in WRK_FIELDS}
             row |= {"ok_rps": round(w.ok_rps, 2), "rps": round(w.rps, 2)}
+            row |= {f"measured_{k}": measured_ms(w, p) for p, k in WRK_FIELD.items()}
         if cpu:
             row |= {
                 "cpu_server_s": cpu.server_s,
