@@ -11,9 +11,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# The same pinned file `make setup` installs, and nothing else.
-COPY requirements.lock ./
-RUN pip install --no-cache-dir -r requirements.lock
+# The apps' pinned packages (the harness and the tests have their own locks, not needed here).
+COPY requirements-app.lock ./
+RUN pip install --no-cache-dir -r requirements-app.lock
 
 # app/ and servers/ for the servers and for `python -m servers.seed_db` (which resets the data
 # set with app.dataset.reset_dataset). Owned by root, so the app user cannot change it.

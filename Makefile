@@ -15,10 +15,13 @@ VARIABLES := SERVER MODES MODE STYLES STYLE POOLS POOL_TIMEOUT TOKENS WORKERS ST
 	DRIVERS DRIVER LAYERS LAYER \
 	DURATION WARMUP TIMEOUT SETTLE WORKLOAD ROWS DB_LATENCY WRK WRK_IMAGE DATABASE_URL TARGET TARGET_PID \
 	OCCUPANCY VARIANTS \
-	CEILING_LEVELS ONSETS BOUNDARY_PROBES PAUSE START CEILING OUT RESUME
+	CEILING_LEVELS ONSETS BOUNDARY_PROBES PAUSE START CEILING OUT RESUME FAIL_ON
 SWITCHES := DRY_RUN KEEP_LOGS FORCE PIN WITH_CEILINGS
 # Variables of the Makefile itself (not settings of a run).
-OWN := PYTHON VENV RUN REF A B
+OWN := PYTHON VENV RUN REF A B JSON
+# Read from the environment by the harness (make passes a command-line variable on to it):
+# PG_BINARIES=system|pypi forces where PostgreSQL's binaries come from.
+ENVIRONMENT := PG_BINARIES
 given = $(foreach v,$(1),$(if $(filter-out undefined environment default,$(origin $(v))),$(v)))
 lower = $(shell echo '$(1)' | tr 'A-Z_' 'a-z-')
 quoted = '$(subst ','\'',$(1))'
@@ -28,19 +31,23 @@ FLAGS = $(foreach v,$(call given,$(VARIABLES)),--$(call lower,$(v))=$(call quote
 
 # A misspelt variable (SERVERS=gunicorn) would otherwise be ignored and the wrong run start.
 unknown := $(strip $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),\
-	$(if $(filter $(v),$(VARIABLES) $(SWITCHES) $(OWN)),,$(v)))))
+	$(if $(filter $(v),$(VARIABLES) $(SWITCHES) $(OWN) $(ENVIRONMENT)),,$(v)))))
 ifneq ($(unknown),)
 $(error unknown variable $(unknown): the settings are $(VARIABLES) $(SWITCHES) (see README.md))
 endif
 # Settings are for the targets that measure; anywhere else they would be silently ignored.
 settings := $(strip $(call given,$(VARIABLES) $(SWITCHES)))
+# make compare takes FAIL_ON (regression) of the settings.
+ifneq ($(filter compare,$(MAKECMDGOALS)),)
+settings := $(strip $(filter-out FAIL_ON,$(settings)))
+endif
 ifneq ($(settings),)
 ifeq ($(filter bench decide failure-map serve,$(MAKECMDGOALS)),)
 $(error $(settings): settings of make bench, decide, failure-map and serve; make $(or $(MAKECMDGOALS),setup) takes none)
 endif
 endif
 
-.PHONY: setup system-deps venv test test-fast test-docker lint serve bench decide failure-map \
+.PHONY: setup system-deps venv dev test test-fast test-docker lint serve bench decide failure-map \
 	reference report migrate compare clean
 
 setup: system-deps venv
@@ -78,27 +85,35 @@ system-deps:
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.lock
+# The harness and the apps (requirements.lock includes requirements-app.lock).
+$(VENV)/.installed: requirements.lock requirements-app.lock
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.lock
 	touch $@
 
+# The tests and lint on top (requirements-dev.lock): what `make test` adds.
+dev: $(VENV)/.installed-dev
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.lock
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements-dev.lock
+	touch $@
+
 # Lint (ruff, the import contracts in pyproject.toml), then the unit and integration tests
 # (the Docker ones are `make test-docker`).
-test: setup lint
+test: setup dev lint
 	$(PY) -m pytest -m "not docker" --durations=15
 
 # Unit tests only: no PostgreSQL, no servers, no wrk; well under 30 s.
-test-fast: venv
+test-fast: dev
 	$(PY) -m pytest -m "not integration and not docker" -q
 
 # The compose stack end to end on a Docker engine (tests/test_docker.py): build, up, every
 # service, the wrk service, a target-mode bench with WRK=docker, stop times, down -v. About two
 # minutes with the images cached; skipped, with the reason, where no engine answers.
-test-docker: venv
+test-docker: dev
 	$(PY) -m pytest -m docker tests/test_docker.py
 
-lint: venv
+lint: dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(VENV)/bin/lint-imports --no-cache
@@ -210,7 +225,8 @@ migrate: venv
 
 # Two runs side by side: B/A for every cell they share, with 95% intervals and verdicts.
 compare: venv
-	$(PY) -m harness compare $(if $(A),'$(A)') $(if $(B),'$(B)')
+	$(PY) -m harness compare $(if $(A),'$(A)') $(if $(B),'$(B)') \
+		$(if $(FAIL_ON),--fail-on=$(call quoted,$(FAIL_ON))) $(if $(JSON),--json=$(call quoted,$(JSON)))
 
 clean:
 	rm -rf $(VENV) .venv-2021 .pytest_cache .ruff_cache

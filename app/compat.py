@@ -50,15 +50,24 @@ STARLETTE_VERSION = starlette.__version__
 ANYIO_THREADPOOL = _version(STARLETTE_VERSION) >= (0, 15)
 
 if PYDANTIC_V1:
-    from pydantic import BaseSettings, validator
+    from pydantic import BaseSettings, root_validator, validator
 
     def field_validator(*fields: str) -> Callable[[Any], Any]:
         """pydantic 2's `field_validator` (an after-validator) as pydantic 1 spells it."""
         return validator(*fields, allow_reuse=True)
 
+    def before_validation(fn: Callable[[Any, dict[str, Any]], dict[str, Any]]) -> Any:
+        """A function of the raw values (environment included), run before the fields'."""
+        return root_validator(pre=True, allow_reuse=True)(fn)
+
 else:
-    from pydantic import field_validator
+    from pydantic import field_validator, model_validator
     from pydantic_settings import BaseSettings
+
+    def before_validation(fn: Callable[[Any, dict[str, Any]], dict[str, Any]]) -> Any:
+        """A function of the raw values (environment included), run before the fields'."""
+        return model_validator(mode="before")(classmethod(fn))
+
 
 if SQLALCHEMY_V1:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -79,6 +88,7 @@ __all__ = [
     "STARLETTE_VERSION",
     "BaseSettings",
     "async_sessionmaker",
+    "before_validation",
     "create_fastapi",
     "default_executor_threads",
     "field_validator",

@@ -1,14 +1,98 @@
-"""The one settings class both apps read, from the environment, at start."""
+"""The one settings class both apps read, from the environment, at start.
+
+A user sets them by the names `make bench` gives them (POOLS, TOKENS, STYLE, DRIVERS, ...):
+in the shell or .env for compose, or by the harness for the servers it starts. The apps' older
+names (POOL_SIZE and MAX_OVERFLOW, THREADPOOL_TOKENS, SESSION_STYLE, SYNC_DRIVER and
+ASYNC_DRIVER) are still read, and a line at start says which name replaces them.
+"""
+
+import re
+import sys
+from typing import Any
 
 from pydantic import Field, ValidationError
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from app import compat
-from app.compat import PYDANTIC_V1, BaseSettings, field_validator
+from app.compat import PYDANTIC_V1, BaseSettings, before_validation, field_validator
 from app.styles import ASYNC_DRIVERS, SYNC_DRIVERS, Driver, Layer, SessionStyle
 
-__all__ = ["Driver", "Layer", "SessionStyle", "Settings", "SettingsError", "load_settings"]
+__all__ = [
+    "NAMES",
+    "Driver",
+    "Layer",
+    "SessionStyle",
+    "Settings",
+    "SettingsError",
+    "load_settings",
+]
+
+# Each name a user sets, as `make bench` spells it, and the older names of what it sets.
+NAMES: dict[str, tuple[str, ...]] = {
+    "POOLS": ("POOL_SIZE", "MAX_OVERFLOW"),  # one pool: SIZE+OVERFLOW, e.g. 5+10
+    "POOL_TIMEOUT": (),  # 30s, 500ms (or seconds alone, as before)
+    "TOKENS": ("THREADPOOL_TOKENS",),
+    "STYLE": ("SESSION_STYLE",),
+    "DRIVERS": ("SYNC_DRIVER", "ASYNC_DRIVER"),  # each app takes the one that fits it
+    "LAYER": (),
+    "OCCUPANCY": (),
+}
+OLD_NAMES = {old: new for new, olds in NAMES.items() for old in olds}
+
+
+def _seconds(text: str) -> float:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*", text)
+    if not match:
+        raise ValueError(f"POOL_TIMEOUT: {text!r} is not a duration, e.g. 30s or 500ms")
+    return float(match[1]) * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[match[2]]
+
+
+def _drivers(text: str) -> dict[str, str]:
+    """DRIVERS as the two apps' drivers: each takes the one listed that fits it (psycopg fits
+    both); a driver that fits neither, or two for one app, is refused."""
+    out: dict[str, str] = {}
+    for name in [t.strip() for t in text.split(",") if t.strip()]:
+        if name not in {d.value for d in Driver}:
+            raise ValueError(f"DRIVERS: {name!r} is not a driver; choose from {', '.join(Driver)}")
+        for field, fits in (("SYNC_DRIVER", SYNC_DRIVERS), ("ASYNC_DRIVER", ASYNC_DRIVERS)):
+            if Driver(name) in fits and not (name == Driver.psycopg and field in out):
+                if field in out and out[field] != name:
+                    raise ValueError(f"DRIVERS: {out[field]} and {name} both drive one app")
+                out[field] = name
+    return out
+
+
+def one_name_each(values: dict[str, Any]) -> dict[str, Any]:
+    """The names a user sets, as the fields the apps read; an old name alone is read as it
+    always was; a setting given by both its names is refused. Empty values count as unset
+    (compose passes every name, set or not)."""
+    values = {k: v for k, v in values.items() if v != ""}
+    out = {k: v for k, v in values.items() if k not in NAMES or not NAMES[k]}
+    for new, olds in NAMES.items():
+        if new not in values or not olds:
+            continue
+        if both := [old for old in olds if old in values]:
+            raise ValueError(
+                f"{new} and {', '.join(both)} set the same thing; {', '.join(both)} is its old "
+                f"name: give {new} only"
+            )
+        text = str(values[new])
+        if new == "POOLS":
+            match = re.fullmatch(r"\s*(\d+)\+(\d+)\s*", text)
+            if not match:
+                raise ValueError(
+                    f"POOLS: {text!r} is not one pool SIZE+OVERFLOW, e.g. 5+10 (an app serves "
+                    "one pool: run one compose stack per pool)"
+                )
+            out |= {"POOL_SIZE": match[1], "MAX_OVERFLOW": match[2]}
+        elif new == "DRIVERS":
+            out |= _drivers(text)
+        else:
+            out[olds[0]] = values[new]
+    if isinstance(out.get("POOL_TIMEOUT"), str):
+        out["POOL_TIMEOUT"] = _seconds(out["POOL_TIMEOUT"])
+    return out
 
 
 class Settings(BaseSettings):
@@ -24,6 +108,11 @@ class Settings(BaseSettings):
         model_config = {"case_sensitive": True, "frozen": True, "extra": "ignore"}
 
     DATABASE_URL: str
+    # The names a user sets (NAMES), read into the fields below by `one_name_each`.
+    POOLS: str | None = None
+    TOKENS: str | None = None
+    STYLE: str | None = None
+    DRIVERS: str | None = None
     POOL_SIZE: int = Field(5, ge=1, le=10_000)
     MAX_OVERFLOW: int = Field(10, ge=0, le=10_000)
     POOL_TIMEOUT: float = Field(30.0, gt=0, le=3600)
@@ -39,6 +128,10 @@ class Settings(BaseSettings):
     SYNC_DRIVER: Driver = Driver.psycopg2
     ASYNC_DRIVER: Driver = Driver.asyncpg
     LAYER: Layer = Layer.orm
+
+    @before_validation
+    def _one_name_each(cls, values: dict[str, Any]) -> dict[str, Any]:
+        return one_name_each(values)
 
     @field_validator("DATABASE_URL")
     @classmethod
@@ -61,7 +154,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"cannot be set with Starlette {compat.STARLETTE_VERSION}: it runs sync code on "
                 "asyncio's default executor, whose size is fixed at min(32, cpus + 4) = "
-                f"{compat.default_executor_threads()} threads here; unset THREADPOOL_TOKENS"
+                f"{compat.default_executor_threads()} threads here; unset TOKENS "
+                "(THREADPOOL_TOKENS)"
             )
         return value
 
@@ -118,12 +212,36 @@ class SettingsError(SystemExit):
     """Raised at start for invalid settings; exits with one readable message, not a traceback."""
 
 
+def old_names_in(environ: dict[str, str]) -> str:
+    """The line an app says at start when the environment uses old names ('' if none)."""
+    old = [name for name in OLD_NAMES if environ.get(name)]
+    if not old:
+        return ""
+    news = ", ".join(dict.fromkeys(OLD_NAMES[name] for name in old))
+    what = "old names" if len(old) > 1 else "an old name"
+    return f"note: {', '.join(old)}: {what}, still read; set {news} instead (make bench's names)"
+
+
 def load_settings() -> Settings:
+    import os
+
+    environ = dict(os.environ)
+    if line := old_names_in(environ):
+        print(line, file=sys.stderr)
+
+    def named(field: str) -> str:
+        """A field's error under the name the user gave it (TOKENS for THREADPOOL_TOKENS)."""
+        new = OLD_NAMES.get(field)
+        return new if new and environ.get(new) else field
+
     try:
         return Settings()  # type: ignore[call-arg]  # fields come from the environment
     except ValidationError as exc:
+        # A field's error names the field; one of several fields (one_name_each) names them.
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            f"{'.'.join(named(str(p)) for p in err['loc'])}: {err['msg']}"
+            if err["loc"] and err["loc"] != ("__root__",)
+            else err["msg"].removeprefix("Value error, ")
             for err in exc.errors()
         )
         raise SettingsError(f"invalid settings: {problems}") from None

@@ -15,13 +15,14 @@ import argparse
 import dataclasses
 import difflib
 import sys
+import textwrap
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from app.settings import Settings
+from app.settings import NAMES, OLD_NAMES, Settings
 from servers.registry import SEED_PORTS, WRK_IMAGE, Launch, Mode, ServerName, server_argv
 from servers.seed_db import DEFAULT_ROWS
 
@@ -89,24 +90,32 @@ def service_name(server: ServerName, mode: Mode) -> str:
     return f"{server.value}-{mode.value}"
 
 
-# Settings only the harness sets, per server start, and no user: OCCUPANCY_DIR names a directory
-# on the harness's machine, and a container's own side channels listen on the container's
-# loopback, out of the host's reach (its published port still serves `GET /_occupancy`).
-HARNESS_ONLY = frozenset({"OCCUPANCY_DIR"})
-
-
 def settings_defaults() -> dict[str, str]:
-    """Every Settings field that has a default (all but DATABASE_URL and HARNESS_ONLY), as
-    compose renders it."""
-    out: dict[str, str] = {}
-    for name, field in Settings.model_fields.items():
-        if field.is_required() or name in HARNESS_ONLY:
-            continue
-        default = field.default
-        if isinstance(default, bool):
-            default = str(default).lower()  # as a shell user would write it
-        out[name] = str(default.value if isinstance(default, Enum) else default)
-    return out
+    """Each name a user sets (app.settings.NAMES, the names of `make bench`) with the apps'
+    default, as a shell user would write it."""
+    fields = {name: field.default for name, field in Settings.model_fields.items()}
+
+    def text(value: object) -> str:
+        if isinstance(value, bool):
+            return str(value).lower()
+        return str(value.value if isinstance(value, Enum) else value)
+
+    return {
+        "POOLS": f"{fields['POOL_SIZE']}+{fields['MAX_OVERFLOW']}",
+        "POOL_TIMEOUT": f"{fields['POOL_TIMEOUT']:g}s",
+        "TOKENS": text(fields["THREADPOOL_TOKENS"]),
+        "STYLE": text(fields["SESSION_STYLE"]),
+        "DRIVERS": f"{text(fields['SYNC_DRIVER'])},{text(fields['ASYNC_DRIVER'])}",
+        "LAYER": text(fields["LAYER"]),
+        "OCCUPANCY": text(fields["OCCUPANCY"]),
+    }
+
+
+def app_environment() -> dict[str, str]:
+    """Every name a user may set, new and old, passed through as given; unset, it is empty and
+    the app takes its default (a default here would clash with an old name set in .env)."""
+    names = [*NAMES, *OLD_NAMES]
+    return {"DATABASE_URL": DATABASE_URL, **{name: variable(name, "") for name in names}}
 
 
 def app_command(server: ServerName, mode: Mode) -> list[str]:
@@ -150,7 +159,6 @@ def _depends_on_db_and_seed() -> dict[str, Any]:
 
 
 def document() -> dict[str, Any]:
-    defaults = settings_defaults()
     services: dict[str, Any] = {
         DB_SERVICE: {
             "image": variable("POSTGRES_IMAGE", DB_IMAGE),
@@ -192,10 +200,7 @@ def document() -> dict[str, Any]:
                 "init": True,
                 "stop_grace_period": APP_STOP_GRACE,
                 "command": app_command(server, mode),
-                "environment": {
-                    "DATABASE_URL": DATABASE_URL,
-                    **{name: variable(name, value) for name, value in defaults.items()},
-                },
+                "environment": app_environment(),
                 "ports": [f"{PUBLISH_HOST}:{port}:{port}"],
                 "depends_on": _depends_on_db_and_seed(),
             }
@@ -218,17 +223,24 @@ HEADER = """\
 #   docker compose run --rm wrk -t2 -c48 -d10s -s /scripts/wrk_report.lua \\
 #       http://127.0.0.1:8001/users
 #
-# Ports (host 127.0.0.1 only): uvicorn async 8000 / sync 8001, gunicorn 8002 / 8003,
-# hypercorn 8004 / 8005, granian 8006 / 8007. Set POOL_SIZE, MAX_OVERFLOW, POOL_TIMEOUT,
-# THREADPOOL_TOKENS, SESSION_STYLE, SYNC_DRIVER, ASYNC_DRIVER, LAYER, WORKERS, ROWS or
-# PG_MAX_CONNECTIONS in the shell or in .env, and POSTGRES_IMAGE, PYTHON_IMAGE or WRK_IMAGE to
-# take the images from a mirror.
+{ports}
 """
 
 
 def render() -> str:
     body = yaml.dump(document(), Dumper=_Dumper, sort_keys=False, width=1000)
-    return HEADER + "\n" + body
+    settings = ", ".join(f"{k}={v}" for k, v in settings_defaults().items())
+    ports = (
+        "Ports (host 127.0.0.1 only): uvicorn async 8000 / sync 8001, gunicorn 8002 / 8003, "
+        "hypercorn 8004 / 8005, granian 8006 / 8007. In the shell or in .env, set the apps' "
+        f"settings by the names make bench gives them (defaults: {settings}), and WORKERS, "
+        "ROWS or PG_MAX_CONNECTIONS; POSTGRES_IMAGE, PYTHON_IMAGE or WRK_IMAGE take the images "
+        "from a mirror. One stack serves one pool (POOLS=20+0 docker compose up; a list is "
+        f"refused). The apps' older names ({', '.join(OLD_NAMES)}) are still read, with a note "
+        "at start."
+    )
+    wrapped = textwrap.fill(ports, width=98, initial_indent="# ", subsequent_indent="# ")
+    return HEADER.format(ports=wrapped) + "\n" + body
 
 
 def check(path: Path = COMPOSE_FILE) -> int:

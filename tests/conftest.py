@@ -1,5 +1,6 @@
 """Shared fixtures: one real throwaway PostgreSQL for the whole session."""
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -9,9 +10,10 @@ from harness.infra import postgres, process
 
 @pytest.fixture(scope="session", autouse=True)
 def own_live_records(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """In-process runs keep their records of children apart from the machine's: a harness
-    killed on this machine earlier must not make a test's CLI call print, or end, anything."""
-    process.LIVE_DIR = tmp_path_factory.mktemp("live")
+    """The tests' harnesses (in this process and every one it starts) keep their records of
+    children and their measuring lock apart from the machine's: a harness killed here earlier
+    must not make a test print, or end, anything, and a user's bench must not refuse them."""
+    os.environ[process.LIVE_ENV] = str(tmp_path_factory.mktemp("live"))
 
 
 @pytest.fixture(scope="session")

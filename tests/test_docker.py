@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from app.settings import OLD_NAMES
 from servers import compose
 from servers.seed_db import DEFAULT_ROWS
 from tests.cli import harness
@@ -71,11 +72,12 @@ class Stack:
         # Its own project: containers, the volume and the network carry this name and label,
         # so the test neither touches nor counts any other stack.
         self.project = f"syncasynctest{os.getpid()}"
-        # The verdicts below hold for the apps' defaults: a shell's or .env's POOL_SIZE or
-        # WORKERS must not change them (the environment wins over .env in compose).
+        # The verdicts below hold for the apps' defaults: a shell's or .env's POOLS (or its old
+        # name POOL_SIZE) or WORKERS must not change them (the environment wins over .env).
         self.env = {
             **os.environ,
             **compose.settings_defaults(),
+            **{old: "" for old in OLD_NAMES},
             "WORKERS": "1",
             "ROWS": str(DEFAULT_ROWS),
         }

@@ -14,12 +14,14 @@ import psutil
 import pytest
 
 from harness.domain.axes import Verdict
-from harness.infra.process import LIVE_DIR
+from harness.infra.process import live_dir
 from harness.store.rundir import RunDir
 from tests.cli import harness, start_harness
 from tests.test_robustness import QUICK, alive, descendants, named, wait_for
 
 pytestmark = pytest.mark.integration
+# A wrk sending load runs the report script; `wrk -v` (the version, for the provenance) does not.
+LOAD = "wrk_report.lua"
 
 
 def records_in(out: Path) -> list[Path]:
@@ -29,7 +31,7 @@ def records_in(out: Path) -> list[Path]:
 def measuring(proc: subprocess.Popen[str], seen: set[psutil.Process], after: int, out: Path):
     def ready() -> bool:
         seen.update(descendants(proc.pid))
-        return len(records_in(out)) == after and bool(named(set(alive(seen)), "wrk"))
+        return len(records_in(out)) == after and bool(named(set(alive(seen)), LOAD))
 
     return ready
 
@@ -59,7 +61,7 @@ def test_a_killed_wrk_gives_load_failed_and_the_run_goes_on(tmp_path: Path) -> N
     )
     seen: set[psutil.Process] = set()
     wait_for(measuring(proc, seen, 0, out))
-    named(set(alive(seen)), "wrk")[0].kill()
+    named(set(alive(seen)), LOAD)[0].kill()
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     by = {r.cell.connections: r for r in RunDir.open(out).records()}
@@ -74,7 +76,7 @@ def test_a_harness_killed_outright_leaves_nothing_running_and_resume_cleans_up(
     proc = start_harness("run", *QUICK, "--connections", "1,2,3", "--out", str(out))
     seen: set[psutil.Process] = set()
     wait_for(measuring(proc, seen, 1, out))
-    live = json.loads((LIVE_DIR / f"{proc.pid}.json").read_text())
+    live = json.loads((live_dir() / f"{proc.pid}.json").read_text())
     folders = [Path(d) for d in live["dirs"]]
     assert folders and all(f.exists() for f in folders)
     proc.kill()  # as the OOM killer would: no handler runs
@@ -84,7 +86,7 @@ def test_a_harness_killed_outright_leaves_nothing_running_and_resume_cleans_up(
     assert done.returncode == 0, done.stderr
     assert "removed what a killed run left" in done.stderr
     assert not any(f.exists() for f in folders)
-    assert not (LIVE_DIR / f"{proc.pid}.json").exists()
+    assert not (live_dir() / f"{proc.pid}.json").exists()
     assert len(RunDir.open(out).records()) == 3
 
 

@@ -2,16 +2,20 @@
 
 import csv
 import json
+import os
+import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from harness.cli.main import EXIT_COLLAPSE
 from harness.domain.axes import Verdict
 from harness.domain.latency import Kind
 from harness.domain.result import FORMAT
 from harness.infra.histogram import distribution
 from harness.store.rundir import RunDir
-from tests.cli import harness
+from tests.cli import ROOT, harness
 
 pytestmark = pytest.mark.integration
 
@@ -78,6 +82,16 @@ def test_two_cell_run_writes_records_metadata_and_tables(tmp_path: Path) -> None
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [r["mode"] for r in rows] == ["async", "sync"]
     assert all(int(r["rows_added"]) >= int(r["ok_requests"]) for r in rows)
+    # Each record says how to measure its cell alone again; doing so measures the same cell.
+    sync = next(r for r in records if r.cell.mode == "sync")
+    assert sync.replay is not None and sync.replay.command.startswith("make bench SERVER=uvicorn")
+    again = tmp_path / "again"
+    argv = [*shlex.split(sync.replay.command), f"OUT={again}"]
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (replayed,) = RunDir.open(again).records()
+    assert replayed.cell == sync.cell and replayed.replay == sync.replay
 
 
 def test_small_reproduction_of_the_sync_failure(tmp_path: Path) -> None:
@@ -103,10 +117,16 @@ def test_small_reproduction_of_the_sync_failure(tmp_path: Path) -> None:
         "2s",
         "--warmup",
         "1s",
+        "--fail-on",
+        "collapse",
         "--out",
         str(out),
     )
-    assert done.returncode == 0, done.stderr
+    # Every cell measured and reported, then the exit code a CI job gates on.
+    assert done.returncode == EXIT_COLLAPSE == 3, done.stderr
+    said = "FAIL_ON=collapse: 1 of 4 measurements collapsed (uvicorn-sync-dependency-"
+    assert said in done.stderr
+    assert (out / "summary.md").is_file() and (out / "comparisons.json").is_file()
     by = {(r.cell.known("style"), r.cell.connections): r for r in RunDir.open(out).records()}
     dependency, context = by[("dependency", 16)], by[("context", 16)]
     assert dependency.verdict is Verdict.collapsed, dependency

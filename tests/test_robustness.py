@@ -76,7 +76,7 @@ def test_interruption_stops_everything_keeps_cells_and_resume_finishes(
     def first_cell_done_and_second_measuring() -> bool:
         seen.update(descendants(proc.pid))
         records = list((out / "cells").glob("*.json")) if (out / "cells").exists() else []
-        return len(records) == 1 and bool(named(set(alive(seen)), "wrk"))
+        return len(records) == 1 and bool(named(set(alive(seen)), "wrk_report.lua"))
 
     wait_for(first_cell_done_and_second_measuring)
     seen.update(descendants(proc.pid))

@@ -132,7 +132,7 @@ def test_two_maps_brackets_are_compared_line_by_line(tmp_path: Path) -> None:
     for path in (b / "probes").glob("*ocold-c4@*.json"):
         data = json.loads(path.read_text())
         path.write_text(json.dumps({**data, "verdict": "collapsed"}))
-    text = compare_maps(RunDir.open(a), RunDir.open(b))
+    text = compare_maps(RunDir.open(a), RunDir.open(b)).markdown
     assert (
         "Of 4 thresholds (line and onset) both maps measured: the same bracket in both 3," in text
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import random
 import sys
 from collections.abc import Sequence
@@ -23,7 +24,16 @@ from harness.cli.variables import (
     add_arguments,
     resolve,
 )
-from harness.domain.axes import Layer, Mode, Onset, SessionStyle, Stack, Workload, WrkRunner
+from harness.domain.axes import (
+    FROZEN,
+    Layer,
+    Mode,
+    Onset,
+    SessionStyle,
+    Stack,
+    Workload,
+    WrkRunner,
+)
 from harness.domain.cell import Cell, ServerConfig
 from harness.domain.errors import HarnessError, UsageError
 from harness.domain.parse import (
@@ -44,7 +54,7 @@ from harness.domain.parse import (
 )
 from harness.domain.plan import MAP_VARIANTS, MapPlan, Matrix, schedule, target_cells
 from harness.domain.result import record_key
-from harness.infra import stacks
+from harness.infra import process, stacks
 from harness.infra.environment import PROJECT_ROOT, cpu_count, git_commit, now_iso
 from harness.infra.process import clean_leftovers, pid_running
 from harness.report import compare, conclusions, decision, files, reference
@@ -288,6 +298,30 @@ def _check_resume(run: RunDir, entry: dict[str, Any], given: Given) -> None:
         say(f"note: resuming with a difference: {note}")
 
 
+class Busy(HarnessError):
+    """Another harness is measuring on this machine."""
+
+
+def _lock(given: Given, out: Path) -> dict[str, Any]:
+    """Refuse to measure beside another harness (their numbers would disturb each other),
+    unless FORCE=1: then say so, and return what the other was doing for the provenance."""
+    other = process.measuring_now()
+    if other is None:
+        process.take_lock(command=MAKE_TARGET[given.command], run=str(out), since=now_iso())
+        return {}
+    said = (
+        f"another harness is measuring on this machine: `{other.get('command')}` into "
+        f"{other.get('run')} (pid {other['pid']}, since {other.get('since')})"
+    )
+    if not given.on("FORCE"):
+        raise Busy(
+            f"{said}; two at once disturb each other's numbers: wait for it to end, or add "
+            "FORCE=1 to measure anyway (the run's provenance will say so)"
+        )
+    say(f"note: {said}; measuring anyway (FORCE=1), as this run's provenance records")
+    return {"measured_alongside": other}
+
+
 def _measure(run: RunDir, given: Given, work: Any) -> int:
     """Run `work`, then draw the report, also when interrupted; say how to resume."""
     resume = f"resume with: {MAKE_TARGET[given.command]} RESUME={run.path}"
@@ -328,8 +362,41 @@ def _announce(what: str, estimate: float, run: RunDir) -> None:
 
 # --- commands ----------------------------------------------------------------------------------
 
+# Exit codes a CI job can gate on (README.md, Automation): 0 done, 1 an error, 2 a usage error,
+# 130 interrupted, and these two, each only where FAIL_ON asks for it.
+EXIT_COLLAPSE = 3
+EXIT_REGRESSION = 4
+
+
+def _fail_on(given: Given) -> list[str]:
+    """FAIL_ON of make bench and make decide, parsed before anything is measured."""
+    if not given["FAIL_ON"]:
+        return []
+    if "regression" in given["FAIL_ON"].split(","):
+        raise UsageError(
+            "FAIL_ON: regression compares two runs (make compare A=... B=... "
+            "FAIL_ON=regression); a run takes collapse"
+        )
+    return parse_choices(given["FAIL_ON"], "FAIL_ON", str, ["collapse"])
+
+
+def _collapse_exit(run: RunDir, fail_on: list[str]) -> int:
+    """EXIT_COLLAPSE, saying which, when FAIL_ON=collapse and a measurement collapsed."""
+    records = run.records()
+    collapsed = sorted(r.key for r in records if r.verdict in FROZEN)
+    if "collapse" not in fail_on or not collapsed:
+        return 0
+    more = len(collapsed) - 5
+    named = ", ".join(collapsed[:5]) + (f" and {more} more" if more > 0 else "")
+    say(
+        f"FAIL_ON=collapse: {len(collapsed)} of {len(records)} measurements collapsed ({named}); "
+        f"exit {EXIT_COLLAPSE}"
+    )
+    return EXIT_COLLAPSE
+
 
 def _run(given: Given) -> int:
+    fail_on = _fail_on(given)
     if given["RESUME"]:
         run, options = _resume(given)
         cells, todo, total = planned(run), remaining(run), len(measurements(run))
@@ -349,7 +416,7 @@ def _run(given: Given) -> int:
         levels = sorted({c.connections for c in cells})
         with_ceilings = given.values.get("WITH_CEILINGS", "") not in ("", "0")
         pgbench_levels = levels if with_ceilings else []
-    estimate = sum(options.estimate_s(c) for c, _ in todo)
+    estimate = sum(options.estimate_s(c, r) for c, r in todo)
     estimate += sum(cells[0].duration_s for _ in pgbench_levels) if cells else 0
     what = f"{len(todo)} of {total} measurements ({len(cells)} cells x {repeats} rounds)"
     if given.on("DRY_RUN"):
@@ -361,6 +428,7 @@ def _run(given: Given) -> int:
         say(f"nothing to resume: every measurement of {run.path} has its record")
         return 0
     entry = provenance_entry("resume" if run else "run", cells)
+    entry |= _lock(given, run.path if run else out)
     if run is not None:
         _check_resume(run, entry, given)
     preflight(cells, options)
@@ -373,7 +441,8 @@ def _run(given: Given) -> int:
         run = RunDir.create(out, given.command, _parameters(given), options.to_json(), body)
     _announce(what, estimate, run)
     resumed = run
-    return _measure(run, given, lambda: execute(resumed, options, entry, Console()))
+    code = _measure(run, given, lambda: execute(resumed, options, entry, Console()))
+    return code or _collapse_exit(run, fail_on)
 
 
 def _map(given: Given) -> int:
@@ -396,6 +465,7 @@ def _map(given: Given) -> int:
         return 0
     cells = [*(line.cell(plan.ceiling) for line in lines), *plan.http_ceiling_cells()]
     entry = provenance_entry("resume" if run else "map", cells)
+    entry |= _lock(given, run.path if run else out)
     if run is not None:
         _check_resume(run, entry, given)
     preflight(cells, options)
@@ -445,7 +515,18 @@ def _report(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     if not args.a or not args.b:
         raise UsageError("A, B: name two run directories, e.g. make compare A=<run> B=<run>")
-    print(compare.compare(RunDir.open(Path(args.a)), RunDir.open(Path(args.b))), end="")
+    fail_on = parse_choices(args.fail_on, "FAIL_ON", str, ["regression"]) if args.fail_on else []
+    if args.json and not Path(args.json).parent.is_dir():
+        raise UsageError(f"JSON: {args.json}: its folder does not exist")
+    found = compare.compare(RunDir.open(Path(args.a)), RunDir.open(Path(args.b)))
+    print(found.markdown, end="")
+    if args.json:
+        Path(args.json).write_text(json.dumps(found.data, indent=2) + "\n")
+    if fail_on and found.regressions:
+        for line in found.regressions:
+            say(f"regression: {line}")
+        say(f"FAIL_ON=regression: {len(found.regressions)} found; exit {EXIT_REGRESSION}")
+        return EXIT_REGRESSION
     return 0
 
 
@@ -474,6 +555,8 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+# The make targets' names, as the commands' other names (`python -m harness bench`).
+ALIASES = {"bench": "run", "failure-map": "map"}
 COMMAND_HELP = {
     "run": "run a matrix of benchmark cells and write a run directory (make bench)",
     "decide": "the decision preset: async or sync by database latency and payload, with "
@@ -510,9 +593,10 @@ def parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command, help_text in COMMAND_HELP.items():
-        cmd = sub.add_parser(command, help=help_text, description=help_text)
+        aliases = [a for a, c in ALIASES.items() if c == command]
+        cmd = sub.add_parser(command, aliases=aliases, help=help_text, description=help_text)
         add_arguments(cmd, command)
-        cmd.set_defaults(func=None)
+        cmd.set_defaults(func=None, command=command)
     rep = sub.add_parser(
         "report",
         help="regenerate a run directory's summary.md, results.csv and charts (make report)",
@@ -525,6 +609,14 @@ def parser() -> argparse.ArgumentParser:
     )
     cmp.add_argument("a", nargs="?", metavar="A", help="the run compared against")
     cmp.add_argument("b", nargs="?", metavar="B", help="the run compared")
+    cmp.add_argument(
+        "--fail-on",
+        metavar="FAIL_ON",
+        help=f"regression: exit {EXIT_REGRESSION} where B is significantly slower than A in a "
+        "cell, or collapsed where A served (two maps: a threshold whose bracket in B lies below "
+        "A's)",
+    )
+    cmp.add_argument("--json", metavar="JSON", help="also write the comparison as JSON here")
     cmp.set_defaults(func=_compare)
     mig = sub.add_parser(
         "migrate",
@@ -557,7 +649,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             # What a harness killed with SIGKILL left behind (its children die with it).
             for leftover in clean_leftovers():
                 say(f"removed what a killed run left: {leftover}")
-        return int(COMMANDS[args.command](given))
+        try:
+            return int(COMMANDS[args.command](given))
+        finally:
+            process.release_lock()  # however the command ended (it may not have measured)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -89,7 +89,8 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "POOLS",
-        "POOL_SIZE+MAX_OVERFLOW (comma list); for the map the first is the baseline",
+        "SIZE+OVERFLOW, SQLAlchemy's pool_size+max_overflow (comma list; compose serves one); "
+        "for the map the first is the baseline",
         {"run": "5+10", "map": "5+10,20+0,40+0,80+0", "serve": "5+10", "decide": "5+10"},
     ),
     Variable(
@@ -225,6 +226,12 @@ VARIABLES: tuple[Variable, ...] = (
         {"run": "", "map": "", "decide": ""},
     ),
     Variable(
+        "FAIL_ON",
+        "collapse: exit 3 once the run is done if any measurement collapsed, wholly or partly "
+        "(make compare takes regression: exit 4 where B is significantly slower than A)",
+        {"run": "", "decide": ""},
+    ),
+    Variable(
         "DRY_RUN",
         "list what would run and the time, run nothing",
         {"run": "", "map": "", "decide": ""},
@@ -248,14 +255,15 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "FORCE",
-        "resume even where the machine or package versions differ from the run's",
+        "resume even where the machine or package versions differ from the run's; measure "
+        "even while another harness is measuring on this machine (the provenance says so)",
         {"run": "", "map": "", "decide": ""},
         True,
     ),
 )
 BY_NAME = {v.name: v for v in VARIABLES}
 # What may accompany RESUME: everything else is the run's own, recorded setting.
-WITH_RESUME = ("RESUME", "FORCE", "DRY_RUN", "DATABASE_URL")
+WITH_RESUME = ("RESUME", "FORCE", "DRY_RUN", "DATABASE_URL", "FAIL_ON")
 
 
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
@@ -313,8 +321,6 @@ def resolve(args: argparse.Namespace, command: str) -> Given:
             f"{', '.join(misplaced)}: not a setting of `{MAKE_TARGET[command]}` "
             f"(python -m harness {command}); it takes {takes}"
         )
-    if explicit.get("FORCE") and not explicit.get("RESUME"):
-        raise UsageError("FORCE: only with RESUME (it resumes a run measured elsewhere)")
     values = {v.name: v.default(command) for v in VARIABLES if command in v.defaults}
     return Given(command, explicit, {**values, **explicit})
 

@@ -17,7 +17,8 @@ from harness.domain.occupancy import ThreadDump, Timeline, Window
 # with samples come from every process's samples (partly-collapsed, unknown).
 # 4: a cell names its onset (fresh, cold or warm); a record keeps its measured window's edges
 # (`window`) and a warm probe its ramp (`ramp`).
-# 5: wrk's figures keep both latency distributions (`wrk.histograms`).
+# 5: wrk's figures keep both latency distributions (`wrk.histograms`); a record keeps the
+# command that measures its cell again (`replay`).
 # harness/store/migrate.py reads 1 to 4 (re-judging the samples of 1 and 2); any other is refused.
 FORMAT = 5
 
@@ -127,6 +128,22 @@ class Ramp:
         return cls(tuple(data["ladder"]), int(data["step"]), float(data["pause_s"]))
 
 
+@dataclass(frozen=True)
+class Replay:
+    """What measures the record's cell again: a `make bench` of that one cell (append OUT=...),
+    run with these environment variables (a DATABASE_URL without its password)."""
+
+    command: str
+    environment: dict[str, str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"command": self.command, "environment": dict(self.environment)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Replay:
+        return cls(str(data["command"]), dict(data["environment"]))
+
+
 def record_key(cell: Cell, repeat: int) -> str:
     """Unique in a run: the cell's id, and the round for every round after the first (so a
     run of one round names its records as runs always did)."""
@@ -155,6 +172,7 @@ class CellResult:
     judgement: str = ""  # why, in one line
     window: Window | None = None  # the measured window's edges, where the side channel was on
     ramp: Ramp | None = None  # a warm probe's ramp (its `repeat` is the ramp's number)
+    replay: Replay | None = None  # how to measure this cell alone again (not a warm probe)
 
     @property
     def key(self) -> str:
@@ -167,7 +185,7 @@ class CellResult:
         for name in ("cpu", "integrity"):
             value = getattr(self, name)
             data[name] = asdict(value) if value is not None else None
-        for name in ("occupancy", "threads", "window", "ramp"):
+        for name in ("occupancy", "threads", "window", "ramp", "replay"):
             value = getattr(self, name)
             data[name] = value.to_json() if value is not None else None
         data["verdict"] = str(self.verdict)
@@ -199,6 +217,7 @@ class CellResult:
             judgement=data.get("judgement", ""),
             window=Window.from_json(data["window"]) if data.get("window") else None,
             ramp=Ramp.from_json(data["ramp"]) if data.get("ramp") else None,
+            replay=Replay.from_json(data["replay"]) if data.get("replay") else None,
         )
 
 

@@ -3,7 +3,8 @@
 Every child the harness starts is registered here, so an interrupted run can end them all; and
 in a file under the system's temporary folder, with the temporary folders it made, so that if
 the harness itself is killed the next invocation finds and removes what it left. Each child
-is also started to die with the harness (Linux's parent-death signal).
+is also started to die with the harness (Linux's parent-death signal). In the same folder, the
+lock a measuring harness holds, so that a second one is refused instead of disturbing it.
 """
 
 from __future__ import annotations
@@ -20,12 +21,21 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 _children: dict[int, subprocess.Popen[bytes]] = {}
 _dirs: list[str] = []
-LIVE_DIR = Path(tempfile.gettempdir()) / "syncasync-bench-live"
+# The test suite keeps its own (tests/conftest.py), so `make test` runs beside a user's bench.
+LIVE_ENV = "SYNCASYNC_LIVE_DIR"
+
+
+def live_dir() -> Path:
+    """Where this machine's harnesses keep their children's records and the measuring lock."""
+    return Path(os.environ.get(LIVE_ENV) or Path(tempfile.gettempdir()) / "syncasync-bench-live")
+
+
 PR_SET_PDEATHSIG = 1
 
 
@@ -54,8 +64,8 @@ def _record() -> None:
             children.append(
                 {"pid": pid, "pgid": os.getpgid(pid), "started": psutil.Process(pid).create_time()}
             )
-    LIVE_DIR.mkdir(exist_ok=True)
-    path = LIVE_DIR / f"{me.pid}.json"
+    live_dir().mkdir(exist_ok=True)
+    path = live_dir() / f"{me.pid}.json"
     if not children and not _dirs:
         path.unlink(missing_ok=True)
         return
@@ -114,7 +124,7 @@ def _group_left(pgid: int, started: float) -> list[psutil.Process]:
 def clean_leftovers() -> list[str]:
     """End what a killed harness left (its records say what), and say what was removed."""
     said = []
-    for path in sorted(LIVE_DIR.glob("*.json")) if LIVE_DIR.is_dir() else []:
+    for path in sorted(live_dir().glob("[0-9]*.json")) if live_dir().is_dir() else []:
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -137,6 +147,40 @@ def clean_leftovers() -> list[str]:
                 said.append(folder)
         path.unlink(missing_ok=True)
     return said
+
+
+LOCK = "measuring.json"
+
+
+def measuring_now() -> dict[str, Any] | None:
+    """The other harness measuring on this machine, as its lock says; None if none is (a lock
+    whose process has ended, or this process's own, holds nothing)."""
+    path = live_dir() / LOCK
+    try:
+        held = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if held.get("pid") == os.getpid() or not _same(held["pid"], held["started"]):
+        return None
+    return dict(held)
+
+
+def take_lock(**about: Any) -> None:
+    """Say, for any harness started after this one, that this one is measuring, and what."""
+    me = psutil.Process()
+    live_dir().mkdir(exist_ok=True)
+    path = live_dir() / LOCK
+    tmp = path.with_name(f"{LOCK}.{me.pid}.tmp")
+    tmp.write_text(json.dumps({"pid": me.pid, "started": me.create_time(), **about}))
+    os.replace(tmp, path)
+
+
+def release_lock() -> None:
+    """Drop the lock if it is this process's (a forced harness leaves the other's alone)."""
+    path = live_dir() / LOCK
+    with suppress(OSError, ValueError):
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
 
 
 def cpu_split() -> tuple[frozenset[int], frozenset[int]]:

@@ -4,10 +4,13 @@ the same lines on one machine say how far a threshold moves from one run to the 
 
 from __future__ import annotations
 
+from typing import Any
+
 from harness.domain.axes import Onset
 from harness.domain.errors import UsageError
 from harness.domain.plan import MapLine, MapPlan
 from harness.domain.search import Threshold
+from harness.report.compare import Compared
 from harness.report.map_summary import threshold_of
 from harness.report.table import md_table
 from harness.store.rundir import RunDir
@@ -32,7 +35,7 @@ def agreement(a: Threshold, b: Threshold) -> str:
     return "overlap" if max(la, lb) < min(ha, hb) else "apart"
 
 
-def compare_maps(a: RunDir, b: RunDir) -> str:
+def compare_maps(a: RunDir, b: RunDir) -> Compared:
     plan_a = MapPlan.from_json(a.metadata()["plan"])
     plan_b = MapPlan.from_json(b.metadata()["plan"])
     if plan_a.ceiling != plan_b.ceiling:
@@ -46,7 +49,7 @@ def compare_maps(a: RunDir, b: RunDir) -> str:
     if not shared or not onsets:
         raise UsageError("COMPARE: the maps share no line and onset; nothing to compare")
     ra, rb = a.records(), b.records()
-    rows, tally = [], {"same": 0, "overlap": 0, "apart": 0}
+    rows, tally, found, regressions = [], {"same": 0, "overlap": 0, "apart": 0}, [], []
     for line in shared:
         for onset in onsets:
             ta = threshold_of(line, ra, plan_a.ceiling, onset)
@@ -55,9 +58,21 @@ def compare_maps(a: RunDir, b: RunDir) -> str:
             tally[said] += 1
             label = f"{line.server} {line.label}, {plan_a.change(line)}"
             rows.append([label, str(onset), ta.describe(), tb.describe(), said])
+            found.append(
+                {
+                    "line": line.variant,
+                    "onset": str(onset),
+                    "a": _threshold_json(ta),
+                    "b": _threshold_json(tb),
+                    "agreement": said,
+                }
+            )
+            if said == "apart" and _span(tb)[1] <= _span(ta)[0]:
+                regressions.append(f"{label} ({onset}): {tb.describe()} in B, below A's")
     n = sum(tally.values())
     by_onset = _by_onset(rows, onsets)
-    return "\n".join(
+    data = {"kind": "map", "a": str(a.path), "b": str(b.path), "thresholds": found}
+    text = "\n".join(
         [
             f"# Thresholds of two failure maps: A = {a.path}, B = {b.path}\n",
             f"- A: {_provenance(a)}",
@@ -70,6 +85,18 @@ def compare_maps(a: RunDir, b: RunDir) -> str:
             md_table(HEAD, rows, ["---"] * len(HEAD)),
         ]
     )
+    return Compared(text, data, tuple(regressions))
+
+
+def _threshold_json(t: Threshold) -> dict[str, Any]:
+    """A bracket's edges: the last level that held and the first that collapsed (None: none up
+    to the ceiling), as the page describes them."""
+    return {
+        "fine_at": t.fine_at,
+        "collapsed_at": t.collapsed_at,
+        "upper": t.upper,
+        "described": t.describe(),
+    }
 
 
 def _by_onset(rows: list[list[str]], onsets: list[Onset]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from harness.domain.cell import Cell, shown
@@ -33,6 +34,28 @@ LABELS = {
     "pool_timeout_s": "pool timeout (s)",
     "db_latency": "database latency",
 }
+
+
+@dataclass(frozen=True)
+class Compared:
+    """Two runs compared: the page, the same rows as JSON, and what FAIL_ON=regression fails on
+    (B significantly slower than A in a cell, or collapsed where A served; for two maps, a
+    threshold whose bracket in B lies wholly below A's)."""
+
+    markdown: str
+    data: dict[str, Any]
+    regressions: tuple[str, ...]
+
+
+def _ratio_json(ratio: Ratio | None) -> dict[str, Any] | None:
+    if ratio is None:
+        return None
+    low, high = (ratio.interval.low, ratio.interval.high) if ratio.interval else (None, None)
+    return {"value": ratio.value, "low": low, "high": high, "n": ratio.n}
+
+
+def _side_json(c: CellStats, values: list[float]) -> dict[str, Any]:
+    return {"median_rps": c.median_rps, "verdict": c.verdict, "served_rps": values}
 
 
 def _refusals(a: RunDir, b: RunDir) -> list[str]:
@@ -74,7 +97,7 @@ def _side(c: CellStats) -> tuple[str, list[float]]:
     return f"{text} ({c.verdict})", values
 
 
-def compare(a: RunDir, b: RunDir) -> str:
+def compare(a: RunDir, b: RunDir) -> Compared:
     if a.kind == "map" and b.kind == "map":
         from harness.report.brackets import compare_maps  # two maps compare their thresholds
 
@@ -99,21 +122,36 @@ def compare(a: RunDir, b: RunDir) -> str:
     shared = [k for k in cells_a if k in cells_b]
     if not shared:
         raise UsageError("COMPARE: the runs share no cell (same settings but the one compared)")
-    rows, logs = [], []
+    rows, logs, found, regressions = [], [], [], []
     for k in sorted(shared, key=lambda k: (cells_a[k].cell.variant, cells_a[k].cell.connections)):
         ca, cb = cells_a[k], cells_b[k]
         text_a, values_a = _side(ca)
         text_b, values_b = _side(cb)
         ratio = unpaired_ratio(values_a, values_b)
+        cell = ca.cell
+        where = f"{cell.variant} at {cell.connections} connections"
         if ratio is None:
             verdict, shown_ratio = "a side did not serve (collapsed or failed)", "-"
+            if values_a and not values_b:
+                regressions.append(f"{where}: collapsed or failed in B, served in A")
         else:
             verdict, shown_ratio = _verdict(ratio), ratio.describe().removeprefix("~ ")
             shown_ratio = shown_ratio.removesuffix(", no significant difference")
             if ratio.significant:
                 logs.append(math.log(ratio.value))
-        cell = ca.cell
+            if verdict == "B slower":
+                regressions.append(f"{where}: B / A {ratio.describe()}")
         rows.append([cell.variant, str(cell.connections), text_a, text_b, shown_ratio, verdict])
+        found.append(
+            {
+                "variant": cell.variant,
+                "connections": cell.connections,
+                "a": _side_json(ca, values_a),
+                "b": _side_json(cb, values_b),
+                "b_over_a": _ratio_json(ratio),
+                "verdict": verdict,
+            }
+        )
     described = ", ".join(
         f"{LABELS.get(f, f)} {shown(ra[0].cell.known(f))} (A) against "
         f"{shown(rb[0].cell.known(f))} (B)"
@@ -135,4 +173,12 @@ def compare(a: RunDir, b: RunDir) -> str:
         f"{faster} cells significantly faster in B, {len(logs) - faster} slower, "
         f"{len(shared) - len(logs)} without a significant difference or not served."
     )
-    return "\n".join(lines) + "\n"
+    data = {
+        "kind": "run",
+        "a": str(a.path),
+        "b": str(b.path),
+        "compared": {f: [shown(ra[0].cell.known(f)), shown(rb[0].cell.known(f))] for f in factors},
+        "interval": "95% Welch t on the logarithms of successful req/s",
+        "cells": found,
+    }
+    return Compared("\n".join(lines) + "\n", data, tuple(regressions))

@@ -39,6 +39,10 @@ FACTORS: dict[str, Any] = {
     "rows": int,
     "db_latency": lambda latency: (latency.relay, latency.ms),
 }
+INTERVAL = (
+    "B/A: the geometric mean of the ratios of measurements taken in the same round, with a 95% "
+    "t interval on their logarithms"
+)
 # How a factor's values read in a comparison's label, where their own text says too little.
 VALUE_LABELS: dict[str, dict[Any, str]] = {
     "occupancy": {True: "side channel sampled", False: "side channel off"}
@@ -142,6 +146,41 @@ def at_level(
     return (
         ratio if not collapsed else f"{ratio.describe() if ratio else ''} ({'; '.join(collapsed)})"
     )
+
+
+def json_data(records: Sequence[CellResult]) -> list[dict[str, Any]]:
+    """The comparisons table as JSON (comparisons.json beside summary.md): each comparison at
+    each level, B/A with its 95% interval, or why there is none."""
+    out = []
+    for comparison in comparisons(records):
+        levels = []
+        for level in sorted({r.cell.connections for r in records}):
+            value = at_level(comparison, records, level)
+            if value is None:
+                continue
+            ratio = value if isinstance(value, Ratio) else None
+            interval = ratio.interval if ratio else None
+            levels.append(
+                {
+                    "connections": level,
+                    "b_over_a": ratio.value if ratio else None,
+                    "low": interval.low if interval else None,
+                    "high": interval.high if interval else None,
+                    "pairs": ratio.n if ratio else 0,
+                    "significant": ratio.significant if ratio else False,
+                    "text": value if isinstance(value, str) else value.describe(),
+                }
+            )
+        out.append(
+            {
+                "label": comparison.label,
+                "factor": comparison.factor,
+                "a": comparison.a.variant,
+                "b": comparison.b.variant,
+                "levels": levels,
+            }
+        )
+    return out
 
 
 def table(records: Sequence[CellResult]) -> str:

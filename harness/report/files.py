@@ -8,7 +8,7 @@ from typing import Any
 
 from harness.domain.plan import MapPlan
 from harness.domain.result import CellResult
-from harness.report import charts, decision, evidence, map_summary, summary
+from harness.report import charts, comparisons, decision, evidence, map_summary, summary
 from harness.report.stats import by_cell
 from harness.store.rundir import RunDir
 
@@ -44,6 +44,8 @@ def write(run: RunDir) -> None:
         text = summary.summary(meta, records, run.path.name, run.pgbench())
         (run.path / "summary.md").write_text(text)
         (run.path / "results.csv").write_text(summary.csv_text(records))
+        data = {"interval": comparisons.INTERVAL, "comparisons": comparisons.json_data(records)}
+        (run.path / "comparisons.json").write_text(json.dumps(data, indent=2) + "\n")
         if meta["kind"] == "decide":
             write_decision(run, meta, records)
         return

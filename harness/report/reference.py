@@ -672,7 +672,7 @@ def repro_section(root: Path, base: Path) -> list[str]:
     a, b = _map_run(root, "map-repro-a"), _map_run(root, "map-repro-b")
     if a is None or b is None:
         return []
-    text = brackets.compare_maps(a, b).split("\n", 1)[1].strip()
+    text = brackets.compare_maps(a, b).markdown.split("\n", 1)[1].strip()
     return [
         "## How far a threshold moves between two runs",
         "",

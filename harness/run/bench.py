@@ -41,7 +41,7 @@ def execute(
     levels = run.metadata().get("pgbench_levels", [])  # WITH_CEILINGS: the database ceiling
     with session(run, options, planned(run), entry, listener, max(levels, default=0)) as s:
         for i, (cell, round_) in enumerate(todo):
-            left = sum(options.estimate_s(c) for c, _ in todo[i:])
+            left = sum(options.estimate_s(c, r) for c, r in todo[i:])
             listener.cell_started(cell, f"{i + 1}/{len(todo)}", left, round_)
             done.append(measure(s, cell, done, round_))
         if s.db is not None:

@@ -41,10 +41,9 @@ from harness.infra.occupancy import DumpFailed, Sampler, await_registered, dump_
 from harness.infra.process import cpu_split, free_port, tree_cpu_seconds
 from harness.infra.relay import Relay, relayed
 from harness.infra.server import LogCounts, ServerProcess, get_json, read_log
-from harness.run.options import Options
+from harness.run.options import POOL_TIMEOUT_GRACE_S, Options
 from servers.registry import Launch
 
-POOL_TIMEOUT_GRACE_S = 5.0
 # The longest wait, after a warm-up (or a ramp's previous level), for the requests still in the
 # server to finish before the measured window opens; a window opened after it is not clean.
 EMPTY_WAIT_S = 5.0
@@ -54,20 +53,19 @@ PORT_IN_USE = ("address already in use", "Address already in use")
 def server_env(
     config: ServerConfig, mode: Mode, url: str, occupancy_dir: Path | None = None
 ) -> dict[str, str]:
-    driver = config.driver or DEFAULT_DRIVER[mode]
+    # The names `make bench` gives them (app/settings.py reads them).
     env = {
-        "SYNC_DRIVER" if mode is Mode.sync else "ASYNC_DRIVER": str(driver),
+        "DRIVERS": str(config.driver or DEFAULT_DRIVER[mode]),
         "LAYER": str(config.layer),
         "DATABASE_URL": url,
-        "POOL_SIZE": str(config.pool.size),
-        "MAX_OVERFLOW": str(config.pool.overflow),
-        "POOL_TIMEOUT": f"{config.pool_timeout_s:g}",
-        "THREADPOOL_TOKENS": str(config.tokens),
-        "SESSION_STYLE": str(config.style),
+        "POOLS": str(config.pool),
+        "POOL_TIMEOUT": f"{config.pool_timeout_s:g}s",
+        "TOKENS": str(config.tokens),
+        "STYLE": str(config.style),
         "OCCUPANCY": "true" if config.occupancy else "false",
     }
     if config.stack is Stack.y2021:
-        del env["THREADPOOL_TOKENS"]  # no limiter to size; the app refuses the setting there
+        del env["TOKENS"]  # no limiter to size; the app refuses the setting there
     if config.occupancy and occupancy_dir is not None:
         env["OCCUPANCY_DIR"] = str(occupancy_dir)
     return env

@@ -10,6 +10,7 @@ from harness.domain.cell import Cell, Target
 from harness.domain.result import CellResult, Ramp, record_key
 from harness.domain.rules import best_lower
 from harness.run.cell import run_cell, run_ramp, run_target_cell
+from harness.run.replay import replay
 from harness.run.session import Session
 
 
@@ -66,6 +67,7 @@ def measure_ramp(
 
 
 def _written(s: Session, result: CellResult) -> CellResult:
+    result = replace(result, replay=replay(result.cell, s.options))
     s.run.write_record(result)
     s.measured += 1
     s.listener.record_written(result)

@@ -7,12 +7,16 @@ from typing import Any
 
 from harness.domain.axes import WrkRunner
 from harness.domain.cell import Cell
+from harness.domain.rules import predicted
 from servers.registry import WRK_IMAGE
 
 RELAY_START_S = 0.2  # the latency relay's start and stop
 # What more than one worker adds to a start and stop (reference map, 2 cores: uvicorn's
 # supervisor 2.7 s against 1.0 s for one process; gunicorn and hypercorn about the same).
 MORE_WORKERS_S = {"uvicorn": 1.7}
+# After a collapse, the server is kept up until pool_timeout and this much more from the load's
+# start, for the QueuePool errors that explain it (first round only).
+POOL_TIMEOUT_GRACE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -33,12 +37,20 @@ class Options:
     # A target's process, for a thread dump when it collapses (PIDs do not outlive a resume).
     target_pid: int | None = None
 
-    def estimate_s(self, cell: Cell) -> float:
+    def estimate_s(self, cell: Cell, repeat: int = 1) -> float:
+        """The time one measurement should take; in its first round, a cell that can collapse
+        (sync `dependency` at workers x (T + C) or more) counts the wait for its pool timeouts."""
         overhead = 1.0  # reset, start, verify, stop: measured at 0.6-1 s on 2 cores
         relay = RELAY_START_S if cell.db_latency else 0.0
         workers = cell.known("workers") or 1
         extra = (workers > 1) * MORE_WORKERS_S.get(str(cell.known("name")), 0.0)
-        return overhead + relay + extra + self.settle_s + self.warmup_s + cell.duration_s
+        load = self.warmup_s + cell.duration_s
+        config = cell.config
+        bound = predicted(cell.mode, config) if config else None
+        if repeat == 1 and self.await_pool_timeouts and bound and cell.connections >= bound:
+            assert config is not None
+            extra += max(0.0, config.pool_timeout_s + POOL_TIMEOUT_GRACE_S - load)
+        return overhead + relay + extra + self.settle_s + load
 
     @classmethod
     def from_json(cls, data: dict[str, Any], database_url: str | None) -> Options:

@@ -1,0 +1,76 @@
+"""What measures a record's cell again: `make bench` with that one cell's settings, and the
+environment the run had, kept in the record (`replay`)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from urllib.parse import urlsplit, urlunsplit
+
+from harness.domain.axes import Onset, Stack, WrkRunner
+from harness.domain.cell import Cell
+from harness.domain.result import Replay
+from harness.run.options import Options
+
+# Environment variables that change how a run is measured (harness/infra/pg_binaries.py).
+ENVIRONMENT = ("PG_BINARIES",)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def replay(cell: Cell, options: Options) -> Replay | None:
+    """`make bench ...` for `cell` alone, one round, measured as its run measured it; None for
+    a warm probe, whose load came from the levels its ramp climbed before it."""
+    if cell.onset is Onset.warm:
+        return None
+    settings: dict[str, object] = {}
+    if (config := cell.config) is not None:
+        settings |= {
+            "SERVER": config.name,
+            "MODES": cell.mode,
+            "STYLES": config.style,
+            "DRIVERS": config.driver,
+            "LAYERS": config.layer,
+            "POOLS": config.pool,
+            "POOL_TIMEOUT": _seconds(config.pool_timeout_s),
+            "WORKERS": config.workers,
+            "STACK": config.stack,
+            "ROWS": config.rows,
+            "DB_LATENCY": config.db_latency,
+            "OCCUPANCY": "on" if config.occupancy else "off",
+        }
+        if config.stack is not Stack.y2021:  # 2021 has no token limiter to set
+            settings["TOKENS"] = config.tokens
+    else:
+        settings |= {"TARGET": cell.target, "MODES": cell.mode}
+    # A cold probe met its load on a fresh server without a warm-up.
+    warmup = 0.0 if cell.onset is Onset.cold else options.warmup_s
+    settings |= {
+        "WORKLOAD": cell.workload,
+        "CONNECTIONS": cell.connections,
+        "REPEATS": 1,
+        "DURATION": _seconds(cell.duration_s),
+        "WARMUP": _seconds(warmup),
+        "TIMEOUT": _seconds(options.wrk_timeout_s),
+        "SETTLE": _seconds(options.settle_s),
+        "WRK": options.wrk_runner,
+    }
+    if options.wrk_runner is WrkRunner.docker:
+        settings["WRK_IMAGE"] = options.wrk_image
+    if options.pin:
+        settings["PIN"] = 1
+    environment = {k: os.environ[k] for k in ENVIRONMENT if os.environ.get(k)}
+    if options.database_url:
+        environment["DATABASE_URL"] = _without_password(options.database_url)
+    words = [f"{k}={shlex.quote(str(v))}" for k, v in settings.items()]
+    return Replay("make bench " + " ".join(words), environment)
