@@ -16,10 +16,19 @@ from sqlalchemy.exc import ArgumentError
 
 from app import compat
 from app.compat import PYDANTIC_V1, BaseSettings, before_validation, field_validator
-from app.styles import ASYNC_DRIVERS, SYNC_DRIVERS, Driver, Layer, SessionStyle
+from app.styles import (
+    ASYNC_DRIVERS,
+    NAMES,
+    OLD_NAMES,
+    SYNC_DRIVERS,
+    Driver,
+    Layer,
+    SessionStyle,
+)
 
 __all__ = [
     "NAMES",
+    "OLD_NAMES",
     "Driver",
     "Layer",
     "SessionStyle",
@@ -27,18 +36,6 @@ __all__ = [
     "SettingsError",
     "load_settings",
 ]
-
-# Each name a user sets, as `make bench` spells it, and the older names of what it sets.
-NAMES: dict[str, tuple[str, ...]] = {
-    "POOLS": ("POOL_SIZE", "MAX_OVERFLOW"),  # one pool: SIZE+OVERFLOW, e.g. 5+10
-    "POOL_TIMEOUT": (),  # 30s, 500ms (or seconds alone, as before)
-    "TOKENS": ("THREADPOOL_TOKENS",),
-    "STYLE": ("SESSION_STYLE",),
-    "DRIVERS": ("SYNC_DRIVER", "ASYNC_DRIVER"),  # each app takes the one that fits it
-    "LAYER": (),
-    "OCCUPANCY": (),
-}
-OLD_NAMES = {old: new for new, olds in NAMES.items() for old in olds}
 
 
 def _seconds(text: str) -> float:
@@ -49,17 +46,26 @@ def _seconds(text: str) -> float:
 
 
 def _drivers(text: str) -> dict[str, str]:
-    """DRIVERS as the two apps' drivers: each takes the one listed that fits it (psycopg fits
-    both); a driver that fits neither, or two for one app, is refused."""
-    out: dict[str, str] = {}
-    for name in [t.strip() for t in text.split(",") if t.strip()]:
+    """DRIVERS as the two apps' drivers, in any order: each app takes the one listed that fits
+    it alone (psycopg2 the sync app, asyncpg the async one), and psycopg, which fits both, drives
+    whichever has none; a driver left driving no app, or two for one app, is refused."""
+    names = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    for name in names:
         if name not in {d.value for d in Driver}:
             raise ValueError(f"DRIVERS: {name!r} is not a driver; choose from {', '.join(Driver)}")
-        for field, fits in (("SYNC_DRIVER", SYNC_DRIVERS), ("ASYNC_DRIVER", ASYNC_DRIVERS)):
-            if Driver(name) in fits and not (name == Driver.psycopg and field in out):
-                if field in out and out[field] != name:
-                    raise ValueError(f"DRIVERS: {out[field]} and {name} both drive one app")
-                out[field] = name
+    out: dict[str, str] = {}
+    for field, fits in (("SYNC_DRIVER", SYNC_DRIVERS), ("ASYNC_DRIVER", ASYNC_DRIVERS)):
+        alone = [n for n in names if Driver(n) in fits and n != Driver.psycopg]
+        if len(alone) > 1:
+            raise ValueError(f"DRIVERS: {' and '.join(alone)} both drive one app; give one")
+        if alone:
+            out[field] = alone[0]
+        elif Driver.psycopg.value in names:
+            out[field] = Driver.psycopg.value
+    if Driver.psycopg.value in names and Driver.psycopg.value not in out.values():
+        raise ValueError(
+            f"DRIVERS: {', '.join(names)}: psycopg would drive no app (each has a driver)"
+        )
     return out
 
 

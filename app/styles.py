@@ -34,3 +34,18 @@ class Layer(StrEnum):
     orm = "orm"  # SQLAlchemy ORM: a Session, select(User), mapped objects (the seed's)
     core = "core"  # SQLAlchemy Core: select() on a Connection, rows mapped by hand
     driver = "driver"  # the driver and its own connection pool, no SQLAlchemy
+
+
+# Each setting's name as a user sets it (as `make bench` spells it), and the older names of what
+# it sets, which the apps still read (app/settings.py); the harness clears all of them from the
+# environment its servers inherit, then sets its own.
+NAMES: dict[str, tuple[str, ...]] = {
+    "POOLS": ("POOL_SIZE", "MAX_OVERFLOW"),  # one pool: SIZE+OVERFLOW, e.g. 5+10
+    "POOL_TIMEOUT": (),  # 30s, 500ms (or seconds alone, as before)
+    "TOKENS": ("THREADPOOL_TOKENS",),
+    "STYLE": ("SESSION_STYLE",),
+    "DRIVERS": ("SYNC_DRIVER", "ASYNC_DRIVER"),  # each app takes the one that fits it
+    "LAYER": (),
+    "OCCUPANCY": (),
+}
+OLD_NAMES = {old: new for new, olds in NAMES.items() for old in olds}

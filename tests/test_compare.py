@@ -105,5 +105,20 @@ def test_a_collapse_in_b_where_a_served_is_a_regression(tmp_path: Path) -> None:
     collapsed = measured([0.0, 0.0, 0.0], [Verdict.collapsed] * 3)
     b = a_run(tmp_path / "b", pool_20(collapsed))
     found = compare(a, b)
-    assert len(found.regressions) == 1 and "collapsed or failed in B" in found.regressions[0]
+    assert len(found.regressions) == 1 and "collapsed in 3 of 3 rounds in B" in found.regressions[0]
     assert compare(b, a).regressions == ()  # served in B where A collapsed: no regression
+    some = measured([500.0, 0.0, 505.0], [Verdict.ok, Verdict.collapsed, Verdict.ok])
+    found = compare(a, a_run(tmp_path / "c", pool_20(some)))
+    assert ["collapsed in 1 of 3 rounds in B, in none in A" in r for r in found.regressions] == [
+        True
+    ]
+
+
+def test_one_measurement_a_side_is_said_not_judged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_run(tmp_path / "a", measured([500.0]))
+    a_run(tmp_path / "b", pool_20(measured([400.0])))
+    argv = ["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--fail-on", "regression"]
+    assert main(argv) == 0
+    assert "1 cells have one measurement on a side" in capsys.readouterr().err

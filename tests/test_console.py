@@ -44,3 +44,13 @@ def test_on_a_terminal_a_live_line_and_the_results_above_it() -> None:
     assert console.progress is None
     text = out.getvalue()
     assert "1 connection (round 2) ... " in text and "req/s, p99 -, 0 failed, ok" in text
+
+
+def test_an_interrupted_measurement_leaves_neither_a_live_line_nor_an_open_one() -> None:
+    record = RunDir.open(FIXTURES / "run").records()[0]
+    live, plain = Console(io.StringIO(), live=True), Console(out := io.StringIO())
+    for console in (live, plain):
+        console.cell_started(record.cell, "1/2", 10.0)
+        console.close()
+    assert live.progress is None
+    assert out.getvalue().endswith(" ... \n") and not plain.pending

@@ -14,6 +14,7 @@ import pytest
 
 from harness.cli.main import main
 from harness.infra import process
+from harness.infra.server import inherited
 from harness.store.rundir import RunDir
 from tests.cli import harness
 
@@ -83,3 +84,20 @@ def test_force_measures_anyway_and_the_provenance_says_beside_what(
     assert entry["measured_alongside"]["run"] == "results/runs/the-other-run"
     # The other's lock is left as it was: a third harness is still refused.
     assert process.measuring_now() == another_harness
+
+
+def test_the_lock_is_taken_in_one_step(another_harness: dict[str, object]) -> None:
+    assert process.take_lock(run="mine") == another_harness  # held: nothing taken
+    (process.live_dir() / process.LOCK).unlink()  # the other has ended
+    assert process.take_lock(run="mine") is None
+    assert json.loads((process.live_dir() / process.LOCK).read_text())["run"] == "mine"
+    process.release_lock()
+    assert not (process.live_dir() / process.LOCK).exists()
+
+
+def test_servers_inherit_no_app_setting_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An old name left in the user's shell would clash with the names the harness gives."""
+    for name, value in (("POOL_SIZE", "20"), ("TOKENS", "3"), ("SESSION_STYLE", "context")):
+        monkeypatch.setenv(name, value)
+    env = inherited()
+    assert not {"POOL_SIZE", "TOKENS", "SESSION_STYLE"} & set(env) and "PATH" in env

@@ -96,3 +96,24 @@ def test_a_setting_given_by_both_its_names_is_refused(monkeypatch: pytest.Monkey
         "invalid settings: TOKENS and THREADPOOL_TOKENS set the same thing; THREADPOOL_TOKENS is "
         "its old name: give TOKENS only"
     )
+
+
+@pytest.mark.parametrize(
+    ("drivers", "sync", "async_"),
+    [
+        ("psycopg,asyncpg", "psycopg", "asyncpg"),
+        ("asyncpg,psycopg", "psycopg", "asyncpg"),
+        ("psycopg,psycopg2", "psycopg2", "psycopg"),
+        ("psycopg2", "psycopg2", "asyncpg"),
+    ],
+)
+def test_drivers_in_any_order(drivers: str, sync: str, async_: str) -> None:
+    s = Settings(DATABASE_URL=URL, DRIVERS=drivers)  # type: ignore[arg-type]
+    assert sync == s.SYNC_DRIVER and async_ == s.ASYNC_DRIVER
+
+
+def test_a_driver_left_driving_no_app_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", URL)
+    monkeypatch.setenv("DRIVERS", "psycopg2,asyncpg,psycopg")
+    with pytest.raises(SettingsError, match="psycopg would drive no app"):
+        load_settings()

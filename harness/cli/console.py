@@ -38,16 +38,20 @@ class Pace:
 
     def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
         self.now, self.start = now, now()
+        self.first: float | None = None  # when the first measurement started
         self.planned: float | None = None  # the estimate of everything, at the first cell
 
     def elapsed(self) -> float:
         return self.now() - self.start
 
     def left(self, estimate_left_s: float) -> float:
+        # The pace counts from the first measurement: starting PostgreSQL is not in the plan.
+        if self.first is None:
+            self.first = self.now()
         if self.planned is None or estimate_left_s > self.planned:
             self.planned = estimate_left_s  # the first cell, or a map's longer line
         done = self.planned - estimate_left_s
-        return estimate_left_s * (self.elapsed() / done if done > 0 else 1.0)
+        return estimate_left_s * ((self.now() - self.first) / done if done > 0 else 1.0)
 
 
 class Console(Listener):
@@ -60,6 +64,7 @@ class Console(Listener):
         self.rich = RichConsole(file=stream, force_terminal=self.live, highlight=False)
         self.progress: Progress | None = None
         self.current = ""  # the measurement running, for its result line on a terminal
+        self.pending = False  # off a terminal: a measurement's line is started, not ended
 
     def _write(self, text: str) -> None:
         self.stream.write(text)
@@ -73,6 +78,7 @@ class Console(Listener):
             self.rich.print(text, markup=False, soft_wrap=True)
         else:
             self._write(text + "\n")
+            self.pending = False
 
     def cell_started(self, cell: Cell, position: str, remaining_s: float, repeat: int = 1) -> None:
         elapsed, left = self.pace.elapsed(), self.pace.left(remaining_s)
@@ -82,6 +88,7 @@ class Console(Listener):
             self._write(
                 f"[{position}] {clock(elapsed)} elapsed, ~{clock(left)} left | {self.current} ... "
             )
+            self.pending = True
             return
         counted = re.search(r"(\d+)/(\d+)$", position)
         done, total = (int(counted[1]) - 1, int(counted[2])) if counted else (0, None)
@@ -102,6 +109,15 @@ class Console(Listener):
         )
         self.progress.add_task("", total=total, completed=done)
         self.progress.start()
+
+    def close(self) -> None:
+        """Take the live line down (the run ended, or was interrupted mid-measurement)."""
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+        if self.pending:
+            self._write("\n")  # end the line of a measurement that never ended
+            self.pending = False
 
     def record_written(self, result: CellResult) -> None:
         w = result.wrk

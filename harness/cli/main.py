@@ -305,9 +305,8 @@ class Busy(HarnessError):
 def _lock(given: Given, out: Path) -> dict[str, Any]:
     """Refuse to measure beside another harness (their numbers would disturb each other),
     unless FORCE=1: then say so, and return what the other was doing for the provenance."""
-    other = process.measuring_now()
+    other = process.take_lock(command=MAKE_TARGET[given.command], run=str(out), since=now_iso())
     if other is None:
-        process.take_lock(command=MAKE_TARGET[given.command], run=str(out), since=now_iso())
         return {}
     said = (
         f"another harness is measuring on this machine: `{other.get('command')}` into "
@@ -322,17 +321,20 @@ def _lock(given: Given, out: Path) -> dict[str, Any]:
     return {"measured_alongside": other}
 
 
-def _measure(run: RunDir, given: Given, work: Any) -> int:
+def _measure(run: RunDir, given: Given, work: Any, console: Console) -> int:
     """Run `work`, then draw the report, also when interrupted; say how to resume."""
     resume = f"resume with: {MAKE_TARGET[given.command]} RESUME={run.path}"
     try:
-        work()
+        try:
+            work()
+        finally:
+            console.close()  # before anything else is said
     except (Interrupted, KeyboardInterrupt) as exc:
-        say(f"\ninterrupted ({exc}); {len(run.records())} records kept in {run.path}")
+        say(f"interrupted ({exc}); {len(run.records())} records kept in {run.path}")
         say(resume)
         raise
     except HarnessError as exc:
-        say(f"\nerror: {exc}; {len(run.records())} records kept in {run.path}")
+        say(f"error: {exc}; {len(run.records())} records kept in {run.path}")
         say(resume)
         return 1
     finally:
@@ -441,7 +443,8 @@ def _run(given: Given) -> int:
         run = RunDir.create(out, given.command, _parameters(given), options.to_json(), body)
     _announce(what, estimate, run)
     resumed = run
-    code = _measure(run, given, lambda: execute(resumed, options, entry, Console()))
+    console = Console()
+    code = _measure(run, given, lambda: execute(resumed, options, entry, console), console)
     return code or _collapse_exit(run, fail_on)
 
 
@@ -474,7 +477,8 @@ def _map(given: Given) -> int:
         run = RunDir.create(out, "map", _parameters(given), options.to_json(), body)
     _announce(f"{len(lines)} lines", estimate_s(plan), run)
     the_run = run
-    return _measure(run, given, lambda: execute_map(the_run, options, entry, Console()))
+    console = Console()
+    return _measure(run, given, lambda: execute_map(the_run, options, entry, console), console)
 
 
 def _serve(given: Given) -> int:
@@ -522,6 +526,11 @@ def _compare(args: argparse.Namespace) -> int:
     print(found.markdown, end="")
     if args.json:
         Path(args.json).write_text(json.dumps(found.data, indent=2) + "\n")
+    if fail_on and found.unjudged:
+        say(
+            f"FAIL_ON=regression: {len(found.unjudged)} cells have one measurement on a side, "
+            "so no interval, and were not judged (REPEATS=2 or more judges them)"
+        )
     if fail_on and found.regressions:
         for line in found.regressions:
             say(f"regression: {line}")

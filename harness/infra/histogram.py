@@ -78,7 +78,7 @@ class Distribution:
         )
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=256)  # a decoded histogram is about 190 KB
 def _decoded(text: str) -> HdrHistogram:
     # Reports read the same record's histogram many times; decoding is the slow part.
     return HdrHistogram.decode(text.encode("ascii"))

@@ -165,14 +165,27 @@ def measuring_now() -> dict[str, Any] | None:
     return dict(held)
 
 
-def take_lock(**about: Any) -> None:
-    """Say, for any harness started after this one, that this one is measuring, and what."""
+def take_lock(**about: Any) -> dict[str, Any] | None:
+    """Say, for any harness started after this one, that this one is measuring, and what; or,
+    where another live harness already says so, take nothing and return what it says. The lock
+    is a hard link made from a complete file, so checking and taking it are one step."""
     me = psutil.Process()
     live_dir().mkdir(exist_ok=True)
     path = live_dir() / LOCK
     tmp = path.with_name(f"{LOCK}.{me.pid}.tmp")
     tmp.write_text(json.dumps({"pid": me.pid, "started": me.create_time(), **about}))
-    os.replace(tmp, path)
+    try:
+        for _ in range(3):
+            try:
+                os.link(tmp, path)
+                return None
+            except FileExistsError:
+                if (held := measuring_now()) is not None:
+                    return held
+                path.unlink(missing_ok=True)  # its harness has ended (or it is this one's)
+        raise OSError(f"could not take the measuring lock {path}")
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def release_lock() -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.styles import NAMES, OLD_NAMES
 from harness.infra.environment import PROJECT_ROOT
 from harness.infra.process import die_with_parent, kill_group, register_child, tree_cpu_seconds
 from servers.registry import Launch, server_argv
@@ -49,6 +50,13 @@ def read_log(path: Path, tail_lines: int = 30) -> LogCounts:
     return LogCounts(pool_timeouts, server_errors, "\n".join(lines[-tail_lines:]), len(data))
 
 
+def inherited() -> dict[str, str]:
+    """The harness's environment for a server it starts, without any of the apps' settings
+    (new names or old): a POOL_SIZE left in the user's shell must not reach, or clash with,
+    the settings the harness gives each server."""
+    return {k: v for k, v in os.environ.items() if k not in NAMES and k not in OLD_NAMES}
+
+
 class ServerProcess:
     """A server started fresh for one cell; use as a context manager so it always stops."""
 
@@ -56,7 +64,7 @@ class ServerProcess:
         self.argv = server_argv(server, launch)
         self.port = launch.port
         self.log = log
-        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.env = {**inherited(), **env, "PYTHONUNBUFFERED": "1"}
         self.proc: subprocess.Popen[bytes] | None = None
         self.ready = False
 

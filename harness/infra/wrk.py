@@ -93,7 +93,16 @@ def version(runner: WrkRunner = WrkRunner.local, image: str = DEFAULT_IMAGE) -> 
 
 def histograms(data: dict[str, Any], connections: int) -> Histograms | None:
     """Both distributions of the run, from the buckets the Lua hook exported after wrk's
-    correction; None where it exported none (a wrk whose stats struct is not 4.1's)."""
+    correction; None where it exported none (a wrk whose stats struct is not 4.1's), or where
+    they disagree with wrk's own percentiles or correction (another wrk): the run's throughput
+    stands, and its tables show wrk's percentiles alone."""
+    try:
+        return _histograms(data, connections)
+    except ValueError:
+        return None
+
+
+def _histograms(data: dict[str, Any], connections: int) -> Histograms | None:
     exported = data.get("histogram")
     if not exported or not data["requests"]:
         return None

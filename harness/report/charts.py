@@ -483,7 +483,8 @@ def p99_throughput_chart(
                 "x",
                 color=f"C{i}",
                 markersize=9,
-                label=f"{labels[variant]}: collapsed at {', '.join(str(n) for _, n in mine)}",
+                label=f"{labels[variant]}: collapsed or no p99 at "
+                f"{', '.join(str(n) for _, n in mine)}",
             )
     ax.set_yscale("log")
     ax.set_ylim(top=top * 1.5)

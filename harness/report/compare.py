@@ -45,6 +45,7 @@ class Compared:
     markdown: str
     data: dict[str, Any]
     regressions: tuple[str, ...]
+    unjudged: tuple[str, ...] = ()  # cells with one measurement a side: no interval to judge
 
 
 def _ratio_json(ratio: Ratio | None) -> dict[str, Any] | None:
@@ -122,7 +123,7 @@ def compare(a: RunDir, b: RunDir) -> Compared:
     shared = [k for k in cells_a if k in cells_b]
     if not shared:
         raise UsageError("COMPARE: the runs share no cell (same settings but the one compared)")
-    rows, logs, found, regressions = [], [], [], []
+    rows, logs, found, regressions, unjudged = [], [], [], [], []
     for k in sorted(shared, key=lambda k: (cells_a[k].cell.variant, cells_a[k].cell.connections)):
         ca, cb = cells_a[k], cells_b[k]
         text_a, values_a = _side(ca)
@@ -130,11 +131,17 @@ def compare(a: RunDir, b: RunDir) -> Compared:
         ratio = unpaired_ratio(values_a, values_b)
         cell = ca.cell
         where = f"{cell.variant} at {cell.connections} connections"
+        if cb.frozen and not ca.frozen and values_a:
+            regressions.append(
+                f"{where}: collapsed in {cb.frozen} of {cb.n} rounds in B, in none in A"
+            )
         if ratio is None:
             verdict, shown_ratio = "a side did not serve (collapsed or failed)", "-"
-            if values_a and not values_b:
-                regressions.append(f"{where}: collapsed or failed in B, served in A")
+            if values_a and not values_b and not cb.frozen:
+                regressions.append(f"{where}: failed in B, served in A")
         else:
+            if ratio.interval is None:
+                unjudged.append(where)
             verdict, shown_ratio = _verdict(ratio), ratio.describe().removeprefix("~ ")
             shown_ratio = shown_ratio.removesuffix(", no significant difference")
             if ratio.significant:
@@ -181,4 +188,4 @@ def compare(a: RunDir, b: RunDir) -> Compared:
         "interval": "95% Welch t on the logarithms of successful req/s",
         "cells": found,
     }
-    return Compared("\n".join(lines) + "\n", data, tuple(regressions))
+    return Compared("\n".join(lines) + "\n", data, tuple(regressions), tuple(unjudged))

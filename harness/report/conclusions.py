@@ -111,7 +111,10 @@ def _latency(cells: Sequence[CellStats]) -> list[str]:
         f"{p99 / 1000:.1f} s"
         for c, p99 in sorted(slow, key=lambda x: -x[1])[:4]
     )
-    return [f"- **Latency** (not part of any verdict): measured p99 of a second or more: {named}."]
+    # Records from before format 5 kept wrk's corrected percentiles only.
+    measured = all(p.above is not None for c, _ in slow if (p := c.percentile(99)))
+    which = "measured p99" if measured else "p99"
+    return [f"- **Latency** (not part of any verdict): {which} of a second or more: {named}."]
 
 
 def caveats(records: Sequence[CellResult], cells: Sequence[CellStats]) -> list[str]:

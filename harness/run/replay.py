@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from harness.domain.axes import Onset, Stack, WrkRunner
 from harness.domain.cell import Cell
@@ -21,11 +21,16 @@ def _seconds(value: float) -> str:
 
 
 def _without_password(url: str) -> str:
+    """The URL with its password, in the user part or the query, as ***."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    query = urlencode(
+        [(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query, True)],
+        safe="*",
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def replay(cell: Cell, options: Options) -> Replay | None:

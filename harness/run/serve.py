@@ -3,7 +3,6 @@ in the foreground until Ctrl-C (or SIGTERM, or SIGHUP)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -15,6 +14,7 @@ from harness.infra import postgres, stacks
 from harness.infra.environment import PROJECT_ROOT
 from harness.infra.process import die_with_parent, kill_group, port_in_use, register_child
 from harness.infra.relay import relayed
+from harness.infra.server import inherited
 from harness.run.cell import server_env
 from harness.run.session import Interrupted, interrupt_on_signals
 from servers.registry import SEED_PORTS, Launch, server_argv
@@ -44,7 +44,7 @@ def serve(
             proc = subprocess.Popen(
                 server_argv(config.name, launch),
                 cwd=PROJECT_ROOT,
-                env={**os.environ, **server_env(config, mode, relay.url if relay else db.url)},
+                env={**inherited(), **server_env(config, mode, relay.url if relay else db.url)},
                 start_new_session=True,
                 preexec_fn=die_with_parent(),
             )
