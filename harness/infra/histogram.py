@@ -59,15 +59,6 @@ class Distribution:
         value = self._h.get_value_at_percentile(p)
         return self._h.get_lowest_equivalent_value(value) / 1e3
 
-    def count_below(self, ms: float) -> int:
-        """Responses in buckets below the one holding `ms`."""
-        edge = self._h.get_lowest_equivalent_value(round(ms * 1e3))
-        return sum(
-            int(item.count_at_value_iterated_to)
-            for item in self._h.get_recorded_iterator()
-            if item.value_iterated_to < edge
-        )
-
     def above(self, ms: float) -> int:
         """Responses in buckets above the one holding `ms`."""
         edge = self._h.get_highest_equivalent_value(round(ms * 1e3))
