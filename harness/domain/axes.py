@@ -48,6 +48,13 @@ WORKLOAD_PATH = {
 }
 
 
+class Load(StrEnum):
+    """How requests are sent: wrk's connections each waiting for its answer, or a schedule."""
+
+    closed = "closed"  # wrk: N connections, each sends its next request once answered
+    open = "open"  # loadgen/openloop.py: requests due at a fixed rate whatever the server does
+
+
 class Onset(StrEnum):
     """How the load reaches the server when its measured window opens: two incidents, and the
     way `make bench` measures."""

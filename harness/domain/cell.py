@@ -17,6 +17,7 @@ from harness.domain.axes import (
     Driver,
     Latency,
     Layer,
+    Load,
     Mode,
     Onset,
     Pool,
@@ -104,6 +105,7 @@ OWN_FIELDS = (
     "stack",
     "driver",
     "onset",
+    "rate",
 )
 
 
@@ -117,6 +119,9 @@ class Cell:
     connections: int
     duration_s: float
     onset: Onset = Onset.fresh
+    # Requests per second an open loop sends (None: wrk's closed loop); `connections` is then
+    # the most it opens, past which due requests wait and are sent late, or are dropped.
+    rate: float | None = None
 
     def __post_init__(self) -> None:
         config = self.config
@@ -139,6 +144,28 @@ class Cell:
         if name not in CONFIG_FIELDS:
             raise AttributeError(name)
         return getattr(self.config, name) if self.config else None
+
+    @property
+    def load(self) -> Load:
+        return Load.closed if self.rate is None else Load.open
+
+    @property
+    def level(self) -> float:
+        """What rises along a variant's line: connections (closed loop) or the rate (open)."""
+        return self.connections if self.rate is None else self.rate
+
+    @property
+    def level_key(self) -> tuple[bool, float]:
+        """Orders and tells apart the levels of a run that has both loads: wrk's, then rates."""
+        return self.rate is not None, self.level
+
+    @property
+    def level_short(self) -> str:
+        return f"{self.connections}" if self.rate is None else f"{self.rate:g}/s"
+
+    @property
+    def level_text(self) -> str:
+        return f"{self.connections} connections" if self.rate is None else f"{self.rate:g} req/s"
 
     @property
     def stack(self) -> Stack:
@@ -169,6 +196,7 @@ class Cell:
         rows = "" if k("rows") in (None, SEED_ROWS) else f"/rows {k('rows')}"
         latency = "" if self.db_latency is None else f"/latency {self.db_latency}"
         onset = "" if self.onset is Onset.fresh else f"/{self.onset}"
+        onset += "" if self.rate is None else f"/open loop, at most {self.connections} connections"
         layer = "" if k("layer") in (None, Layer.orm) else f"/layer {k('layer')}"
         return (
             f"{self.server_label}/{self.mode}/{shown(self.driver)}{layer}/{shown(k('style'))}/"
@@ -203,6 +231,7 @@ class Cell:
             f"{where}-{self.mode}-{shown(k('style'))}-p{pool or 'unknown'}"
             f"-pt{shown(k('pool_timeout_s'))}-t{shown(k('tokens'))}-w{shown(k('workers'))}"
             f"-{self.workload}-r{shown(k('rows'))}-d{self.duration_s:g}{later}-c{self.connections}"
+            + ("" if self.rate is None else f"-open{self.rate:g}")
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -216,6 +245,7 @@ class Cell:
             "connections": self.connections,
             "duration_s": self.duration_s,
             "onset": str(self.onset),
+            "rate": self.rate,
         }
 
     @classmethod
@@ -230,4 +260,5 @@ class Cell:
             connections=int(data["connections"]),
             duration_s=float(data["duration_s"]),
             onset=Onset(data.get("onset", Onset.fresh)),
+            rate=float(data["rate"]) if data.get("rate") is not None else None,
         )

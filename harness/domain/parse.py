@@ -6,6 +6,7 @@ Each raises UsageError naming the value and what would be valid.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -103,6 +104,22 @@ def parse_positive_ints(
             raise UsageError(f"{name}: {item!r} is not a whole number from 1 to {maximum}")
         out.append(int(item))
     return list(dict.fromkeys(out)) if ordered else sorted(set(out))
+
+
+def parse_rates(text: str, maximum: float = 50_000) -> list[float]:
+    """RATE: requests per second of an open loop, sorted."""
+    out = set()
+    for item in _items(text, "RATE"):
+        try:
+            rate = float(item)
+        except ValueError:
+            rate = 0.0
+        if not 0 < rate <= maximum or not math.isfinite(rate):
+            raise UsageError(
+                f"RATE: {item!r} is not a number of requests per second, 0 < RATE <= {maximum:g}"
+            )
+        out.add(rate)
+    return sorted(out)
 
 
 def parse_workers(text: str, cpus: int, ordered: bool = False) -> list[int]:

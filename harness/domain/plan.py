@@ -20,6 +20,7 @@ from harness.domain.axes import (
     Driver,
     Latency,
     Layer,
+    Load,
     Mode,
     Onset,
     Pool,
@@ -65,6 +66,11 @@ class Matrix:
     layers: tuple[Layer, ...] = (Layer.orm,)
     # The HTTP ceiling in the same rounds: each server's async app on /health (WITH_CEILINGS).
     ceilings: bool = False
+    # Closed loop (wrk at `connections`), open loop (at `rates`, at most `open_connections`
+    # connections), or both.
+    loads: tuple[Load, ...] = (Load.closed,)
+    rates: tuple[float, ...] = ()
+    open_connections: int = 1000
 
     def cells(self) -> list[Cell]:
         cells = self.ceiling_cells()
@@ -82,7 +88,7 @@ class Matrix:
                 self.workers,
                 self.rows,
                 self.db_latencies,
-                self.connections,
+                loads(self.loads, self.connections, self.rates, self.open_connections),
                 self.occupancy,
             )
             cells += [
@@ -105,8 +111,9 @@ class Matrix:
                     workload=wl,
                     connections=c,
                     duration_s=self.duration_s,
+                    rate=rate,
                 )
-                for s, wl, (m, st, d), la, p, t, w, r, lat, c, o in axes
+                for s, wl, (m, st, d), la, p, t, w, r, lat, (c, rate), o in axes
             ]
         return order(list(dict.fromkeys(cells)))
 
@@ -136,6 +143,15 @@ class Matrix:
         ]
 
 
+def loads(
+    kinds: Sequence[Load], connections: Sequence[int], rates: Sequence[float], cap: int
+) -> list[tuple[int, float | None]]:
+    """(connections, rate) of each load asked for: wrk at every level of `connections`, an open
+    loop at every rate of `rates` with at most `cap` connections."""
+    closed = [(c, None) for c in connections] if Load.closed in kinds else []
+    return closed + ([(cap, r) for r in rates] if Load.open in kinds else [])
+
+
 def schedule(cells: Sequence[Cell], repeats: int, seed: int) -> list[tuple[Cell, int]]:
     """Every (cell, round) in the order they run: connection levels rising (a verdict compares
     with the variant's lower levels); at each level `repeats` rounds, each measuring every cell
@@ -145,8 +161,8 @@ def schedule(cells: Sequence[Cell], repeats: int, seed: int) -> list[tuple[Cell,
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     rng = random.Random(seed)
     out = []
-    for level in sorted({c.connections for c in cells}):
-        here = [c for c in order(cells) if c.connections == level]
+    for level in sorted({c.level_key for c in cells}):
+        here = [c for c in order(cells) if c.level_key == level]
         for round_ in range(1, repeats + 1):
             shuffled = list(here)
             rng.shuffle(shuffled)
@@ -160,12 +176,15 @@ def target_cells(
     workloads: tuple[Workload, ...],
     connections: tuple[int, ...],
     duration_s: float,
+    load: Sequence[tuple[int, float | None]] = (),
 ) -> list[Cell]:
-    """The cells of a run against a server the harness did not start."""
+    """The cells of a run against a server the harness did not start; `load`: (connections,
+    rate) of each load (`loads`), else wrk at each of `connections`."""
+    levels = load or [(c, None) for c in connections]
     return [
-        Cell(Target(target), mode, workload, c, duration_s)
+        Cell(Target(target), mode, workload, c, duration_s, rate=rate)
         for workload in workloads
-        for c in connections
+        for c, rate in levels
     ]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -19,8 +21,37 @@ from harness.domain.occupancy import ThreadDump, Timeline, Window
 # (`window`) and a warm probe its ramp (`ramp`).
 # 5: wrk's figures keep both latency distributions (`wrk.histograms`); a record keeps the
 # command that measures its cell again (`replay`).
-# harness/store/migrate.py reads 1 to 4 (re-judging the samples of 1 and 2); any other is refused.
-FORMAT = 5
+# 6: a cell may be an open loop (`rate`), and its load's figures then keep its schedule
+# (`wrk.schedule`: requests due, sent on time, sent late, dropped).
+# harness/store/migrate.py reads 1 to 5 (re-judging the samples of 1 and 2); any other is refused.
+FORMAT = 6
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How an open loop kept its schedule: every request due was sent on time (within
+    `tolerance_ms` of its due moment), sent late, or dropped (it waited for a free connection
+    as long as the request timeout, or the run ended first)."""
+
+    rate: float
+    due: int
+    on_time: int
+    late: int
+    dropped: int
+    tolerance_ms: float
+    lag_p50_ms: float  # how long after its due moment a request went out
+    lag_p99_ms: float
+    lag_max_ms: float
+    connections_opened: int
+    peak_in_flight: int
+
+    @property
+    def sent(self) -> int:
+        return self.on_time + self.late
+
+    def text(self) -> str:
+        late = f"{self.late:,} late (p99 {self.lag_p99_ms:g} ms, max {self.lag_max_ms:g} ms)"
+        return f"{self.on_time:,} on time, {late}, {self.dropped:,} dropped of {self.due:,} due"
 
 
 @dataclass(frozen=True)
@@ -44,16 +75,27 @@ class WrkResult:
     # Both latency distributions (the percentiles above are wrk's, from the corrected one);
     # None in records of format 4 and older, or where wrk exported no histogram.
     histograms: Histograms | None = None
+    # For an open loop the figures are loadgen/openloop.py's: percentiles from the moment each
+    # request was due (`histograms.corrected`; `measured`: from the moment it was sent), and
+    # how it kept its schedule. None for wrk.
+    schedule: Schedule | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["histograms"] = asdict(self.histograms) if self.histograms else None
+        data["schedule"] = asdict(self.schedule) if self.schedule else None
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> WrkResult:
-        found = data.get("histograms")
-        return cls(**{**data, "histograms": Histograms(**found) if found else None})
+        found, kept = data.get("histograms"), data.get("schedule")
+        return cls(
+            **{
+                **data,
+                "histograms": Histograms(**found) if found else None,
+                "schedule": Schedule(**kept) if kept else None,
+            }
+        )
 
     @property
     def ok_requests(self) -> int:
@@ -142,6 +184,17 @@ class Replay:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Replay:
         return cls(str(data["command"]), dict(data["environment"]))
+
+
+def generator_cost(records: Sequence[CellResult]) -> tuple[float, int] | None:
+    """The open loop's CPU seconds per 1,000 requests due (the median over the records that
+    measured it), and how many did; None where no open-loop record has its CPU."""
+    costs = sorted(
+        1000 * r.cpu.wrk_s / r.wrk.schedule.due
+        for r in records
+        if r.wrk and r.wrk.schedule and r.wrk.schedule.due and r.cpu and r.cpu.wrk_s is not None
+    )
+    return (round(statistics.median(costs), 3), len(costs)) if costs else None
 
 
 def record_key(cell: Cell, repeat: int) -> str:

@@ -62,7 +62,7 @@ def by_throughput(
     if best_lower_ok_rps is not None and wrk.ok_rps < COLLAPSE_FRACTION * best_lower_ok_rps:
         why = (
             f"{wrk.ok_rps:.0f} successful req/s, under {COLLAPSE_FRACTION:.0%} of the "
-            f"{best_lower_ok_rps:.0f} it served at fewer connections"
+            f"{best_lower_ok_rps:.0f} it served at a lower load"
         )
         return Judgement(Verdict.collapsed, Rule.throughput, why)
     if wrk.failed or server_errors:
@@ -120,19 +120,20 @@ def judge(
 
 
 def best_lower(cell: Cell, done: Sequence[CellResult]) -> float | None:
-    """The variant's best successful req/s at fewer connections, among the results so far."""
+    """The variant's best successful req/s at a lower level (fewer connections, or a lower
+    rate), among the results so far."""
     rates = [
         r.wrk.ok_rps
         for r in done
-        if r.wrk and r.cell.variant == cell.variant and r.cell.connections < cell.connections
+        if r.wrk and r.cell.variant == cell.variant and r.cell.level < cell.level
     ]
     return max(rates, default=None)
 
 
 def order(cells: Sequence[Cell]) -> list[Cell]:
-    """Each variant's cells by rising connections, so verdicts can compare with lower loads."""
+    """Each variant's cells by rising level, so verdicts can compare with lower loads."""
     first_seen = {c.variant: i for i, c in reversed(list(enumerate(cells)))}
-    return sorted(cells, key=lambda c: (first_seen[c.variant], c.connections))
+    return sorted(cells, key=lambda c: (first_seen[c.variant], c.level))
 
 
 def connections_needed(configs: Sequence[ServerConfig]) -> int:

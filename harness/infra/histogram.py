@@ -51,6 +51,10 @@ class Distribution:
     def count(self) -> int:
         return int(self._h.get_total_count())
 
+    @property
+    def mean_ms(self) -> float:
+        return float(self._h.get_mean_value()) / 1e3 if self.count else 0.0
+
     def percentile_ms(self, p: float) -> float:
         """The value of the response at rank p% of the count (rounded; HdrHistogram's rule), as
         the lowest value its 0.1% bucket holds."""

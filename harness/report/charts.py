@@ -391,7 +391,8 @@ def percentile_chart(
     """Latency against percentile (p50 to p99.9, log scales), one panel per connection level,
     one colour per variant: measured solid, wrk-corrected dashed, each from the merged
     histograms of the cell's rounds. A collapsed cell is named in the legend, not drawn."""
-    levels = sorted({c.cell.connections for c in cells})
+    levels = sorted({c.cell.level for c in cells})
+    is_open = any(c.cell.rate is not None for c in cells)  # a table is one load or the other
     columns = min(3, len(levels))
     rows = -(-len(levels) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.6 * rows), squeeze=False)
@@ -399,7 +400,8 @@ def percentile_chart(
     xs = [_nines(p) for p in CURVE_PERCENTILES]
     for ax, level in zip(axes.flat, levels, strict=False):
         drawn = False
-        for c in (c for c in cells if c.cell.connections == level):
+        here = [c for c in cells if c.cell.level == level]
+        for c in here:
             color, label = colors[c.cell.variant], labels[c.cell.variant]
             if why := _unusable(c):
                 ax.plot([], [], "x", color=color, label=f"{label}: {why}")
@@ -417,7 +419,7 @@ def percentile_chart(
                     marker="." if kind is Kind.measured else "",
                     label=label if kind is Kind.measured else None,
                 )
-        ax.set_title(f"{level} connection{'' if level == 1 else 's'}", fontsize=9)
+        ax.set_title(here[0].cell.level_text, fontsize=9)
         ax.legend(fontsize=7)
         if not drawn:  # a log scale with nothing on it cannot be laid out
             ax.set_xticks([])
@@ -431,9 +433,10 @@ def percentile_chart(
         ax.grid(alpha=0.3, which="both")
     for ax in list(axes.flat)[len(levels) :]:
         ax.set_visible(False)
-    fig.suptitle(
-        f"{title}: latency by percentile (solid measured, dashed wrk-corrected)", fontsize=10
+    kinds = (
+        "solid from sent, dashed from due" if is_open else "solid measured, dashed wrk-corrected"
     )
+    fig.suptitle(f"{title}: latency by percentile ({kinds})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -447,18 +450,19 @@ def p99_throughput_chart(
     beyond the chart, never a fast point from its few answered requests."""
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     drawn: list[float] = []
-    stalled: list[tuple[str, float, int]] = []
+    stalled: list[tuple[str, float, str]] = []
+    # An open loop's p99 that counts is from each request's due moment: what its user waited.
+    is_open = any(c.cell.rate is not None for c in cells)
+    kind = Kind.corrected if is_open else Kind.measured
     for i, variant in enumerate(labels):
-        mine = sorted(
-            (c for c in cells if c.cell.variant == variant), key=lambda c: c.cell.connections
-        )
+        mine = sorted((c for c in cells if c.cell.variant == variant), key=lambda c: c.cell.level)
         points = []
         for c in mine:
-            p99 = c.percentile(99)
+            p99 = c.percentile(99, kind)
             if c.frozen or p99 is None or c.median_rps is None:
-                stalled.append((variant, c.median_rps or 0.0, c.cell.connections))
+                stalled.append((variant, c.median_rps or 0.0, f"{c.cell.level:g}"))
                 continue
-            points.append((c.median_rps, p99.ms, c.cell.connections))
+            points.append((c.median_rps, p99.ms, f"{c.cell.level:g}"))
         color = f"C{i}"
         if points:
             ax.plot(
@@ -469,9 +473,7 @@ def p99_throughput_chart(
                 label=labels[variant],
             )
             for x, y, conns in points:
-                ax.annotate(
-                    str(conns), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points"
-                )
+                ax.annotate(conns, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
             drawn += [y for _, y, _ in points]
     top = max(drawn, default=1.0) * 3
     for i, variant in enumerate(labels):
@@ -483,16 +485,16 @@ def p99_throughput_chart(
                 "x",
                 color=f"C{i}",
                 markersize=9,
-                label=f"{labels[variant]}: collapsed or no p99 at "
-                f"{', '.join(str(n) for _, n in mine)}",
+                label=f"{labels[variant]}: collapsed or no p99 at {', '.join(n for _, n in mine)}",
             )
     ax.set_yscale("log")
     ax.set_ylim(top=top * 1.5)
     ax.set_xlabel("successful requests/s (median of rounds)")
-    ax.set_ylabel("p99 latency, ms, measured (log)")
+    ax.set_ylabel(f"p99 latency, ms, {'from due' if is_open else 'measured'} (log)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    ax.set_title(f"{title}: p99 against throughput (labels: connections)", fontsize=10)
+    levels = "req/s due" if is_open else "connections"
+    ax.set_title(f"{title}: p99 against throughput (labels: {levels})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

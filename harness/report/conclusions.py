@@ -14,8 +14,8 @@ from harness.report.stats import CellStats, Ratio, by_cell
 SLOW_P99_MS = 1000.0  # a p99 a reader should not miss, although no verdict looks at latency
 
 
-def _levels(levels: Sequence[int]) -> str:
-    text = [str(c) for c in levels]
+def _levels(levels: Sequence[float]) -> str:
+    text = [f"{c:g}" for c in levels]
     return text[0] if len(text) == 1 else ", ".join(text[:-1]) + " and " + text[-1]
 
 
@@ -24,9 +24,11 @@ def _mode_comparisons(records: Sequence[CellResult]) -> list[str]:
     for comparison in comparisons.comparisons(records):
         if comparison.factor != "mode" or comparison.a.workload is Workload.health:
             continue
-        faster: dict[str, list[tuple[int, Ratio]]] = {"async": [], "sync": [], "~": []}
+        faster: dict[str, list[tuple[float, Ratio]]] = {"async": [], "sync": [], "~": []}
         unsure, notes = [], []
-        for level in sorted({r.cell.connections for r in records}):
+        load = comparison.a.load
+        unit = "connections" if comparison.a.rate is None else "req/s"
+        for level in sorted({r.cell.level for r in records if r.cell.load is load}):
             value = comparisons.at_level(comparison, records, level)
             if value is None:
                 continue
@@ -52,7 +54,7 @@ def _mode_comparisons(records: Sequence[CellResult]) -> list[str]:
                 if side == "~"
                 else f"{side} served more ({span} async/sync)"
             )
-            parts.append(f"{what} at {_levels([c for c, _ in found])} connections")
+            parts.append(f"{what} at {_levels([c for c, _ in found])} {unit}")
         if unsure:
             ratios = [r.value for _, r in unsure]
             span = (
@@ -62,7 +64,7 @@ def _mode_comparisons(records: Sequence[CellResult]) -> list[str]:
             )
             parts.append(
                 f"async/sync {span} at "
-                f"{_levels([c for c, _ in unsure])} connections, from one measurement each "
+                f"{_levels([c for c, _ in unsure])} {unit}, from one measurement each "
                 "(no interval: REPEATS=5 or more to rank them)"
             )
         if notes:
@@ -76,7 +78,7 @@ def _mode_comparisons(records: Sequence[CellResult]) -> list[str]:
 def _freezes(cells: Sequence[CellStats]) -> list[str]:
     out = []
     by_variant: dict[str, list[CellStats]] = {}
-    for c in sorted(cells, key=lambda c: c.cell.connections):
+    for c in sorted(cells, key=lambda c: c.cell.level):
         if c.cell.workload is not Workload.health:
             by_variant.setdefault(c.cell.variant, []).append(c)
     for variant, line in by_variant.items():
@@ -85,15 +87,16 @@ def _freezes(cells: Sequence[CellStats]) -> list[str]:
         name = f"{cell.mode} `{cell.known('style') or 'unknown style'}`"
         if collapsed:
             first = collapsed[0]
-            held = [c.cell.connections for c in line if c.cell.connections < first.cell.connections]
+            held = [c.cell.level for c in line if c.cell.level < first.cell.level]
             timeouts = f", {first.pool_timeouts} pool timeouts" if first.pool_timeouts else ""
+            unit, at = ("connections", "") if cell.rate is None else ("req/s", " req/s")
             out.append(
-                f"- **{name}** ({variant}): held up to {max(held, default=0)} connections, "
-                f"collapsed at {first.cell.connections} ({first.verdict}{timeouts})."
+                f"- **{name}** ({variant}): held up to {max(held, default=0):g} {unit}, "
+                f"collapsed at {first.cell.level:g}{at} ({first.verdict}{timeouts})."
             )
         elif cell.mode is Mode.sync:
-            top = line[-1].cell.connections
-            out.append(f"- **{name}** ({variant}): never collapsed, up to {top} connections.")
+            top = line[-1].cell.level_text
+            out.append(f"- **{name}** ({variant}): never collapsed, up to {top}.")
     return out
 
 
@@ -106,8 +109,7 @@ def _latency(cells: Sequence[CellStats]) -> list[str]:
     if not slow:
         return []
     named = "; ".join(
-        f"{c.cell.mode} `{c.cell.known('style')}` {c.cell.workload} at {c.cell.connections} "
-        "connections: "
+        f"{c.cell.mode} `{c.cell.known('style')}` {c.cell.workload} at {c.cell.level_text}: "
         f"{p99 / 1000:.1f} s"
         for c, p99 in sorted(slow, key=lambda x: -x[1])[:4]
     )

@@ -25,7 +25,7 @@ from harness.domain.axes import (
 )
 from harness.domain.cell import SEED_ROWS, Cell, shown
 from harness.domain.latency import Kind
-from harness.domain.result import CellResult, PgbenchResult
+from harness.domain.result import CellResult, PgbenchResult, generator_cost
 from harness.infra.histogram import measured_ms
 from harness.report import ceilings, comparisons, conclusions, evidence, layers
 from harness.report.stats import THIN_TEXT, WRK_FIELD, CellStats, Warning_, by_cell
@@ -102,6 +102,7 @@ def _details_variant(c: Cell) -> str:
         + ("" if c.stack is Stack.current else f" stack {c.stack}")
         + rows
         + ("" if c.db_latency is None else f" latency {c.db_latency}")
+        + ("" if c.rate is None else f" open loop, at most {c.connections} connections")
     )
 
 
@@ -111,7 +112,7 @@ def _record_order(r: CellResult) -> tuple[Any, ...]:
         _rank(list(ServerName), c.known("name")),
         c.target or "",
         c.variant,
-        c.connections,
+        c.level_key,
         r.repeat,
     )
 
@@ -128,12 +129,13 @@ def _group_key(r: CellResult) -> tuple[Any, ...]:
         _rank(list(Workload), c.workload),
         c.known("rows") or 0,
         c.db_latency or DIRECT,
+        c.rate is not None,
     )
 
 
 def table_groups(records: Sequence[CellResult]) -> list[list[CellResult]]:
-    """The records of each seed-shaped table: one server (or target), workload, data set and
-    database latency."""
+    """The records of each seed-shaped table: one server (or target), workload, data set,
+    database latency and load (wrk's closed loop, or the open loop)."""
     return [list(g) for _, g in groupby(sorted(records, key=_group_key), key=_group_key)]
 
 
@@ -151,6 +153,8 @@ def group_slug(cell: Cell) -> str:
     parts = [cell.server_label, str(cell.workload), f"r{shown(cell.known('rows'))}"]
     if cell.db_latency:
         parts.append(f"db{cell.db_latency}")
+    if cell.rate is not None:
+        parts.append("open")
     return re.sub(r"[^A-Za-z0-9.+-]+", "_", "-".join(parts)).strip("_")
 
 
@@ -168,33 +172,44 @@ def seed_tables(records: Sequence[CellResult], level: int = 2) -> str:
     out = []
     for rows in table_groups(records):
         labels = variant_labels(rows)
-        by = {(c.cell.variant, c.cell.connections): c for c in by_cell(rows)}
+        by = {(c.cell.variant, c.cell.level): c for c in by_cell(rows)}
         repeated = any(c.n > 1 for c in by.values())
         cell0 = rows[0].cell
+        is_open = cell0.rate is not None
+        load = f", open loop, at most {cell0.connections} connections" if is_open else ""
         out.append(
             f"{'#' * level} {cell0.server_label} · {cell0.workload} "
             f"(`GET {WORKLOAD_PATH[cell0.workload]}`, {shown(cell0.known('rows'))} rows, "
-            f"{latency_text(cell0.db_latency)}{cell0.duration_s:g} s per cell)\n"
+            f"{latency_text(cell0.db_latency)}{cell0.duration_s:g} s per cell{load})\n"
         )
         columns = (
             ["req/s (median)", "95% CI", "CV", P99_HEAD, "failed", "verdict"]
             if repeated
             else ["req/s", P99_HEAD, "failed", "verdict"]
         )
-        head = ["connections"]
+        if is_open:
+            columns = [*columns[:-1], SCHEDULE_HEAD, columns[-1]]
+            columns = [c.replace(P99_HEAD, P99_OPEN_HEAD) for c in columns]
+        head = ["req/s due" if is_open else "connections"]
         for label in labels.values():
             head += [f"{label} {columns[0]}", *columns[1:]]
         lines = []
-        for conns in sorted({r.cell.connections for r in rows}):
-            line = [str(conns)]
+        for value in sorted({r.cell.level for r in rows}):
+            line = [f"{value:g}"]
             for variant in labels:
-                c = by.get((variant, conns))
-                line += _figures(c, repeated) if c else [*[""] * (len(columns) - 1), "not run"]
+                c = by.get((variant, value))
+                own = len(columns) - is_open  # _figures gives all but the schedule's
+                figures = _figures(c, repeated) if c else [*[""] * (own - 1), "not run"]
+                if is_open:
+                    figures.insert(-1, _schedule_text(c) if c else "")
+                line += figures
             lines.append(line)
         align = ["---:"] * (len(columns) - 1) + ["---"]
         out.append(md_table(head, lines, ["---:"] + align * len(labels)))
         if any("†" in _p99_text(c) for c in by.values()):
             out.append(THIN_TEXT + "\n")
+        if is_open:
+            out.append(SCHEDULE_TEXT + "\n")
         if charted(rows):
             slug = group_slug(cell0)
             out.append(
@@ -205,6 +220,26 @@ def seed_tables(records: Sequence[CellResult], level: int = 2) -> str:
 
 
 P99_HEAD = "p99 ms measured / corrected (responses above)"
+P99_OPEN_HEAD = "p99 ms from sent / from due (responses above)"
+SCHEDULE_HEAD = "sent late / dropped"
+SCHEDULE_TEXT = (
+    "In open-loop tables, requests were due at the row's rate whatever the server did "
+    "(loadgen/openloop.py): the p99 counts *from sent* (the request went out) and *from due* "
+    "(the moment it was due, which is what a user waiting would see); *sent late / dropped* are "
+    "the requests that went out more than the tolerance after their moment (no free connection "
+    "under the limit) and those never sent (they waited as long as the request timeout, or the "
+    "run ended), out of all that were due."
+)
+
+
+def _schedule_text(c: CellStats) -> str:
+    kept = [r.wrk.schedule for r in c.records if r.wrk and r.wrk.schedule]
+    if not kept:
+        return "-"
+    late, dropped = sum(s.late for s in kept), sum(s.dropped for s in kept)
+    return f"{late:,} / {dropped:,} of {sum(s.due for s in kept):,}"
+
+
 LATENCY_TEXT = (
     "of the cell's measurements merged: *measured* counts each response once; *corrected* is "
     "wrk's, which adds synthetic samples for the requests a stalled connection did not send, "
@@ -311,7 +346,7 @@ def details_table(records: Sequence[CellResult]) -> str:
                 c.server_label,
                 str(c.workload),
                 _details_variant(c),
-                str(c.connections),
+                c.level_short,
                 _fmt(w.ok_rps if w else None),
                 _fmt(w.rps if w else None),
                 *(_fmt(measured_ms(w, p)) for p in (50, 90, 99)),
@@ -401,6 +436,7 @@ def header(
             f"- wrk: {wrk} ({opts.get('wrk_runner', '?')}), threads = "
             f"min(connections, CPUs), warm-up {opts.get('warmup_s', '?')} s, request timeout "
             f"{opts.get('wrk_timeout_s', '?')} s.",
+            *_open_loop(entries, records),
             f"- Packages: {pkgs}.",
             "",
             "Figures: **req/s** counts successful (2xx) responses per second; **p99** is the "
@@ -418,6 +454,25 @@ def header(
             "",
         ]
     )
+
+
+def _open_loop(entries: Sequence[dict[str, Any]], records: Sequence[CellResult]) -> list[str]:
+    """The open loop's line in a summary's header: what generated it, and its CPU."""
+    found = next((e["open_loop"] for e in reversed(entries) if "open_loop" in e), None)
+    if found is None:
+        return []
+    own = ("program", "records", "cpu_s_per_1000", "sha256")
+    versions = ", ".join(f"{k} {v}" for k, v in found.items() if k not in own)
+    versions = f"sha256 {found.get('sha256', '?')[:12]}, {versions}"
+    cost = generator_cost(records)
+    used = (
+        f"; it used {cost[0]:g} CPU-s per 1,000 requests due, start-up included (median of "
+        f"{cost[1]} measurements)"
+        if cost
+        else ""
+    )
+    program = found.get("program", "?")
+    return [f"- Open loop: {program} ({versions}){used}."]
 
 
 def summary(
@@ -489,6 +544,10 @@ CSV_FIELDS = [
     "integrity_ok",
     "started_at",
     "note",
+    "rate",
+    "due",
+    "sent_late",
+    "dropped",
 ]
 
 
@@ -519,6 +578,7 @@ def csv_text(records: Sequence[CellResult]) -> str:
             "db_latency": known("db_latency"),
             "duration_s": c.duration_s,
             "connections": c.connections,
+            "rate": c.rate,
             "repeat": r.repeat,
             "verdict": r.verdict,
             "pool_timeouts": r.pool_timeouts,
@@ -530,6 +590,9 @@ def csv_text(records: Sequence[CellResult]) -> str:
             row |= {k: getattr(w, k) for k in WRK_FIELDS}
             row |= {"ok_rps": round(w.ok_rps, 2), "rps": round(w.rps, 2)}
             row |= {f"measured_{k}": measured_ms(w, p) for p, k in WRK_FIELD.items()}
+        if w and w.schedule:
+            row |= {"due": w.schedule.due, "sent_late": w.schedule.late}
+            row |= {"dropped": w.schedule.dropped}
         if cpu:
             row |= {
                 "cpu_server_s": cpu.server_s,

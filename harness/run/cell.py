@@ -35,7 +35,7 @@ from harness.domain.cell import Cell, ServerConfig, Target
 from harness.domain.occupancy import ThreadDump, Timeline, Window, summarize, window_of
 from harness.domain.result import CellResult, Cpu, Integrity, Ramp, WrkResult
 from harness.domain.rules import STEADY_TREND, Judgement, Rule, judge
-from harness.infra import postgres, stacks, wrk
+from harness.infra import openloop, postgres, stacks, wrk
 from harness.infra.environment import now_iso
 from harness.infra.occupancy import DumpFailed, Sampler, await_registered, dump_threads
 from harness.infra.process import cpu_split, free_port, tree_cpu_seconds
@@ -143,10 +143,24 @@ def _settle(server: ServerProcess, log: Path, deadline: float, logged: int = 0) 
     return time.monotonic() - t0
 
 
-def _wrk_command(cell: Cell, base_url: str, options: Options) -> wrk.WrkCommand:
-    """The measured run's wrk (a warm-up is the same with its own duration)."""
+LoadCommand = wrk.WrkCommand | openloop.OpenLoopCommand
+
+
+def _load_command(cell: Cell, base_url: str, options: Options) -> LoadCommand:
+    """The measured run's load: wrk, or the open loop at the cell's rate (a warm-up is the
+    same with its own duration)."""
+    cpus = cpu_split()[1] if options.pin else frozenset()
+    if cell.rate is not None:
+        return openloop.OpenLoopCommand(
+            url=base_url + WORKLOAD_PATH[cell.workload],
+            rate=cell.rate,
+            connections=cell.connections,
+            duration_s=cell.duration_s,
+            timeout_s=options.wrk_timeout_s,
+            cpus=cpus,
+        )
     return wrk.WrkCommand(
-        cpus=cpu_split()[1] if options.pin else frozenset(),
+        cpus=cpus,
         url=base_url + WORKLOAD_PATH[cell.workload],
         connections=cell.connections,
         duration_s=cell.duration_s,
@@ -155,6 +169,17 @@ def _wrk_command(cell: Cell, base_url: str, options: Options) -> wrk.WrkCommand:
         runner=options.wrk_runner,
         image=options.wrk_image,
     )
+
+
+def _generate(command: LoadCommand) -> wrk.WrkRun:
+    if isinstance(command, openloop.OpenLoopCommand):
+        return openloop.run(command)
+    return wrk.run(command)
+
+
+def _local(command: LoadCommand, options: Options) -> bool:
+    """Whether the load ran here, so that its CPU was measured (not wrk in a container)."""
+    return isinstance(command, openloop.OpenLoopCommand) or options.wrk_runner is WrkRunner.local
 
 
 def _integrity(config: ServerConfig, cell: Cell, url: str, runs: Sequence[WrkResult]) -> Integrity:
@@ -198,17 +223,17 @@ def run_target_cell(
     )
     if problem := verify_users(target.url, None):
         return replace(base, verdict=Verdict.failed_verification, note=problem)
-    command = _wrk_command(cell, target.url, options)
+    command = _load_command(cell, target.url, options)
     try:
         with Sampler(target.url) as sampler:
             if options.warmup_s > 0 and cell.onset is not Onset.cold:
-                wrk.run(replace(command, duration_s=options.warmup_s))
+                _generate(replace(command, duration_s=options.warmup_s))
             waited = sampler.wait_empty(EMPTY_WAIT_S)
             sampler.mark_measured()
-            measured = wrk.run(command)
+            measured = _generate(command)
     except wrk.LoadFailed as exc:
         return replace(base, verdict=Verdict.load_failed, note=str(exc))
-    local = options.wrk_runner is WrkRunner.local
+    local = _local(command, options)
     occupancy = sampler.timeline()
     judgement = judge(measured.result, best_lower_ok_rps, occupancy=occupancy)
     dump = None
@@ -440,24 +465,24 @@ def _load(
 ) -> Load:
     """Warm up (for `warmup_s`), wait (at least `least_s`) until no request is in flight in any
     process, then measure `cell` for its duration, sampling every process from the start."""
-    command = _wrk_command(cell, server.url(""), options)
+    command = _load_command(cell, server.url(""), options)
     with Sampler(
         server.url(""), enabled=config.occupancy, registry=registry, processes=config.workers
     ) as sampler:
         # From the warm-up's start: a freeze often begins there.
-        warm = wrk.run(replace(command, duration_s=warmup_s)) if warmup_s > 0 else None
+        warm = _generate(replace(command, duration_s=warmup_s)) if warmup_s > 0 else None
         waited = sampler.wait_empty(EMPTY_WAIT_S, least_s)
         log_at_open = read_log(log) if log is not None else None
         sampler.mark_measured()
         server0, pg0 = server.cpu_seconds(), tree_cpu_seconds(db_pid) if db_pid else None
         relay0 = relay.cpu_seconds() if relay else None
-        measured = wrk.run(command)
+        measured = _generate(command)
     server1, pg1 = server.cpu_seconds(), tree_cpu_seconds(db_pid) if db_pid else None
     relay1 = relay.cpu_seconds() if relay else None
     cpu = Cpu(
         server_s=round(server1 - server0, 2),
         postgres_s=round(pg1 - pg0, 2) if pg0 is not None and pg1 else None,
-        wrk_s=round(measured.cpu_s, 2) if options.wrk_runner is WrkRunner.local else None,
+        wrk_s=round(measured.cpu_s, 2) if _local(command, options) else None,
         relay_s=round(relay1 - relay0, 2) if relay0 is not None and relay1 is not None else None,
     )
     return Load(warm, measured, sampler.timeline(), waited, cpu, log_at_open)

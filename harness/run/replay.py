@@ -60,9 +60,14 @@ def replay(cell: Cell, options: Options) -> Replay | None:
         settings |= {"TARGET": cell.target, "MODES": cell.mode}
     # A cold probe met its load on a fresh server without a warm-up.
     warmup = 0.0 if cell.onset is Onset.cold else options.warmup_s
+    load: dict[str, object] = (
+        {"CONNECTIONS": cell.connections}
+        if cell.rate is None
+        else {"LOAD": "open", "RATE": f"{cell.rate:g}", "OPEN_CONNECTIONS": cell.connections}
+    )
     settings |= {
         "WORKLOAD": cell.workload,
-        "CONNECTIONS": cell.connections,
+        **load,
         "REPEATS": 1,
         "DURATION": _seconds(cell.duration_s),
         "WARMUP": _seconds(warmup),

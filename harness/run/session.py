@@ -17,8 +17,9 @@ from typing import Any
 from harness.domain.axes import Stack, WrkRunner
 from harness.domain.cell import Cell, ServerConfig
 from harness.domain.errors import HarnessError, UsageError
+from harness.domain.result import generator_cost
 from harness.domain.rules import connections_needed
-from harness.infra import pg_binaries, postgres, relay, stacks, wrk
+from harness.infra import openloop, pg_binaries, postgres, relay, stacks, wrk
 from harness.infra.environment import git_commit, machine, now_iso
 from harness.infra.process import (
     cpu_split,
@@ -229,6 +230,7 @@ def session(
             run.update_session(
                 database=_database_entry(db),
                 wrk_version=wrk.version(options.wrk_runner, options.wrk_image),
+                **({"open_loop": openloop.identity()} if _open(cells) else {}),
             )
             s = Session(
                 run, options, db, log_dir, listener, 0, 0, db_stack, configs, extra_connections
@@ -256,8 +258,17 @@ def _database_entry(db: postgres.Database | None) -> dict[str, Any] | None:
     return {"managed": db.managed, **binaries, **postgres.server_settings(db.url)}
 
 
+def _open(cells: Sequence[Cell]) -> bool:
+    return any(c.rate is not None for c in cells)
+
+
 def _close(run: RunDir, outcome: str, s: Session | None) -> None:
     # A full or lost OUT must not hide why the run stopped: the records are what count.
     with suppress(OSError, HarnessError):
         run.update_session(finished_at=now_iso(), outcome=outcome, measured=s.measured if s else 0)
+        if cost := generator_cost(run.records()):
+            # Its CPU shares the machine with the server and PostgreSQL: a reader must know it.
+            per_1000, measured = cost
+            entry = {**openloop.identity(), "cpu_s_per_1000": per_1000, "records": measured}
+            run.update_session(open_loop=entry)
         run.update_metadata(complete=outcome == "complete")

@@ -4,8 +4,9 @@ Files on disk are never rewritten here: an older run is upgraded in memory when 
 its metadata is written in the current format only when a new invocation (a resume) adds its own
 provenance entry to it, or `python -m harness migrate` writes the upgraded run back whole.
 
-Formats 4 and 5 only added fields (a cell's onset, a record's window and ramp; wrk's latency
-histograms): a format-3 or 4 record reads as it is, its onset `fresh`, with no histograms.
+Formats 4 to 6 only added fields (a cell's onset, a record's window and ramp; wrk's latency
+histograms; an open loop's rate and schedule): a format-3, 4 or 5 record reads as it is, its
+onset `fresh`, its load wrk's, with no histograms where it kept none.
 Format 3 judges a record from every process's samples: the records of formats 1 and 2 are
 judged again from the samples they stored (harness/domain/rules.py, `by_evidence`), starting
 from the verdict the throughput rule gave them when they were measured.
@@ -22,7 +23,7 @@ from harness.domain.plan import MAP_VARIANTS
 from harness.domain.result import FORMAT
 from harness.domain.rules import Judgement, Rule, by_evidence
 
-READABLE = (1, 2, 3, 4, FORMAT)
+READABLE = (1, 2, 3, 4, 5, FORMAT)
 # What the throughput rule could say of a measurement; any other verdict was its lifecycle's.
 MEASURED = (Verdict.ok, Verdict.errors, Verdict.collapsed)
 # What a format-1 run kept at the top level of its metadata, one invocation's worth (a resume
@@ -62,7 +63,7 @@ def record(data: dict[str, Any], what: str) -> dict[str, Any]:
     found = check_format(data.get("format", 1), what)
     if found == FORMAT:
         return data
-    if found in (3, 4):  # formats 4 and 5 added fields; their absence is what the harness kept
+    if found in (3, 4, 5):  # formats 4 to 6 added fields; their absence is what the harness kept
         return {**data, "format": FORMAT}
     if found == 1:
         data = {**data, "cell": cell_v1(data["cell"])}
@@ -88,7 +89,7 @@ def metadata(data: dict[str, Any], what: str) -> dict[str, Any]:
     found = check_format(data.get("format"), what)
     if found == FORMAT:
         return data
-    if found in (2, 3, 4):  # the records changed, not the metadata
+    if found in (2, 3, 4, 5):  # the records changed, not the metadata
         return {**data, "format": FORMAT}
     kind = data.get("kind", "run")
     if data.get("complete"):

@@ -1,0 +1,1 @@
+"""Load generators the harness runs as programs of their own, like wrk."""

@@ -1,0 +1,206 @@
+"""The open loop: requests due at a fixed rate whatever the server does, latency from due."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.cli.main import main
+from harness.domain.axes import Load, Mode, Verdict, Workload
+from harness.domain.cell import Cell, Target
+from harness.domain.errors import UsageError
+from harness.domain.latency import Kind
+from harness.domain.parse import parse_rates
+from harness.domain.plan import loads, schedule, target_cells
+from harness.domain.result import CellResult, Cpu, WrkResult, generator_cost
+from harness.infra import openloop, wrk
+from harness.infra.histogram import Distribution, distribution
+from harness.infra.process import free_port
+from harness.store.rundir import RunDir
+from loadgen import targets
+from tests.cli import ROOT, harness
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_a_recorded_run_against_the_stalling_server_reads_as_wrk_figures() -> None:
+    """tests/fixtures/openloop-stalling.json: 100 req/s for 2.5 s, one whole 1 s stall."""
+    result = openloop.parse((FIXTURES / "openloop-stalling.json").read_text())
+    s = result.schedule
+    assert s is not None and s.due == 250 and s.on_time + s.late + s.dropped == s.due
+    assert result.requests == 250 and result.failed == 0 and result.duration_s == 2.5
+    # A user's wait counts from the moment the request was due: 40% of them were due in the
+    # stall and waited up to a second, so the p90 is most of a second.
+    assert 600 < result.p90_ms < 1000 and result.p50_ms < 20
+    from_due, from_sent = (distribution(result, k) for k in (Kind.corrected, Kind.measured))
+    assert from_due is not None and from_sent is not None
+    assert from_due.count == from_sent.count == 250
+    assert 0.3 < from_due.above(100) / 250 < 0.5
+
+
+def test_an_open_cell_is_its_rate_and_reads_back() -> None:
+    cell = Cell(Target("http://127.0.0.1:8000"), Mode.async_, Workload.list, 500, 2.0, rate=300)
+    assert (cell.load, cell.level, cell.level_text) == (Load.open, 300, "300 req/s")
+    assert cell.id.endswith("-c500-open300") and "open loop, at most 500" in cell.variant
+    assert Cell.from_json(json.loads(json.dumps(cell.to_json()))) == cell
+    closed = Cell(Target("http://127.0.0.1:8000"), Mode.async_, Workload.list, 500, 2.0)
+    assert closed.load is Load.closed and closed.variant != cell.variant
+    assert "open" not in closed.id  # a closed cell's id is what it always was
+
+
+def test_loads_put_wrk_levels_first_and_a_run_of_both_keeps_them_apart() -> None:
+    both = loads([Load.closed, Load.open], [4, 8], [100, 300], 1000)
+    assert both == [(4, None), (8, None), (1000, 100), (1000, 300)]
+    cells = target_cells("http://127.0.0.1:1", Mode.sync, (Workload.list,), (4,), 1.0, both)
+    order = [c.level_key for c, _ in schedule(cells, 1, 0)]
+    assert order == [(False, 4), (False, 8), (True, 100), (True, 300)]
+
+
+def test_rates_are_positive_numbers() -> None:
+    assert parse_rates("300,100,100,2.5") == [2.5, 100, 300]
+    for bad in ("0", "-1", "fast", "nan", "1e9"):
+        with pytest.raises(UsageError, match="RATE"):
+            parse_rates(bad)
+
+
+def test_rate_without_the_open_loop_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--rate", "100", "--dry-run"]) == 2
+    assert "RATE: only with LOAD=open" in capsys.readouterr().err
+    assert main(["run", "--load", "ajar", "--dry-run"]) == 2
+    assert "closed, open" in capsys.readouterr().err
+
+
+def test_the_generator_cost_is_the_median_per_thousand_due() -> None:
+    fixture = openloop.parse((FIXTURES / "openloop-stalling.json").read_text())
+    cell = Cell(Target("http://127.0.0.1:1"), Mode.sync, Workload.list, 10, 2.5, rate=100)
+
+    def record(cpu: float | None) -> CellResult:
+        return CellResult(cell, Verdict.ok, wrk=fixture, cpu=Cpu(None, None, cpu))
+
+    assert generator_cost([record(0.1), record(0.2), record(None)]) == (0.6, 2)
+    closed = WrkResult(1, 1.0, 1, *[1.0] * 6, 0, 0, 0, 0, 0)
+    assert generator_cost([CellResult(cell, Verdict.ok, wrk=closed, cpu=Cpu(1, 1, 1))]) is None
+
+
+# --- against real servers ----------------------------------------------------------------------
+
+
+def _listening(port: int, deadline_s: float = 10.0) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listened on {port}")
+
+
+@pytest.fixture
+def stalling() -> Iterator[str]:
+    """uvicorn serving loadgen.targets:stalling (fresh: its first stall is 1.5 s after its
+    first request)."""
+    port = free_port()
+    argv = [sys.executable, "-m", "uvicorn", "loadgen.targets:stalling", "--port", str(port)]
+    proc = subprocess.Popen(
+        [*argv, "--host", "127.0.0.1", "--lifespan", "off", "--log-level", "warning"], cwd=ROOT
+    )
+    try:
+        _listening(port)
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.integration
+def test_the_open_loop_sees_the_stall_that_a_closed_loop_hides(stalling: str) -> None:
+    """A server that blocks 1 s every 2.5 s: in 2.5 s at 200 req/s, 40% of the requests are due
+    while it is blocked. The open loop sends them all the same and counts their wait."""
+    assert targets.EVERY_S == 2.5 and targets.STALL_S == 1.0
+    command = openloop.OpenLoopCommand(stalling, 200, 1000, targets.EVERY_S, 5.0)
+    done = openloop.run(command)
+    result, s = done.result, done.result.schedule
+    assert s is not None
+    assert s.on_time + s.late + s.dropped == s.due == 500  # the rate times the duration
+    assert s.dropped == 0 and result.requests == 500 and result.failed == 0
+    assert 500 < result.p90_ms < 1100, result  # several hundred milliseconds
+    from_due = distribution(result, Kind.corrected)
+    assert from_due is not None and 0.3 < from_due.above(50) / 500 < 0.5
+    assert s.peak_in_flight >= 150  # a connection each for the requests that waited
+    assert done.cpu_s > 0
+
+
+@pytest.mark.integration
+def test_wrk_on_the_same_stall_reports_most_requests_fast(stalling: str) -> None:
+    """The contrast: wrk's 10 connections each wait out the stall once and send nothing
+    meanwhile, so its measured p90 stays a few milliseconds."""
+    command = wrk.WrkCommand(stalling, 10, 3, 2, 5.0)  # wrk takes whole seconds
+    result = wrk.run(command).result
+    measured = distribution(result, Kind.measured)
+    assert measured is not None and measured.percentile_ms(90) < 50
+    assert measured.above(500) <= 10
+
+
+@pytest.mark.integration
+def test_refused_connections_and_silent_servers_count_as_failures() -> None:
+    closed_port = free_port()
+    refused = openloop.run(
+        openloop.OpenLoopCommand(f"http://127.0.0.1:{closed_port}/", 50, 10, 1.0, 1.0)
+    ).result
+    assert refused.schedule is not None and refused.schedule.due == 50
+    assert refused.connect_errors == 50 and refused.requests == 0 and refused.failed == 50
+    with socket.socket() as silent:  # accepts (the kernel does) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(100)
+        port = silent.getsockname()[1]
+        late = openloop.run(
+            openloop.OpenLoopCommand(f"http://127.0.0.1:{port}/", 20, 1000, 1.0, 0.5)
+        ).result
+    assert late.timeouts == 20 and late.requests == 0
+    assert Distribution.decode(late.histograms.corrected).count == 0  # type: ignore[union-attr]
+
+
+@pytest.mark.integration
+def test_an_open_loop_run_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "open"
+    done = harness(
+        "run",
+        "--load",
+        "open",
+        "--rate",
+        "150",
+        "--repeats",
+        "1",
+        "--modes",
+        "async",
+        "--styles",
+        "dependency",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0",
+        "--out",
+        str(out),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "150 req/s due" in done.stderr
+    (record,) = RunDir.open(out).records()
+    assert record.cell.rate == 150 and record.cell.id.endswith("-c1000-open150")
+    s = record.wrk.schedule if record.wrk else None
+    assert s is not None and s.due == 150 and s.on_time + s.late + s.dropped == 150
+    assert record.cpu is not None and record.cpu.wrk_s is not None and record.cpu.wrk_s > 0
+    assert record.replay is not None and "LOAD=open RATE=150 OPEN_CONNECTIONS=1000" in (
+        record.replay.command
+    )
+    meta = json.loads((out / "metadata.json").read_text())
+    generator = meta["provenance"][-1]["open_loop"]
+    assert generator["program"] == "loadgen/openloop.py" and generator["cpu_s_per_1000"] > 0
+    summary = (out / "summary.md").read_text()
+    assert "open loop, at most 1000 connections)" in summary
+    assert "| req/s due |" in summary and "sent late / dropped" in summary
+    assert "- Open loop: loadgen/openloop.py (" in summary and "CPU-s per 1,000" in summary
