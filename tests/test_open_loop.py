@@ -1,7 +1,9 @@
 """The open loop: requests due at a fixed rate whatever the server does, latency from due."""
 
 import json
+import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -21,6 +23,8 @@ from harness.domain.result import CellResult, Cpu, WrkResult, generator_cost
 from harness.infra import openloop, wrk
 from harness.infra.histogram import Distribution, distribution
 from harness.infra.process import free_port
+from harness.report import reference, summary
+from harness.report.generators import page as generators_page
 from harness.store.rundir import RunDir
 from loadgen import targets
 from tests.cli import ROOT, harness
@@ -204,3 +208,50 @@ def test_an_open_loop_run_end_to_end(tmp_path: Path) -> None:
     assert "open loop, at most 1000 connections)" in summary
     assert "| req/s due |" in summary and "sent late / dropped" in summary
     assert "- Open loop: loadgen/openloop.py (" in summary and "CPU-s per 1,000" in summary
+
+
+# --- reports -----------------------------------------------------------------------------------
+
+
+def test_the_committed_generators_page_is_what_its_records_give() -> None:
+    found = ROOT / "results" / "reference" / "generators"
+    data = json.loads((found / "records.json").read_text())
+    assert generators_page(data, "make generators") == (found / "README.md").read_text()
+    # What the README says of them: the open loop sent everything due into the stalling
+    # server, the closed loops 61-81% of it; k6 held it too, at a higher CPU cost.
+    stall = {r["generator"]: r["held"] for r in data["records"] if r.get("stalling")}
+    assert stall["openloop"] == 1.0 and stall["k6"] >= 0.99
+    assert max(stall[g] for g in ("hey", "h2load", "wrk+lua")) <= 0.81
+    cost = {
+        g: statistics.median(r["cpu_s_per_1000"] for r in data["records"] if r["generator"] == g)
+        for g in stall
+    }
+    assert cost["k6"] > 2 * cost["openloop"]
+
+
+def test_open_loop_tables_have_a_row_per_rate_and_the_schedule(tmp_path: Path) -> None:
+    """tests/fixtures/run-open: sync and async dependency at 100 and 300 req/s, 2 rounds."""
+    run = RunDir.open(FIXTURES / "run-open")
+    records = run.records()
+    assert {r.cell.rate for r in records} == {100, 300} and len(records) == 8
+    table = summary.seed_tables(records)
+    lines = [line for line in table.splitlines() if line.startswith("|")]
+    assert lines[0].startswith("| req/s due | sync psycopg2 dependency req/s (median) |")
+    assert "p99 ms from sent / from due (responses above)" in lines[0]
+    assert "sent late / dropped" in lines[0]
+    assert [line.split("|")[1].strip() for line in lines[2:]] == ["100", "300"]
+    assert " of 200 |" in lines[2] and " of 600 |" in lines[3]  # two rounds' due
+    assert "charts/percentiles-uvicorn-list-r10-open.png" in table
+    head = summary.header(run.metadata(), records, "run-open")
+    assert "- Open loop: loadgen/openloop.py (sha256 " in head and "CPU-s per 1,000" in head
+    root = tmp_path / "reference"
+    shutil.copytree(FIXTURES / "run-open", root / "bench-open")
+    shutil.copytree(ROOT / "results" / "reference" / "generators", root / "generators")
+    page = tmp_path / "README.md"
+    reference.write(root, page)
+    text = page.read_text()
+    assert "## Open loop: latency at a fixed arrival rate" in text
+    assert "| 300 | uvicorn/async/asyncpg/dependency/" in text
+    assert "## Which generator drives the open loop ([page](reference/generators/README.md))" in (
+        text
+    )

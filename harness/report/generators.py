@@ -18,10 +18,10 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def page(data: dict[str, Any], command: str) -> str:
+def table(data: dict[str, Any]) -> str:
+    """Each generator's row: how it keeps the rate, each rate's figures, the stall."""
     records = data["records"]
     params = data["parameters"]
-    m, git = data["machine"], data["git"]
     names = list(data["versions"])
     rates = params["rates"]
     head = ["generator", "keeps the rate by", "latency from due"]
@@ -45,6 +45,35 @@ def page(data: dict[str, Any], command: str) -> str:
             ", ".join(f"{r['arrived']} ({r['held']:.0%})" for r in stalled) if stalled else "-"
         )
         rows.append(row)
+    return md_table(head, rows, ["---"] * 3 + ["---:"] * (len(head) - 3))
+
+
+EXPLAINED = (
+    "Each generator was asked for each rate of `GET /` on an app that answers at once "
+    "(loadgen/targets.py `minimal`, one uvicorn process on the same 2 CPUs). **held**: the "
+    "requests that reached the server over those due (rate × duration); **CV**: how unevenly "
+    "they arrived, per {bin:g} s bin (0: perfectly even); **CPU**: the generator's own CPU "
+    "seconds (start-up included) per 1,000 requests that arrived. Medians over the rounds. "
+    "**stall**: one run at {rate:g}/s for {duration:g} s against `stalling`, which blocks for "
+    "{stall:g} s every {every:g} s: an open loop sends what falls due meanwhile, a closed one "
+    "waits."
+)
+
+
+def explained(data: dict[str, Any]) -> str:
+    params, stall = data["parameters"], data["parameters"]["stall"]
+    return EXPLAINED.format(
+        bin=params["bin_s"],
+        rate=stall["rate"],
+        duration=stall["duration_s"],
+        stall=stall["stall_s"],
+        every=stall["every_s"],
+    )
+
+
+def page(data: dict[str, Any], command: str) -> str:
+    params = data["parameters"]
+    m, git = data["machine"], data["git"]
     versions = "\n".join(f"- {name}: {v}" for name, v in data["versions"].items())
     return "\n".join(
         [
@@ -57,17 +86,9 @@ def page(data: dict[str, Any], command: str) -> str:
             f"- Regenerate: `{command}` ({params['rounds']} rounds of every generator at every "
             f"rate, {params['duration_s']:g} s each, in a shuffled order; seed {params['seed']}).",
             "",
-            "Each generator was asked for each rate of `GET /` on an app that answers at once "
-            "(loadgen/targets.py `minimal`, one uvicorn process on the same 2 CPUs). **held**: "
-            "the requests that reached the server over those due (rate × duration); **CV**: how "
-            f"unevenly they arrived, per {params['bin_s']:g} s bin (0: perfectly even); **CPU**: "
-            "the generator's own CPU seconds (start-up included) per 1,000 requests that "
-            "arrived. Medians over the rounds. **stall**: one run at "
-            f"{stall['rate']:g}/s for {stall['duration_s']:g} s against `stalling`, which "
-            f"blocks for {stall['stall_s']:g} s every {stall['every_s']:g} s: an open loop "
-            "sends what falls due meanwhile, a closed one waits.",
+            explained(data),
             "",
-            md_table(head, rows, ["---"] * 3 + ["---:"] * (len(head) - 3)),
+            table(data),
             "",
             "Versions:",
             "",

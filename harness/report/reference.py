@@ -12,6 +12,7 @@ Regenerating from the same run files reproduces the page exactly.
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -22,7 +23,7 @@ from harness.domain.axes import FROZEN, Layer, Mode, ServerName, SessionStyle, V
 from harness.domain.cell import Cell
 from harness.domain.latency import MIN_TAIL, Kind
 from harness.domain.plan import MapLine, MapPlan
-from harness.domain.result import CellResult
+from harness.domain.result import CellResult, generator_cost
 from harness.domain.rules import agreement, queue_model
 from harness.domain.search import Threshold
 from harness.infra.histogram import measured_ms
@@ -33,6 +34,7 @@ from harness.report import (
     decision,
     evidence,
     files,
+    generators,
     layers,
     map_summary,
     summary,
@@ -752,6 +754,84 @@ def latency_section(root: Path, base: Path) -> list[str]:
     ]
 
 
+def open_loop_section(root: Path, base: Path) -> list[str]:
+    """The open-loop bench (`bench-open`): each cell's latency from due and from sent, rounds
+    merged, and how the generator kept its schedule; then the generators' comparison."""
+    out: list[str] = []
+    path = root / "bench-open"
+    if (path / "metadata.json").is_file():
+        run = RunDir.open(path)
+        cells = [c for c in by_cell(run.records()) if c.cell.rate is not None]
+        rows = []
+        for c in sorted(cells, key=lambda c: (c.cell.level, c.cell.variant)):
+            due, sent = c.distribution(Kind.corrected), c.distribution(Kind.measured)
+            kept = [r.wrk.schedule for r in c.records if r.wrk and r.wrk.schedule]
+            late, dropped = sum(s.late for s in kept), sum(s.dropped for s in kept)
+            figures = (
+                [
+                    *(f"{due.percentile_ms(p):,.1f}" for p in (50, 90, 99)),
+                    f"{sent.percentile_ms(99):,.1f}",
+                ]
+                if due and sent and due.count
+                else ["-"] * 4
+            )
+            rows.append(
+                [
+                    f"{c.cell.level:g}",
+                    c.cell.variant,
+                    str(c.n),
+                    f"{c.median_rps:,.1f}" if c.median_rps is not None else "-",
+                    *figures,
+                    f"{late:,} / {dropped:,} of {sum(s.due for s in kept):,}",
+                    c.verdict,
+                ]
+            )
+        cost = generator_cost(run.records())
+        used = (
+            f" The generator used {cost[0]:g} CPU-s per 1,000 requests due (median)."
+            if cost
+            else ""
+        )
+        out += [
+            "## Open loop: latency at a fixed arrival rate",
+            "",
+            f"[`{path.name}`]({_rel(path, base)}/summary.md): requests due at each rate whatever "
+            "the server did (README.md, Open loop), every cell's rounds merged. *From due* is "
+            "what a user waited; *from sent* leaves out the wait for a connection." + used,
+            "",
+            md_table(
+                [
+                    "req/s due",
+                    "variant",
+                    "rounds",
+                    "successful req/s (median)",
+                    "p50 ms from due",
+                    "p90 ms from due",
+                    "p99 ms from due",
+                    "p99 ms from sent",
+                    "sent late / dropped",
+                    "verdict",
+                ],
+                rows,
+                ["---:", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---"],
+            ),
+            "",
+        ]
+    found = root / "generators" / "records.json"
+    if found.is_file():
+        data = json.loads(found.read_text())
+        sha, where = data["git"].get("sha", "?")[:12], _rel(found.parent, base)
+        out += [
+            f"## Which generator drives the open loop ([page]({where}/README.md))",
+            "",
+            f"`make generators`, at git {sha}. " + generators.explained(data),
+            "",
+            generators.table(data),
+            "",
+        ]
+    return out
+
+
 def rejudged_section(root: Path, base: Path) -> list[str]:
     """What `python -m harness migrate` changed in each run, read from the runs' provenance."""
     said = []
@@ -811,6 +891,7 @@ def readme(root: Path, page: Path) -> str:
         *rejudged_section(root, base),
         *repro_section(root, base),
         *latency_section(root, base),
+        *open_loop_section(root, base),
         "## Findings",
         "",
     ]
