@@ -1,11 +1,12 @@
 """An open-loop HTTP/1.1 load generator: request i is due at start + i / rate, whatever the
 server does, and its latency counts from that moment.
 
-A due request goes out on an idle keep-alive connection, or on a new one while fewer than
---connections are open; past that it waits for a connection to free and is sent late, or is
-dropped once it has waited --timeout (it would have timed out anyway) or the run has ended.
-Every due request is thus sent on time, sent late or dropped; every sent one is answered
-(2xx or another status), fails (connect or read error) or times out. The result is one JSON
+Due requests wait in one queue, oldest first. One goes out (its write on an idle keep-alive
+connection, or the opening of a new one while fewer than --connections are open) at its due
+moment if it can; otherwise it is sent late when a connection frees, or dropped once it has
+waited --timeout (it would have timed out anyway). Every due request is thus sent on time,
+sent late or dropped; every sent one is answered (2xx or another status), fails (connect or
+read error) or times out (--timeout after its write, or to connect). The result is one JSON
 object on stdout, with the latency histograms HdrHistogram-encoded (µs, 3 significant digits).
 """
 
@@ -93,36 +94,51 @@ class Run:
         self.scheduled_all = False
 
     # -- sending -----------------------------------------------------------------------------
-    def dispatch(self, due: float) -> None:
-        if self.idle:
-            self.send(self.idle.pop(), due)
-        elif len(self.busy) + len(self.idle) + self.connecting < self.limit:
-            self.connecting += 1
-            self.loop.create_task(self.connect(due))
-        else:
-            self.backlog.append(due)
+    def pump(self) -> None:
+        """Start the waiting requests, oldest first, while a connection is idle or may be
+        opened; drop those that have waited the timeout. Called whenever that may change."""
+        now = now_s()
+        while self.backlog and now - self.backlog[0] > self.timeout:
+            self.backlog.popleft()
+            self.dropped += 1
+        while self.backlog:
+            if self.idle:
+                due = self.backlog.popleft()
+                self.count_sent(due, now)
+                self.send(self.idle.pop(), due)
+            elif len(self.busy) + len(self.idle) + self.connecting < self.limit:
+                due = self.backlog.popleft()
+                self.count_sent(due, now)  # sent: its connection is being opened
+                self.connecting += 1
+                self.loop.create_task(self.connect(due))
+            else:
+                break
+            now = now_s()
+        self.check_done()
 
     async def connect(self, due: float) -> None:
         try:
-            _, conn = await self.loop.create_connection(
-                lambda: Connection(self), self.host, self.port
+            _, conn = await asyncio.wait_for(
+                self.loop.create_connection(lambda: Connection(self), self.host, self.port),
+                self.timeout,
             )
-        except OSError:
+        except (OSError, TimeoutError):
             self.connecting -= 1
-            self.count_sent(due, now_s())
             self.errors["connect"] += 1
-            self.check_done()
+            self.pump()
             return
         self.connecting -= 1
         self.opened += 1
+        if conn.transport is None or conn.transport.is_closing():  # lost before it was used
+            self.errors["read"] += 1
+            self.pump()
+            return
         self.send(conn, due)
 
     def send(self, conn: Connection, due: float) -> None:
-        now = now_s()
-        self.count_sent(due, now)
         self.busy.add(conn)
         self.peak_in_flight = max(self.peak_in_flight, len(self.busy))
-        conn.send(due, now)
+        conn.send(due, now_s())
 
     def count_sent(self, due: float, now: float) -> None:
         lag = now - due
@@ -131,18 +147,6 @@ class Run:
         else:
             self.on_time += 1
         self.lag.record_value(max(1, min(MAX_US, round(lag * 1e6))))
-
-    def free(self, conn: Connection) -> None:
-        """A connection done with its request takes the oldest waiting one, if any."""
-        now = now_s()
-        while self.backlog and now - self.backlog[0] > self.timeout:
-            self.backlog.popleft()
-            self.dropped += 1
-        if self.backlog:
-            self.send(conn, self.backlog.popleft())
-        else:
-            self.idle.append(conn)
-        self.check_done()
 
     # -- answers -----------------------------------------------------------------------------
     def answered(self, conn: Connection, status: int) -> None:
@@ -155,11 +159,10 @@ class Run:
         self.from_send.record_value(max(1, min(MAX_US, round((now - conn.sent) * 1e6))))
         conn.parser = httptools.HttpResponseParser(conn)
         if conn.keep_alive:
-            self.free(conn)
-        else:
-            assert conn.transport is not None
+            self.idle.append(conn)
+        elif conn.transport is not None:
             conn.transport.close()
-            self.check_done()
+        self.pump()
 
     def failed(self, conn: Connection, kind: str) -> None:
         if conn in self.busy:
@@ -167,7 +170,7 @@ class Run:
             self.errors[kind] += 1
         if conn.transport is not None:
             conn.transport.abort()
-        self.check_done()
+        self.pump()
 
     def lost(self, conn: Connection) -> None:
         if conn in self.busy:
@@ -175,7 +178,7 @@ class Run:
             self.errors["read"] += 1
         if conn in self.idle:
             self.idle.remove(conn)
-        self.check_done()
+        self.pump()
 
     async def sweep(self) -> None:
         while not self.done.is_set():
@@ -183,11 +186,10 @@ class Run:
             now = now_s()
             for conn in [c for c in self.busy if now - c.sent > self.timeout]:
                 self.failed(conn, "timeout")
+            self.pump()  # drops, on time, what waited too long
 
     def check_done(self) -> None:
-        if self.scheduled_all and not self.busy and not self.connecting:
-            self.dropped += len(self.backlog)
-            self.backlog.clear()
+        if self.scheduled_all and not (self.busy or self.connecting or self.backlog):
             self.done.set()
 
     # -- the schedule ------------------------------------------------------------------------
@@ -198,13 +200,14 @@ class Run:
         while i < self.due_count:
             now = now_s()
             while i < self.due_count and start + i * period <= now:
-                self.dispatch(start + i * period)
+                self.backlog.append(start + i * period)  # behind any still waiting
                 i += 1
+            self.pump()
             if i < self.due_count:
                 # timers fire in whole milliseconds: a shorter sleep would spin
                 await asyncio.sleep(max(0.001, start + i * period - now_s()))
         self.scheduled_all = True
-        self.check_done()
+        self.pump()
 
     async def main(self) -> dict[str, Any]:
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -250,6 +253,14 @@ def main(argv: list[str] | None = None) -> int:
     # on time; its latency counts from the moment it was due all the same.
     p.add_argument("--tolerance", type=float, default=2.0, help="ms after due still on time")
     args = p.parse_args(argv)
+    # A socket per connection: a soft limit of 1,024 descriptors would end the run early.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < args.connections + 64:
+        wanted = args.connections + 64
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE,
+            (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard),
+        )
 
     async def go() -> dict[str, Any]:
         return await Run(args).main()

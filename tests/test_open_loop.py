@@ -3,11 +3,14 @@
 import json
 import shutil
 import socket
+import socketserver
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,7 @@ from harness.domain.latency import Kind
 from harness.domain.parse import parse_rates
 from harness.domain.plan import loads, schedule, target_cells
 from harness.domain.result import CellResult, Cpu, WrkResult, generator_cost
+from harness.domain.rules import by_throughput
 from harness.infra import openloop, wrk
 from harness.infra.histogram import Distribution, distribution
 from harness.infra.process import free_port
@@ -132,9 +136,11 @@ def test_the_open_loop_sees_the_stall_that_a_closed_loop_hides(stalling: str) ->
     assert s is not None
     assert s.on_time + s.late + s.dropped == s.due == 500  # the rate times the duration
     assert s.dropped == 0 and result.requests == 500 and result.failed == 0
-    assert 500 < result.p90_ms < 1100, result  # several hundred milliseconds
-    from_due = distribution(result, Kind.corrected)
+    assert 500 < result.p90_ms < 1100, result  # several hundred milliseconds, from due
+    from_due, from_sent = (distribution(result, k) for k in (Kind.corrected, Kind.measured))
     assert from_due is not None and 0.3 < from_due.above(50) / 500 < 0.5
+    # Sent on time (a new connection each), they also waited out the stall once sent.
+    assert from_sent is not None and 500 < from_sent.percentile_ms(90) < 1100
     assert s.peak_in_flight >= 150  # a connection each for the requests that waited
     assert done.cpu_s > 0
 
@@ -167,6 +173,42 @@ def test_refused_connections_and_silent_servers_count_as_failures() -> None:
         ).result
     assert late.timeouts == 20 and late.requests == 0
     assert Distribution.decode(late.histograms.corrected).count == 0  # type: ignore[union-attr]
+
+
+class _Closing(socketserver.BaseRequestHandler):
+    """Answers one request per connection, then closes it (Connection: close)."""
+
+    def handle(self) -> None:
+        if self.request.recv(4096):
+            self.request.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+            )
+
+
+@pytest.mark.integration
+def test_requests_waiting_for_a_connection_take_the_next_one_free() -> None:
+    """Two connections at most, each closed after one answer: every due request still goes
+    out, in order, on the next connection opened; none is dropped."""
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Closing) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        port = server.server_address[1]
+        command = openloop.OpenLoopCommand(f"http://127.0.0.1:{port}/", 200, 2, 1.0, 2.0)
+        result = openloop.run(command).result
+        server.shutdown()
+    s = result.schedule
+    assert s is not None and (s.due, s.dropped) == (200, 0)
+    assert result.requests == 200 and result.failed == 0 and s.connections_opened == 200
+
+
+def test_an_open_loop_counts_each_failure_once_and_a_drop_is_an_error() -> None:
+    result = openloop.parse((FIXTURES / "openloop-stalling.json").read_text())
+    assert result.schedule is not None
+    broken = replace(result, status_errors=10, read_errors=10)
+    assert broken.failed == 20  # wrk's double count of a status error is not the open loop's
+    dropped = replace(result, schedule=replace(result.schedule, dropped=5))
+    judged = by_throughput(dropped, None)
+    assert judged.verdict is Verdict.errors and "5 requests dropped" in judged.reason
+    assert by_throughput(result, None).verdict is Verdict.ok
 
 
 @pytest.mark.integration

@@ -115,8 +115,11 @@ class WrkResult:
 
         wrk counts a response with status >= 400 that also closed the socket twice (as a status
         error and a read error); read errors beyond the status errors are counted once here.
+        The open loop counts each request once: its read errors are all failures.
         """
         socket = self.connect_errors + self.write_errors + self.timeouts
+        if self.schedule is not None:
+            return self.status_errors + socket + self.read_errors
         return self.status_errors + socket + max(self.read_errors - self.status_errors, 0)
 
 

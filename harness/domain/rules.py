@@ -65,8 +65,11 @@ def by_throughput(
             f"{best_lower_ok_rps:.0f} it served at a lower load"
         )
         return Judgement(Verdict.collapsed, Rule.throughput, why)
-    if wrk.failed or server_errors:
+    dropped = wrk.schedule.dropped if wrk.schedule else 0
+    if wrk.failed or server_errors or dropped:
         why = f"{wrk.failed} failed requests, {server_errors} errors in the server's log"
+        if wrk.schedule:  # an open loop's users also go without when their request never left
+            why += f", {dropped} requests dropped (no connection free for the request timeout)"
         return Judgement(Verdict.errors, Rule.throughput, why)
     return Judgement(Verdict.ok, Rule.throughput)
 

@@ -108,8 +108,9 @@ def parse(stdout: str) -> WrkResult:
 
 
 def run(command: OpenLoopCommand, grace_s: float = 15.0) -> WrkRun:
-    """Run the open loop to completion (killed if it overruns by its timeout and `grace_s`)."""
-    limit = command.duration_s + command.timeout_s + grace_s
+    """Run the open loop to completion (killed if it overruns `grace_s` beyond the longest a
+    last request may take: waiting the timeout for a connection, then the timeout answering)."""
+    limit = command.duration_s + 2 * command.timeout_s + grace_s
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         affinity = (lambda: os.sched_setaffinity(0, command.cpus)) if command.cpus else None
         proc = subprocess.Popen(

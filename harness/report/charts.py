@@ -239,7 +239,7 @@ def timeline_chart(path: Path, record: CellResult) -> None:
     )
     low.legend(fontsize=8, loc="upper right")
     c = record.cell
-    fig.suptitle(f"{c.variant}, {c.connections} connections: {record.verdict}", fontsize=9)
+    fig.suptitle(f"{c.variant}, {c.level_text}: {record.verdict}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

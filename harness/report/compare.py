@@ -26,7 +26,7 @@ SAME_OPTIONS = ("warmup_s", "wrk_timeout_s", "wrk_runner")
 SAME_MACHINE = ("cpu_model", "cpu_count")
 
 
-FIELDS = ("target", "workload", "duration_s", *FACTORS, "connections")
+FIELDS = ("target", "workload", "duration_s", *FACTORS, "connections", "rate")
 MUST_MATCH = ("duration_s", "rows")
 LABELS = {
     "name": "server",
@@ -124,13 +124,13 @@ def compare(a: RunDir, b: RunDir) -> Compared:
     if not shared:
         raise UsageError("COMPARE: the runs share no cell (same settings but the one compared)")
     rows, logs, found, regressions, unjudged = [], [], [], [], []
-    for k in sorted(shared, key=lambda k: (cells_a[k].cell.variant, cells_a[k].cell.connections)):
+    for k in sorted(shared, key=lambda k: (cells_a[k].cell.variant, cells_a[k].cell.level_key)):
         ca, cb = cells_a[k], cells_b[k]
         text_a, values_a = _side(ca)
         text_b, values_b = _side(cb)
         ratio = unpaired_ratio(values_a, values_b)
         cell = ca.cell
-        where = f"{cell.variant} at {cell.connections} connections"
+        where = f"{cell.variant} at {cell.level_text}"
         if cb.frozen and not ca.frozen and values_a:
             regressions.append(
                 f"{where}: collapsed in {cb.frozen} of {cb.n} rounds in B, in none in A"
@@ -148,11 +148,12 @@ def compare(a: RunDir, b: RunDir) -> Compared:
                 logs.append(math.log(ratio.value))
             if verdict == "B slower":
                 regressions.append(f"{where}: B / A {ratio.describe()}")
-        rows.append([cell.variant, str(cell.connections), text_a, text_b, shown_ratio, verdict])
+        rows.append([cell.variant, cell.level_short, text_a, text_b, shown_ratio, verdict])
         found.append(
             {
                 "variant": cell.variant,
                 "connections": cell.connections,
+                "rate": cell.rate,
                 "a": _side_json(ca, values_a),
                 "b": _side_json(cb, values_b),
                 "b_over_a": _ratio_json(ratio),

@@ -64,7 +64,7 @@ def _key(cell: Cell, factor: str) -> Any:
 
 
 def signature(cell: Cell) -> tuple[Any, ...]:
-    return (cell.target, cell.workload, cell.load, *(_key(cell, f) for f in FACTORS))
+    return (cell.target, cell.workload, *(_key(cell, f) for f in FACTORS))
 
 
 def _context(a: Cell, b: Cell, factor: str) -> str:
@@ -91,16 +91,17 @@ class Comparison:
 
 
 def comparisons(records: Sequence[CellResult]) -> list[Comparison]:
-    """Every pair of variants in the records that differ in exactly one setting."""
+    """Every pair of variants in the records that differ in exactly one setting, under wrk's
+    closed loop: an open loop's throughput is the rate it was given, not the variant's."""
     variants: dict[tuple[Any, ...], Cell] = {}
-    for r in records:
+    for r in (r for r in records if r.cell.rate is None):
         variants.setdefault(signature(r.cell), r.cell)
     cells = list(variants.values())
     varying = [f for f in FACTORS if len({_key(c, f) for c in cells}) > 1]
     out = []
     for i, x in enumerate(cells):
         for y in cells[i + 1 :]:
-            if (x.target, x.workload, x.load) != (y.target, y.workload, y.load):
+            if (x.target, x.workload) != (y.target, y.workload):
                 continue
             differ = [f for f in FACTORS if _key(x, f) != _key(y, f)]
             if len(differ) != 1:
@@ -114,22 +115,22 @@ def comparisons(records: Sequence[CellResult]) -> list[Comparison]:
     return sorted(out, key=lambda c: (list(FACTORS).index(c.factor), c.label))
 
 
-def _side(records: Sequence[CellResult], cell: Cell, level: float) -> list[CellResult]:
+def _side(records: Sequence[CellResult], cell: Cell, connections: int) -> list[CellResult]:
     return [
         r
         for r in records
         if signature(r.cell) == signature(cell)
-        and r.cell.level_key == (cell.rate is not None, level)
+        and r.cell.rate is None
+        and r.cell.connections == connections
     ]
 
 
 def at_level(
-    comparison: Comparison, records: Sequence[CellResult], level: float
+    comparison: Comparison, records: Sequence[CellResult], connections: int
 ) -> Ratio | str | None:
-    """B/A at one level (connections, or the open loop's rate where the comparison's cells are
-    open), or why there is none (a side collapsed); None if not measured."""
-    a = {r.repeat: r for r in _side(records, comparison.a, level)}
-    b = {r.repeat: r for r in _side(records, comparison.b, level)}
+    """B/A at one level, or why there is none (a side collapsed); None if not measured."""
+    a = {r.repeat: r for r in _side(records, comparison.a, connections)}
+    b = {r.repeat: r for r in _side(records, comparison.b, connections)}
     if not a or not b:
         return None
     collapsed = [
@@ -156,7 +157,7 @@ def json_data(records: Sequence[CellResult]) -> list[dict[str, Any]]:
     out = []
     for comparison in comparisons(records):
         levels = []
-        for level in sorted({r.cell.level for r in records if r.cell.load is comparison.a.load}):
+        for level in sorted({r.cell.connections for r in records if r.cell.rate is None}):
             value = at_level(comparison, records, level)
             if value is None:
                 continue
@@ -164,8 +165,7 @@ def json_data(records: Sequence[CellResult]) -> list[dict[str, Any]]:
             interval = ratio.interval if ratio else None
             levels.append(
                 {
-                    "load": str(comparison.a.load),
-                    "connections" if comparison.a.rate is None else "rate": level,
+                    "connections": level,
                     "b_over_a": ratio.value if ratio else None,
                     "low": interval.low if interval else None,
                     "high": interval.high if interval else None,
@@ -191,19 +191,15 @@ def table(records: Sequence[CellResult]) -> str:
     found = comparisons(records)
     if not found:
         return ""
-    levels = sorted({r.cell.level_key for r in records})
+    levels = sorted({r.cell.connections for r in records if r.cell.rate is None})
     rows = []
     for comparison in found:
         row = [comparison.label]
-        for is_open, level in levels:
-            value = (
-                at_level(comparison, records, level)
-                if is_open == (comparison.a.rate is not None)
-                else None
-            )
+        for level in levels:
+            value = at_level(comparison, records, level)
             row.append(
                 "" if value is None else value if isinstance(value, str) else value.describe()
             )
         rows.append(row)
-    head = ["B / A", *(f"{v:g} req/s" if is_open else f"{v:g} conns" for is_open, v in levels)]
+    head = ["B / A", *(f"{c} conns" for c in levels)]
     return md_table(head, rows, ["---"] * len(head))

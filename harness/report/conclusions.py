@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from harness.domain.axes import Mode, Workload
+from harness.domain.latency import Kind
 from harness.domain.result import CellResult
 from harness.report import comparisons
 from harness.report.stats import CellStats, Ratio, by_cell
@@ -24,11 +25,10 @@ def _mode_comparisons(records: Sequence[CellResult]) -> list[str]:
     for comparison in comparisons.comparisons(records):
         if comparison.factor != "mode" or comparison.a.workload is Workload.health:
             continue
-        faster: dict[str, list[tuple[float, Ratio]]] = {"async": [], "sync": [], "~": []}
+        faster: dict[str, list[tuple[int, Ratio]]] = {"async": [], "sync": [], "~": []}
         unsure, notes = [], []
-        load = comparison.a.load
-        unit = "connections" if comparison.a.rate is None else "req/s"
-        for level in sorted({r.cell.level for r in records if r.cell.load is load}):
+        unit = "connections"
+        for level in sorted({r.cell.connections for r in records if r.cell.rate is None}):
             value = comparisons.at_level(comparison, records, level)
             if value is None:
                 continue
@@ -119,6 +119,34 @@ def _latency(cells: Sequence[CellStats]) -> list[str]:
     return [f"- **Latency** (not part of any verdict): {which} of a second or more: {named}."]
 
 
+def _open_loop(cells: Sequence[CellStats]) -> list[str]:
+    """Each variant's p99 from due at each rate: an open loop's throughput is its rate, so its
+    variants differ in how long their users waited, and in what was never sent."""
+    found = [c for c in cells if c.cell.rate is not None and c.cell.workload is not Workload.health]
+    if not found:
+        return []
+    rates = sorted({c.cell.level for c in found})
+    by_variant: dict[str, list[CellStats]] = {}
+    for c in sorted(found, key=lambda c: c.cell.level):
+        by_variant.setdefault(c.cell.variant, []).append(c)
+    said = []
+    for line in by_variant.values():
+        texts = []
+        for c in line:
+            p99 = c.percentile(99, Kind.corrected)
+            unsent = sum(
+                r.wrk.schedule.late + r.wrk.schedule.dropped
+                for r in c.records
+                if r.wrk and r.wrk.schedule
+            )
+            text = str(c.verdict) if c.frozen else f"{p99.ms:,.1f} ms" if p99 else "-"
+            texts.append(text + (f" ({unsent:,} late or dropped)" if unsent else ""))
+        cell = line[0].cell
+        said.append(f"{cell.mode} `{cell.known('style')}` {' / '.join(texts)}")
+    at = " / ".join(f"{r:g}" for r in rates)
+    return [f"- **Open loop**, p99 from due at {at} req/s: " + "; ".join(said) + "."]
+
+
 def caveats(records: Sequence[CellResult], cells: Sequence[CellStats]) -> list[str]:
     out = []
     if any(c.frozen for c in cells):
@@ -145,7 +173,7 @@ def caveats(records: Sequence[CellResult], cells: Sequence[CellStats]) -> list[s
 def findings(records: Sequence[CellResult]) -> list[str]:
     """The conclusions as markdown bullets: async or sync, where each variant froze, latency."""
     cells = by_cell(records)
-    return [*_mode_comparisons(records), *_freezes(cells), *_latency(cells)]
+    return [*_mode_comparisons(records), *_open_loop(cells), *_freezes(cells), *_latency(cells)]
 
 
 def conclusions(records: Sequence[CellResult]) -> str:

@@ -85,7 +85,7 @@ def freeze_table(records: Sequence[CellResult], charts: str = "charts") -> str:
         rows.append(
             [
                 r.cell.variant,
-                str(r.cell.connections),
+                r.cell.level_short,
                 r.judgement or str(r.verdict),
                 threads + dump,
                 at_end(r.occupancy),
@@ -148,7 +148,7 @@ def cycle_findings(records: Sequence[CellResult]) -> list[str]:
     first = next((s.t_s for s in seconds if _frozen(s)), None)
     c = r.cell
     out = [
-        f"{c.variant} at {c.connections} connections for {c.duration_s:g} s "
+        f"{c.variant} at {c.level_text} for {c.duration_s:g} s "
         f"(pool_timeout {c.known('pool_timeout_s'):g} s): from the warm-up's start to the end "
         f"of the run the server answered {sum(s.ok for s in seconds)} requests successfully "
         f"and {sum(s.errors for s in seconds)} with an error"
@@ -174,7 +174,8 @@ def cycle_findings(records: Sequence[CellResult]) -> list[str]:
         )
     if r.wrk:
         out.append(
-            f"wrk counted {r.wrk.requests} responses in its {r.wrk.duration_s:.0f} s window: "
+            f"{'wrk' if r.wrk.schedule is None else 'The open loop'} counted {r.wrk.requests} "
+            f"responses in its {r.wrk.duration_s:.0f} s window: "
             f"{r.wrk.status_errors} with an error status, {r.wrk.timeouts} after its timeout."
         )
     return out
@@ -184,7 +185,7 @@ def cost_findings(records: Sequence[CellResult]) -> list[str]:
     """What serving and sampling the side channel costs: sampled / not sampled for each pair of
     cells that differ only in OCCUPANCY, with its interval, beside the run-to-run noise."""
     found = [c for c in comparisons.comparisons(records) if c.factor == "occupancy"]
-    levels = sorted({r.cell.connections for r in records})
+    levels = sorted({r.cell.connections for r in records if r.cell.rate is None})
     said, ratios = [], []
     for comparison in found:
         for level in levels:

@@ -48,9 +48,9 @@ def rows(records: Sequence[CellResult], pg: Sequence[PgbenchResult]) -> list[Row
         if c.factor == "layer" and c.a.known("layer") is Layer.driver
     }
     out = []
-    for c in sorted(cells, key=lambda c: (_order(c.cell), c.cell.connections)):
-        if c.cell.workload is Workload.health:
-            continue
+    for c in sorted(cells, key=lambda c: (_order(c.cell), c.cell.level_key)):
+        if c.cell.workload is Workload.health or c.cell.rate is not None:
+            continue  # an open loop's throughput is its rate: nothing to set beside a ceiling
         found = against.get(comparisons.signature(c.cell))
         ratio = comparisons.at_level(found, records, c.cell.connections) if found else None
         level = c.cell.connections

@@ -227,8 +227,8 @@ SCHEDULE_TEXT = (
     "(loadgen/openloop.py): the p99 counts *from sent* (the request went out) and *from due* "
     "(the moment it was due, which is what a user waiting would see); *sent late / dropped* are "
     "the requests that went out more than the tolerance after their moment (no free connection "
-    "under the limit) and those never sent (they waited as long as the request timeout, or the "
-    "run ended), out of all that were due."
+    "under the limit) and those never sent (they waited the request timeout for a connection), "
+    "out of all that were due."
 )
 
 
@@ -292,7 +292,7 @@ def warnings_section(records: Sequence[CellResult]) -> str:
     ]
     if not flagged:
         return ""
-    lines = [f"- {c.cell.variant}, {c.cell.connections} connections: {f}" for c, f in flagged]
+    lines = [f"- {c.cell.variant}, {c.cell.level_text}: {f}" for c, f in flagged]
     return "## Warnings\n\n" + "\n".join(lines) + "\n"
 
 
@@ -495,7 +495,7 @@ def summary(
             {str(r.cell.known("name")) for r in records if r.cell.workload is Workload.health},
             key=lambda s: _rank(list(ServerName), s),
         )
-        levels = sorted({r.cell.connections for r in records})
+        levels = sorted({r.cell.connections for r in records if r.cell.rate is None})
         parts += [
             "## Ceilings\n",
             ceilings.TEXT + "\n",
