@@ -41,7 +41,8 @@ def test_a_recorded_run_against_the_stalling_server_reads_as_wrk_figures() -> No
     result = openloop.parse((FIXTURES / "openloop-stalling.json").read_text())
     s = result.schedule
     assert s is not None and s.due == 250 and s.on_time + s.late + s.dropped == s.due
-    assert result.requests == 250 and result.failed == 0 and result.duration_s == 2.5
+    assert result.requests == 250 and result.failed == 0
+    assert 2.5 < result.duration_s < 2.6  # the schedule, then the last answer
     # A user's wait counts from the moment the request was due: 40% of them were due in the
     # stall and waited up to a second, so the p90 is most of a second.
     assert 600 < result.p90_ms < 1000 and result.p50_ms < 20

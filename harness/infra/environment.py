@@ -23,7 +23,9 @@ def git_commit() -> dict[str, Any]:
         )
         return out.stdout.strip() if out.returncode == 0 else ""
 
-    status = git("status", "--porcelain", "--untracked-files=no")
+    # Whether the code differs from the commit: results/ changes whenever a committed run is
+    # measured again, and is what a run writes, not what it runs.
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
     return {"sha": git("rev-parse", "HEAD") or "unknown", "dirty": bool(status)}
 
 
