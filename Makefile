@@ -16,7 +16,7 @@ VARIABLES := SERVER MODES MODE STYLES STYLE POOLS POOL_TIMEOUT TOKENS WORKERS ST
 	DRIVERS DRIVER LAYERS LAYER \
 	DURATION WARMUP TIMEOUT SETTLE WORKLOAD ROWS DB_LATENCY WRK WRK_IMAGE DATABASE_URL TARGET TARGET_PID \
 	OCCUPANCY VARIANTS \
-	CEILING_LEVELS ONSETS BOUNDARY_PROBES PAUSE START CEILING OUT RESUME FAIL_ON
+	CEILING_LEVELS ONSETS BOUNDARY_PROBES PAUSE START CEILING SLO BUDGET OUT RESUME FAIL_ON
 SWITCHES := DRY_RUN KEEP_LOGS FORCE PIN WITH_CEILINGS
 # Variables of the Makefile itself (not settings of a run).
 OWN := PYTHON VENV RUN REF A B JSON
@@ -43,12 +43,12 @@ ifneq ($(filter compare,$(MAKECMDGOALS)),)
 settings := $(strip $(filter-out FAIL_ON,$(settings)))
 endif
 ifneq ($(settings),)
-ifeq ($(filter bench decide failure-map serve,$(MAKECMDGOALS)),)
-$(error $(settings): settings of make bench, decide, failure-map and serve; make $(or $(MAKECMDGOALS),setup) takes none)
+ifeq ($(filter bench decide failure-map serve capacity,$(MAKECMDGOALS)),)
+$(error $(settings): settings of make bench, decide, failure-map, serve and capacity; make $(or $(MAKECMDGOALS),setup) takes none)
 endif
 endif
 
-.PHONY: setup system-deps venv dev test test-fast test-docker lint serve bench decide failure-map generators \
+.PHONY: setup system-deps venv dev test test-fast test-docker lint serve bench decide failure-map generators capacity \
 	reference report migrate compare clean
 
 setup: system-deps venv
@@ -137,6 +137,10 @@ decide: $(MEASURE_DEPS)
 # The failure map: where each variant collapses, searched, with ceilings and charts.
 failure-map: $(MEASURE_DEPS)
 	$(PY) -m harness map $(FLAGS)
+
+# Capacity at an SLO: the highest open-loop rate each variant sustains within it, searched.
+capacity: $(MEASURE_DEPS)
+	$(PY) -m harness capacity $(FLAGS)
 
 # The reference run under results/: the seed-shaped tables for every server (and uvicorn's
 # latency distributions in `bench-latency`) and the failure map

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -65,4 +66,20 @@ async def stalling(scope: Scope, receive: Receive, send: Send) -> None:
     if not _started:
         _started.append(True)
         asyncio.get_running_loop().call_later(EVERY_S - STALL_S, _stall)
+    await _answer(send)
+
+
+# `paced` answers requests in turn, the next 1 / PACED_RATE s after the last (or after it
+# arrived, if later): it serves exactly PACED_RATE requests a second, whatever it is sent, and
+# a timer that wakes late delays one answer, not the rate. A capacity search has a known answer.
+PACED_RATE = float(os.environ.get("PACED_RATE", "200"))
+_next_free = [0.0]
+
+
+async def paced(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] != "http" or await _arrived(scope, send):
+        return
+    now = time.monotonic()
+    _next_free[0] = done_at = max(now, _next_free[0]) + 1 / PACED_RATE
+    await asyncio.sleep(done_at - now)
     await _answer(send)

@@ -54,20 +54,32 @@ from harness.domain.parse import (
     parse_wrk_seconds,
     refuse_in_2021,
 )
-from harness.domain.plan import MAP_VARIANTS, MapPlan, Matrix, loads, schedule, target_cells
+from harness.domain.plan import (
+    MAP_VARIANTS,
+    CapacityPlan,
+    MapPlan,
+    Matrix,
+    loads,
+    schedule,
+    target_cells,
+)
 from harness.domain.result import record_key
+from harness.domain.slo import parse_slo
 from harness.infra import generators, process, stacks
 from harness.infra.environment import PROJECT_ROOT, cpu_count, git_commit, now_iso
 from harness.infra.process import clean_leftovers, pid_running
 from harness.report import compare, conclusions, decision, files, reference
 from harness.report.generators import page as generators_page
 from harness.run.bench import execute, measurements, planned, remaining
+from harness.run.capacity import estimate_s as capacity_estimate_s
+from harness.run.capacity import execute_capacity
 from harness.run.fmap import estimate_s, execute_map
 from harness.run.generators import compare as compare_generators
 from harness.run.options import Options
 from harness.run.serve import serve
 from harness.run.session import Interrupted, preflight, provenance_entry
 from harness.store.rundir import RunDir
+from servers.registry import WRK_IMAGE
 
 RESULTS = PROJECT_ROOT / "results"
 # Settings of a server the harness starts; a target's are unknown, so they cannot be given.
@@ -247,8 +259,11 @@ def options_from(given: Given) -> Options:
         settle_s=0.0 if settle in ("0", "0s") else parse_duration(settle, "SETTLE"),
         pin=given.on("PIN"),
         wrk_timeout_s=parse_wrk_seconds(given["TIMEOUT"], "TIMEOUT"),
-        wrk_runner=_choices(given, "WRK", WrkRunner)[0],
-        wrk_image=given["WRK_IMAGE"],
+        # make capacity drives its load with the open loop alone: no wrk to choose.
+        wrk_runner=_choices(given, "WRK", WrkRunner)[0]
+        if "WRK" in given.values
+        else WrkRunner.local,
+        wrk_image=given.values.get("WRK_IMAGE", WRK_IMAGE),
         database_url=given["DATABASE_URL"] or None,
         keep_logs=given.on("KEEP_LOGS"),
         # A map's probe and a decision's cell only need to know that it collapsed, not how many
@@ -504,6 +519,67 @@ def _map(given: Given) -> int:
     return _measure(run, given, lambda: execute_map(the_run, options, entry, console), console)
 
 
+def capacity_plan(given: Given) -> CapacityPlan:
+    """The searches `make capacity` asked for: a line per variant and deployment shape."""
+    duration = parse_wrk_seconds(given["DURATION"], "DURATION")
+    start = parse_positive_ints(given["START"], "START", 100_000)[0]
+    ceiling = parse_positive_ints(given["CEILING"], "CEILING", 100_000)[0]
+    if start > ceiling:
+        raise UsageError(f"START: {start} is above CEILING ({ceiling})")
+    cap = parse_positive_ints(given["OPEN_CONNECTIONS"], "OPEN_CONNECTIONS", 10_000)
+    variants = tuple(parse_variants(given["VARIANTS"]))
+    in_use = tuple(dict.fromkeys(m for m, _ in variants))
+    drivers = parse_drivers(given["DRIVERS"], in_use, "DRIVERS" in given.explicit, one_each="")
+    lines = Matrix(
+        servers=tuple(parse_servers(given["SERVER"])),
+        workloads=tuple(_choices(given, "WORKLOAD", Workload)),
+        variants=variants,
+        pools=tuple(parse_pools(given["POOLS"])),
+        tokens=tuple(parse_positive_ints(given["TOKENS"], "TOKENS", 10_000)),
+        workers=tuple(_workers(given)),
+        connections=(),
+        duration_s=duration,
+        rows=tuple(_rows(given)),
+        pool_timeout_s=parse_duration(given["POOL_TIMEOUT"], "POOL_TIMEOUT"),
+        occupancy=tuple(parse_choices(given["OCCUPANCY"], "OCCUPANCY", "on".__eq__, ["on", "off"])),
+        db_latencies=tuple(parse_latencies(given["DB_LATENCY"])),
+        drivers=tuple(drivers),
+        layers=tuple(_choices(given, "LAYERS", Layer)),
+        loads=(Load.open,),
+        rates=(float(start),),
+        open_connections=parse_one(cap, "OPEN_CONNECTIONS", "one limit per run"),
+    ).cells()
+    return CapacityPlan(
+        lines=tuple(lines),
+        slo=parse_slo(given["SLO"]),
+        start=start,
+        ceiling=ceiling,
+        probes=parse_positive_ints(given["BOUNDARY_PROBES"], "BOUNDARY_PROBES", 20)[0],
+        budget_s=parse_duration(given["BUDGET"], "BUDGET"),
+    )
+
+
+def _capacity(given: Given) -> int:
+    options = options_from(given)
+    plan = capacity_plan(given)
+    estimate = capacity_estimate_s(plan, options)
+    if given.on("DRY_RUN"):
+        for line in plan.lines:
+            print(line.variant)
+        print(f"{len(plan.lines)} lines, about {estimate / 60:.0f} minutes at most")
+        return 0
+    out = _out(given, "capacity-" + given["SERVER"])
+    cells = [plan.probe(line, plan.ceiling) for line in plan.lines]
+    entry = provenance_entry("capacity", cells) | _lock(given, out)
+    preflight(cells, options)
+    run = RunDir.create(out, "capacity", _parameters(given), options.to_json(), {
+        "capacity": plan.to_json()
+    })  # fmt: skip
+    _announce(f"{len(plan.lines)} lines", estimate, run)
+    console = Console()
+    return _measure(run, given, lambda: execute_capacity(run, options, entry, console), console)
+
+
 def _serve(given: Given) -> int:
     why = "`make serve` starts one server"
     style = parse_one(_choices(given, "STYLES", SessionStyle), "STYLES", why)
@@ -622,6 +698,8 @@ COMMAND_HELP = {
     "repeats, ending in a decision table (make decide)",
     "map": "search where each variant collapses, with ceilings and charts (make failure-map)",
     "serve": "a throwaway database and one server on the seed's port, until Ctrl-C (make serve)",
+    "capacity": "the highest open-loop rate each variant sustains within an SLO, searched "
+    "(make capacity)",
 }
 
 
@@ -703,7 +781,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-COMMANDS = {"run": _run, "decide": _run, "map": _map, "serve": _serve}
+COMMANDS = {"run": _run, "decide": _run, "map": _map, "serve": _serve, "capacity": _capacity}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,6 +15,7 @@ from servers.registry import WRK_IMAGE, ServerName
 MAKE_TARGET = {
     "run": "make bench",
     "decide": "make decide",
+    "capacity": "make capacity",
     "map": "make failure-map",
     "serve": "make serve",
 }
@@ -48,12 +49,18 @@ class Variable:
         return self.defaults[command]
 
 
-ALL = {"run": "", "map": "", "serve": "", "decide": ""}
+ALL = {"run": "", "map": "", "serve": "", "decide": "", "capacity": ""}
 VARIABLES: tuple[Variable, ...] = (
     Variable(
         "SERVER",
         f"{', '.join(ServerName)}, or all (comma list)",
-        {"run": "uvicorn", "map": "uvicorn", "serve": "uvicorn", "decide": "uvicorn"},
+        {
+            "run": "uvicorn",
+            "map": "uvicorn",
+            "serve": "uvicorn",
+            "decide": "uvicorn",
+            "capacity": "uvicorn",
+        },
     ),
     Variable(
         "MODES",
@@ -77,6 +84,7 @@ VARIABLES: tuple[Variable, ...] = (
             "map": "psycopg2,asyncpg",
             "serve": "psycopg2,asyncpg",
             "decide": "psycopg2,asyncpg",
+            "capacity": "psycopg2,asyncpg",
         },
         alias="DRIVER",
     ),
@@ -84,30 +92,36 @@ VARIABLES: tuple[Variable, ...] = (
         "LAYERS",
         "orm (SQLAlchemy ORM), core (SQLAlchemy Core, rows mapped by hand), driver (the "
         "driver and its own pool, no SQLAlchemy); comma list for run; LAYER is the same",
-        {"run": "orm", "map": "orm", "serve": "orm", "decide": "orm"},
+        {"run": "orm", "map": "orm", "serve": "orm", "decide": "orm", "capacity": "orm"},
         alias="LAYER",
     ),
     Variable(
         "POOLS",
         "SIZE+OVERFLOW, SQLAlchemy's pool_size+max_overflow (comma list; compose serves one); "
         "for the map the first is the baseline",
-        {"run": "5+10", "map": "5+10,20+0,40+0,80+0", "serve": "5+10", "decide": "5+10"},
+        {
+            "run": "5+10",
+            "map": "5+10,20+0,40+0,80+0",
+            "serve": "5+10",
+            "decide": "5+10",
+            "capacity": "5+10",
+        },
     ),
     Variable(
         "POOL_TIMEOUT",
         "SQLAlchemy pool_timeout",
-        {"run": "30s", "map": "30s", "serve": "30s", "decide": "30s"},
+        {"run": "30s", "map": "30s", "serve": "30s", "decide": "30s", "capacity": "30s"},
     ),
     Variable(
         "TOKENS",
         "AnyIO default thread limiter tokens (comma list; map: first = baseline)",
-        {"run": "40", "map": "40,80", "serve": "40", "decide": "40"},
+        {"run": "40", "map": "40,80", "serve": "40", "decide": "40", "capacity": "40"},
     ),
     Variable(
         "WORKERS",
         "server worker processes (comma list; `cpus`: this machine's CPU count; map: first = "
         "baseline)",
-        {"run": "1", "map": "1,2", "serve": "1", "decide": "1,cpus"},
+        {"run": "1", "map": "1,2", "serve": "1", "decide": "1,cpus", "capacity": "1"},
     ),
     Variable(
         "STACK",
@@ -133,7 +147,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "OPEN_CONNECTIONS",
         "LOAD=open: the most connections it opens; past it due requests wait, sent late or dropped",
-        {"run": "1000"},
+        {"run": "1000", "capacity": "1000"},
     ),
     Variable(
         "REPEATS",
@@ -144,35 +158,39 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "DURATION",
         "measured wrk run per measurement (map: per probe)",
-        {"run": "3s", "map": "3s", "decide": "2s"},
+        {"run": "3s", "map": "3s", "decide": "2s", "capacity": "10s"},
     ),
     Variable(
         "WARMUP",
         "wrk warm-up before each measured run (0 for none)",
-        {"run": "2s", "map": "1s", "decide": "0"},
+        {"run": "2s", "map": "1s", "decide": "0", "capacity": "2s"},
     ),
-    Variable("TIMEOUT", "wrk's request timeout", {"run": "5s", "map": "5s", "decide": "5s"}),
+    Variable(
+        "TIMEOUT",
+        "wrk's request timeout",
+        {"run": "5s", "map": "5s", "decide": "5s", "capacity": "5s"},
+    ),
     Variable(
         "SETTLE",
         "a pause before each measurement's warm-up (0: none)",
-        {"run": "0", "map": "0", "decide": "0"},
+        {"run": "0", "map": "0", "decide": "0", "capacity": "0"},
     ),
     Variable(
         "WORKLOAD",
         "list (GET /users), insert (GET /users/insert-data-to-test), health (GET /health, no "
         "database)",
-        {"run": "list", "decide": "list"},
+        {"run": "list", "decide": "list", "capacity": "list"},
     ),
     Variable(
         "ROWS",
         "rows in `users` before each cell (comma list; map and serve: one)",
-        {"run": "10", "map": "10", "serve": "10", "decide": "10,100"},
+        {"run": "10", "map": "10", "serve": "10", "decide": "10,100", "capacity": "10"},
     ),
     Variable(
         "DB_LATENCY",
         "one-way delay a relay on 127.0.0.1 adds between the apps and PostgreSQL, each way "
         "(comma list; 0: no relay; `relay`: the relay without delay)",
-        {"run": "0", "serve": "0", "decide": "0,1ms,5ms"},
+        {"run": "0", "serve": "0", "decide": "0,1ms,5ms", "capacity": "0,5ms"},
     ),
     Variable(
         "WRK",
@@ -205,13 +223,17 @@ VARIABLES: tuple[Variable, ...] = (
         "OCCUPANCY",
         "the apps' side channel, sampled at 10 Hz in every measured run: on, off, or on,off "
         "(both, to measure what the sampling costs)",
-        {"run": "on", "decide": "on"},
+        {"run": "on", "decide": "on", "capacity": "on"},
     ),
     Variable(
         "VARIANTS",
         "MODE-STYLE variants (comma list); the map's default: sync-dependency, sync-context, "
         "sync-limited (not under 2021), async-dependency, at the baseline",
-        {"map": "", "decide": "sync-dependency,sync-context,async-dependency"},
+        {
+            "map": "",
+            "decide": "sync-dependency,sync-context,async-dependency",
+            "capacity": "sync-context,async-dependency,async-context",
+        },
     ),
     Variable(
         "CEILING_LEVELS", "connections for the ceilings, or none", {"map": "1,12,24,48,100,200"}
@@ -226,15 +248,34 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "BOUNDARY_PROBES",
         "probes at each edge of a threshold's bracket (cold), and ramps through it (warm)",
-        {"map": "3"},
+        {"map": "3", "capacity": "3"},
     ),
     Variable("PAUSE", "a warm ramp's least pause between two levels", {"map": "0.5s"}),
-    Variable("START", "first connection count probed", {"map": "8"}),
-    Variable("CEILING", "highest connection count probed", {"map": "400"}),
+    Variable(
+        "START",
+        "first connection count probed (capacity: first rate, req/s)",
+        {"map": "8", "capacity": "100"},
+    ),
+    Variable(
+        "CEILING",
+        "highest connection count probed (capacity: highest rate, req/s)",
+        {"map": "400", "capacity": "3200"},
+    ),
+    Variable(
+        "SLO",
+        "the objective a capacity is found at: pN<LIMIT (ms or s); slow, failed, timed-out and "
+        "dropped requests all miss it",
+        {"capacity": "p99<250ms"},
+    ),
+    Variable(
+        "BUDGET",
+        "capacity: the most time one line's search may take (its bracket is what it found by then)",
+        {"capacity": "4m"},
+    ),
     Variable(
         "OUT",
         "run directory (default results/runs/<time>-<server>)",
-        {"run": "", "map": "", "decide": ""},
+        {"run": "", "map": "", "decide": "", "capacity": ""},
     ),
     Variable(
         "RESUME",
@@ -250,11 +291,14 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "DRY_RUN",
         "list what would run and the time, run nothing",
-        {"run": "", "map": "", "decide": ""},
+        {"run": "", "map": "", "decide": "", "capacity": ""},
         True,
     ),
     Variable(
-        "KEEP_LOGS", "keep server logs in RUN_DIR/logs", {"run": "", "map": "", "decide": ""}, True
+        "KEEP_LOGS",
+        "keep server logs in RUN_DIR/logs",
+        {"run": "", "map": "", "decide": "", "capacity": ""},
+        True,
     ),
     Variable(
         "WITH_CEILINGS",
@@ -266,14 +310,14 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "PIN",
         "wrk on the last CPU, the servers and PostgreSQL on the others",
-        {"run": "", "map": "", "decide": ""},
+        {"run": "", "map": "", "decide": "", "capacity": ""},
         True,
     ),
     Variable(
         "FORCE",
         "resume even where the machine or package versions differ from the run's; measure "
         "even while another harness is measuring on this machine (the provenance says so)",
-        {"run": "", "map": "", "decide": ""},
+        {"run": "", "map": "", "decide": "", "capacity": ""},
         True,
     ),
 )

@@ -32,6 +32,7 @@ from harness.domain.axes import (
 from harness.domain.cell import Cell, ServerConfig, Target
 from harness.domain.rules import order, predicted
 from harness.domain.search import resolution
+from harness.domain.slo import Slo, parse_slo
 
 CEILING_LEVELS = (1, 12, 24, 48, 100, 200)
 MAP_VARIANTS = (
@@ -393,3 +394,42 @@ class MapPlan:
         if line.config.workers != base.workers:
             return f"{line.config.workers} workers"
         return f"pool {line.config.pool}, {line.config.tokens} tokens"
+
+
+@dataclass(frozen=True)
+class CapacityPlan:
+    """What `make capacity` searches: for each line (a variant in a deployment shape), the
+    highest open-loop rate that meets `slo` with nothing dropped, probing from `start` by
+    doubling up to `ceiling`, then bisecting, then probing the bracket's edges until each has
+    `probes` answers; each line within `budget_s`."""
+
+    lines: tuple[Cell, ...]  # each line's cells but for the rate (a probe gives it one)
+    slo: Slo
+    start: int
+    ceiling: int
+    probes: int
+    budget_s: float
+
+    def probe(self, line: Cell, rate: int) -> Cell:
+        return replace(line, rate=float(rate))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "lines": [line.to_json() for line in self.lines],
+            "slo": self.slo.flag(),
+            "start": self.start,
+            "ceiling": self.ceiling,
+            "probes": self.probes,
+            "budget_s": self.budget_s,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CapacityPlan:
+        return cls(
+            lines=tuple(Cell.from_json(c) for c in data["lines"]),
+            slo=parse_slo(data["slo"]),
+            start=int(data["start"]),
+            ceiling=int(data["ceiling"]),
+            probes=int(data["probes"]),
+            budget_s=float(data["budget_s"]),
+        )

@@ -4,12 +4,15 @@ buckets, encoded into records, decoded and merged for reports."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from hdrh.histogram import HdrHistogram
 
+from harness.domain.axes import FROZEN
 from harness.domain.latency import Buckets, Histograms, Kind, uncorrect
-from harness.domain.result import WrkResult
+from harness.domain.result import CellResult, WrkResult
+from harness.domain.rules import NO_ANSWER
+from harness.domain.slo import Check, Slo
 
 SIGNIFICANT_DIGITS = 3
 HIGHEST_US = 3_600_000_000  # an hour: above any request timeout wrk is given
@@ -100,3 +103,37 @@ def measured_ms(wrk: WrkResult | None, p: float) -> float | None:
     """A percentile of a run's measured distribution; None without histograms or responses."""
     found = distribution(wrk) if wrk and wrk.requests else None
     return found.percentile_ms(p) if found is not None and found.count else None
+
+
+def waited(wrk: WrkResult) -> Kind:
+    """The distribution of what a user waited: from due in an open loop, else each response
+    as measured (wrk's corrected one assumes a rate it did not keep)."""
+    return Kind.corrected if wrk.schedule is not None else Kind.measured
+
+
+def slo_check(records: Sequence[CellResult], slo: Slo) -> Check | None:
+    """Measurements of one cell together against `slo`; None where one that served kept no
+    histogram (records of format 4 and older)."""
+    served = [r.wrk for r in records if r.wrk is not None]
+    found = [distribution(w, waited(w)) for w in served if w.requests]
+    if any(d is None for d in found):
+        return None
+    slow = sum(d.above(slo.limit_ms) for d in found if d is not None)
+    return Check(
+        slo,
+        answered=sum(w.requests for w in served),
+        slow=slow,
+        status_errors=sum(w.status_errors for w in served),
+        socket_errors=sum(w.failed - w.status_errors for w in served),
+        dropped=sum(w.schedule.dropped for w in served if w.schedule),
+        collapsed=any(r.verdict in FROZEN for r in records) or not served,
+    )
+
+
+def probe_missed(record: CellResult, slo: Slo) -> bool | None:
+    """Whether one measurement missed `slo`; None where it could not say (the server did not
+    start, the load or the database failed)."""
+    if record.verdict in NO_ANSWER:
+        return None
+    check = slo_check([record], slo)
+    return check is None or not check.met

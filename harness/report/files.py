@@ -8,7 +8,15 @@ from typing import Any
 
 from harness.domain.plan import MapPlan
 from harness.domain.result import CellResult
-from harness.report import charts, comparisons, decision, evidence, map_summary, summary
+from harness.report import (
+    capacity,
+    charts,
+    comparisons,
+    decision,
+    evidence,
+    map_summary,
+    summary,
+)
 from harness.report.stats import by_cell
 from harness.store.rundir import RunDir
 
@@ -48,6 +56,8 @@ def write(run: RunDir) -> None:
         (run.path / "comparisons.json").write_text(json.dumps(data, indent=2) + "\n")
         if meta["kind"] == "decide":
             write_decision(run, meta, records)
+        if meta["kind"] == "capacity":
+            (run.path / "capacity.md").write_text(capacity.markdown(meta, records, run.path.name))
         return
     plan = MapPlan.from_json(meta["plan"])
     pg = run.pgbench()

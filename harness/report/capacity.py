@@ -1,0 +1,113 @@
+"""capacity.md: for each deployment shape, the open-loop rate each variant sustains within the
+objective, with the probes that bracket it; the answer first, in sentences made from them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from harness.domain.capacity import bracket, describe, sustains
+from harness.domain.cell import Cell, shown
+from harness.domain.plan import CapacityPlan
+from harness.domain.result import CellResult
+from harness.domain.search import Threshold
+from harness.infra.histogram import probe_missed, slo_check
+from harness.report.summary import header
+from harness.report.table import md_table
+
+EXPLAINED = (
+    "Each probe is a fresh server, warmed up at its rate for WARMUP, then measured for "
+    "DURATION with requests due at that rate whatever it did (README.md, Open loop). It "
+    "**missed** the objective when more of its requests than the objective allows were slower "
+    "than the limit from the moment they were due, failed, timed out or were dropped, or when "
+    "it collapsed. A variant **sustains** the highest rate that met it in every probe, below "
+    "every rate that missed; *not* is the lowest rate that always missed (where none always "
+    "did, the lowest that ever did). The search doubles from START, bisects to 10%, then "
+    "probes both edges again until each has BOUNDARY_PROBES answers, within BUDGET per line."
+)
+
+
+def _shape(cell: Cell) -> tuple[str, ...]:
+    k = cell.known
+    latency = "0" if cell.db_latency is None else str(cell.db_latency)
+    return (
+        cell.server_label,
+        f"workers {shown(k('workers'))}",
+        f"rows {shown(k('rows'))}",
+        f"database latency {latency}",
+    )
+
+
+def _name(cell: Cell) -> str:
+    return f"{cell.mode} `{shown(cell.known('style'))}`"
+
+
+def line_result(line: Cell, records: Sequence[CellResult], plan: CapacityPlan) -> Threshold:
+    probes = [r for r in records if r.cell.rate is not None and r.cell.variant == line.variant]
+    answers = [(r.cell.rate or 0.0, probe_missed(r, plan.slo)) for r in probes]
+    return bracket(answers, plan.ceiling)
+
+
+def _worst_miss(line: Cell, records: Sequence[CellResult], plan: CapacityPlan) -> str:
+    """At the lowest rate that missed: what share of its requests missed, and why."""
+    found = line_result(line, records, plan)
+    if found.upper is None:
+        return "-"
+    probes = [
+        r
+        for r in records
+        if r.cell.variant == line.variant and r.cell.rate is not None
+        and round(r.cell.rate) == found.upper
+    ]  # fmt: skip
+    check = slo_check(probes, plan.slo)
+    return check.text() if check else "-"
+
+
+def markdown(meta: dict[str, Any], records: Sequence[CellResult], name: str) -> str:
+    plan = CapacityPlan.from_json(meta["capacity"])
+    shapes: dict[tuple[str, ...], list[Cell]] = {}
+    for line in plan.lines:
+        shapes.setdefault(_shape(line), []).append(line)
+    parts = [
+        header(meta, records, name).replace("syncasync-bench run", "syncasync-bench capacity", 1),
+        "",
+        f"## Capacity within {plan.slo.text()}",
+        "",
+    ]
+    for shape, lines in shapes.items():
+        said = []
+        for line in lines:
+            found = line_result(line, records, plan)
+            said.append(f"{_name(line)} {describe(found, plan.slo)}")
+        parts += [f"- **{', '.join(shape)}**: " + "; ".join(said) + ".", ""]
+    rows = []
+    for shape, lines in shapes.items():
+        for line in lines:
+            found = line_result(line, records, plan)
+            probes = sum(n for _, n in found.counts.values())
+            rows.append(
+                [
+                    *shape,
+                    _name(line),
+                    shown(sustains(found)) if sustains(found) is not None else "-",
+                    str(found.upper) if found.upper is not None else "-",
+                    ", ".join(f"{m}/{n} at {r}" for r, (m, n) in sorted(found.counts.items())),
+                    str(probes),
+                    _worst_miss(line, records, plan),
+                ]
+            )
+    head = [
+        "server", "workers", "rows", "database", "variant", "sustains (req/s)", "not (req/s)",
+        "missed, per rate probed", "probes", "at the lowest rate that missed",
+    ]  # fmt: skip
+    parts += [
+        EXPLAINED,
+        "",
+        md_table(head, rows, ["---"] * 5 + ["---:", "---:", "---", "---:", "---"]),
+        "",
+        f"Every probe's figures are in [summary.md](summary.md); their records in `cells/`. "
+        f"START {plan.start} req/s, CEILING {plan.ceiling}, BOUNDARY_PROBES {plan.probes}, "
+        f"BUDGET {plan.budget_s:g} s per line.",
+        "",
+    ]
+    return "\n".join(parts)

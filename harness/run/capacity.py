@@ -1,0 +1,93 @@
+"""Capacity at an objective: for each line, the highest open-loop rate whose measured window
+met the SLO (README.md, Capacity at an SLO).
+
+A probe is a cell of the line at one rate: a fresh server, a warm-up at that rate, a measured
+window (DURATION, 10 s unless asked otherwise); it misses when more than the SLO allows of its
+requests were slow, failed, timed out or dropped, or when it collapsed. The search is the
+failure map's (harness/domain/search.py) over rates: doubling from START, bisecting to 10%,
+then the bracket's edges probed again until each has BOUNDARY_PROBES answers. A line stops
+where its BUDGET runs out, and its bracket is what its probes showed by then.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from harness.domain.capacity import bracket, describe
+from harness.domain.cell import Cell
+from harness.domain.plan import CapacityPlan
+from harness.domain.result import CellResult
+from harness.domain.search import Threshold, confirm, find_threshold
+from harness.infra.histogram import probe_missed
+from harness.run.events import Listener
+from harness.run.measure import measure
+from harness.run.options import Options
+from harness.run.session import session
+from harness.store.rundir import RunDir
+
+PROBE_OVERHEAD_S = 5.0  # a server's start, verification and stop around its window, 2 cores
+CONFIRM_BUDGET = 12  # probes more, at most, to bring a bracket's edges to their answers
+
+
+class OutOfTime(Exception):
+    """A line's budget ran out: its bracket is what its probes showed so far."""
+
+
+def probe_s(plan: CapacityPlan, options: Options) -> float:
+    return plan.lines[0].duration_s + options.warmup_s + PROBE_OVERHEAD_S if plan.lines else 0.0
+
+
+def estimate_s(plan: CapacityPlan, options: Options) -> float:
+    """Each line's budget, or the probes a search takes if fewer fit in it."""
+    per_line = min(plan.budget_s, (8 + 2 * plan.probes) * probe_s(plan, options))
+    return len(plan.lines) * per_line
+
+
+def probes_of(line: Cell, records: list[CellResult]) -> list[CellResult]:
+    return [r for r in records if r.cell.rate is not None and r.cell.variant == line.variant]
+
+
+def bracket_of(line: Cell, records: list[CellResult], plan: CapacityPlan) -> Threshold:
+    """The line's bracket from every probe on record."""
+    answers = [(r.cell.rate or 0.0, probe_missed(r, plan.slo)) for r in probes_of(line, records)]
+    return bracket(answers, plan.ceiling)
+
+
+def execute_capacity(
+    run: RunDir, options: Options, entry: dict[str, Any], listener: Listener | None = None
+) -> None:
+    listener = listener or Listener()
+    plan = CapacityPlan.from_json(run.metadata()["capacity"])
+    done = run.records()
+    cells = [plan.probe(line, plan.ceiling) for line in plan.lines]
+    with session(run, options, cells, entry, listener) as s:
+        for i, line in enumerate(plan.lines):
+            deadline = time.monotonic() + plan.budget_s
+            where = f"line {i + 1}/{len(plan.lines)}"
+            left_s = (len(plan.lines) - i) * plan.budget_s
+
+            def probe(
+                rate: int,
+                line: Cell = line,
+                deadline: float = deadline,
+                where: str = where,
+                left_s: float = left_s,
+            ) -> bool | None:
+                if time.monotonic() + probe_s(plan, options) > deadline:
+                    raise OutOfTime
+                cell = plan.probe(line, rate)
+                repeat = 1 + sum(r.cell.rate == rate for r in probes_of(line, done))
+                listener.cell_started(cell, where, left_s, repeat)
+                record = measure(s, cell, done, repeat)
+                done.append(record)
+                return probe_missed(record, plan.slo)
+
+            try:
+                # A probe that could not say counts as missed while searching; the bracket is
+                # made of the answers alone.
+                searched = find_threshold(lambda r: probe(r) is not False, plan.start, plan.ceiling)
+                confirm(searched, probe, plan.probes, budget=CONFIRM_BUDGET)
+            except OutOfTime:
+                listener.notice(f"{line.variant}: its budget of {plan.budget_s:g} s ran out")
+            listener.notice(f"{line.variant}: {describe(bracket_of(line, done, plan), plan.slo)}")

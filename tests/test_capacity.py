@@ -1,0 +1,138 @@
+"""Capacity at an SLO: the objective, a measurement against it, the search over rates."""
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from harness.domain.axes import Mode, Verdict, Workload
+from harness.domain.capacity import bracket, describe, tally
+from harness.domain.cell import Cell, Target
+from harness.domain.errors import UsageError
+from harness.domain.result import CellResult
+from harness.domain.search import confirm, find_threshold
+from harness.domain.slo import Check, Slo, parse_slo
+from harness.infra import openloop
+from harness.infra.histogram import probe_missed, slo_check
+from harness.infra.process import free_port
+from harness.store.rundir import RunDir
+from tests.cli import ROOT, harness
+from tests.test_open_loop import FIXTURES, _listening
+
+P99 = Slo(99, 250)
+
+
+def test_an_objective_reads_like_p99_under_a_limit() -> None:
+    assert parse_slo("p99<250ms") == P99
+    assert parse_slo(" p99.9 < 1s ") == Slo(99.9, 1000)
+    assert P99.allowed == pytest.approx(0.01) and P99.text() == "p99 < 250 ms"
+    for bad in ("p100<1s", "p0<1s", "99<250ms", "p99<0ms", "p99>250ms", "p99<250"):
+        with pytest.raises(UsageError, match="SLO"):
+            parse_slo(bad)
+
+
+def test_failed_dropped_and_collapsed_requests_miss_it() -> None:
+    fine = Check(P99, answered=1000, slow=10, status_errors=0, socket_errors=0, dropped=0)
+    assert fine.met and fine.misses == 10
+    assert not replace(fine, dropped=1).met  # 11 of 1,001
+    assert not replace(fine, socket_errors=1).met
+    assert not replace(fine, status_errors=1).met
+    assert not replace(fine, slow=0, collapsed=True).met  # fast answers, then a freeze
+    assert not Check(P99, 0, 0, 0, 0, 0).met  # nothing measured meets nothing
+    assert replace(fine, slow=0, collapsed=True).text() == "missed (collapsed)"
+
+
+def _record(result_path: Path = FIXTURES / "openloop-stalling.json") -> CellResult:
+    cell = Cell(Target("http://127.0.0.1:1"), Mode.async_, Workload.list, 1000, 2.5, rate=100)
+    return CellResult(cell, Verdict.ok, wrk=openloop.parse(result_path.read_text()))
+
+
+def test_a_stalled_second_misses_a_p99_and_meets_a_median() -> None:
+    """The stalling server's recorded run: 40% of its requests waited for the stall."""
+    record = _record()
+    check = slo_check([record], P99)
+    assert check is not None and not check.met and check.total == 250
+    assert 0.3 < check.share < 0.5
+    assert probe_missed(record, P99) is True
+    assert probe_missed(record, Slo(50, 250)) is False
+    assert probe_missed(replace(record, verdict=Verdict.collapsed), Slo(50, 250)) is True
+    assert probe_missed(replace(record, verdict=Verdict.load_failed), P99) is None
+
+
+def test_a_bracket_over_rates_keeps_every_count() -> None:
+    answers = [(100.0, False), (200.0, False), (400.0, True), (300.0, True), (250.0, False)]
+    answers += [(300.0, False), (250.0, None)]
+    assert tally(answers) == {100: (0, 1), 200: (0, 1), 250: (0, 1), 300: (1, 2), 400: (1, 1)}
+    found = bracket(answers, 3200)
+    assert (found.fine_at, found.collapsed_at) == (250, 400)
+    assert describe(found, P99) == (
+        "sustains 250 req/s within p99 < 250 ms, not 400 "
+        "(missed 0/1 at 100, 0/1 at 200, 0/1 at 250, 1/2 at 300, 1/1 at 400)"
+    )
+    assert describe(bracket([(100.0, False)], 100), P99).startswith(
+        "sustains at least 100 req/s within p99 < 250 ms, the highest probed"
+    )
+    assert describe(bracket([(100.0, True)], 800), P99).startswith("sustains less than 100")
+
+
+@pytest.fixture
+def paced() -> Iterator[str]:
+    """loadgen.targets:paced at 200 req/s: it serves exactly that many, whatever it is sent."""
+    port = free_port()
+    argv = [sys.executable, "-m", "uvicorn", "loadgen.targets:paced", "--port", str(port)]
+    proc = subprocess.Popen(
+        [*argv, "--host", "127.0.0.1", "--lifespan", "off", "--log-level", "warning"],
+        cwd=ROOT,
+        env={**__import__("os").environ, "PACED_RATE": "200"},
+    )
+    try:
+        _listening(port)
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.integration
+def test_the_search_finds_the_capacity_of_a_server_that_serves_200_a_second(paced: str) -> None:
+    """Below 200 req/s every answer takes 5 ms or so; above, the queue grows by the excess,
+    and within a second most requests wait more than 50 ms."""
+    slo = Slo(99, 50)
+    cell = Cell(Target(paced), Mode.async_, Workload.list, 1000, 1.0)
+
+    def missed(rate: int) -> bool | None:
+        result = openloop.run(openloop.OpenLoopCommand(paced, rate, 1000, 1.0, 5.0)).result
+        return probe_missed(CellResult(replace(cell, rate=rate), Verdict.ok, wrk=result), slo)
+
+    found = find_threshold(lambda r: missed(r) is not False, start=50, ceiling=800)
+    found = confirm(found, missed, repeats=1)
+    assert found.fine_at is not None and found.upper is not None, found
+    assert 150 <= found.fine_at <= 210 and 190 <= found.upper <= 300, found
+
+
+@pytest.mark.integration
+def test_make_capacity_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "capacity"
+    done = harness(
+        "capacity",
+        "--variants", "async-context",
+        "--db-latency", "0",
+        "--start", "100",
+        "--ceiling", "200",
+        "--duration", "1s",
+        "--warmup", "0",
+        "--boundary-probes", "1",
+        "--budget", "2m",
+        "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    records = RunDir.open(out).records()
+    assert sorted(r.cell.rate for r in records) == [100, 200]
+    assert all(r.wrk and r.wrk.schedule and r.wrk.schedule.due for r in records)
+    text = (out / "capacity.md").read_text()
+    assert "## Capacity within p99 < 250 ms" in text
+    assert "async `context` sustains at least 200 req/s within p99 < 250 ms" in text
+    assert (out / "summary.md").is_file()
