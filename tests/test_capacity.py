@@ -18,6 +18,7 @@ from harness.domain.slo import Check, Slo, parse_slo
 from harness.infra import openloop
 from harness.infra.histogram import probe_missed, slo_check
 from harness.infra.process import free_port
+from harness.report import summary
 from harness.store.rundir import RunDir
 from tests.cli import ROOT, harness
 from tests.test_open_loop import FIXTURES, _listening
@@ -136,3 +137,21 @@ def test_make_capacity_end_to_end(tmp_path: Path) -> None:
     assert "## Capacity within p99 < 250 ms" in text
     assert "async `context` sustains at least 200 req/s within p99 < 250 ms" in text
     assert (out / "summary.md").is_file()
+
+
+def test_a_bench_summary_judges_the_objective_on_warm_windows_of_10_s_only() -> None:
+    """tests/fixtures/run-open: 1 s windows without a warm-up, then the same records as if
+    they had been warm 10 s windows."""
+    run = RunDir.open(FIXTURES / "run-open")
+    meta, records = run.metadata(), run.records()
+    assert summary.slo_section(meta, records) == ""  # measured before SLO was a setting
+    meta = {**meta, "parameters": {**meta["parameters"], "slo": "p99<250ms"}}
+    text = summary.slo_section(meta, records)
+    assert "Not judged: windows of 1 s, without a warm-up." in text
+    warm = {**meta, "options": {**meta["options"], "warmup_s": 2.0}}
+    longer = [replace(r, cell=replace(r.cell, duration_s=10.0)) for r in records]
+    text = summary.slo_section(warm, longer)
+    assert "| variant | load | objective |" in text
+    assert text.count("| met (") == 4 and "300 req/s" in text
+    tight = {**warm, "parameters": {**warm["parameters"], "slo": "p50<1ms"}}
+    assert summary.slo_section(tight, longer).count("| missed (") == 4

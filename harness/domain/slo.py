@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from harness.domain.errors import UsageError
 
 DEFAULT = "p99<250ms"
+# A latency verdict needs a window this long, after a warm-up: a shorter or cold one says more
+# about start-up (connections opening, caches filling) than about the load.
+MIN_WINDOW_S = 10.0
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from harness.domain.axes import (
     Latency,
     Layer,
     Mode,
+    Onset,
     ServerName,
     SessionStyle,
     Stack,
@@ -26,7 +27,8 @@ from harness.domain.axes import (
 from harness.domain.cell import SEED_ROWS, Cell, shown
 from harness.domain.latency import Kind
 from harness.domain.result import CellResult, PgbenchResult, generator_cost
-from harness.infra.histogram import measured_ms
+from harness.domain.slo import MIN_WINDOW_S, parse_slo
+from harness.infra.histogram import measured_ms, slo_check
 from harness.report import ceilings, comparisons, conclusions, evidence, layers
 from harness.report.stats import THIN_TEXT, WRK_FIELD, CellStats, Warning_, by_cell
 from harness.report.table import md_table
@@ -475,6 +477,43 @@ def _open_loop(entries: Sequence[dict[str, Any]], records: Sequence[CellResult])
     return [f"- Open loop: {program} ({versions}){used}."]
 
 
+def slo_section(meta: dict[str, Any], records: Sequence[CellResult]) -> str:
+    """Each cell against the run's objective (SLO), where its windows were warm and long
+    enough for a latency verdict; a sentence saying why not, where none was."""
+    given = (meta.get("parameters") or {}).get("slo")
+    if not given or meta.get("kind") == "capacity":  # runs from before SLO; capacity.md has it
+        return ""
+    slo = parse_slo(given)
+    warm = float((meta.get("options") or {}).get("warmup_s") or 0) > 0
+    cells = by_cell(records)
+    judged = [
+        c
+        for c in cells
+        if warm and c.cell.onset is Onset.fresh and c.cell.duration_s >= MIN_WINDOW_S
+    ]
+    title = f"## Latency objective ({slo.text()})\n"
+    if not judged:
+        windows = ", ".join(f"{d:g} s" for d in sorted({c.cell.duration_s for c in cells}))
+        why = f"windows of {windows}" + ("" if warm else ", without a warm-up")
+        return (
+            f"{title}\nNot judged: {why}. A latency verdict needs a warm window of at least "
+            f"{MIN_WINDOW_S:g} s (DURATION=10s, WARMUP above 0); a shorter one says more about "
+            "start-up than about the load.\n"
+        )
+    rows = []
+    for c in sorted(judged, key=lambda c: (c.cell.variant, c.cell.level_key)):
+        check = slo_check(c.records, slo)
+        rows.append([c.cell.variant, c.cell.level_text, check.text() if check else "no histograms"])
+    explained = (
+        f"A cell meets the objective when at most {slo.allowed:.1%} of its requests (its rounds "
+        "together) were slower than the limit, from the moment they were due in an open loop "
+        "and as measured under wrk, failed, timed out or were dropped, and none of its rounds "
+        "collapsed."
+    )
+    table = md_table(["variant", "load", "objective"], rows, ["---", "---:", "---"])
+    return "\n".join([title, explained, "", table])
+
+
 def summary(
     meta: dict[str, Any],
     records: Sequence[CellResult],
@@ -482,6 +521,8 @@ def summary(
     pg: Sequence[PgbenchResult] = (),
 ) -> str:
     parts = [header(meta, records, name), conclusions.conclusions(records), seed_tables(records)]
+    if text := slo_section(meta, records):
+        parts.append(text)
     if any(r.repeat > 1 for r in records):
         parts += ["## Comparisons\n", COMPARISONS_TEXT + "\n", comparisons.table(records)]
         if text := warnings_section(records):
