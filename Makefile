@@ -199,6 +199,7 @@ reference: setup
 	else $(PY) -m harness run $(LATENCY_RUN) --out $$d; fi
 	@d=$(REF)/bench-open; if [ -f $$d/metadata.json ]; then $(PY) -m harness run --resume $$d; \
 	else $(PY) -m harness run $(OPEN_RUN) --out $$d; fi
+	@d=$(REF)/capacity-uvicorn; [ -f $$d/metadata.json ] || $(PY) -m harness capacity --server uvicorn --out $$d
 	@if [ -f $(REF)/map/metadata.json ]; then $(PY) -m harness map --resume $(REF)/map; \
 	else $(PY) -m harness map --server all --variants sync-dependency --out $(REF)/map; fi
 	@d=$(REF)/map-granian; if $(PY) -c 'import json, sys; plan = json.load(open(sys.argv[1]))["plan"]; \
