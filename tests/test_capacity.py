@@ -155,3 +155,25 @@ def test_a_bench_summary_judges_the_objective_on_warm_windows_of_10_s_only() -> 
     assert text.count("| met (") == 4 and "300 req/s" in text
     tight = {**warm, "parameters": {**warm["parameters"], "slo": "p50<1ms"}}
     assert summary.slo_section(tight, longer).count("| missed (") == 4
+
+
+def test_an_unsampled_probe_counts_only_when_it_missed() -> None:
+    record = replace(_record(), verdict=Verdict.unknown)
+    assert probe_missed(record, P99) is True  # its latencies missed whatever went unseen
+    assert probe_missed(record, Slo(50, 250)) is None  # it met, but a stall may hide
+    assert parse_slo(Slo(99.99, 1234.5).flag()) == Slo(99.99, 1234.5)
+
+
+def test_capacity_refuses_what_its_page_could_not_tell_apart(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from harness.cli.main import main
+
+    assert main(["capacity", "--pools", "5+10,20+0", "--dry-run"]) == 2
+    assert "POOLS" in capsys.readouterr().err
+    assert main(["capacity", "--budget", "5s", "--dry-run"]) == 2
+    assert "BUDGET: 5s is shorter than one probe" in capsys.readouterr().err
+    assert main(["capacity", "--slo", "p99>250ms", "--dry-run"]) == 2
+    assert "SLO: 'p99>250ms'" in capsys.readouterr().err
+    assert main(["capacity", "--dry-run"]) == 0
+    assert "6 lines" in capsys.readouterr().out

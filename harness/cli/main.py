@@ -73,6 +73,7 @@ from harness.report.generators import page as generators_page
 from harness.run.bench import execute, measurements, planned, remaining
 from harness.run.capacity import estimate_s as capacity_estimate_s
 from harness.run.capacity import execute_capacity
+from harness.run.capacity import probe_s as capacity_probe_s
 from harness.run.fmap import estimate_s, execute_map
 from harness.run.generators import compare as compare_generators
 from harness.run.options import Options
@@ -361,7 +362,11 @@ def _lock(given: Given, out: Path) -> dict[str, Any]:
 
 def _measure(run: RunDir, given: Given, work: Any, console: Console) -> int:
     """Run `work`, then draw the report, also when interrupted; say how to resume."""
-    resume = f"resume with: {MAKE_TARGET[given.command]} RESUME={run.path}"
+    resume = (
+        f"resume with: {MAKE_TARGET[given.command]} RESUME={run.path}"
+        if given.command != "capacity"  # a search is measured whole: run it again
+        else f"{MAKE_TARGET[given.command]} takes no RESUME: measure again into another OUT"
+    )
     try:
         try:
             work()
@@ -385,6 +390,8 @@ def _measure(run: RunDir, given: Given, work: Any, console: Console) -> int:
         for line in brief(run.records()):
             say(line.removeprefix("- ").replace("**", "").replace("`", ""))
     say(f"summary: {run.path / 'summary.md'}")
+    if run.kind == "capacity":
+        say(f"capacity: {run.path / 'capacity.md'}")
     if run.kind == "decide":
         say(f"decision: {run.path / 'decision.md'}")
     return 0
@@ -529,7 +536,18 @@ def capacity_plan(given: Given) -> CapacityPlan:
     cap = parse_positive_ints(given["OPEN_CONNECTIONS"], "OPEN_CONNECTIONS", 10_000)
     variants = tuple(parse_variants(given["VARIANTS"]))
     in_use = tuple(dict.fromkeys(m for m, _ in variants))
-    drivers = parse_drivers(given["DRIVERS"], in_use, "DRIVERS" in given.explicit, one_each="")
+    # capacity.md names a line by its variant and shape (server, workers, rows, latency):
+    # the other settings take one value each.
+    one = "make capacity takes one (its lines are told apart by variant and shape only)"
+    drivers = parse_drivers(given["DRIVERS"], in_use, "DRIVERS" in given.explicit, one_each=one)
+    for name, values in (
+        ("POOLS", parse_pools(given["POOLS"])),
+        ("TOKENS", parse_positive_ints(given["TOKENS"], "TOKENS", 10_000)),
+        ("LAYERS", _choices(given, "LAYERS", Layer)),
+        ("WORKLOAD", _choices(given, "WORKLOAD", Workload)),
+        ("OCCUPANCY", given["OCCUPANCY"].split(",")),
+    ):
+        parse_one(values, name, one)
     lines = Matrix(
         servers=tuple(parse_servers(given["SERVER"])),
         workloads=tuple(_choices(given, "WORKLOAD", Workload)),
@@ -549,7 +567,7 @@ def capacity_plan(given: Given) -> CapacityPlan:
         rates=(float(start),),
         open_connections=parse_one(cap, "OPEN_CONNECTIONS", "one limit per run"),
     ).cells()
-    return CapacityPlan(
+    plan = CapacityPlan(
         lines=tuple(lines),
         slo=parse_slo(given["SLO"]),
         start=start,
@@ -557,6 +575,12 @@ def capacity_plan(given: Given) -> CapacityPlan:
         probes=parse_positive_ints(given["BOUNDARY_PROBES"], "BOUNDARY_PROBES", 20)[0],
         budget_s=parse_duration(given["BUDGET"], "BUDGET"),
     )
+    if plan.budget_s < (least := capacity_probe_s(plan, options_from(given))):
+        raise UsageError(
+            f"BUDGET: {given['BUDGET']} is shorter than one probe (about {least:g} s: "
+            "warm-up, window, the server's start and stop)"
+        )
+    return plan
 
 
 def _capacity(given: Given) -> int:

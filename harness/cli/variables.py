@@ -157,7 +157,7 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "DURATION",
-        "measured wrk run per measurement (map: per probe)",
+        "measured window of each measurement (map, capacity: of each probe)",
         {"run": "3s", "map": "3s", "decide": "2s", "capacity": "10s"},
     ),
     Variable(
@@ -167,7 +167,7 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "TIMEOUT",
-        "wrk's request timeout",
+        "request timeout (wrk's, and the open loop's)",
         {"run": "5s", "map": "5s", "decide": "5s", "capacity": "5s"},
     ),
     Variable(

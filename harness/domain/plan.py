@@ -399,7 +399,7 @@ class MapPlan:
 @dataclass(frozen=True)
 class CapacityPlan:
     """What `make capacity` searches: for each line (a variant in a deployment shape), the
-    highest open-loop rate that meets `slo` with nothing dropped, probing from `start` by
+    highest open-loop rate that meets `slo` (a dropped request is a miss), probing from `start` by
     doubling up to `ceiling`, then bisecting, then probing the bracket's edges until each has
     `probes` answers; each line within `budget_s`."""
 

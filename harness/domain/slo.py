@@ -33,7 +33,8 @@ class Slo:
         return f"p{self.percentile:g} < {self.limit_ms:g} ms"
 
     def flag(self) -> str:
-        return f"p{self.percentile:g}<{self.limit_ms:g}ms"
+        """As SLO= takes it (parse_slo reads it back)."""
+        return f"p{self.percentile:.12g}<{self.limit_ms:.12g}ms"
 
 
 def parse_slo(text: str) -> Slo:

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 
 from hdrh.histogram import HdrHistogram
 
-from harness.domain.axes import FROZEN
+from harness.domain.axes import FROZEN, Verdict
 from harness.domain.latency import Buckets, Histograms, Kind, uncorrect
 from harness.domain.result import CellResult, WrkResult
 from harness.domain.rules import NO_ANSWER
@@ -116,8 +116,8 @@ def slo_check(records: Sequence[CellResult], slo: Slo) -> Check | None:
     histogram (records of format 4 and older)."""
     served = [r.wrk for r in records if r.wrk is not None]
     found = [distribution(w, waited(w)) for w in served if w.requests]
-    if any(d is None for d in found):
-        return None
+    if not served or any(d is None for d in found):
+        return None  # nothing measured (the server never started), or no histograms
     slow = sum(d.above(slo.limit_ms) for d in found if d is not None)
     return Check(
         slo,
@@ -126,14 +126,20 @@ def slo_check(records: Sequence[CellResult], slo: Slo) -> Check | None:
         status_errors=sum(w.status_errors for w in served),
         socket_errors=sum(w.failed - w.status_errors for w in served),
         dropped=sum(w.schedule.dropped for w in served if w.schedule),
-        collapsed=any(r.verdict in FROZEN for r in records) or not served,
+        collapsed=any(r.verdict in FROZEN for r in records),
     )
 
 
 def probe_missed(record: CellResult, slo: Slo) -> bool | None:
-    """Whether one measurement missed `slo`; None where it could not say (the server did not
-    start, the load or the database failed)."""
-    if record.verdict in NO_ANSWER:
+    """Whether one measurement missed `slo`; None where it could not say: the server did not
+    start or answered wrongly, the load or the database failed, or it kept no histogram. A
+    measurement whose side channel went unsampled (`unknown`) still has its latencies: a miss
+    counts, a meeting does not (a process may have stalled unseen)."""
+    if record.verdict in NO_ANSWER and record.verdict is not Verdict.unknown:
         return None
     check = slo_check([record], slo)
-    return check is None or not check.met
+    if check is None:
+        return None
+    if record.verdict is Verdict.unknown:
+        return True if not check.met else None
+    return not check.met

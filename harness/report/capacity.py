@@ -65,15 +65,17 @@ def _worst_miss(line: Cell, records: Sequence[CellResult], plan: CapacityPlan) -
 
 def markdown(meta: dict[str, Any], records: Sequence[CellResult], name: str) -> str:
     plan = CapacityPlan.from_json(meta["capacity"])
+    head = header(meta, records, name).replace("syncasync-bench run", "syncasync-bench capacity", 1)
+    return "\n".join([head, "", f"## Capacity within {plan.slo.text()}", "", *body(meta, records)])
+
+
+def body(meta: dict[str, Any], records: Sequence[CellResult]) -> list[str]:
+    """The answer per shape in sentences, what the words mean, the table."""
+    plan = CapacityPlan.from_json(meta["capacity"])
     shapes: dict[tuple[str, ...], list[Cell]] = {}
     for line in plan.lines:
         shapes.setdefault(_shape(line), []).append(line)
-    parts = [
-        header(meta, records, name).replace("syncasync-bench run", "syncasync-bench capacity", 1),
-        "",
-        f"## Capacity within {plan.slo.text()}",
-        "",
-    ]
+    parts: list[str] = []
     for shape, lines in shapes.items():
         said = []
         for line in lines:
@@ -105,9 +107,9 @@ def markdown(meta: dict[str, Any], records: Sequence[CellResult], name: str) -> 
         "",
         md_table(head, rows, ["---"] * 5 + ["---:", "---:", "---", "---:", "---"]),
         "",
-        f"Every probe's figures are in [summary.md](summary.md); their records in `cells/`. "
         f"START {plan.start} req/s, CEILING {plan.ceiling}, BOUNDARY_PROBES {plan.probes}, "
-        f"BUDGET {plan.budget_s:g} s per line.",
+        f"BUDGET {plan.budget_s:g} s per line; every probe's figures are in the run's "
+        "summary.md, their records in `cells/`.",
         "",
     ]
-    return "\n".join(parts)
+    return parts

@@ -22,13 +22,14 @@ from typing import Any
 from harness.domain.axes import FROZEN, Layer, Mode, ServerName, SessionStyle, Verdict, Workload
 from harness.domain.cell import Cell
 from harness.domain.latency import MIN_TAIL, Kind
-from harness.domain.plan import MapLine, MapPlan
+from harness.domain.plan import CapacityPlan, MapLine, MapPlan
 from harness.domain.result import CellResult, generator_cost
 from harness.domain.rules import agreement, queue_model
 from harness.domain.search import Threshold
 from harness.infra.histogram import measured_ms
 from harness.report import (
     brackets,
+    capacity,
     ceilings,
     comparisons,
     decision,
@@ -816,6 +817,16 @@ def open_loop_section(root: Path, base: Path) -> list[str]:
                 ["---:", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---"],
             ),
             "",
+        ]
+    path = root / "capacity-uvicorn"
+    if (path / "metadata.json").is_file():
+        run = RunDir.open(path)
+        meta = run.metadata()
+        slo = CapacityPlan.from_json(meta["capacity"]).slo.text()
+        out += [
+            f"## Capacity within {slo} ([capacity.md]({_rel(path, base)}/capacity.md))",
+            "",
+            *capacity.body(meta, run.records()),
         ]
     found = root / "generators" / "records.json"
     if found.is_file():

@@ -396,6 +396,8 @@ def header(
     # A session stopped before the database was up has no `database`; a target's is None.
     db = next((e["database"] for e in reversed(entries) if "database" in e), {})
     wrk = next((e["wrk_version"] for e in reversed(entries) if "wrk_version" in e), "?")
+    # make capacity runs no wrk: its sessions record none
+    open_only = wrk == "?" and any("open_loop" in e for e in entries)
     packages = first.get("packages", {})
     opts = meta.get("options", {})
     if meta.get("complete"):
@@ -435,9 +437,18 @@ def header(
             f"- Code: {code}.",
             *_sessions(entries),
             f"- PostgreSQL: {database}.",
-            f"- wrk: {wrk} ({opts.get('wrk_runner', '?')}), threads = "
-            f"min(connections, CPUs), warm-up {opts.get('warmup_s', '?')} s, request timeout "
-            f"{opts.get('wrk_timeout_s', '?')} s.",
+            *(
+                [
+                    f"- wrk: {wrk} ({opts.get('wrk_runner', '?')}), threads = "
+                    f"min(connections, CPUs), warm-up {opts.get('warmup_s', '?')} s, request "
+                    f"timeout {opts.get('wrk_timeout_s', '?')} s."
+                ]
+                if not open_only
+                else [
+                    f"- Load: the open loop alone, warm-up {opts.get('warmup_s', '?')} s, "
+                    f"request timeout {opts.get('wrk_timeout_s', '?')} s."
+                ]
+            ),
             *_open_loop(entries, records),
             f"- Packages: {pkgs}.",
             "",
@@ -503,7 +514,9 @@ def slo_section(meta: dict[str, Any], records: Sequence[CellResult]) -> str:
     rows = []
     for c in sorted(judged, key=lambda c: (c.cell.variant, c.cell.level_key)):
         check = slo_check(c.records, slo)
-        rows.append([c.cell.variant, c.cell.level_text, check.text() if check else "no histograms"])
+        rows.append(
+            [c.cell.variant, c.cell.level_text, check.text() if check else "no measurement"]
+        )
     explained = (
         f"A cell meets the objective when at most {slo.allowed:.1%} of its requests (its rounds "
         "together) were slower than the limit, from the moment they were due in an open loop "

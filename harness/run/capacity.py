@@ -28,6 +28,7 @@ from harness.store.rundir import RunDir
 
 PROBE_OVERHEAD_S = 5.0  # a server's start, verification and stop around its window, 2 cores
 CONFIRM_BUDGET = 12  # probes more, at most, to bring a bracket's edges to their answers
+SEARCH_ATTEMPTS = 2  # measurements of one level before it counts as missed without an answer
 
 
 class OutOfTime(Exception):
@@ -35,7 +36,10 @@ class OutOfTime(Exception):
 
 
 def probe_s(plan: CapacityPlan, options: Options) -> float:
-    return plan.lines[0].duration_s + options.warmup_s + PROBE_OVERHEAD_S if plan.lines else 0.0
+    """One probe: its warm-up, settling, window, and the server's start and stop."""
+    if not plan.lines:
+        return 0.0
+    return plan.lines[0].duration_s + options.warmup_s + options.settle_s + PROBE_OVERHEAD_S
 
 
 def estimate_s(plan: CapacityPlan, options: Options) -> float:
@@ -83,11 +87,18 @@ def execute_capacity(
                 done.append(record)
                 return probe_missed(record, plan.slo)
 
+            def answer(rate: int, probe: Any = probe) -> bool:
+                """Missed?, asked again where a probe could not say; a level that never
+                answered counts as missed while searching (and neither way in the bracket)."""
+                for _ in range(SEARCH_ATTEMPTS):
+                    if (missed := probe(rate)) is not None:
+                        return missed
+                return True
+
             try:
-                # A probe that could not say counts as missed while searching; the bracket is
-                # made of the answers alone.
-                searched = find_threshold(lambda r: probe(r) is not False, plan.start, plan.ceiling)
-                confirm(searched, probe, plan.probes, budget=CONFIRM_BUDGET)
+                find_threshold(answer, plan.start, plan.ceiling)
+                # The edges of what the records show (answers only), probed again.
+                confirm(bracket_of(line, done, plan), probe, plan.probes, budget=CONFIRM_BUDGET)
             except OutOfTime:
                 listener.notice(f"{line.variant}: its budget of {plan.budget_s:g} s ran out")
             listener.notice(f"{line.variant}: {describe(bracket_of(line, done, plan), plan.slo)}")

@@ -85,7 +85,7 @@ def preflight(cells: Sequence[Cell], options: Options) -> None:
     for url in dict.fromkeys(c.target for c in cells if c.target):
         if problem := verify_users(url, None):
             raise UsageError(f"TARGET: {url} cannot be measured: {problem}")
-    if options.wrk_runner is WrkRunner.local:
+    if options.wrk_runner is WrkRunner.local and not _open_only(cells):
         wrk.local_binary()
     configs = configs_of(cells)
     for stack in dict.fromkeys(c.stack for c in configs):
@@ -229,7 +229,11 @@ def session(
             db = db_stack.enter_context(database(configs, options, extra_connections))
             run.update_session(
                 database=_database_entry(db),
-                wrk_version=wrk.version(options.wrk_runner, options.wrk_image),
+                **(
+                    {"wrk_version": wrk.version(options.wrk_runner, options.wrk_image)}
+                    if not _open_only(cells)
+                    else {}
+                ),
                 **({"open_loop": openloop.identity()} if _open(cells) else {}),
             )
             s = Session(
@@ -260,6 +264,11 @@ def _database_entry(db: postgres.Database | None) -> dict[str, Any] | None:
 
 def _open(cells: Sequence[Cell]) -> bool:
     return any(c.rate is not None for c in cells)
+
+
+def _open_only(cells: Sequence[Cell]) -> bool:
+    """Every cell an open loop's: wrk is not needed (make capacity)."""
+    return bool(cells) and all(c.rate is not None for c in cells)
 
 
 def _close(run: RunDir, outcome: str, s: Session | None) -> None:
