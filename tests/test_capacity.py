@@ -1,7 +1,5 @@
 """Capacity at an SLO: the objective, a measurement against it, the search over rates."""
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -17,11 +15,11 @@ from harness.domain.search import confirm, find_threshold
 from harness.domain.slo import Check, Slo, parse_slo
 from harness.infra import openloop
 from harness.infra.histogram import probe_missed, slo_check
-from harness.infra.process import free_port
 from harness.report import summary
+from harness.run.generators import serving
 from harness.store.rundir import RunDir
-from tests.cli import ROOT, harness
-from tests.test_open_loop import FIXTURES, _listening
+from tests.cli import harness
+from tests.test_open_loop import FIXTURES
 
 P99 = Slo(99, 250)
 
@@ -82,19 +80,8 @@ def test_a_bracket_over_rates_keeps_every_count() -> None:
 @pytest.fixture
 def paced() -> Iterator[str]:
     """loadgen.targets:paced at 200 req/s: it serves exactly that many, whatever it is sent."""
-    port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", "loadgen.targets:paced", "--port", str(port)]
-    proc = subprocess.Popen(
-        [*argv, "--host", "127.0.0.1", "--lifespan", "off", "--log-level", "warning"],
-        cwd=ROOT,
-        env={**__import__("os").environ, "PACED_RATE": "200"},
-    )
-    try:
-        _listening(port)
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with serving("paced", {"PACED_RATE": "200"}) as url:
+        yield url + "/"
 
 
 @pytest.mark.integration

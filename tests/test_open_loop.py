@@ -5,10 +5,7 @@ import shutil
 import socket
 import socketserver
 import statistics
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -29,6 +26,7 @@ from harness.infra.histogram import Distribution, distribution
 from harness.infra.process import free_port
 from harness.report import reference, summary
 from harness.report.generators import page as generators_page
+from harness.run.generators import serving
 from harness.store.rundir import RunDir
 from loadgen import targets
 from tests.cli import ROOT, harness
@@ -99,31 +97,12 @@ def test_the_generator_cost_is_the_median_per_thousand_due() -> None:
 # --- against real servers ----------------------------------------------------------------------
 
 
-def _listening(port: int, deadline_s: float = 10.0) -> None:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"nothing listened on {port}")
-
-
 @pytest.fixture
 def stalling() -> Iterator[str]:
     """uvicorn serving loadgen.targets:stalling (fresh: its first stall is 1.5 s after its
     first request)."""
-    port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", "loadgen.targets:stalling", "--port", str(port)]
-    proc = subprocess.Popen(
-        [*argv, "--host", "127.0.0.1", "--lifespan", "off", "--log-level", "warning"], cwd=ROOT
-    )
-    try:
-        _listening(port)
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with serving("stalling") as url:
+        yield url + "/"
 
 
 @pytest.mark.integration

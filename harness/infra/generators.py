@@ -9,14 +9,13 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.domain.errors import HarnessError
 from harness.infra.environment import PROJECT_ROOT
-from harness.infra.process import die_with_parent, register_child, wait_with_rusage
+from harness.infra.process import Finished, run_measured
 
 K6_SCRIPT = PROJECT_ROOT / "loadgen" / "k6_arrival.js"
 WRK_PACED = PROJECT_ROOT / "loadgen" / "wrk_paced.lua"
@@ -180,33 +179,10 @@ def missing(candidates: tuple[Candidate, ...] = CANDIDATES) -> list[str]:
     return out
 
 
-@dataclass(frozen=True)
-class Ran:
-    stdout: str
-    cpu_s: float
-    wall_s: float
-
-
-def run(argv: list[str], limit_s: float) -> Ran:
+def run(argv: list[str], limit_s: float) -> Finished:
     """Run one generator to completion, its CPU measured (killed past `limit_s`)."""
-    import time
-
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        t0 = time.monotonic()
-        proc = subprocess.Popen(
-            argv,
-            stdout=out,
-            stderr=err,
-            cwd=PROJECT_ROOT,
-            start_new_session=True,
-            preexec_fn=die_with_parent(None),
-        )
-        register_child(proc)
-        code, cpu = wait_with_rusage(proc, limit_s)
-        wall = time.monotonic() - t0
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-    if code != 0:
-        raise HarnessError(f"{argv[0]} exited {code}: {(stderr or stdout).strip()[-300:]}")
-    return Ran(stdout, cpu, wall)
+    done = run_measured(argv, limit_s, cwd=PROJECT_ROOT)
+    if done.code != 0:
+        said = (done.stderr or done.stdout).strip()[-300:]
+        raise HarnessError(f"{argv[0]} exited {done.code}: {said}")
+    return done

@@ -7,9 +7,7 @@ import hashlib
 import json
 import os
 import platform
-import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -18,7 +16,7 @@ from harness.domain.latency import Histograms
 from harness.domain.result import Schedule, WrkResult
 from harness.infra.environment import PROJECT_ROOT
 from harness.infra.histogram import Distribution
-from harness.infra.process import die_with_parent, register_child, wait_with_rusage
+from harness.infra.process import run_measured
 from harness.infra.wrk import LoadFailed, WrkRun
 
 PROGRAM = "loadgen.openloop"
@@ -112,26 +110,14 @@ def run(command: OpenLoopCommand, grace_s: float = 15.0) -> WrkRun:
     """Run the open loop to completion (killed if it overruns `grace_s` beyond the longest a
     last request may take: waiting the timeout for a connection, then the timeout answering)."""
     limit = command.duration_s + 2 * command.timeout_s + grace_s
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        affinity = (lambda: os.sched_setaffinity(0, command.cpus)) if command.cpus else None
-        proc = subprocess.Popen(
-            command.argv(),
-            stdout=out,
-            stderr=err,
-            cwd=PROJECT_ROOT,
-            start_new_session=True,
-            preexec_fn=die_with_parent(affinity),
-        )
-        register_child(proc)
-        code, cpu = wait_with_rusage(proc, limit)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-    if code is None:
+    affinity = (lambda: os.sched_setaffinity(0, command.cpus)) if command.cpus else None
+    done = run_measured(command.argv(), limit, cwd=PROJECT_ROOT, then=affinity)
+    if done.code is None:
         raise LoadFailed(f"the open loop did not finish within {limit:g}s")
     try:
-        return WrkRun(parse(stdout), cpu)
+        return WrkRun(parse(done.stdout), done.cpu_s)
     except (ValueError, KeyError) as exc:
         raise LoadFailed(
-            f"the open loop exited {code} without a report ({exc}): {stderr.strip()[-300:]}"
+            f"the open loop exited {done.code} without a report ({exc}): "
+            f"{done.stderr.strip()[-300:]}"
         ) from None

@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -291,6 +292,47 @@ def wait_with_rusage(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int
             unregister_child(proc)
             return None, usage.ru_utime + usage.ru_stime
         time.sleep(0.05)
+
+
+@dataclass(frozen=True)
+class Finished:
+    code: int | None  # None: killed at the timeout
+    cpu_s: float  # its CPU seconds (wait4), start-up included
+    wall_s: float
+    stdout: str
+    stderr: str
+
+
+def run_measured(
+    argv: list[str],
+    timeout: float,
+    cwd: Path | None = None,
+    then: Callable[[], None] | None = None,
+) -> Finished:
+    """Run a load generator to completion in a session of its own (killed past `timeout`,
+    and with the harness), its output and CPU kept; `then` runs in the child before exec."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=err,
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=die_with_parent(then),
+        )
+        register_child(proc)
+        code, cpu = wait_with_rusage(proc, timeout)
+        wall = time.monotonic() - t0
+        out.seek(0)
+        err.seek(0)
+        return Finished(
+            code,
+            cpu,
+            wall,
+            out.read().decode(errors="replace"),
+            err.read().decode(errors="replace"),
+        )
 
 
 def port_in_use(port: int) -> bool:

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from harness.domain.errors import HarnessError
 from harness.domain.latency import Histograms
 from harness.domain.result import WrkResult
 from harness.infra import histogram
-from harness.infra.process import die_with_parent, register_child, wait_with_rusage
+from harness.infra.process import run_measured
 from servers.registry import WRK_IMAGE as DEFAULT_IMAGE  # the seed's; its entrypoint is wrk
 
 # Beside the package, not in it: the compose file mounts harness/ into the wrk container.
@@ -166,26 +165,15 @@ class LoadFailed(HarnessError):
 
 def run(command: WrkCommand, grace_s: float = 15.0) -> WrkRun:
     """Run wrk to completion (killed if it overruns by `grace_s`) and parse its report."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(
-            command.argv(),
-            stdout=out,
-            stderr=err,
-            start_new_session=True,
-            preexec_fn=die_with_parent(
-                _affinity(command) if command.runner is WrkRunner.local else None
-            ),
-        )
-        register_child(proc)
-        code, cpu = wait_with_rusage(proc, command.duration_s + grace_s)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-    if code is None:
+    local = command.runner is WrkRunner.local
+    done = run_measured(
+        command.argv(), command.duration_s + grace_s, then=_affinity(command) if local else None
+    )
+    if done.code is None:
         raise LoadFailed(f"wrk did not finish within {command.duration_s + grace_s:g}s")
     try:
-        return WrkRun(parse(stdout, command.connections), cpu)
+        return WrkRun(parse(done.stdout, command.connections), done.cpu_s)
     except (ValueError, KeyError) as exc:
         raise LoadFailed(
-            f"wrk exited {code} without a report ({exc}): {stderr.strip()[-300:]}"
+            f"wrk exited {done.code} without a report ({exc}): {done.stderr.strip()[-300:]}"
         ) from None

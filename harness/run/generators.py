@@ -4,6 +4,7 @@ an app that stalls 1 s every 2.5 s. The server counts what arrived, whichever se
 
 from __future__ import annotations
 
+import os
 import random
 import statistics
 import subprocess
@@ -26,8 +27,9 @@ STALL_RUN_S = 2 * targets.EVERY_S  # two whole stalls
 
 
 @contextmanager
-def serving(app: str) -> Iterator[str]:
-    """uvicorn serving loadgen.targets:`app` on 127.0.0.1, one process."""
+def serving(app: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """uvicorn serving loadgen.targets:`app` on 127.0.0.1, one process (with `env` added to
+    its environment), until the block ends."""
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -45,6 +47,7 @@ def serving(app: str) -> Iterator[str]:
             "warning",
         ],
         cwd=PROJECT_ROOT,
+        env={**os.environ, **(env or {})},
         start_new_session=True,
     )
     register_child(proc)
