@@ -590,7 +590,7 @@ def _capacity(given: Given) -> int:
     if given.on("DRY_RUN"):
         for line in plan.lines:
             print(line.variant)
-        print(f"{len(plan.lines)} lines, about {estimate / 60:.0f} minutes at most")
+        print(f"{len(plan.lines)} lines, about {estimate / 60:.0f} minutes (BUDGET per line)")
         return 0
     out = _out(given, "capacity-" + given["SERVER"])
     cells = [plan.probe(line, plan.ceiling) for line in plan.lines]
