@@ -14,7 +14,7 @@ from app import async_db
 from app.common import session_dependency
 from app.compat import create_fastapi, size_threadpool
 from app.models import Inserted, UserOut
-from app.occupancy import install_occupancy, own_channel
+from app.occupancy import install_occupancy, side_channel
 from app.settings import SessionStyle, Settings, load_settings
 
 
@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db = async_db.open_database(settings)
         await db.open()
         app.state.db, app.state.pool_stats = db, db.pool_stats
-        async with own_channel(app, settings):
+        async with side_channel(app, settings):
             yield
         await db.close()
 

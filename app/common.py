@@ -14,6 +14,8 @@ def session_dependency(dependency: Callable[..., Any], settings: Settings) -> An
     """One Depends object for all routes of an app, so `limited` has one limit per process."""
     if settings.SESSION_STYLE is SessionStyle.limited:
         return Depends(dependency, max_concurrency=settings.pool_capacity)
+    if settings.DEPENDENCY_SCOPE == "function":
+        return Depends(dependency, scope="function")
     return Depends(dependency)
 
 

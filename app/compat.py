@@ -109,6 +109,13 @@ def has_max_concurrency() -> bool:
     return "max_concurrency" in inspect.signature(Depends).parameters
 
 
+def has_dependency_scope() -> bool:
+    """Whether `Depends(..., scope="function")` exists (FastAPI 0.121 and later)."""
+    from fastapi import Depends
+
+    return "scope" in inspect.signature(Depends).parameters
+
+
 def size_threadpool(tokens: int) -> None:
     """Resize AnyIO's default thread limiter; call it inside the running loop (the lifespan).
 

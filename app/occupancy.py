@@ -8,6 +8,10 @@ has in flight (and, of those, how many have no response started yet) and has ans
 by a pure ASGI wrapper that leaves the side channel out. The two in-flight counts differ where
 code runs after the response has started: a `yield` dependency's exit, a background task.
 
+It also reports how late the event loop runs: `loop_lag_ms`, the most a 10 ms timer overslept
+since the previous report (a loop busy with other requests, or blocked, answers late), and, for
+an asyncio pool, how many tasks wait for a connection (`pool_tasks_waiting`).
+
 Behind the server's one port, each request reaches whichever worker process accepts it, so with
 several workers one may go unsampled for seconds. Where OCCUPANCY_DIR is set, each process also
 serves the same report on a loopback port of its own and registers that port in the directory
@@ -47,6 +51,7 @@ class Counts:
     awaiting: int = 0  # of those, no response started yet
     ok: int = 0  # answered with a status below 400
     errors: int = 0  # answered with 400 or more
+    lag_s: float | None = None  # the loop's largest lag since the last report (None: not probed)
 
 
 class Requests:
@@ -138,7 +143,43 @@ def report(app: FastAPI) -> dict[str, Any]:
         "awaiting": counts.awaiting,
         "ok": counts.ok,
         "errors": counts.errors,
+        "loop_lag_ms": _read_lag(counts),
     }
+
+
+def _read_lag(counts: Counts) -> float | None:
+    """The largest lag since the previous report, and start the next interval (the harness is
+    the one reader: it samples each process at 10 Hz)."""
+    lag, counts.lag_s = counts.lag_s, (0.0 if counts.lag_s is not None else None)
+    return None if lag is None else round(lag * 1000, 2)
+
+
+LAG_TICK_S = 0.01
+
+
+@asynccontextmanager
+async def side_channel(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
+    """What the side channel needs on the app's loop while the lifespan runs: the lag probe,
+    and this process's own channel (`own_channel`)."""
+    counts: Counts | None = getattr(app.state, "occupancy_counts", None)
+    probe = asyncio.ensure_future(_probe_lag(counts)) if counts is not None else None
+    try:
+        async with own_channel(app, settings):
+            yield
+    finally:
+        if probe is not None:
+            probe.cancel()
+
+
+async def _probe_lag(counts: Counts) -> None:
+    """Sleep LAG_TICK_S again and again; how much later than asked each sleep ends is time the
+    loop spent on other work before it could run this task."""
+    loop = asyncio.get_running_loop()
+    counts.lag_s = 0.0
+    while True:
+        asked = loop.time()
+        await asyncio.sleep(LAG_TICK_S)
+        counts.lag_s = max(counts.lag_s or 0.0, loop.time() - asked - LAG_TICK_S)
 
 
 @asynccontextmanager
@@ -187,14 +228,27 @@ async def _answer(app: FastAPI, reader: asyncio.StreamReader, writer: asyncio.St
 
 def sqlalchemy_pool_stats(engine: Any, capacity: int) -> Callable[[], dict[str, int | None]]:
     """What `/_occupancy` reports of an engine's pool (sync or async engine): connections lent
-    out, the most it can lend (pool_size + max_overflow), and threads blocked waiting for one."""
+    out, the most it can lend (pool_size + max_overflow), and threads (sync) or tasks (async)
+    waiting for one."""
     pool = getattr(engine, "sync_engine", engine).pool
+    queue = getattr(pool, "_pool", None)
     # A thread waiting in QueuePool._do_get waits on its queue's condition; the count of those
-    # waiters is private to the queue. An async pool's waiters are tasks, not threads: None.
-    condition = getattr(getattr(pool, "_pool", None), "not_empty", None)
+    # waiters is private to the queue.
+    condition = getattr(queue, "not_empty", None)
     waiters = getattr(condition, "_waiters", None)
+
+    def tasks_waiting() -> int | None:
+        # An async pool's queue is an asyncio.Queue, made at its first use; its getters (private)
+        # are the futures of the tasks waiting for a connection.
+        if condition is not None or queue is None:
+            return None
+        inner = vars(queue).get("_queue")
+        getters = getattr(inner, "_getters", None) if inner is not None else ()
+        return None if getters is None else sum(not f.done() for f in getters)
+
     return lambda: {
         "checked_out": pool.checkedout(),
         "capacity": capacity,
         "pool_waiting": len(waiters) if waiters is not None else None,
+        "pool_tasks_waiting": tasks_waiting(),
     }

@@ -8,7 +8,7 @@ ASYNC_DRIVER) are still read, and a line at start says which name replaces them.
 
 import re
 import sys
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 from sqlalchemy.engine import URL, make_url
@@ -124,6 +124,10 @@ class Settings(BaseSettings):
     POOL_TIMEOUT: float = Field(30.0, gt=0, le=3600)
     THREADPOOL_TOKENS: int = Field(40, ge=1, le=10_000)
     SESSION_STYLE: SessionStyle = SessionStyle.dependency
+    # When a `dependency` session's exit runs: FastAPI's default (request) runs it after the
+    # response is sent, so the connection is held through serialization and sending; function
+    # runs it when the endpoint returns. An experiment's setting: no harness axis sets it.
+    DEPENDENCY_SCOPE: Literal["request", "function"] = "request"
     # The side channel (app/occupancy.py); off only to measure what it costs.
     OCCUPANCY: bool = True
     # Where each worker process registers the port of a side channel of its own, so that every
@@ -175,6 +179,13 @@ class Settings(BaseSettings):
                 f"'limited' needs Depends(max_concurrency=...), which FastAPI {fastapi_version} "
                 "does not have (FastAPI 0.163+); choose dependency or context"
             )
+        return value
+
+    @field_validator("DEPENDENCY_SCOPE")
+    @classmethod
+    def _scope_is_available(cls, value: str) -> str:
+        if value == "function" and not compat.has_dependency_scope():
+            raise ValueError("function needs Depends(scope=...) (FastAPI 0.121+); unset it")
         return value
 
     @field_validator("SYNC_DRIVER")

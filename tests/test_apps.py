@@ -93,6 +93,23 @@ def test_limited_style_caps_the_dependency_at_pool_capacity(db_url: str) -> None
         assert limits == {5}
 
 
+@pytest.mark.integration
+def test_dependency_scope_function_ends_the_session_with_the_endpoint(db_url: str) -> None:
+    for scope, expected in (("function", {"function"}), (None, {None})):
+        given = {"DEPENDENCY_SCOPE": scope} if scope else {}
+        for module in APPS.values():
+            app = module.create_app(Settings(DATABASE_URL=db_url, **given))  # type: ignore[arg-type]
+            scopes = {
+                d.scope
+                for route in app.routes
+                if getattr(route, "path", "").startswith("/users")
+                for d in _depends(route)
+            }
+            assert scopes == expected
+    with pytest.raises(ValueError, match="DEPENDENCY_SCOPE"):
+        Settings(DATABASE_URL=db_url, DEPENDENCY_SCOPE="later")  # type: ignore[arg-type]
+
+
 def _depends(route: object) -> list:
     import inspect
     import typing
@@ -116,6 +133,10 @@ def test_occupancy_reports_the_threadpool_the_pool_and_the_requests(client: Test
     # Threads blocked on the pool: a sync pool's count; an async pool's waiters are not threads.
     sync = client.app.title.startswith("sync")  # type: ignore[attr-defined]
     assert idle["pool_waiting"] == (0 if sync else None)
+    # Tasks waiting at an async SQLAlchemy pool (the driver layer's own pools do not say).
+    sqlalchemy_async = not sync and client.app.title.endswith(("orm)", "core)"))  # type: ignore[attr-defined]
+    assert idle.get("pool_tasks_waiting") == (0 if sqlalchemy_async else None)
+    assert idle["loop_lag_ms"] is not None and idle["loop_lag_ms"] >= 0
     assert (idle["in_flight"], idle["ok"], idle["errors"]) == (0, 0, 0)
     client.get("/users")
     client.get("/users")

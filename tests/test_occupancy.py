@@ -10,20 +10,22 @@ import os
 import re
 import socket
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from harness.domain.axes import Verdict
+from harness.domain.axes import Mode, Verdict
 from harness.domain.occupancy import Sample, ThreadDump, Timeline, summarize
 from harness.domain.result import CellResult
 from harness.infra import occupancy as infra_occupancy
 from harness.infra import postgres
 from harness.infra.occupancy import DumpFailed, dump_threads
 from harness.infra.server import get_json
-from harness.report import evidence
+from harness.report import evidence, waits
 from harness.store.rundir import RunDir
 from tests.cli import harness
+from tests.test_dimensions import cell
 from tests.test_target import hand_started
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -224,3 +226,43 @@ def test_a_map_explains_its_sync_dependency_line_with_the_evidence(tmp_path: Pat
     assert "collapsed at" in row and "waiting for a pooled connection" in row
     assert "tokens 3/3" in row and "conns 2/2" in row
     assert list((out / "charts").glob("timeline-*.png"))
+
+
+def test_where_requests_waited_sums_a_tick_over_its_processes() -> None:
+    def at(t: float, pid: int, in_flight: int, awaiting: int, queued: int, lag: float) -> Sample:
+        return Sample(t, pid, 0, 40, 0, 15, 15, in_flight, 0, 0, None, awaiting, queued, lag)
+
+    samples = (
+        at(1.0, 1, 60, 50, 40, 10.0),
+        at(1.0, 2, 50, 40, 30, 20.0),
+        at(1.1, 1, 70, 60, 50, 30.0),
+        at(1.1, 2, 40, 40, 20, 40.0),
+    )
+    record = CellResult(
+        cell(Mode.async_), Verdict.ok, occupancy=Timeline(10, samples, measured_from_s=1.0)
+    )
+    figures = waits.row([record])
+    # Ticks: in flight 110 and 110, past their response 20 and 10, queued 70 and 70.
+    assert figures == ["110", "15", "30 / 30", "70", "25.0 / 40.0"]
+    assert waits.row([replace(record, occupancy=Timeline(10, (sample(1.0, 1, ok=1),)))]) is None
+
+
+@pytest.mark.integration
+def test_an_async_dependency_is_seen_holding_connections_past_its_responses(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "run"
+    done = harness(
+        "run", "--server", "uvicorn", "--modes", "async", "--styles", "dependency",
+        "--pools", "2+0", "--connections", "24", "--duration", "2s", "--repeats", "1",
+        "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (record,) = RunDir.open(out).records()
+    assert record.occupancy is not None
+    measured = record.occupancy.measured.samples
+    # 24 connections share 2 pooled connections: tasks queue at the async pool, and the loop
+    # reports its lag in every sample.
+    assert max(s.pool_tasks_waiting or 0 for s in measured) >= 10
+    assert all(s.loop_lag_ms is not None and s.pool_waiting is None for s in measured)
+    assert "## Where requests waited" in (out / "summary.md").read_text()

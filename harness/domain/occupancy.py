@@ -35,6 +35,10 @@ class Sample:
     # Of the requests in flight, those with no response started yet (None: an app from before
     # the count). A `yield` dependency's exit runs after the response started.
     awaiting: int | None = None
+    # Tasks waiting for a connection (asyncio pools), and the event loop's largest lag since the
+    # process's previous sample (None: an app from before these were reported).
+    pool_tasks_waiting: int | None = None
+    loop_lag_ms: float | None = None
 
     @property
     def blocked_on_pool(self) -> bool:

@@ -53,8 +53,10 @@ def read_log(path: Path, tail_lines: int = 30) -> LogCounts:
 def inherited() -> dict[str, str]:
     """The harness's environment for a server it starts, without any of the apps' settings
     (new names or old): a POOL_SIZE left in the user's shell must not reach, or clash with,
-    the settings the harness gives each server."""
-    return {k: v for k, v in os.environ.items() if k not in NAMES and k not in OLD_NAMES}
+    the settings the harness gives each server. DEPENDENCY_SCOPE, an app setting for experiments
+    that no cell records, is dropped too: a measured app is what its record says."""
+    dropped = {*NAMES, *OLD_NAMES, "DEPENDENCY_SCOPE"}
+    return {k: v for k, v in os.environ.items() if k not in dropped}
 
 
 class ServerProcess:

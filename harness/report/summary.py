@@ -29,7 +29,7 @@ from harness.domain.latency import Kind
 from harness.domain.result import CellResult, PgbenchResult, generator_cost
 from harness.domain.slo import MIN_WINDOW_S, parse_slo
 from harness.infra.histogram import measured_ms, slo_check
-from harness.report import ceilings, comparisons, conclusions, evidence, layers
+from harness.report import ceilings, comparisons, conclusions, evidence, layers, waits
 from harness.report.stats import THIN_TEXT, WRK_FIELD, CellStats, Warning_, by_cell
 from harness.report.table import md_table
 
@@ -540,6 +540,8 @@ def summary(
         parts += ["## Comparisons\n", COMPARISONS_TEXT + "\n", comparisons.table(records)]
         if text := warnings_section(records):
             parts.append(text)
+    if text := waits.section(records):
+        parts.append(text)
     if table := evidence.freeze_table(records):
         parts += ["## Why cells collapsed\n", evidence.FREEZE_TEXT + "\n", table]
     if text := layers.section(records, pg):
