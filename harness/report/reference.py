@@ -39,6 +39,7 @@ from harness.report import (
     layers,
     map_summary,
     summary,
+    waits,
 )
 from harness.report.map_summary import threshold_of
 from harness.report.stats import Ratio, by_cell
@@ -843,6 +844,77 @@ def open_loop_section(root: Path, base: Path) -> list[str]:
     return out
 
 
+ASYNC_TAIL_TEXT = (
+    "Why async `dependency`'s tail is long where async `context`'s is short: the same app and "
+    "pool, the session opened by a `yield` dependency or inside the endpoint, 100 connections, "
+    "warm 10 s windows, with the side channel's answer to *where did requests wait?* "
+    '(summaries: "Where requests waited"). FastAPI runs a `yield` dependency\'s exit after the '
+    "response is sent, so a `dependency` session keeps its pooled connection until the event "
+    "loop comes back to the finished request: *past their response* counts the requests "
+    "holding it so, and *in flight* can exceed the connections. Those connections are lost to "
+    "the requests queued at the pool, whose wait is the tail. On a server that spends more of "
+    "the loop on each request (hypercorn here), every request holds its connection longer and "
+    "both styles queue at the pool alike."
+)
+ASYNC_TAIL_DECISION = (
+    "**Which variants a decision compares.** The style of the session and the mode (sync or "
+    "async) are two choices; `make decide` sets async `context` against sync `context`, so its "
+    "ratio is the mode's alone, and shows async `dependency` (FastAPI's documented pattern) and "
+    "sync `dependency` (the 2021 write-up's) beside them. What stays open: how much of the tail "
+    "is the order in which the asyncio pool's queue serves its waiters (a woken waiter that "
+    "loses the race to a newcomer goes back to the end); granian and gunicorn with several "
+    'workers, not measured here; and `Depends(..., scope="function")` (FastAPI 0.121+, the '
+    "app's DEPENDENCY_SCOPE=function), which ends the session with the endpoint, tried by hand "
+    "only."
+)
+
+
+def async_tail_section(root: Path, base: Path) -> list[str]:
+    """The async tail's investigation: each server's p99 of the two async styles, and where
+    their requests waited."""
+    path = root / "async-tail"
+    if not (path / "metadata.json").is_file():
+        return []
+    records = RunDir.open(path).records()
+    rows = []
+    for c in sorted(by_cell(records), key=lambda c: (c.cell.server_label, c.cell.variant)):
+        p99 = c.percentile(99)
+        figures = waits.row(c.records)
+        if figures is None:
+            continue
+        rows.append(
+            [
+                c.cell.server_label,
+                f"async `{c.cell.known('style')}`",
+                f"{c.median_rps:,.0f}" if c.median_rps is not None else "-",
+                f"{p99.ms:,.0f}" if p99 else "-",
+                *figures,
+            ]
+        )
+    head = [
+        "server",
+        "variant",
+        "req/s (median)",
+        "p99 ms",
+        "in flight",
+        "past their response",
+        "out / can lend",
+        "queued for a connection",
+        "loop lag ms, median / p99",
+    ]
+    sha = str(_first_session(RunDir.open(path)).get("git", {}).get("sha", "?"))[:12]
+    return [
+        f"## The async tail ([summary.md]({_rel(path, base)}/summary.md), at git {sha})",
+        "",
+        ASYNC_TAIL_TEXT,
+        "",
+        md_table(head, rows, ["---", "---", *["---:"] * 7]),
+        "",
+        ASYNC_TAIL_DECISION,
+        "",
+    ]
+
+
 def rejudged_section(root: Path, base: Path) -> list[str]:
     """What `python -m harness migrate` changed in each run, read from the runs' provenance."""
     said = []
@@ -903,6 +975,7 @@ def readme(root: Path, page: Path) -> str:
         *repro_section(root, base),
         *latency_section(root, base),
         *open_loop_section(root, base),
+        *async_tail_section(root, base),
         "## Findings",
         "",
     ]
@@ -1077,6 +1150,7 @@ def write(root: Path, page: Path) -> None:
         "layers",
         "freeze-cycle",
         "relay-cost",
+        "async-tail",
         *(p.parent.name for p in root.glob("occupancy-cost*/metadata.json")),
         *(f"map-{s}" for s in ServerName),
     ):
