@@ -172,6 +172,7 @@ REPRO_MAP := --server uvicorn,gunicorn --variants sync-dependency --pools 5+10 -
 LATENCY_RUN := --server uvicorn --repeats 3
 # The open loop: each variant at rates below and past what it serves, rounds merged.
 OPEN_RUN := --server uvicorn --load open --rate 200,400,800 --repeats 3
+DECIDE_SLO_RUN := --server uvicorn --rows 10 --workers 1
 TAIL_RUN := --server uvicorn,hypercorn --modes async --styles dependency,context --connections 100 \
 	--duration 10s --repeats 3
 LAYERS_RUN := --server uvicorn --drivers psycopg2,asyncpg,psycopg --layers orm,core,driver \
@@ -202,6 +203,8 @@ reference: setup
 	@d=$(REF)/bench-open; if [ -f $$d/metadata.json ]; then $(PY) -m harness run --resume $$d; \
 	else $(PY) -m harness run $(OPEN_RUN) --out $$d; fi
 	@d=$(REF)/capacity-uvicorn; [ -f $$d/metadata.json ] || $(PY) -m harness capacity --server uvicorn --out $$d
+	@d=$(REF)/decide-slo-uvicorn; if [ -f $$d/metadata.json ]; then $(PY) -m harness decide --resume $$d; \
+	else $(PY) -m harness decide $(DECIDE_SLO_RUN) --out $$d || exit $$?; fi
 	@d=$(REF)/async-tail; if [ -f $$d/metadata.json ]; then $(PY) -m harness run --resume $$d; \
 	else $(PY) -m harness run $(TAIL_RUN) --out $$d; fi
 	@if [ -f $(REF)/map/metadata.json ]; then $(PY) -m harness map --resume $(REF)/map; \

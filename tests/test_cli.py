@@ -103,20 +103,29 @@ def test_the_decide_preset_crosses_latency_rows_variants_and_workers(
 ) -> None:
     code, out, _ = cli(capsys, "decide", "--dry-run")
     assert code == 0
-    keys = out.splitlines()[:-1]
+    keys = [k for k in out.splitlines()[:-1] if not k.startswith("capacity: ")]
     cpus = os.cpu_count() or 1
     workers = sorted({1, cpus})
-    cells = 3 * 2 * 3 * len(workers) * 3  # latencies x rows x variants x workers x levels
+    cells = 2 * 2 * 4 * len(workers) * 3  # latencies x rows x variants x workers x levels
+    # Then a capacity search for each shape and variant but sync `dependency`.
+    lines = 2 * 2 * 3 * len(workers)
     assert out.splitlines()[-1].startswith(
-        f"{cells * 3} of {cells * 3} measurements ({cells} cells x 3 rounds)"
+        f"{cells * 3} of {cells * 3} measurements ({cells} cells x 3 rounds), then a capacity "
+        f"search of {lines} lines within p99 < 250 ms"
     )
+    searched = [k for k in out.splitlines() if k.startswith("capacity: ")]
+    assert len(searched) == lines and not any("sync/psycopg2/dependency" in k for k in searched)
+    assert all(k.endswith("open loop, at most 1000 connections") for k in searched)
     firsts = [k for k in keys if "@" not in k]
     assert {k.rsplit("-c", 1)[1] for k in firsts} == {"8", "32", "100"}
     assert {w for w in workers if any(f"-w{w}-" in k for k in firsts)} == set(workers)
-    for part in ("-r10-", "-r100-", "-d2-c", "-d2-lat1ms-c", "-d2-lat5ms-c"):
+    for part in ("-r10-", "-r100-", "-d2-c", "-d2-lat5ms-c"):
         assert any(part in k for k in firsts), part
     styles = {k.split("-")[1] + "-" + k.split("-")[2] for k in firsts}
-    assert styles == {"sync-dependency", "sync-context", "async-dependency"}
+    assert styles == {"sync-dependency", "sync-context", "async-dependency", "async-context"}
+    # BUDGET=0: no capacity search.
+    code, out, _ = cli(capsys, "decide", "--dry-run", "--budget", "0")
+    assert code == 0 and "capacity" not in out
     # Every preset value is a variable.
     code, out, _ = cli(
         capsys, "decide", "--dry-run", "--db-latency", "2ms", "--rows", "50", "--workers", "1",

@@ -22,7 +22,7 @@ def test_make_decide_with_tiny_settings_writes_the_decision_table(tmp_path: Path
     settings = [
         "SERVER=uvicorn", "REPEATS=2", "DURATION=1s", "WARMUP=0", "CONNECTIONS=4",
         "ROWS=10,50", "DB_LATENCY=0,1ms", "WORKERS=1",
-        "VARIANTS=sync-context,async-dependency", f"OUT={out}",
+        "VARIANTS=sync-context,async-dependency", "BUDGET=0", f"OUT={out}",
     ]  # fmt: skip
     done = subprocess.run(
         ["make", "-s", "decide", *settings],
@@ -34,8 +34,9 @@ def test_make_decide_with_tiny_settings_writes_the_decision_table(tmp_path: Path
         env={k: v for k, v in _env().items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")},
     )
     assert done.returncode == 0, done.stderr
-    assert "16 of 16 measurements (8 cells x 2 rounds)" in done.stderr
+    assert "16 of 16 measurements (8 cells x 2 rounds), about" in done.stderr
     run = RunDir.open(out)
+    assert "capacity" not in run.metadata()
     assert run.kind == "decide" and run.metadata()["complete"] is True
     records = run.records()
     assert len(records) == 16
@@ -58,6 +59,44 @@ def test_make_decide_with_tiny_settings_writes_the_decision_table(tmp_path: Path
     assert (out / "charts" / "ratio-uvicorn-w1.png").is_file()
     assert f"decision: {out / 'decision.md'}" in done.stderr
     assert "uvicorn, 1 worker, DB latency 1 ms, 50 rows: Against sync context" in done.stderr
+
+
+def test_make_decide_leads_with_capacity_within_the_slo_and_resumes_by_replaying(
+    tmp_path: Path,
+) -> None:
+    """One probe per line (BUDGET fits one): the page leads with the capacity section, the rule
+    reads it, and a resume measures nothing again (the search replays its records)."""
+    out = tmp_path / "decide"
+    done = harness(
+        "decide", "--server", "uvicorn", "--repeats", "1", "--duration", "1s", "--warmup", "0",
+        "--connections", "4", "--rows", "10", "--db-latency", "0", "--workers", "1",
+        "--variants", "sync-context,async-context", "--budget", "20s", "--start", "50",
+        "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "then a capacity search of 2 lines within p99 < 250 ms" in done.stderr
+    run = RunDir.open(out)
+    probes = [r for r in run.records() if r.cell.rate is not None]
+    assert sorted((r.cell.mode.value, r.cell.rate, r.cell.duration_s) for r in probes) == [
+        ("async", 50.0, 10.0), ("sync", 50.0, 10.0),
+    ]  # fmt: skip
+    assert all(r.cell.connections == 1000 for r in probes)
+    text = (out / "decision.md").read_text()
+    assert text.index("## Capacity within p99 < 250 ms") < text.index("| DB latency")
+    (row,) = json.loads((out / "decision.json").read_text())["rows"]
+    assert row["slo"] == "p99 < 250 ms" and set(row["capacity"]) == {
+        "async context",
+        "sync context",
+    }
+    for found in row["capacity"].values():
+        # One probe at 50 req/s that met the objective: at least 50, nothing above it probed.
+        assert (found["sustains"], found["not"], found["missed"]) == (50, None, {"50": [0, 1]})
+    assert row["rule"].startswith("Within p99 < 250 ms, in warm 10 s open-loop probes: ")
+    assert "Rule: either, by capacity within p99 < 250 ms" in row["rule"]
+    assert "by throughput alone: " in row["rule"]
+    again = harness("decide", "--resume", str(out))
+    assert again.returncode == 0, again.stderr
+    assert len(RunDir.open(out).records()) == len(run.records())
 
 
 def test_decide_checks_the_workers_connections_against_max_connections(

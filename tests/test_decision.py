@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,10 @@ from harness.domain.axes import (
     Workload,
 )
 from harness.domain.cell import Cell, ServerConfig
+from harness.domain.plan import CapacityPlan
 from harness.domain.result import CellResult, WrkResult
+from harness.domain.slo import parse_slo
+from harness.infra import openloop
 from harness.report import decision, files
 from harness.report.stats import paired_ratio
 from harness.run.options import Options
@@ -32,6 +36,7 @@ from harness.store.rundir import RunDir
 ASYNC = (Mode.async_, SessionStyle.dependency)
 CONTEXT = (Mode.sync, SessionStyle.context)
 DEPENDENCY = (Mode.sync, SessionStyle.dependency)
+FIXTURES = Path(__file__).parent / "fixtures"
 NOISE = (1.0, 1.02, 0.98, 1.01, 0.99)  # per round, the same for every variant: drift
 
 
@@ -192,3 +197,63 @@ def test_rows_by_latency_and_payload_in_the_files(tmp_path: Path) -> None:
 )
 def test_latency_labels(latency: Latency, label: str) -> None:
     assert decision.latency_label(latency) == label
+
+
+def probe(variant: tuple[Mode, SessionStyle], rate: float, missed: bool) -> CellResult:
+    """An open-loop probe as make decide's capacity search plans it, with a recorded open loop's
+    latencies (40% of its requests waited for a stall: it meets p50 < 250 ms); a miss is that
+    probe collapsed."""
+    closed = record(variant, 8, 1, rate)
+    cell = replace(closed.cell, connections=1000, duration_s=10.0, rate=rate)
+    wrk = openloop.parse((FIXTURES / "openloop-stalling.json").read_text())
+    return CellResult(cell, Verdict.collapsed if missed else Verdict.ok, wrk)
+
+
+ASYNC_CONTEXT = (Mode.async_, SessionStyle.context)
+
+
+@pytest.mark.parametrize(
+    ("async_missed", "sync_missed", "rule"),
+    [
+        # async met 400 where sync missed: async, whatever the closed loop's throughput said.
+        (
+            {200: False, 400: False, 800: True},
+            {200: False, 400: True, 800: True},
+            "Rule: async, by capacity within p50 < 250 ms: async `context` met it at 400 req/s, "
+            "where sync `context` missed it at 400; by throughput alone: sync with the session "
+            "inside the endpoint, at least as fast here.",
+        ),
+        # Both met 400 and missed 800: the brackets overlap.
+        (
+            {200: False, 400: False, 800: True},
+            {200: False, 400: False, 800: True},
+            "Rule: either, by capacity within p50 < 250 ms: the brackets overlap (async "
+            "`context` 400 req/s, not 800; sync `context` 400 req/s, not 800); by throughput "
+            "alone: sync with the session inside the endpoint, at least as fast here.",
+        ),
+    ],
+)
+def test_the_rule_reads_capacity_first_and_compares_like_with_like(
+    async_missed: dict[int, bool], sync_missed: dict[int, bool], rule: str
+) -> None:
+    # Closed loop: sync ahead (the throughput rule says sync); async dependency measured too.
+    closed = measured({ASYNC_CONTEXT: {8: 100.0}, CONTEXT: {8: 150.0}, ASYNC: {8: 120.0}})
+    probes = [
+        probe(variant, rate, missed)
+        for variant, answers in ((ASYNC_CONTEXT, async_missed), (CONTEXT, sync_missed))
+        for rate, missed in answers.items()
+    ]
+    lines = tuple(dict.fromkeys(replace(p.cell, rate=200.0) for p in probes))
+    plan = CapacityPlan(lines, parse_slo("p50<250ms"), 200, 3200, 1, 240.0, warmup_s=2.0)
+    (row,) = decision.decision_rows([*closed, *probes], plan)
+    # Like with like: async `context` against sync `context`; async `dependency` beside them.
+    assert (row.roles.async_, row.roles.sync, row.roles.async_dependency) == (
+        ASYNC_CONTEXT, CONTEXT, ASYNC,
+    )  # fmt: skip
+    assert [lv.connections for lv in row.levels] == [8]  # the probes are not closed-loop levels
+    capacity_sentence, _, last = decision.sentences(row)
+    assert capacity_sentence.startswith("Within p50 < 250 ms, in warm 10 s open-loop probes: ")
+    assert last == rule
+    table = decision.table([row])
+    assert "async `dependency`: p99" in table
+    assert "sustains within p50 < 250 ms" in table.splitlines()[0]

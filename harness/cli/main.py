@@ -10,6 +10,7 @@ import json
 import random
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -64,13 +65,14 @@ from harness.domain.plan import (
     target_cells,
 )
 from harness.domain.result import record_key
-from harness.domain.slo import parse_slo
+from harness.domain.slo import MIN_WINDOW_S, parse_slo
 from harness.infra import generators, process, stacks
 from harness.infra.environment import PROJECT_ROOT, cpu_count, git_commit, now_iso
 from harness.infra.process import clean_leftovers, pid_running
 from harness.report import compare, conclusions, decision, files, reference
 from harness.report.generators import page as generators_page
 from harness.run.bench import execute, measurements, planned, remaining
+from harness.run.capacity import WARMUP_S as CAPACITY_WARMUP_S
 from harness.run.capacity import estimate_s as capacity_estimate_s
 from harness.run.capacity import execute_capacity
 from harness.run.capacity import probe_s as capacity_probe_s
@@ -385,7 +387,11 @@ def _measure(run: RunDir, given: Given, work: Any, console: Console) -> int:
             files.write(run)
         except OSError as exc:
             say(f"the report could not be written to {run.path}: {exc.strerror}")
-    brief = {"run": conclusions.findings, "decide": decision.findings}.get(run.kind)
+    plan = decision.plan_of(run.metadata())
+    brief = {
+        "run": conclusions.findings,
+        "decide": lambda records: decision.findings(records, plan),
+    }.get(run.kind)
     if brief:  # the summary's conclusions, or the decision's rules, in brief
         for line in brief(run.records()):
             say(line.removeprefix("- ").replace("**", "").replace("`", ""))
@@ -450,6 +456,8 @@ def _run(given: Given) -> int:
         repeats = run.metadata()["schedule"]["repeats"]
         recorded = run.metadata().get("pgbench_levels", [])
         pgbench_levels = [c for c in recorded if not run.ceiling_path(c).exists()]
+        found = run.metadata().get("capacity")
+        search = CapacityPlan.from_json(found) if found else None
     else:
         options = options_from(given)
         cells = bench_cells(given)
@@ -459,6 +467,7 @@ def _run(given: Given) -> int:
         total = len(todo)
         name = given.values.get("TARGET") or given["SERVER"]
         run, out = None, _out(given, name if given.command == "run" else f"decide-{name}")
+        search = decide_capacity(given, cells) if given.command == "decide" else None
         # The database ceiling, after the cells: pgbench at each level the cells measure.
         levels = sorted({c.connections for c in cells if c.rate is None})
         with_ceilings = given.values.get("WITH_CEILINGS", "") not in ("", "0")
@@ -466,12 +475,18 @@ def _run(given: Given) -> int:
     estimate = sum(options.estimate_s(c, r) for c, r in todo)
     estimate += sum(cells[0].duration_s for _ in pgbench_levels) if cells else 0
     what = f"{len(todo)} of {total} measurements ({len(cells)} cells x {repeats} rounds)"
+    if search is not None:
+        estimate += capacity_estimate_s(search, options)
+        what += f", then a capacity search of {len(search.lines)} lines within {search.slo.text()}"
     if given.on("DRY_RUN"):
         for cell, round_ in todo:
             print(record_key(cell, round_))
+        for line in search.lines if search else ():
+            print(f"capacity: {line.variant}")
         print(f"{what} to run, about {estimate / 60:.1f} minutes")
         return 0
-    if run is not None and not todo and not pgbench_levels:
+    # A capacity search is resumed by searching again over its records (harness/run/capacity.py).
+    if run is not None and not todo and not pgbench_levels and search is None:
         say(f"nothing to resume: every measurement of {run.path} has its record")
         return 0
     entry = provenance_entry("resume" if run else "run", cells)
@@ -484,12 +499,19 @@ def _run(given: Given) -> int:
             "cells": [c.to_json() for c in cells],
             "schedule": {"repeats": repeats, "seed": seed},
             "pgbench_levels": pgbench_levels,
+            **({"capacity": search.to_json()} if search else {}),
         }
         run = RunDir.create(out, given.command, _parameters(given), options.to_json(), body)
     _announce(what, estimate, run)
     resumed = run
     console = Console()
-    code = _measure(run, given, lambda: execute(resumed, options, entry, console), console)
+
+    def work() -> None:
+        execute(resumed, options, entry, console)
+        if search is not None:
+            execute_capacity(resumed, options, entry, console)
+
+    code = _measure(run, given, work, console)
     return code or _collapse_exit(run, fail_on)
 
 
@@ -526,14 +548,61 @@ def _map(given: Given) -> int:
     return _measure(run, given, lambda: execute_map(the_run, options, entry, console), console)
 
 
-def capacity_plan(given: Given) -> CapacityPlan:
-    """The searches `make capacity` asked for: a line per variant and deployment shape."""
-    duration = parse_wrk_seconds(given["DURATION"], "DURATION")
+def _search(given: Given, lines: Sequence[Cell], warmup_s: float | None = None) -> CapacityPlan:
+    """The capacity search's settings (SLO, START, CEILING, BOUNDARY_PROBES, BUDGET) over
+    `lines`; a BUDGET shorter than one probe is refused."""
+    start, ceiling = _rates(given)
+    plan = CapacityPlan(
+        lines=tuple(lines),
+        slo=parse_slo(given["SLO"]),
+        start=start,
+        ceiling=ceiling,
+        probes=parse_positive_ints(given["BOUNDARY_PROBES"], "BOUNDARY_PROBES", 20)[0],
+        budget_s=parse_duration(given["BUDGET"], "BUDGET"),
+        warmup_s=warmup_s,
+    )
+    if plan.budget_s < (least := capacity_probe_s(plan, options_from(given))):
+        raise UsageError(
+            f"BUDGET: {given['BUDGET']} is shorter than one probe (about {least:g} s: "
+            "warm-up, window, the server's start and stop)"
+        )
+    return plan
+
+
+def _rates(given: Given) -> tuple[int, int]:
     start = parse_positive_ints(given["START"], "START", 100_000)[0]
     ceiling = parse_positive_ints(given["CEILING"], "CEILING", 100_000)[0]
     if start > ceiling:
         raise UsageError(f"START: {start} is above CEILING ({ceiling})")
+    return start, ceiling
+
+
+def _open_cap(given: Given) -> int:
     cap = parse_positive_ints(given["OPEN_CONNECTIONS"], "OPEN_CONNECTIONS", 10_000)
+    return parse_one(cap, "OPEN_CONNECTIONS", "one limit per run")
+
+
+def decide_capacity(given: Given, cells: Sequence[Cell]) -> CapacityPlan | None:
+    """make decide's capacity search: a line per variant and shape of its cells, but sync
+    `dependency` (whose freeze its own column answers for); warm 10 s probes whatever the
+    closed loop's DURATION and WARMUP. None where BUDGET=0."""
+    if given["BUDGET"].strip() in ("0", ""):
+        return None
+    start, _ = _rates(given)
+    cap = _open_cap(given)
+    seed_style = (Mode.sync, SessionStyle.dependency)
+    lines = dict.fromkeys(
+        replace(c, connections=cap, duration_s=MIN_WINDOW_S, rate=float(start))
+        for c in cells
+        if (c.mode, c.known("style")) != seed_style
+    )
+    return _search(given, list(lines), warmup_s=CAPACITY_WARMUP_S) if lines else None
+
+
+def capacity_plan(given: Given) -> CapacityPlan:
+    """The searches `make capacity` asked for: a line per variant and deployment shape."""
+    duration = parse_wrk_seconds(given["DURATION"], "DURATION")
+    start, _ = _rates(given)
     variants = tuple(parse_variants(given["VARIANTS"]))
     in_use = tuple(dict.fromkeys(m for m, _ in variants))
     # capacity.md names a line by its variant and shape (server, workers, rows, latency):
@@ -565,22 +634,9 @@ def capacity_plan(given: Given) -> CapacityPlan:
         layers=tuple(_choices(given, "LAYERS", Layer)),
         loads=(Load.open,),
         rates=(float(start),),
-        open_connections=parse_one(cap, "OPEN_CONNECTIONS", "one limit per run"),
+        open_connections=_open_cap(given),
     ).cells()
-    plan = CapacityPlan(
-        lines=tuple(lines),
-        slo=parse_slo(given["SLO"]),
-        start=start,
-        ceiling=ceiling,
-        probes=parse_positive_ints(given["BOUNDARY_PROBES"], "BOUNDARY_PROBES", 20)[0],
-        budget_s=parse_duration(given["BUDGET"], "BUDGET"),
-    )
-    if plan.budget_s < (least := capacity_probe_s(plan, options_from(given))):
-        raise UsageError(
-            f"BUDGET: {given['BUDGET']} is shorter than one probe (about {least:g} s: "
-            "warm-up, window, the server's start and stop)"
-        )
-    return plan
+    return _search(given, lines)
 
 
 def _capacity(given: Given) -> int:

@@ -147,7 +147,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "OPEN_CONNECTIONS",
         "LOAD=open: the most connections it opens; past it due requests wait, sent late or dropped",
-        {"run": "1000", "capacity": "1000"},
+        {"run": "1000", "decide": "1000", "capacity": "1000"},
     ),
     Variable(
         "REPEATS",
@@ -190,7 +190,7 @@ VARIABLES: tuple[Variable, ...] = (
         "DB_LATENCY",
         "one-way delay a relay on 127.0.0.1 adds between the apps and PostgreSQL, each way "
         "(comma list; 0: no relay; `relay`: the relay without delay)",
-        {"run": "0", "serve": "0", "decide": "0,1ms,5ms", "capacity": "0,5ms"},
+        {"run": "0", "serve": "0", "decide": "0,5ms", "capacity": "0,5ms"},
     ),
     Variable(
         "WRK",
@@ -231,7 +231,7 @@ VARIABLES: tuple[Variable, ...] = (
         "sync-limited (not under 2021), async-dependency, at the baseline",
         {
             "map": "",
-            "decide": "sync-dependency,sync-context,async-dependency",
+            "decide": "sync-dependency,sync-context,async-dependency,async-context",
             "capacity": "sync-context,async-dependency,async-context",
         },
     ),
@@ -248,29 +248,31 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "BOUNDARY_PROBES",
         "probes at each edge of a threshold's bracket (cold), and ramps through it (warm)",
-        {"map": "3", "capacity": "3"},
+        {"map": "3", "decide": "3", "capacity": "3"},
     ),
     Variable("PAUSE", "a warm ramp's least pause between two levels", {"map": "0.5s"}),
     Variable(
         "START",
-        "first connection count probed (capacity: first rate, req/s)",
-        {"map": "8", "capacity": "100"},
+        "first connection count probed (capacity, decide: first rate, req/s)",
+        {"map": "8", "decide": "100", "capacity": "100"},
     ),
     Variable(
         "CEILING",
-        "highest connection count probed (capacity: highest rate, req/s)",
-        {"map": "400", "capacity": "3200"},
+        "highest connection count probed (capacity, decide: highest rate, req/s)",
+        {"map": "400", "decide": "3200", "capacity": "3200"},
     ),
     Variable(
         "SLO",
         "latency objective, pN<LIMIT (ms or s): slow, failed, timed-out and dropped requests "
-        "all miss it; judged on warm windows of 10 s or more; capacity: the one searched at",
+        "all miss it; judged on warm windows of 10 s or more; capacity and decide: the one "
+        "searched at",
         {"run": "p99<250ms", "decide": "p99<250ms", "capacity": "p99<250ms"},
     ),
     Variable(
         "BUDGET",
-        "capacity: the most time one line's search may take (its bracket is what it found by then)",
-        {"capacity": "4m"},
+        "capacity: the most time one line's search may take (its bracket is what it found by "
+        "then); decide: the same for each line of its capacity search (0: no capacity search)",
+        {"decide": "4m", "capacity": "4m"},
     ),
     Variable(
         "OUT",

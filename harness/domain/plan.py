@@ -409,6 +409,8 @@ class CapacityPlan:
     ceiling: int
     probes: int
     budget_s: float
+    # A probe's warm-up where it is not the run's WARMUP (make decide's closed loop has none).
+    warmup_s: float | None = None
 
     def probe(self, line: Cell, rate: int) -> Cell:
         return replace(line, rate=float(rate))
@@ -421,6 +423,7 @@ class CapacityPlan:
             "ceiling": self.ceiling,
             "probes": self.probes,
             "budget_s": self.budget_s,
+            "warmup_s": self.warmup_s,
         }
 
     @classmethod
@@ -432,4 +435,5 @@ class CapacityPlan:
             ceiling=int(data["ceiling"]),
             probes=int(data["probes"]),
             budget_s=float(data["budget_s"]),
+            warmup_s=data.get("warmup_s"),
         )

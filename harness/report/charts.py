@@ -247,7 +247,7 @@ def timeline_chart(path: Path, record: CellResult) -> None:
 
 # --- the decision run ------------------------------------------------------------------------
 
-ROLE_COLORS = {"async": "C0", "sync": "C1", "dependency": "C3"}
+ROLE_COLORS = {"async": "C0", "sync": "C1", "dependency": "C3", "async_dependency": "C2"}
 PAYLOAD_STYLES = ("o-", "s--", "D:", "^-.")
 
 
@@ -262,7 +262,7 @@ def latency_chart(path: Path, title: str, rows: Sequence[decision.Row]) -> None:
     levels = sorted({lv.connections for r in rows for lv in r.levels})
     payloads = sorted({r.rows for r in rows})
     roles = rows[0].roles
-    names = {"async": roles.async_, "sync": roles.sync, "dependency": roles.dependency}
+    names = roles.parts()
     fig, axes = plt.subplots(
         2, len(levels), figsize=(4 * len(levels) + 1, 7), squeeze=False, sharex=True
     )

@@ -1,11 +1,15 @@
-"""The decision table of a `make decide` run: for each database latency and payload, whether
-async serves more than sync, by how much (a paired ratio with its 95% interval), both p99s, and
-how far sync `dependency` held; then the rule those numbers support, in sentences generated
-from them (nothing here is typed by hand). Written as decision.md, decision.csv, decision.json.
+"""The decision of a `make decide` run. First, for each deployment shape, the open-loop rate
+each variant sustains within the objective (SLO), with the probes that bracket it; then for
+each database latency and payload, whether async serves more than sync under a closed loop, by
+how much (a paired ratio with its 95% interval), the p99s, and how far sync `dependency` held;
+then the rule those numbers support, in sentences generated from them (nothing here is typed by
+hand): by capacity within the SLO where it was searched, by throughput otherwise. Written as
+decision.md, decision.csv, decision.json.
 
-The sync side of the ratio is sync `context` (the session opened and closed inside the
-endpoint: the sync way that does not freeze); sync `dependency` (the seed's style) is compared
-too, and how far it held is its own column, since where it collapses no ratio means anything.
+Like is compared with like: async `context` against sync `context` (the session opened and
+closed inside the endpoint), so the ratio is the mode's alone. Async `dependency` (FastAPI's
+documented pattern, whose connection is held until after the response is sent) and sync
+`dependency` (the 2021 write-up's style, which freezes) are shown beside them.
 """
 
 from __future__ import annotations
@@ -13,13 +17,17 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harness.domain.axes import DIRECT, Latency, Mode, SessionStyle, Verdict
+from harness.domain.capacity import sustains
 from harness.domain.cell import Cell, shown
 from harness.domain.latency import MIN_TAIL
+from harness.domain.plan import CapacityPlan
 from harness.domain.result import CellResult
+from harness.domain.search import Threshold
+from harness.report import capacity
 from harness.report.comparisons import Comparison, at_level
 from harness.report.stats import CellStats, Ratio, by_cell
 from harness.report.summary import header
@@ -32,11 +40,13 @@ UP = (Verdict.ok, Verdict.errors)  # a measurement that served its load
 
 @dataclass(frozen=True)
 class Roles:
-    """Which variant plays which part: async, the sync reference, the seed's sync style."""
+    """Which variant plays which part: async and the sync reference (the same style where
+    both were measured), async `dependency` beside them, the seed's sync style."""
 
     async_: tuple[Mode, SessionStyle] | None
     sync: tuple[Mode, SessionStyle] | None
     dependency: tuple[Mode, SessionStyle] | None
+    async_dependency: tuple[Mode, SessionStyle] | None = None
 
     @classmethod
     def of(cls, records: Sequence[CellResult]) -> Roles:
@@ -45,12 +55,26 @@ class Roles:
         syncs = [v for v in found if v[0] is Mode.sync]
         dep = (Mode.sync, SessionStyle.dependency)
         ctx = (Mode.sync, SessionStyle.context)
+        async_ctx, async_dep = (
+            (Mode.async_, SessionStyle.context),
+            (Mode.async_, SessionStyle.dependency),
+        )
         sync = ctx if ctx in syncs else next((v for v in syncs if v != dep), None)
+        first = async_ctx if async_ctx in asyncs else (asyncs[0] if asyncs else None)
         return cls(
-            asyncs[0] if asyncs else None,
+            first,
             sync or (dep if dep in syncs else None),
             dep if dep in syncs else None,
+            async_dep if async_dep in asyncs and first != async_dep else None,
         )
+
+    def parts(self) -> dict[str, tuple[Mode, SessionStyle] | None]:
+        return {
+            "async": self.async_,
+            "sync": self.sync,
+            "dependency": self.dependency,
+            "async_dependency": self.async_dependency,
+        }
 
 
 def name(variant: tuple[Mode, SessionStyle] | None) -> str:
@@ -88,6 +112,9 @@ class Row:
     held: int | None  # highest level sync `dependency` served at every round, below a collapse
     collapsed_at: int | None  # the first level it did not
     roles: Roles
+    # role -> its capacity search's bracket in this shape (none where none was searched)
+    capacity: dict[str, Threshold] = field(default_factory=dict)
+    slo: str = ""  # the objective the capacities are within
 
     @property
     def rule(self) -> str:
@@ -159,15 +186,36 @@ def _level(level: int, cells: dict[str, CellStats | None], records: Sequence[Cel
     )
 
 
-def decision_rows(records: Sequence[CellResult]) -> list[Row]:
-    """Every (section, latency, rows) of the run with its levels, in a stable order."""
+def _group(cell: Cell) -> tuple[Any, ...]:
+    return (_section(cell), cell.known("db_latency") or DIRECT, cell.known("rows"))
+
+
+def _capacities(
+    records: Sequence[CellResult], plan: CapacityPlan | None, roles: Roles
+) -> dict[tuple[Any, ...], dict[str, Threshold]]:
+    """group -> role -> the bracket its capacity search found."""
+    out: dict[tuple[Any, ...], dict[str, Threshold]] = {}
+    for line in plan.lines if plan else ():
+        variant = (line.mode, line.known("style"))
+        role = next((k for k, v in roles.parts().items() if v == variant), None)
+        if role is not None:
+            out.setdefault(_group(line), {})[role] = capacity.line_result(line, records, plan)
+    return out
+
+
+def decision_rows(records: Sequence[CellResult], plan: CapacityPlan | None = None) -> list[Row]:
+    """Every (section, latency, rows) of the run with its levels, in a stable order; with
+    `plan`, each row's capacities within its objective."""
     records = [r for r in records if r.cell.config is not None]
-    roles = Roles.of(records)
-    parts = {"async": roles.async_, "sync": roles.sync, "dependency": roles.dependency}
+    closed = [r for r in records if r.cell.rate is None]
+    roles = Roles.of(closed)
+    parts = roles.parts()
+    found_capacity = _capacities(records, plan, roles)
+    records = closed
     by_key: dict[tuple[Any, ...], CellStats] = {}
     for c in by_cell(records):
         cell = c.cell
-        group = (_section(cell), cell.known("db_latency") or DIRECT, cell.known("rows"))
+        group = _group(cell)
         by_key[(*group, (cell.mode, cell.known("style")), cell.connections)] = c
     groups = sorted(
         {k[:3] for k in by_key}, key=lambda k: (tuple(shown(v) for v in k[0]), k[1], k[2])
@@ -185,7 +233,9 @@ def decision_rows(records: Sequence[CellResult]) -> list[Row]:
                 found.append(_level(level, cells, records))
         dep = [c for lv in levels if (c := by_key.get((*group, roles.dependency, lv)))]
         held, collapsed_at = _held(dep) if dep else (None, None)
-        out.append(Row(*group, tuple(found), held, collapsed_at, roles))
+        slo = plan.slo.text() if plan else ""
+        row = Row(*group, tuple(found), held, collapsed_at, roles)
+        out.append(replace(row, capacity=found_capacity.get(group, {}), slo=slo))
     return out
 
 
@@ -266,6 +316,8 @@ def sentences(row: Row) -> list[str]:
         a, s = top.p99_ms["async"], top.p99_ms["sync"]
         first += f"; p99 at {top.connections}: {a:,.0f} ms async, {s:,.0f} ms sync"
     out = [first + "." if first else "No level was measured for both sides."]
+    if row.capacity:
+        out.insert(0, _capacity_sentence(row))
 
     wins, losses = conns("async"), conns("sync")
     measured = [lv.connections for lv in row.levels]
@@ -292,8 +344,55 @@ def sentences(row: Row) -> list[str]:
         rule = "Rule: either, as far as throughput goes at these levels"
     else:
         rule = "Rule: none from these measurements (REPEATS=5 or more gives intervals)"
+    if by_capacity := _capacity_rule(row):
+        rule = f"{by_capacity}; by throughput alone: {rule.removeprefix('Rule: ')}"
     rule += _dependency_clause(row)
     return [*out, rule + "."]
+
+
+def capacity_text(found: Threshold | None) -> str:
+    """'400 req/s, not 850' / 'less than 100 req/s' / 'at least 3200 req/s'."""
+    if found is None or not found.counts:
+        return "not searched" if found is None else "no probe answered"
+    rate = sustains(found)
+    if rate is None:
+        return f"less than {found.upper} req/s"
+    if found.upper is None:
+        return f"at least {rate} req/s (the highest probed)"
+    return f"{rate} req/s, not {found.upper}"
+
+
+def _capacity_sentence(row: Row) -> str:
+    said = [
+        f"{name(variant)} sustains {capacity_text(row.capacity.get(role))}"
+        for role, variant in row.roles.parts().items()
+        if variant is not None and role in row.capacity
+    ]
+    return f"Within {row.slo}, in warm 10 s open-loop probes: " + "; ".join(said) + "."
+
+
+def _capacity_rule(row: Row) -> str:
+    """The rule by capacity within the objective, where both sides were searched: a side wins
+    where it met the objective at a rate the other missed at."""
+    a, s = row.capacity.get("async"), row.capacity.get("sync")
+    if a is None or s is None or not a.counts or not s.counts:
+        return ""
+    a_rate, s_rate = sustains(a), sustains(s)
+    a_name, s_name = name(row.roles.async_), name(row.roles.sync)
+    if a_rate is not None and s.upper is not None and a_rate >= s.upper:
+        return (
+            f"Rule: async, by capacity within {row.slo}: {a_name} met it at {a_rate} req/s, "
+            f"where {s_name} missed it at {s.upper}"
+        )
+    if s_rate is not None and a.upper is not None and s_rate >= a.upper:
+        return (
+            f"Rule: sync, by capacity within {row.slo}: {s_name} met it at {s_rate} req/s, "
+            f"where {a_name} missed it at {a.upper}"
+        )
+    return (
+        f"Rule: either, by capacity within {row.slo}: the brackets overlap ({a_name} "
+        f"{capacity_text(a)}; {s_name} {capacity_text(s)})"
+    )
 
 
 def _dependency_clause(row: Row) -> str:
@@ -328,7 +427,11 @@ def _p99_text(level: Level) -> str:
         f"{v:,.0f}{'†' if _thin(level, role) else ''}" if v is not None else "-"
         for role, v in (("async", a), ("sync", s))
     ]
-    return f"p99 {fmt[0]} / {fmt[1]} ms"
+    text = f"p99 {fmt[0]} / {fmt[1]} ms"
+    if (d := level.p99_ms.get("async_dependency")) is not None:
+        thin = "†" if _thin(level, "async_dependency") else ""
+        text += f"<br>async `dependency`: p99 {d:,.0f}{thin} ms"
+    return text
 
 
 def _thin(level: Level, role: str) -> bool:
@@ -356,6 +459,9 @@ def table(rows: Sequence[Row]) -> str:
         "sync `dependency` held up to (conns)",
         "rule",
     ]
+    searched = any(r.capacity for r in rows)
+    if searched:
+        head.insert(2, f"sustains within {rows[0].slo}")
     body = []
     for row in rows:
         by_level = {lv.connections: lv for lv in row.levels}
@@ -370,8 +476,22 @@ def table(rows: Sequence[Row]) -> str:
                 text = f"**{text}**"
             p99 = _p99_text(lv)
             cells.append(f"{text}<br>{p99}" if p99 else text)
-        body.append([latency_label(row.latency), str(row.rows), *cells, _held_text(row), row.rule])
-    align = ["---:", "---:", *["---:"] * len(levels), "---", "---"]
+        found = [
+            f"{name(v)}: {capacity_text(row.capacity.get(role))}"
+            for role, v in row.roles.parts().items()
+            if v is not None and role in row.capacity
+        ]
+        body.append(
+            [
+                latency_label(row.latency),
+                str(row.rows),
+                *(["<br>".join(found) or "not searched"] if searched else []),
+                *cells,
+                _held_text(row),
+                row.rule,
+            ]
+        )
+    align = ["---:", "---:", *(["---"] if searched else []), *["---:"] * len(levels), "---", "---"]
     return md_table(head, body, align)
 
 
@@ -390,16 +510,37 @@ DEPENDENCY_EXPLAINED = (
 )
 
 
+PAIRS_EXPLAINED = (
+    " Like is compared with like: the two sides share their session style, so the ratio is "
+    "the mode's alone; async `dependency` keeps its pooled connection until after the response "
+    "is sent, which lengthens its tail (results/README.md, The async tail), and is shown beside "
+    "them."
+)
+
+
 def explained(roles: Roles) -> str:
     text = EXPLAINED.format(async_=name(roles.async_), sync=name(roles.sync))
+    if roles.async_ and roles.sync and roles.async_[1] == roles.sync[1] and roles.async_dependency:
+        text += PAIRS_EXPLAINED
     if roles.dependency:
         text += DEPENDENCY_EXPLAINED
     return text + " The rules are generated from these numbers."
 
 
-def sections(records: Sequence[CellResult], charts: str = "charts", level: int = 2) -> list[str]:
+def plan_of(meta: dict[str, Any]) -> CapacityPlan | None:
+    """The run's capacity search, where it had one."""
+    found = meta.get("capacity")
+    return CapacityPlan.from_json(found) if found else None
+
+
+def sections(
+    records: Sequence[CellResult],
+    charts: str = "charts",
+    level: int = 2,
+    plan: CapacityPlan | None = None,
+) -> list[str]:
     """Each section's table and charts (`charts`: the charts folder, relative to the page)."""
-    rows = decision_rows(records)
+    rows = decision_rows(records, plan)
     varying = varying_fields(records)
     out = []
     for section in dict.fromkeys(r.section for r in rows):
@@ -414,11 +555,18 @@ def sections(records: Sequence[CellResult], charts: str = "charts", level: int =
 
 
 def markdown(meta: dict[str, Any], records: Sequence[CellResult], run_name: str) -> str:
-    rows = decision_rows(records)
+    plan = plan_of(meta)
+    rows = decision_rows(records, plan)
     parts = [header(meta, records, run_name, title="decision")]
     if not rows:
         return "\n".join([*parts, "No measurement yet.\n"])
-    parts += [explained(rows[0].roles) + "\n", *sections(records)]
+    if plan is not None:
+        parts += [f"## Capacity within {plan.slo.text()}\n", *capacity.body(meta, records), ""]
+        parts.append("## Throughput and tail under a closed loop, and the rule\n")
+    parts += [
+        explained(rows[0].roles) + "\n",
+        *sections(records, plan=plan, level=3 if plan else 2),
+    ]
     parts.append(
         "Every comparison between variants (async / sync `dependency`, context / dependency, "
         "one latency over another, ...) is in [summary.md](summary.md), with every "
@@ -427,9 +575,9 @@ def markdown(meta: dict[str, Any], records: Sequence[CellResult], run_name: str)
     return "\n".join(parts)
 
 
-def findings(records: Sequence[CellResult]) -> list[str]:
+def findings(records: Sequence[CellResult], plan: CapacityPlan | None = None) -> list[str]:
     """The rules, one bullet per row, for the console."""
-    rows = decision_rows(records)
+    rows = decision_rows(records, plan)
     varying = varying_fields(records)
     return [
         f"- **{section_title(r.section, varying)}, DB latency {latency_label(r.latency)}, "
@@ -445,8 +593,11 @@ CSV_FIELDS = (
     "async_over_sync_high", "async_over_sync_n", "async_over_dependency",
     "async_over_dependency_low", "async_over_dependency_high", "async_p99_ms", "sync_p99_ms",
     "dependency_p99_ms", "async_verdict", "sync_verdict", "dependency_verdict",
-    "dependency_held_up_to", "dependency_collapsed_at", "rule",
+    "dependency_held_up_to", "dependency_collapsed_at", "async_dependency_rps",
+    "async_dependency_p99_ms", "async_dependency_verdict", "slo", "async_sustains", "async_not",
+    "sync_sustains", "sync_not", "rule",
 )  # fmt: skip
+ROLES = ("async", "sync", "dependency", "async_dependency")
 
 
 def _ratio_json(value: Ratio | str | None) -> dict[str, Any] | str | None:
@@ -456,8 +607,16 @@ def _ratio_json(value: Ratio | str | None) -> dict[str, Any] | str | None:
     return {"value": value.value, "low": low, "high": high, "n": value.n}
 
 
-def json_data(records: Sequence[CellResult]) -> dict[str, Any]:
-    rows = decision_rows(records)
+def _capacity_json(found: Threshold) -> dict[str, Any]:
+    return {
+        "sustains": sustains(found),
+        "not": found.upper,
+        "missed": {str(rate): list(count) for rate, count in sorted(found.counts.items())},
+    }
+
+
+def json_data(records: Sequence[CellResult], plan: CapacityPlan | None = None) -> dict[str, Any]:
+    rows = decision_rows(records, plan)
     out = []
     for row in rows:
         section = dict(zip(SECTION_FIELDS, (shown(v) for v in row.section), strict=True))
@@ -471,6 +630,11 @@ def json_data(records: Sequence[CellResult]) -> dict[str, Any]:
                 "sync_variant": name(row.roles.sync).replace("`", ""),
                 "dependency_held_up_to": row.held,
                 "dependency_collapsed_at": row.collapsed_at,
+                "slo": row.slo or None,
+                "capacity": {
+                    name(row.roles.parts()[role]).replace("`", ""): _capacity_json(found)
+                    for role, found in row.capacity.items()
+                },
                 "levels": [
                     {
                         "connections": lv.connections,
@@ -489,11 +653,11 @@ def json_data(records: Sequence[CellResult]) -> dict[str, Any]:
     return {"rows": out}
 
 
-def csv_text(records: Sequence[CellResult]) -> str:
+def csv_text(records: Sequence[CellResult], plan: CapacityPlan | None = None) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
-    for row in json_data(records)["rows"]:
+    for row in json_data(records, plan)["rows"]:
         section = {k: row[k] for k in SECTION_FIELDS}
         section["server"] = section.pop("name")
         for lv in row["levels"]:
@@ -506,12 +670,15 @@ def csv_text(records: Sequence[CellResult]) -> str:
                     "dependency_held_up_to": row["dependency_held_up_to"],
                     "dependency_collapsed_at": row["dependency_collapsed_at"],
                     "connections": lv["connections"],
-                    **{f"{k}_rps": lv["rps"].get(k) for k in ("async", "sync", "dependency")},
-                    **{f"{k}_p99_ms": lv["p99_ms"].get(k) for k in ("async", "sync", "dependency")},
+                    **{f"{k}_rps": lv["rps"].get(k) for k in ROLES},
+                    **{f"{k}_p99_ms": lv["p99_ms"].get(k) for k in ROLES},
+                    **{f"{k}_verdict": lv["verdicts"].get(k) for k in ROLES},
                     **{
-                        f"{k}_verdict": lv["verdicts"].get(k)
-                        for k in ("async", "sync", "dependency")
+                        f"{k}_{what}": row["capacity"].get(row[f"{k}_variant"], {}).get(what)
+                        for k in ("async", "sync")
+                        for what in ("sustains", "not")
                     },
+                    "slo": row["slo"],
                     **_ratio_columns("async_over_sync", ratio, with_n=True),
                     **_ratio_columns("async_over_dependency", dep),
                 }

@@ -79,11 +79,12 @@ def write(run: RunDir) -> None:
 
 def write_decision(run: RunDir, meta: dict[str, Any], records: Sequence[CellResult]) -> None:
     """decision.md, .csv and .json, and the charts of each section."""
+    plan = decision.plan_of(meta)
     (run.path / "decision.md").write_text(decision.markdown(meta, records, run.path.name))
-    (run.path / "decision.csv").write_text(decision.csv_text(records))
-    data = decision.json_data(records)
+    (run.path / "decision.csv").write_text(decision.csv_text(records, plan))
+    data = decision.json_data(records, plan)
     (run.path / "decision.json").write_text(json.dumps(data, indent=2) + "\n")
-    rows = decision.decision_rows(records)
+    rows = decision.decision_rows(records, plan)
     if not rows:
         return
     folder = run.path / "charts"

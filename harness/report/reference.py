@@ -869,6 +869,31 @@ ASYNC_TAIL_DECISION = (
 )
 
 
+def decide_slo_section(root: Path, base: Path) -> list[str]:
+    """`make decide` with its capacity search (DECIDE_SLO_RUN): the capacities, then the
+    decision table whose rule reads them."""
+    path = root / "decide-slo-uvicorn"
+    if not (path / "metadata.json").is_file():
+        return []
+    run = RunDir.open(path)
+    meta, records = run.metadata(), run.records()
+    plan = decision.plan_of(meta)
+    if plan is None:
+        return []
+    where = _rel(path, base)
+    sha = str(_first_session(run).get("git", {}).get("sha", "?"))[:12]
+    return [
+        f"## The decision by capacity within {plan.slo.text()} "
+        f"([decision.md]({where}/decision.md), at git {sha})",
+        "",
+        *capacity.body(meta, records),
+        "",
+        decision.explained(decision.decision_rows(records, plan)[0].roles),
+        "",
+        *decision.sections(records, charts=f"{where}/charts", level=3, plan=plan),
+    ]
+
+
 def async_tail_section(root: Path, base: Path) -> list[str]:
     """The async tail's investigation: each server's p99 of the two async styles, and where
     their requests waited."""
@@ -971,6 +996,7 @@ def readme(root: Path, page: Path) -> str:
         f"{m.get('kernel', '?')}, Python {m.get('python', '?')}; "
         f"git {session.get('git', {}).get('sha', '?')[:12]}.",
         "",
+        *decide_slo_section(root, base),
         *rejudged_section(root, base),
         *repro_section(root, base),
         *latency_section(root, base),
@@ -1151,6 +1177,7 @@ def write(root: Path, page: Path) -> None:
         "freeze-cycle",
         "relay-cost",
         "async-tail",
+        "decide-slo-uvicorn",
         *(p.parent.name for p in root.glob("occupancy-cost*/metadata.json")),
         *(f"map-{s}" for s in ServerName),
     ):

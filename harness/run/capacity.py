@@ -7,11 +7,17 @@ requests were slow, failed, timed out or dropped, or when it collapsed. The sear
 failure map's (harness/domain/search.py) over rates: doubling from START, bisecting to 10%,
 then the bracket's edges probed again until each has BOUNDARY_PROBES answers. A line stops
 where its BUDGET runs out, and its bracket is what its probes showed by then.
+
+A search is deterministic given its answers, so an interrupted one is resumed by searching
+again: a probe already on record gives its recorded answer (and counts its time against the
+line's budget) instead of being measured again.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
+from dataclasses import dataclass, replace
 from typing import Any
 
 from harness.domain.capacity import bracket, describe
@@ -28,17 +34,32 @@ from harness.store.rundir import RunDir
 
 PROBE_OVERHEAD_S = 5.0  # a server's start, verification and stop around its window, 2 cores
 CONFIRM_BUDGET = 12  # probes more, at most, to bring a bracket's edges to their answers
+WARMUP_S = 2.0  # make decide's probes: make capacity's default WARMUP
 SEARCH_ATTEMPTS = 2  # measurements of one level before it counts as missed without an answer
+
+
+@dataclass
+class Clock:
+    """When a line's budget runs out; a probe replayed from the records moves it earlier by
+    what the probe took the first time."""
+
+    deadline: float
 
 
 class OutOfTime(Exception):
     """A line's budget ran out: its bracket is what its probes showed so far."""
 
 
+def probe_options(plan: CapacityPlan, options: Options) -> Options:
+    """The run's options, with the plan's warm-up where it has one."""
+    return options if plan.warmup_s is None else replace(options, warmup_s=plan.warmup_s)
+
+
 def probe_s(plan: CapacityPlan, options: Options) -> float:
     """One probe: its warm-up, settling, window, and the server's start and stop."""
     if not plan.lines:
         return 0.0
+    options = probe_options(plan, options)
     return plan.lines[0].duration_s + options.warmup_s + options.settle_s + PROBE_OVERHEAD_S
 
 
@@ -63,22 +84,33 @@ def execute_capacity(
 ) -> None:
     listener = listener or Listener()
     plan = CapacityPlan.from_json(run.metadata()["capacity"])
+    each_s = probe_s(plan, options)
+    options = probe_options(plan, options)
     done = run.records()
     cells = [plan.probe(line, plan.ceiling) for line in plan.lines]
     with session(run, options, cells, entry, listener) as s:
         for i, line in enumerate(plan.lines):
-            deadline = time.monotonic() + plan.budget_s
+            clock = Clock(time.monotonic() + plan.budget_s)
             where = f"line {i + 1}/{len(plan.lines)}"
             left_s = (len(plan.lines) - i) * plan.budget_s
+            recorded = sorted(probes_of(line, done), key=lambda r: r.repeat)
+            replayed: Counter[int] = Counter()
 
             def probe(
                 rate: int,
                 line: Cell = line,
-                deadline: float = deadline,
                 where: str = where,
                 left_s: float = left_s,
+                recorded: list[CellResult] = recorded,
+                replayed: Counter[int] = replayed,
+                clock: Clock = clock,
             ) -> bool | None:
-                if time.monotonic() + probe_s(plan, options) > deadline:
+                kept = [r for r in recorded if round(r.cell.rate or 0) == rate]
+                if replayed[rate] < len(kept):  # resumed: this probe is on record
+                    replayed[rate] += 1
+                    clock.deadline -= each_s
+                    return probe_missed(kept[replayed[rate] - 1], plan.slo)
+                if time.monotonic() + each_s > clock.deadline:
                     raise OutOfTime
                 cell = plan.probe(line, rate)
                 repeat = 1 + sum(r.cell.rate == rate for r in probes_of(line, done))
