@@ -12,11 +12,12 @@ from app.settings import SessionStyle, Settings
 
 def session_dependency(dependency: Callable[..., Any], settings: Settings) -> Any:
     """One Depends object for all routes of an app, so `limited` has one limit per process."""
+    options: dict[str, Any] = {}
     if settings.SESSION_STYLE is SessionStyle.limited:
-        return Depends(dependency, max_concurrency=settings.pool_capacity)
+        options["max_concurrency"] = settings.pool_capacity
     if settings.DEPENDENCY_SCOPE == "function":
-        return Depends(dependency, scope="function")
-    return Depends(dependency)
+        options["scope"] = "function"
+    return Depends(dependency, **options)
 
 
 class PoolExhausted(TimeoutError):

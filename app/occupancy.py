@@ -22,7 +22,7 @@ import asyncio
 import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -169,6 +169,8 @@ async def side_channel(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     finally:
         if probe is not None:
             probe.cancel()
+            with suppress(asyncio.CancelledError):
+                await probe
 
 
 async def _probe_lag(counts: Counts) -> None:

@@ -10,12 +10,14 @@ from harness.domain.axes import Mode, Verdict, Workload
 from harness.domain.capacity import bracket, describe, tally
 from harness.domain.cell import Cell, Target
 from harness.domain.errors import UsageError
+from harness.domain.plan import CapacityPlan
 from harness.domain.result import CellResult
 from harness.domain.search import confirm, find_threshold
 from harness.domain.slo import Check, Slo, parse_slo
 from harness.infra import openloop
 from harness.infra.histogram import probe_missed, slo_check
 from harness.report import summary
+from harness.run.capacity import search_line
 from harness.run.generators import serving
 from harness.store.rundir import RunDir
 from tests.cli import harness
@@ -164,3 +166,81 @@ def test_capacity_refuses_what_its_page_could_not_tell_apart(
     assert "SLO: 'p99>250ms'" in capsys.readouterr().err
     assert main(["capacity", "--dry-run"]) == 0
     assert "6 lines" in capsys.readouterr().out
+
+
+class Model:
+    """A server near its capacity: a probe misses above 430 req/s, and between 380 and 430
+    only on some repeats (fixed per rate and repeat, so a replay must give the same answers).
+    Each probe takes `seconds` on a clock of its own."""
+
+    def __init__(self, seconds: float = 17.0) -> None:
+        self.now = 0.0
+        self.seconds = seconds
+        self.measured: list[tuple[int, int]] = []  # (rate, repeat) in order
+
+    def clock(self) -> float:
+        return self.now
+
+    def run_probe(self, cell: Cell, repeat: int) -> CellResult:
+        rate = round(cell.rate or 0)
+        self.now += self.seconds
+        self.measured.append((rate, repeat))
+        missed = rate > 430 or (rate > 380 and (rate + repeat) % 3 == 0)
+        verdict = Verdict.collapsed if missed else Verdict.ok
+        return CellResult(cell, verdict, repeat=repeat, elapsed_s=self.seconds)
+
+
+LINE = Cell(Target("http://127.0.0.1:1"), Mode.async_, Workload.list, 1000, 10.0, rate=100)
+
+
+@pytest.fixture
+def by_verdict(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A probe missed where it collapsed: the search's logic, without histograms to merge."""
+    monkeypatch.setattr(
+        "harness.run.capacity.probe_missed", lambda r, slo: r.verdict is Verdict.collapsed
+    )
+
+
+def plan_of(budget_s: float) -> CapacityPlan:
+    return CapacityPlan((LINE,), Slo(50, 250), 100, 3200, 3, budget_s)
+
+
+@pytest.mark.parametrize("budget_s", [1000.0, 200.0])
+def test_a_resumed_search_replays_its_records_and_measures_only_what_is_left(
+    budget_s: float, by_verdict: None
+) -> None:
+    """Interrupted after each of its probes in turn, a search resumed over the records so far
+    measures exactly what the uninterrupted search measured after them: no probe twice, none
+    skipped, the same end (searched, or out of its budget at the same probe)."""
+    plan = plan_of(budget_s)
+    whole = Model()
+    records: list[CellResult] = []
+
+    def keep(cell: Cell, repeat: int) -> CellResult:
+        records.append(whole.run_probe(cell, repeat))
+        return records[-1]
+
+    finished = search_line(plan, LINE, [], keep, 17.0, whole.clock)
+    assert finished is (budget_s == 1000.0) and len(records) >= 5
+    for cut in range(len(records) + 1):
+        resumed = Model()
+        again = search_line(plan, LINE, records[:cut], resumed.run_probe, 17.0, resumed.clock)
+        assert again is finished
+        assert resumed.measured == whole.measured[cut:], cut
+
+
+def test_a_replayed_probe_counts_the_time_it_took(by_verdict: None) -> None:
+    """Probes that took 25 s each, against an estimate of 17 s: a resume charges what they
+    took, so a search that ran out of its budget measures nothing more when resumed."""
+    plan = plan_of(200.0)
+    slow = Model(seconds=25.0)
+    records: list[CellResult] = []
+
+    def keep(cell: Cell, repeat: int) -> CellResult:
+        records.append(slow.run_probe(cell, repeat))
+        return records[-1]
+
+    assert search_line(plan, LINE, [], keep, 17.0, slow.clock) is False
+    resumed = Model(seconds=25.0)
+    assert search_line(plan, LINE, records, resumed.run_probe, 17.0, resumed.clock) is False
+    assert resumed.measured == []

@@ -436,6 +436,8 @@ def _fail_on(given: Given) -> list[str]:
 def _collapse_exit(run: RunDir, fail_on: list[str]) -> int:
     """EXIT_COLLAPSE, saying which, when FAIL_ON=collapse and a measurement collapsed."""
     records = run.records()
+    if run.kind == "decide":  # a capacity search's probes above the capacity are meant to fail
+        records = [r for r in records if r.cell.rate is None]
     collapsed = sorted(r.key for r in records if r.verdict in FROZEN)
     if "collapse" not in fail_on or not collapsed:
         return 0
@@ -485,8 +487,9 @@ def _run(given: Given) -> int:
             print(f"capacity: {line.variant}")
         print(f"{what} to run, about {estimate / 60:.1f} minutes")
         return 0
-    # A capacity search is resumed by searching again over its records (harness/run/capacity.py).
-    if run is not None and not todo and not pgbench_levels and search is None:
+    ended = run.metadata().get("capacity_ended", {}) if run else {}
+    searching = search is not None and any(line.variant not in ended for line in search.lines)
+    if run is not None and not todo and not pgbench_levels and not searching:
         say(f"nothing to resume: every measurement of {run.path} has its record")
         return 0
     entry = provenance_entry("resume" if run else "run", cells)
@@ -507,7 +510,8 @@ def _run(given: Given) -> int:
     console = Console()
 
     def work() -> None:
-        execute(resumed, options, entry, console)
+        if todo or pgbench_levels:
+            execute(resumed, options, entry, console)
         if search is not None:
             execute_capacity(resumed, options, entry, console)
 

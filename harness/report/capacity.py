@@ -16,8 +16,8 @@ from harness.report.summary import header
 from harness.report.table import md_table
 
 EXPLAINED = (
-    "Each probe is a fresh server, warmed up at its rate for WARMUP, then measured for "
-    "DURATION with requests due at that rate whatever it did (README.md, Open loop). It "
+    "Each probe is a fresh server, warmed up at its rate for {warmup:g} s, then measured for "
+    "{window:g} s with requests due at that rate whatever it did (README.md, Open loop). It "
     "**missed** the objective when more of its requests than the objective allows were slower "
     "than the limit from the moment they were due, failed, timed out or were dropped, or when "
     "it collapsed. A variant **sustains** the highest rate that met it in every probe, below "
@@ -102,8 +102,12 @@ def body(meta: dict[str, Any], records: Sequence[CellResult]) -> list[str]:
         "server", "workers", "rows", "database", "variant", "sustains (req/s)", "not (req/s)",
         "missed, per rate probed", "probes", "at the lowest rate that missed",
     ]  # fmt: skip
+    warmup = plan.warmup_s
+    if warmup is None:
+        warmup = float((meta.get("options") or {}).get("warmup_s") or 0)
+    window = plan.lines[0].duration_s if plan.lines else 0.0
     parts += [
-        EXPLAINED,
+        EXPLAINED.format(warmup=warmup, window=window),
         "",
         md_table(head, rows, ["---"] * 5 + ["---:", "---:", "---", "---:", "---"]),
         "",

@@ -595,7 +595,7 @@ CSV_FIELDS = (
     "dependency_p99_ms", "async_verdict", "sync_verdict", "dependency_verdict",
     "dependency_held_up_to", "dependency_collapsed_at", "async_dependency_rps",
     "async_dependency_p99_ms", "async_dependency_verdict", "slo", "async_sustains", "async_not",
-    "sync_sustains", "sync_not", "rule",
+    "sync_sustains", "sync_not", "async_dependency_sustains", "async_dependency_not", "rule",
 )  # fmt: skip
 ROLES = ("async", "sync", "dependency", "async_dependency")
 
@@ -628,6 +628,7 @@ def json_data(records: Sequence[CellResult], plan: CapacityPlan | None = None) -
                 "rows": row.rows,
                 "async_variant": name(row.roles.async_).replace("`", ""),
                 "sync_variant": name(row.roles.sync).replace("`", ""),
+                "async_dependency_variant": name(row.roles.async_dependency).replace("`", ""),
                 "dependency_held_up_to": row.held,
                 "dependency_collapsed_at": row.collapsed_at,
                 "slo": row.slo or None,
@@ -675,7 +676,7 @@ def csv_text(records: Sequence[CellResult], plan: CapacityPlan | None = None) ->
                     **{f"{k}_verdict": lv["verdicts"].get(k) for k in ROLES},
                     **{
                         f"{k}_{what}": row["capacity"].get(row[f"{k}_variant"], {}).get(what)
-                        for k in ("async", "sync")
+                        for k in ("async", "sync", "async_dependency")
                         for what in ("sustains", "not")
                     },
                     "slo": row["slo"],

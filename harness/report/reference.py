@@ -878,7 +878,8 @@ def decide_slo_section(root: Path, base: Path) -> list[str]:
     run = RunDir.open(path)
     meta, records = run.metadata(), run.records()
     plan = decision.plan_of(meta)
-    if plan is None:
+    rows = decision.decision_rows(records, plan)
+    if plan is None or not rows:
         return []
     where = _rel(path, base)
     sha = str(_first_session(run).get("git", {}).get("sha", "?"))[:12]
@@ -888,7 +889,7 @@ def decide_slo_section(root: Path, base: Path) -> list[str]:
         "",
         *capacity.body(meta, records),
         "",
-        decision.explained(decision.decision_rows(records, plan)[0].roles),
+        decision.explained(rows[0].roles),
         "",
         *decision.sections(records, charts=f"{where}/charts", level=3, plan=plan),
     ]

@@ -406,7 +406,11 @@ def header(
         state = f"incomplete: {len(records)} probes so far"
     else:
         planned = len(meta.get("cells", [])) * meta.get("schedule", {}).get("repeats", 1)
-        state = f"incomplete: {len(records)} of {planned} measurements"
+        # make decide's capacity probes are not among its planned measurements
+        searched = [r for r in records if r.cell.rate is not None] if "capacity" in meta else []
+        state = f"incomplete: {len(records) - len(searched)} of {planned} measurements"
+        if searched:
+            state += f", {len(searched)} capacity probes"
     shas = {(e.get("git") or {}).get("sha") for e in entries}
     dirty = " (uncommitted changes)" if git.get("dirty") else ""
     code = f"git {git.get('sha', '?')[:12]}{dirty}" + (

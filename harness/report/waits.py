@@ -5,6 +5,7 @@ response is sent). The figures behind "why is this variant's tail long?"."""
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from statistics import median
@@ -22,7 +23,9 @@ TEXT = (
     "connections the pools had lent, of what they can lend. **Queued for a connection**: threads "
     "(sync) or tasks (async) waiting at the pool. **Loop lag**: how much later than asked a "
     "10 ms timer on the event loop fired, the largest in each sample's 100 ms. Medians of the "
-    "ticks; the lag's 99th percentile too."
+    "ticks; the lag's 99th percentile too. Where every process answered on a side channel "
+    "of its own, a tick sums them; through a server's one port (a target), a tick is whichever "
+    "process answered."
 )
 
 
@@ -70,7 +73,7 @@ def row(records: Sequence[CellResult]) -> list[str] | None:
         _median(past),
         f"{_median(out)} / {cap}" if cap is not None else _median(out),
         _median(queued),
-        f"{median(lags):.1f} / {lags[min(len(lags) - 1, int(0.99 * len(lags)))]:.1f}",
+        f"{median(lags):.1f} / {lags[max(0, math.ceil(0.99 * len(lags)) - 1)]:.1f}",
     ]
 
 

@@ -8,16 +8,18 @@ failure map's (harness/domain/search.py) over rates: doubling from START, bisect
 then the bracket's edges probed again until each has BOUNDARY_PROBES answers. A line stops
 where its BUDGET runs out, and its bracket is what its probes showed by then.
 
-A search is deterministic given its answers, so an interrupted one is resumed by searching
-again: a probe already on record gives its recorded answer (and counts its time against the
-line's budget) instead of being measured again.
+A line's search that ended (searched, or out of its budget) is recorded in the metadata and
+not run again. One that was interrupted is resumed by searching again: the search is
+deterministic given its answers, so a probe already on record gives its recorded answer (and
+counts the time it took against the line's budget) instead of being measured again.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from harness.domain.capacity import bracket, describe
@@ -36,14 +38,6 @@ PROBE_OVERHEAD_S = 5.0  # a server's start, verification and stop around its win
 CONFIRM_BUDGET = 12  # probes more, at most, to bring a bracket's edges to their answers
 WARMUP_S = 2.0  # make decide's probes: make capacity's default WARMUP
 SEARCH_ATTEMPTS = 2  # measurements of one level before it counts as missed without an answer
-
-
-@dataclass
-class Clock:
-    """When a line's budget runs out; a probe replayed from the records moves it earlier by
-    what the probe took the first time."""
-
-    deadline: float
 
 
 class OutOfTime(Exception):
@@ -79,58 +73,85 @@ def bracket_of(line: Cell, records: list[CellResult], plan: CapacityPlan) -> Thr
     return bracket(answers, plan.ceiling)
 
 
+def search_line(
+    plan: CapacityPlan,
+    line: Cell,
+    recorded: list[CellResult],
+    run_probe: Callable[[Cell, int], CellResult],
+    each_s: float,
+    clock: Callable[[], float] = time.monotonic,
+) -> bool:
+    """One line's search: find the bracket, then probe its edges again. `recorded`: the line's
+    probes on record (a resumed search replays them in order); `run_probe(cell, repeat)`
+    measures one more. True where it ran to its end, False where its budget ran out."""
+    deadline = clock() + plan.budget_s
+    answers: list[tuple[float, bool | None]] = []  # what this search has seen, in order
+    used: Counter[int] = Counter()  # probes of each rate this search has had, on record or new
+    mine = sorted(recorded, key=lambda r: r.repeat)
+
+    def probe(rate: int) -> bool | None:
+        nonlocal deadline
+        kept = [r for r in mine if round(r.cell.rate or 0) == rate]
+        if used[rate] < len(kept):  # resumed: this probe is on record
+            record = kept[used[rate]]
+            deadline -= max(record.elapsed_s, each_s)
+        else:
+            if clock() + each_s > deadline:
+                raise OutOfTime
+            record = run_probe(plan.probe(line, rate), 1 + len(kept))
+            mine.append(record)
+        used[rate] += 1
+        missed = probe_missed(record, plan.slo)
+        answers.append((float(rate), missed))
+        return missed
+
+    def answer(rate: int) -> bool:
+        """Missed?, asked again where a probe could not say; a level that never answered
+        counts as missed while searching (and neither way in the bracket)."""
+        for _ in range(SEARCH_ATTEMPTS):
+            if (missed := probe(rate)) is not None:
+                return missed
+        return True
+
+    try:
+        find_threshold(answer, plan.start, plan.ceiling)
+        # The edges of what the search saw (answers only), probed again.
+        confirm(bracket(answers, plan.ceiling), probe, plan.probes, budget=CONFIRM_BUDGET)
+    except OutOfTime:
+        return False
+    return True
+
+
 def execute_capacity(
     run: RunDir, options: Options, entry: dict[str, Any], listener: Listener | None = None
 ) -> None:
     listener = listener or Listener()
-    plan = CapacityPlan.from_json(run.metadata()["capacity"])
+    meta = run.metadata()
+    plan = CapacityPlan.from_json(meta["capacity"])
+    ended: dict[str, str] = dict(meta.get("capacity_ended", {}))
+    todo = [line for line in plan.lines if line.variant not in ended]
+    if not todo:
+        return
     each_s = probe_s(plan, options)
     options = probe_options(plan, options)
     done = run.records()
-    cells = [plan.probe(line, plan.ceiling) for line in plan.lines]
+    cells = [plan.probe(line, plan.ceiling) for line in todo]
     with session(run, options, cells, entry, listener) as s:
-        for i, line in enumerate(plan.lines):
-            clock = Clock(time.monotonic() + plan.budget_s)
-            where = f"line {i + 1}/{len(plan.lines)}"
-            left_s = (len(plan.lines) - i) * plan.budget_s
-            recorded = sorted(probes_of(line, done), key=lambda r: r.repeat)
-            replayed: Counter[int] = Counter()
+        for i, line in enumerate(todo):
+            where = f"line {i + 1}/{len(todo)}"
+            left_s = (len(todo) - i) * plan.budget_s
 
-            def probe(
-                rate: int,
-                line: Cell = line,
-                where: str = where,
-                left_s: float = left_s,
-                recorded: list[CellResult] = recorded,
-                replayed: Counter[int] = replayed,
-                clock: Clock = clock,
-            ) -> bool | None:
-                kept = [r for r in recorded if round(r.cell.rate or 0) == rate]
-                if replayed[rate] < len(kept):  # resumed: this probe is on record
-                    replayed[rate] += 1
-                    clock.deadline -= each_s
-                    return probe_missed(kept[replayed[rate] - 1], plan.slo)
-                if time.monotonic() + each_s > clock.deadline:
-                    raise OutOfTime
-                cell = plan.probe(line, rate)
-                repeat = 1 + sum(r.cell.rate == rate for r in probes_of(line, done))
+            def run_probe(
+                cell: Cell, repeat: int, where: str = where, left_s: float = left_s
+            ) -> CellResult:
                 listener.cell_started(cell, where, left_s, repeat)
                 record = measure(s, cell, done, repeat)
                 done.append(record)
-                return probe_missed(record, plan.slo)
+                return record
 
-            def answer(rate: int, probe: Any = probe) -> bool:
-                """Missed?, asked again where a probe could not say; a level that never
-                answered counts as missed while searching (and neither way in the bracket)."""
-                for _ in range(SEARCH_ATTEMPTS):
-                    if (missed := probe(rate)) is not None:
-                        return missed
-                return True
-
-            try:
-                find_threshold(answer, plan.start, plan.ceiling)
-                # The edges of what the records show (answers only), probed again.
-                confirm(bracket_of(line, done, plan), probe, plan.probes, budget=CONFIRM_BUDGET)
-            except OutOfTime:
+            finished = search_line(plan, line, probes_of(line, done), run_probe, each_s)
+            if not finished:
                 listener.notice(f"{line.variant}: its budget of {plan.budget_s:g} s ran out")
+            ended[line.variant] = "searched" if finished else "out of time"
+            run.update_metadata(capacity_ended=ended)
             listener.notice(f"{line.variant}: {describe(bracket_of(line, done, plan), plan.slo)}")
