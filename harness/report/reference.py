@@ -889,9 +889,56 @@ def decide_slo_section(root: Path, base: Path) -> list[str]:
         "",
         *capacity.body(meta, records),
         "",
+        *_between_runs(root, base, plan, records),
         decision.explained(rows[0].roles),
         "",
         *decision.sections(records, charts=f"{where}/charts", level=3, plan=plan),
+    ]
+
+
+def _between_runs(
+    root: Path, base: Path, plan: CapacityPlan, records: Sequence[CellResult]
+) -> list[str]:
+    """The same lines' capacity in `capacity-uvicorn`, another run of the same search: how far
+    one run's brackets are from another's."""
+    other_path = root / "capacity-uvicorn"
+    if not (other_path / "metadata.json").is_file():
+        return []
+    other = RunDir.open(other_path)
+    other_plan = CapacityPlan.from_json(other.metadata()["capacity"])
+    theirs = {line.variant: line for line in other_plan.lines}
+    other_records = other.records()
+    rows = []
+    for line in plan.lines:
+        if (same := theirs.get(line.variant)) is None:
+            continue
+        here = capacity.line_result(line, records, plan)
+        there = capacity.line_result(same, other_records, other_plan)
+        latency = "0" if line.db_latency is None else str(line.db_latency)
+        rows.append(
+            [
+                f"{line.mode} `{line.known('style')}`",
+                latency,
+                decision.capacity_text(here),
+                decision.capacity_text(there),
+            ]
+        )
+    if not rows:
+        return []
+    sha = str(_first_session(other).get("git", {}).get("sha", "?"))[:12]
+    cpu = _first_session(other).get("machine", {}).get("cpu_model", "?")
+    return [
+        f"The same lines in [`capacity-uvicorn`]({_rel(other_path, base)}/capacity.md), another "
+        f"run of the same search (git {sha}, {cpu}). Where two brackets do not overlap, "
+        "the machine's state between the runs (other tenants, the hour) moved the capacity "
+        "more than one search resolves: one run's bracket is not the whole answer.",
+        "",
+        md_table(
+            ["variant", "database latency", "this run sustains", "capacity-uvicorn sustains"],
+            rows,
+            ["---", "---:", "---:", "---:"],
+        ),
+        "",
     ]
 
 
