@@ -249,7 +249,8 @@ report: venv
 	$(PY) -m harness report $(if $(RUN),'$(RUN)')
 
 # Older run directories written back in the current format, their verdicts judged again from
-# their stored samples; `make report` (or `make reference`) then regenerates their pages.
+# their stored samples, their raw thread dumps compressed; `make report` (or `make reference`)
+# then regenerates their pages.
 migrate: venv
 	$(PY) -m harness migrate $(RUN)
 

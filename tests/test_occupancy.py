@@ -148,7 +148,8 @@ def test_a_small_real_freeze_keeps_a_dump_and_a_timeline_of_every_token_in_use(
     assert dump.waiting_for_connection == dump.threadpool - dump.idle == 3, dump
     assert dump.threadpool in (3, 4), dump
     assert dump.where == {"Orm.list_users > QueuePool._do_get": 3}
-    raw = json.loads((out / dump.file).read_text())
+    assert dump.file.endswith(".json.gz")
+    raw = RunDir.open(out).read_threads(dump.file)
     assert summarize(raw, dump.file) == dump
     timeline = record.occupancy
     assert timeline is not None and len(timeline.samples) >= 10  # 10 Hz over 2 s

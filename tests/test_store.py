@@ -116,3 +116,40 @@ def test_migrate_writes_an_older_run_back_judged_from_its_samples(
     assert main(["migrate", str(tmp_path / "map")]) == 0  # a current run is left as it is
     assert "no verdict changed" in capsys.readouterr().out
     assert len(json.loads((tmp_path / "map" / "metadata.json").read_text())["provenance"]) == 2
+
+
+def test_migrate_compresses_an_older_runs_thread_dumps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A dump kept plain (as runs before compression kept them) is gzip-compressed, its record
+    points at it, nothing else in the record changes, and the provenance says so."""
+    shutil.copytree(FIXTURES / "map-evidence", tmp_path / "map")
+    run = RunDir.open(tmp_path / "map")
+    assert main(["migrate", str(run.path)]) == 0  # to the current format first
+    record_path = sorted(run.records_dir.glob("*.json"))[0]
+    record = json.loads(record_path.read_text())
+    key = record_path.stem
+    dump = [{"pid": 1, "thread_name": "MainThread", "frames": [{"name": "wait"}] * 50}]
+    (run.path / "threads").mkdir()
+    (run.path / "threads" / f"{key}.json").write_text(json.dumps(dump, indent=2))
+    record["threads"] = {"threads": 1, "file": f"threads/{key}.json"}
+    record_path.write_text(json.dumps(record))
+    capsys.readouterr()
+    assert main(["migrate", str(run.path)]) == 0
+    assert "1 thread dumps compressed" in capsys.readouterr().out
+    after = json.loads(record_path.read_text())
+    assert after == {**record, "threads": {"threads": 1, "file": f"threads/{key}.json.gz"}}
+    assert not (run.path / "threads" / f"{key}.json").exists()
+    assert run.read_threads(after["threads"]["file"]) == dump
+    assert run.metadata()["provenance"][-1]["dumps_compressed"] == 1
+    assert main(["migrate", str(run.path)]) == 0  # nothing left to compress
+    assert "compressed" not in capsys.readouterr().out
+
+
+def test_a_new_thread_dump_is_written_compressed(tmp_path: Path) -> None:
+    run = RunDir.open(shutil.copytree(FIXTURES / "map-evidence", tmp_path / "map"))
+    dump = [{"pid": 7, "frames": [{"name": "QueuePool._do_get"}] * 200}]
+    file = run.write_threads("cell@1", dump)
+    assert file == "threads/cell@1.json.gz"
+    assert run.read_threads(file) == dump
+    assert (run.path / file).stat().st_size < len(json.dumps(dump)) / 10

@@ -513,7 +513,7 @@ def _run(given: Given) -> int:
         if todo or pgbench_levels:
             execute(resumed, options, entry, console)
         if search is not None:
-            execute_capacity(resumed, options, entry, console)
+            execute_capacity(resumed, options, {**entry, "started_at": now_iso()}, console)
 
     code = _measure(run, given, work, console)
     return code or _collapse_exit(run, fail_on)
@@ -770,7 +770,21 @@ def _migrate(args: argparse.Namespace) -> int:
     for run in runs:
         changes = run.migrate(entry)
         said = ", ".join(f"{n} {change}" for change, n in changes.items()) or "no verdict changed"
+        if packed := run.compact(entry):
+            said += f", {packed} thread dumps compressed"
         print(f"{run.path}: {said}")
+    return 0
+
+
+def _compact(args: argparse.Namespace) -> int:
+    if not args.run_dirs:
+        raise UsageError(
+            "RUN: name run directories, e.g. python -m harness compact results/runs/<dir>"
+        )
+    runs = [RunDir.open(Path(d)) for d in args.run_dirs]
+    entry = {"command": "compact", "started_at": now_iso(), "git": git_commit()}
+    for run in runs:
+        print(f"{run.path}: {run.compact(entry)} thread dumps compressed")
     return 0
 
 
@@ -842,10 +856,16 @@ def parser() -> argparse.ArgumentParser:
     mig = sub.add_parser(
         "migrate",
         help="write older run directories back in the current format, their verdicts judged "
-        "again from their samples (make migrate RUN=...)",
+        "again from their samples and their raw thread dumps compressed (make migrate RUN=...)",
     )
     mig.add_argument("run_dirs", nargs="*", metavar="RUN", help="run directories")
     mig.set_defaults(func=_migrate)
+    com = sub.add_parser(
+        "compact",
+        help="compress the raw thread dumps older run directories kept plain, and nothing else",
+    )
+    com.add_argument("run_dirs", nargs="*", metavar="RUN", help="run directories")
+    com.set_defaults(func=_compact)
     ref = sub.add_parser(
         "reference", help="regenerate results/README.md from the reference runs (make reference)"
     )

@@ -3,6 +3,7 @@ the map's database ceilings (ceilings/), and the tables generated from them."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -27,6 +28,19 @@ def _write_json(path: Path, data: Any, what: str = "") -> None:
     tmp = path.with_name(path.name + ".tmp")
     try:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise HarnessError(f"cannot write {what or path.name} to {path}: {exc.strerror}") from None
+
+
+def _write_gzip(path: Path, data: bytes, what: str = "") -> None:
+    """gzip-compressed (no time in its header, so the same dump gives the same bytes), written
+    as _write_json writes."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_bytes(gzip.compress(data, mtime=0))
         os.replace(tmp, path)
     except OSError as exc:
         with suppress(OSError):
@@ -209,12 +223,43 @@ class RunDir:
         ]
 
     def write_threads(self, key: str, threads: list[dict[str, Any]]) -> str:
-        """A raw thread dump beside the record `key`; its path relative to the run."""
-        path = self.path / THREADS / f"{key}.json"
+        """A raw thread dump beside the record `key`, gzip-compressed (py-spy's JSON repeats
+        every frame of every thread: a dump shrinks about 60 times); its path relative to the
+        run. The record keeps the dump's summary."""
+        path = self.path / THREADS / f"{key}.json.gz"
         with suppress(OSError):
             path.parent.mkdir(exist_ok=True)
-        _write_json(path, threads, f"the thread dump of {key}")
+        _write_gzip(path, json.dumps(threads).encode(), f"the thread dump of {key}")
         return str(path.relative_to(self.path))
+
+    def read_threads(self, file: str) -> list[dict[str, Any]]:
+        """A raw thread dump by the path its record names, compressed or (older runs) not."""
+        path = self.path / file
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        found: list[dict[str, Any]] = json.loads(data)
+        return found
+
+    def compact(self, entry: dict[str, Any]) -> int:
+        """Compress the raw thread dumps an older run kept plain, and point their records at
+        the compressed files (nothing else in a record changes); `entry` (what did it, and how
+        many) is appended to the provenance. Returns how many dumps it compressed."""
+        done = 0
+        for path in sorted(self.records_dir.glob("*.json")):
+            data = json.loads(path.read_text())
+            file = (data.get("threads") or {}).get("file") or ""
+            plain = self.path / file
+            if not file.endswith(".json") or not plain.is_file():
+                continue
+            _write_gzip(plain.with_name(plain.name + ".gz"), plain.read_bytes(), file)
+            data["threads"]["file"] = file + ".gz"
+            _write_json(path, data, f"the record {path.name}")
+            plain.unlink()
+            done += 1
+        if done:
+            meta = self._raw_metadata()
+            step = {**entry, "dumps_compressed": done}
+            self.write_metadata({**meta, "provenance": [*meta["provenance"], step]})
+        return done
 
     def ceiling_path(self, connections: int) -> Path:
         return self.path / CEILINGS / f"pgbench-c{connections}.json"
