@@ -42,6 +42,10 @@ settings := $(strip $(call given,$(VARIABLES) $(SWITCHES)))
 ifneq ($(filter compare,$(MAKECMDGOALS)),)
 settings := $(strip $(filter-out FAIL_ON,$(settings)))
 endif
+# make reference takes FORCE (measure from a tree with uncommitted changes).
+ifneq ($(filter reference,$(MAKECMDGOALS)),)
+settings := $(strip $(filter-out FORCE,$(settings)))
+endif
 ifneq ($(settings),)
 ifeq ($(filter bench decide failure-map serve capacity,$(MAKECMDGOALS)),)
 $(error $(settings): settings of make bench, decide, failure-map, serve and capacity; make $(or $(MAKECMDGOALS),setup) takes none)
@@ -49,7 +53,7 @@ endif
 endif
 
 .PHONY: setup system-deps venv dev test test-fast test-docker lint serve bench decide failure-map generators capacity \
-	reference report migrate compare clean
+	reference committed report migrate compare clean
 
 setup: system-deps venv
 
@@ -191,7 +195,13 @@ generators: setup
 	fi
 	$(PY) -m harness generators --out $(REF)/generators
 
-reference: setup
+# A reference is measured from a commit, checked before anything is set up or measured.
+committed:
+	@if [ "$(FORCE)" != 1 ] && [ -n "$$(git status --porcelain -- . ':!results')" ]; then \
+		echo "make reference: the tree has uncommitted changes (git status); a reference is measured from a commit: commit them, or FORCE=1 (each run's provenance then says so)" >&2; \
+		exit 2; fi
+
+reference: committed setup
 	@for s in uvicorn gunicorn hypercorn granian; do \
 		d=$(REF)/bench-$$s; \
 		if [ -f $$d/metadata.json ]; then $(PY) -m harness run --resume $$d || exit $$?; \

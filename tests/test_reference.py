@@ -1,12 +1,15 @@
 """results/README.md is generated from run directories only, and reproducibly."""
 
 import json
+import os
 import shutil
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
 from harness.report import reference
 from harness.store.rundir import RunDir
+from tests.cli import ROOT
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -201,3 +204,17 @@ def test_the_two_worker_map_gets_its_section_with_its_verdicts(tmp_path: Path) -
     )
     # Measured before the per-process channel: no share of ticks to state.
     assert "every worker answered at" not in text
+
+
+def test_make_reference_refuses_a_tree_with_uncommitted_changes(tmp_path: Path) -> None:
+    """Checked before anything is set up: a clone with one file changed is refused in one line."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    (clone / "README.md").write_text("changed\n")
+    done = subprocess.run(
+        ["make", "-s", "reference"], cwd=clone, capture_output=True, text=True, timeout=60,
+        env={k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")},
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "make reference: the tree has uncommitted changes" in done.stderr
+    assert not (clone / ".venv").exists()  # refused before the set-up
