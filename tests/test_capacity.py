@@ -244,3 +244,29 @@ def test_a_replayed_probe_counts_the_time_it_took(by_verdict: None) -> None:
     resumed = Model(seconds=25.0)
     assert search_line(plan, LINE, records, resumed.run_probe, 17.0, resumed.clock) is False
     assert resumed.measured == []
+
+
+def test_the_variants_of_a_shape_are_searched_one_after_another() -> None:
+    from harness.domain.axes import DIRECT, Latency, Pool, ServerName, SessionStyle
+    from harness.domain.cell import ServerConfig
+    from harness.domain.plan import side_by_side
+
+    def line(mode: Mode, style: SessionStyle, ms: float | None) -> Cell:
+        latency = Latency(ms, True) if ms is not None else DIRECT
+        config = ServerConfig(ServerName.uvicorn, style, Pool(5, 10), 40, 1, 10, db_latency=latency)
+        return Cell(config, mode, Workload.list, 1000, 10.0, rate=100)
+
+    a, b, c = (
+        (Mode.sync, SessionStyle.context),
+        (Mode.async_, SessionStyle.dependency),
+        (
+            Mode.async_,
+            SessionStyle.context,
+        ),
+    )
+    by_variant = [line(*v, ms) for v in (a, b, c) for ms in (None, 5.0)]  # as the matrix gives
+    searched = [(x.mode, x.known("style"), x.db_latency) for x in side_by_side(by_variant)]
+    five = by_variant[1].db_latency
+    assert searched == [
+        (*a, None), (*b, None), (*c, None), (*c, five), (*b, five), (*a, five),
+    ]  # fmt: skip

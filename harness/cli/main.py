@@ -62,6 +62,7 @@ from harness.domain.plan import (
     Matrix,
     loads,
     schedule,
+    side_by_side,
     target_cells,
 )
 from harness.domain.result import record_key
@@ -600,7 +601,7 @@ def decide_capacity(given: Given, cells: Sequence[Cell]) -> CapacityPlan | None:
         for c in cells
         if (c.mode, c.known("style")) != seed_style
     )
-    return _search(given, list(lines), warmup_s=CAPACITY_WARMUP_S) if lines else None
+    return _search(given, side_by_side(list(lines)), warmup_s=CAPACITY_WARMUP_S) if lines else None
 
 
 def capacity_plan(given: Given) -> CapacityPlan:
@@ -640,7 +641,7 @@ def capacity_plan(given: Given) -> CapacityPlan:
         rates=(float(start),),
         open_connections=_open_cap(given),
     ).cells()
-    return _search(given, lines)
+    return _search(given, side_by_side(lines))
 
 
 def _capacity(given: Given) -> int:

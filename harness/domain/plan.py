@@ -396,6 +396,21 @@ class MapPlan:
         return f"pool {line.config.pool}, {line.config.tokens} tokens"
 
 
+def side_by_side(lines: Sequence[Cell]) -> tuple[Cell, ...]:
+    """Capacity lines in the order they are searched: the variants of one deployment shape one
+    after another, so the lines a page compares are measured close in time (the machine drifts
+    between runs by more than a search resolves), in turn forwards and backwards from one shape
+    to the next, so no variant is always searched first."""
+    shapes: dict[tuple[Any, ...], list[Cell]] = {}
+    for line in lines:
+        shape = (line.server_label, line.known("workers"), line.known("rows"), line.db_latency)
+        shapes.setdefault(shape, []).append(line)
+    out: list[Cell] = []
+    for i, group in enumerate(shapes.values()):
+        out += group if i % 2 == 0 else group[::-1]
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class CapacityPlan:
     """What `make capacity` searches: for each line (a variant in a deployment shape), the

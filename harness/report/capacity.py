@@ -75,6 +75,10 @@ def body(meta: dict[str, Any], records: Sequence[CellResult]) -> list[str]:
     shapes: dict[tuple[str, ...], list[Cell]] = {}
     for line in plan.lines:
         shapes.setdefault(_shape(line), []).append(line)
+    # The variants in one order in every shape, whatever order they were searched in.
+    order = {_name(line): i for i, line in enumerate(next(iter(shapes.values()), []))}
+    for lines in shapes.values():
+        lines.sort(key=lambda line: order.get(_name(line), len(order)))
     parts: list[str] = []
     for shape, lines in shapes.items():
         said = []
