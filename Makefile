@@ -42,9 +42,16 @@ settings := $(strip $(call given,$(VARIABLES) $(SWITCHES)))
 ifneq ($(filter compare,$(MAKECMDGOALS)),)
 settings := $(strip $(filter-out FAIL_ON,$(settings)))
 endif
-# make reference takes FORCE (measure from a tree with uncommitted changes).
+# make reference takes FORCE (measure from a tree with uncommitted changes); without it, a
+# tree with changes to tracked files outside results/ is refused before anything runs (the
+# runs' provenance records the same: git's dirty flag ignores untracked files).
 ifneq ($(filter reference,$(MAKECMDGOALS)),)
 settings := $(strip $(filter-out FORCE,$(settings)))
+ifeq ($(filter-out 0,$(FORCE)),)
+ifneq ($(shell git status --porcelain --untracked-files=no -- . ':(exclude)results' 2>/dev/null),)
+$(error make reference: the tree has uncommitted changes (git status); a reference is measured from a commit: commit them, or FORCE=1 (each run's provenance then says so))
+endif
+endif
 endif
 ifneq ($(settings),)
 ifeq ($(filter bench decide failure-map serve capacity,$(MAKECMDGOALS)),)
@@ -53,7 +60,7 @@ endif
 endif
 
 .PHONY: setup system-deps venv dev test test-fast test-docker lint serve bench decide failure-map generators capacity \
-	reference committed report migrate compare clean
+	reference report migrate compare clean
 
 setup: system-deps venv
 
@@ -195,13 +202,7 @@ generators: setup
 	fi
 	$(PY) -m harness generators --out $(REF)/generators
 
-# A reference is measured from a commit, checked before anything is set up or measured.
-committed:
-	@if [ "$(FORCE)" != 1 ] && [ -n "$$(git status --porcelain -- . ':!results')" ]; then \
-		echo "make reference: the tree has uncommitted changes (git status); a reference is measured from a commit: commit them, or FORCE=1 (each run's provenance then says so)" >&2; \
-		exit 2; fi
-
-reference: committed setup
+reference: setup
 	@for s in uvicorn gunicorn hypercorn granian; do \
 		d=$(REF)/bench-$$s; \
 		if [ -f $$d/metadata.json ]; then $(PY) -m harness run --resume $$d || exit $$?; \

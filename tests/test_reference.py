@@ -218,3 +218,13 @@ def test_make_reference_refuses_a_tree_with_uncommitted_changes(tmp_path: Path) 
     assert done.returncode == 2
     assert "make reference: the tree has uncommitted changes" in done.stderr
     assert not (clone / ".venv").exists()  # refused before the set-up
+    # What the runs' provenance would not call dirty is not refused: an untracked file, and
+    # results/ (where the reference is written). `-n`: only say what would run.
+    subprocess.run(["git", "checkout", "-q", "README.md"], cwd=clone, check=True)
+    (clone / "notes.txt").write_text("mine\n")
+    (clone / "results" / "README.md").write_text("regenerated\n")
+    dry = subprocess.run(
+        ["make", "-s", "-n", "reference"], cwd=clone, capture_output=True, text=True, timeout=60,
+        env={k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")},
+    )  # fmt: skip
+    assert dry.returncode == 0, dry.stderr

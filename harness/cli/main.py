@@ -771,7 +771,7 @@ def _migrate(args: argparse.Namespace) -> int:
     for run in runs:
         changes = run.migrate(entry)
         said = ", ".join(f"{n} {change}" for change, n in changes.items()) or "no verdict changed"
-        if packed := run.compact(entry):
+        if packed := run.compact({**entry, "command": "compact"}):
             said += f", {packed} thread dumps compressed"
         print(f"{run.path}: {said}")
     return 0

@@ -925,6 +925,7 @@ def _between_runs(
         )
     if not rows:
         return []
+    rows.sort(key=lambda row: (row[1], row[0]))  # by latency, then variant: as searched or not
     sha = str(_first_session(other).get("git", {}).get("sha", "?"))[:12]
     cpu = _first_session(other).get("machine", {}).get("cpu_model", "?")
     return [

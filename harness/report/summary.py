@@ -387,10 +387,16 @@ def _sessions(entries: Sequence[dict[str, Any]]) -> list[str]:
     return ["- Sessions (each invocation that measured into this run): " + "; ".join(parts) + "."]
 
 
+REWRITES = ("migrate", "compact")
+
+
 def header(
     meta: dict[str, Any], records: Sequence[CellResult], name: str, title: str = "run"
 ) -> str:
-    entries = meta.get("provenance") or [{}]
+    everything = meta.get("provenance") or [{}]
+    # `migrate` and `compact` rewrote files, they measured nothing: they are said apart.
+    entries = [e for e in everything if e.get("command") not in REWRITES] or everything
+    rewrites = [e for e in everything if e.get("command") in REWRITES]
     first, last = entries[0], entries[-1]
     m, git = first.get("machine", {}), first.get("git", {})
     # A session stopped before the database was up has no `database`; a target's is None.
@@ -440,6 +446,19 @@ def header(
             f"{m.get('kernel', '?')}, Python {m.get('python', '?')}.",
             f"- Code: {code}.",
             *_sessions(entries),
+            *(
+                [
+                    "- Rewritten (nothing measured): "
+                    + "; ".join(
+                        f"`{e.get('command')}` {e.get('started_at', '?')}, git "
+                        f"{str((e.get('git') or {}).get('sha', '?'))[:12]}"
+                        for e in rewrites
+                    )
+                    + "."
+                ]
+                if rewrites
+                else []
+            ),
             f"- PostgreSQL: {database}.",
             *(
                 [

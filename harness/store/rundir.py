@@ -244,7 +244,13 @@ class RunDir:
         the compressed files (nothing else in a record changes); `entry` (what did it, and how
         many) is appended to the provenance. Returns how many dumps it compressed."""
         done = 0
-        for path in sorted(self.records_dir.glob("*.json")):
+        # The folders records() reads: a map's upgrade stopped between its steps has both.
+        folders = [self.records_dir]
+        if self.kind == "map":
+            folders = list(
+                dict.fromkeys([self.records_dir, self.path / "probes", self.path / "cells"])
+            )
+        for path in sorted(p for folder in folders for p in folder.glob("*.json")):
             data = json.loads(path.read_text())
             file = (data.get("threads") or {}).get("file") or ""
             plain = self.path / file
