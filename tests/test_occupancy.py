@@ -249,7 +249,7 @@ def test_where_requests_waited_sums_a_tick_over_its_processes() -> None:
 
 
 @pytest.mark.integration
-def test_an_async_dependency_is_seen_holding_connections_past_its_responses(
+def test_an_async_apps_pool_queue_and_loop_lag_are_sampled(
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "run"
