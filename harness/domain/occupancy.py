@@ -142,11 +142,11 @@ class Timeline:
                     t_s=second,
                     ok=sum(s.ok - base[pid].ok for pid, s in now.items()),
                     errors=sum(s.errors - base[pid].errors for pid, s in now.items()),
-                    tokens_in_use=_total(s.tokens_in_use for s in now.values()),
-                    waiting=_total(s.waiting for s in now.values()),
-                    checked_out=_total(s.checked_out for s in now.values()),
+                    tokens_in_use=total(s.tokens_in_use for s in now.values()),
+                    waiting=total(s.waiting for s in now.values()),
+                    checked_out=total(s.checked_out for s in now.values()),
                     in_flight=sum(s.in_flight for s in now.values()),
-                    pool_waiting=_total(s.pool_waiting for s in now.values()),
+                    pool_waiting=total(s.pool_waiting for s in now.values()),
                 )
             )
             previous = now
@@ -300,7 +300,8 @@ def _answered(timeline: Timeline, at_s: float, base: dict[int, int]) -> int:
     return sum(s.ok + s.errors - base[s.pid] for s in latest)
 
 
-def _total(values: Iterable[int | None]) -> int | None:
+def total(values: Iterable[int | None]) -> int | None:
+    """The sum over processes; None where any of them did not say."""
     known = list(values)
     return None if any(v is None for v in known) else sum(known)  # type: ignore[misc]
 

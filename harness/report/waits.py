@@ -10,14 +10,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 from statistics import median
 
-from harness.domain.occupancy import Sample
+from harness.domain.occupancy import Sample, total
 from harness.domain.result import CellResult
 from harness.report.stats import by_cell
 from harness.report.table import md_table
 
 TEXT = (
     "From the side channel's samples (10 per second, every process) of the measured windows, "
-    "the rounds together; a tick sums its processes. **In flight**: requests inside the app. "
+    "the rounds together. **In flight**: requests inside the app. "
     "**Past their response**: of those, requests whose response had started while the app still "
     "ran (a `yield` dependency's exit, which FastAPI runs after the response is sent). **Out**: "
     "connections the pools had lent, of what they can lend. **Queued for a connection**: threads "
@@ -34,10 +34,6 @@ def _ticks(samples: Sequence[Sample]) -> list[list[Sample]]:
     for s in samples:
         by_tick[s.t_s].append(s)
     return list(by_tick.values())
-
-
-def _sum(values: Sequence[int | None]) -> int | None:
-    return None if any(v is None for v in values) else sum(v or 0 for v in values)
 
 
 def _median(values: Sequence[float | None]) -> str:
@@ -57,13 +53,13 @@ def row(records: Sequence[CellResult]) -> list[str] | None:
         return None
     in_flight = [sum(s.in_flight for s in t) for t in ticks]
     past = [
-        _sum([s.in_flight - s.awaiting if s.awaiting is not None else None for s in t])
+        total([s.in_flight - s.awaiting if s.awaiting is not None else None for s in t])
         for t in ticks
     ]
-    out = [_sum([s.checked_out for s in t]) for t in ticks]
-    capacity = {_sum([s.capacity for s in t]) for t in ticks}
+    out = [total([s.checked_out for s in t]) for t in ticks]
+    capacity = {total([s.capacity for s in t]) for t in ticks}
     queued = [
-        _sum([s.pool_waiting if s.pool_waiting is not None else s.pool_tasks_waiting for s in t])
+        total([s.pool_waiting if s.pool_waiting is not None else s.pool_tasks_waiting for s in t])
         for t in ticks
     ]
     lags = sorted(s.loop_lag_ms for t in ticks for s in t if s.loop_lag_ms is not None)
