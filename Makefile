@@ -47,15 +47,18 @@ endif
 # runs' provenance records the same: git's dirty flag ignores untracked files).
 ifneq ($(filter reference,$(MAKECMDGOALS)),)
 settings := $(strip $(filter-out FORCE,$(settings)))
-ifeq ($(filter-out 0,$(FORCE)),)
-ifneq ($(shell git status --porcelain --untracked-files=no -- . ':(exclude)results' 2>/dev/null),)
-$(error make reference: the tree has uncommitted changes (git status); a reference is measured from a commit: commit them, or FORCE=1 (each run's provenance then says so))
-endif
-endif
 endif
 ifneq ($(settings),)
 ifeq ($(filter bench decide failure-map serve capacity,$(MAKECMDGOALS)),)
 $(error $(settings): settings of make bench, decide, failure-map, serve and capacity; make $(or $(MAKECMDGOALS),setup) takes none)
+endif
+endif
+# After the check of the settings, so that a misplaced setting is named whatever the tree.
+ifneq ($(filter reference,$(MAKECMDGOALS)),)
+ifeq ($(filter-out 0,$(FORCE)),)
+ifneq ($(shell git status --porcelain --untracked-files=no -- . ':(exclude)results' 2>/dev/null),)
+$(error make reference: the tree has uncommitted changes (git status); a reference is measured from a commit: commit them, or FORCE=1 (each run's provenance then says so))
+endif
 endif
 endif
 
