@@ -64,7 +64,17 @@ class Connection(asyncio.Protocol):
     def send(self, due: float, now: float) -> None:
         self.due, self.sent = due, now
         assert self.transport is not None
-        self.transport.write(self.run.request)
+        self.transport.write(self.run.next_request())
+
+
+def encode(request: dict[str, Any], host: str) -> bytes:
+    """One HTTP/1.1 request of the mix, whole, as it goes on the wire."""
+    body = request["body"].encode()
+    lines = [f"{request['method']} {request['path']} HTTP/1.1", f"Host: {host}"]
+    lines += ["User-Agent: openloop", *(f"{k}: {v}" for k, v in request["headers"])]
+    if body or request["method"] in ("POST", "PUT", "PATCH"):
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
 class Run:
@@ -74,9 +84,13 @@ class Run:
         path = url.path or "/"
         if url.query:
             path += "?" + url.query
-        self.request = (
-            f"GET {path} HTTP/1.1\r\nHost: {url.netloc}\r\nUser-Agent: openloop\r\n\r\n"
-        ).encode()
+        mix = [{"method": "GET", "path": path, "headers": [], "body": ""}], [0]
+        if args.requests:
+            with open(args.requests) as file:
+                given = json.load(file)
+            mix = given["items"], given["order"]
+        self.requests = [encode(r, url.netloc) for r in mix[0]]
+        self.order, self.sent_count = mix[1], 0
         self.rate, self.timeout, self.limit = args.rate, args.timeout, args.connections
         self.due_count = max(1, round(args.rate * args.duration))
         self.tolerance = args.tolerance / 1000
@@ -93,6 +107,12 @@ class Run:
         self.done = asyncio.Event()
         self.scheduled_all = False
         self.start = 0.0
+
+    def next_request(self) -> bytes:
+        """The mix's next request: one weighted cycle, over and over, across connections."""
+        index = self.order[self.sent_count % len(self.order)]
+        self.sent_count += 1
+        return self.requests[index]
 
     # -- sending -----------------------------------------------------------------------------
     def pump(self) -> None:
@@ -252,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     # Timers wake in whole milliseconds, so a request sent up to TOLERANCE after it was due is
     # on time; its latency counts from the moment it was due all the same.
     p.add_argument("--tolerance", type=float, default=2.0, help="ms after due still on time")
+    p.add_argument(
+        "--requests", help="JSON file: {items: [{method, path, headers, body}], order: [index]}"
+    )
     args = p.parse_args(argv)
     # A socket per connection: a soft limit of 1,024 descriptors would end the run early.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

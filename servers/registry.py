@@ -44,6 +44,10 @@ SEED_PORTS = {Mode.async_: 8000, Mode.sync: 8001}
 WRK_IMAGE = "skandyla/wrk"
 
 APP_FACTORY = {Mode.sync: "app.sync_app:create_app", Mode.async_: "app.async_app:create_app"}
+# A user's app (APP=module:attr) is served through this module (servers/userapp/), which imports
+# it and sizes the threadpool without editing it.
+USER_APP = "syncasync_userapp:app"
+USER_APP_DIR = CONFIG_DIR / "userapp"
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,10 @@ class Launch:
     python: str = sys.executable  # an interpreter that has this stack's packages
     config_dir: Path = CONFIG_DIR  # where this machine (or container) has servers/
     stack: Stack = Stack.current
+    # A user's app (its module:attr, given to servers/userapp/ in the environment): served with
+    # the loop and HTTP parser its environment has, and gunicorn with this worker class.
+    user: bool = False
+    worker_class: str = ""
 
     def __post_init__(self) -> None:
         try:
@@ -72,12 +80,12 @@ class Launch:
 
 def _uvicorn(launch: Launch) -> list[str]:
     # The same for both stacks: uvicorn 0.13.4 (February 2021) already has --factory.
+    app = [USER_APP] if launch.user else ["--factory", APP_FACTORY[launch.mode]]
     return [
         launch.python,
         "-m",
         "uvicorn",
-        "--factory",
-        APP_FACTORY[launch.mode],
+        *app,
         "--host",
         launch.host,
         "--port",
@@ -85,16 +93,43 @@ def _uvicorn(launch: Launch) -> list[str]:
         "--workers",
         str(launch.workers),
         "--loop",
-        "uvloop",
+        "auto" if launch.user else "uvloop",
         "--http",
-        "httptools",
+        "auto" if launch.user else "httptools",
         "--no-access-log",
         "--log-level",
         "warning",
     ]
 
 
+def _gunicorn_user(launch: Launch) -> list[str]:
+    # Not servers/gunicorn.conf.py, which checks the demo app's settings: its other settings,
+    # as flags.
+    return [
+        launch.python,
+        "-m",
+        "gunicorn",
+        "--worker-class",
+        launch.worker_class or "uvicorn.workers.UvicornWorker",
+        "--error-logfile",
+        "-",
+        "--log-level",
+        "warning",
+        "--timeout",
+        "30",
+        "--graceful-timeout",
+        "5",
+        "--bind",
+        f"{launch.host}:{launch.port}",
+        "--workers",
+        str(launch.workers),
+        USER_APP,
+    ]
+
+
 def _gunicorn(launch: Launch) -> list[str]:
+    if launch.user:
+        return _gunicorn_user(launch)
     # gunicorn.conf.py names uvicorn-worker's class; in 2021 that package did not exist and the
     # worker came with uvicorn itself. A command-line flag overrides the config file.
     worker_class = (
@@ -130,7 +165,7 @@ def _hypercorn(launch: Launch) -> list[str]:
         f"{launch.host}:{launch.port}",
         "--workers",
         str(launch.workers),
-        f"{APP_FACTORY[launch.mode]}()",
+        USER_APP if launch.user else f"{APP_FACTORY[launch.mode]}()",
     ]
 
 
@@ -152,8 +187,7 @@ def _granian(launch: Launch) -> list[str]:
         "granian",
         "--interface",
         "asgi",
-        "--factory",
-        APP_FACTORY[launch.mode],
+        *([USER_APP] if launch.user else ["--factory", APP_FACTORY[launch.mode]]),
         "--host",
         launch.host,
         "--port",
@@ -165,7 +199,7 @@ def _granian(launch: Launch) -> list[str]:
         "--runtime-threads",
         "1",
         "--loop",
-        "uvloop",
+        "auto" if launch.user else "uvloop",
         "--http",
         "1",
         "--no-ws",

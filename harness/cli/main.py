@@ -7,13 +7,18 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import random
+import re
+import shlex
 import sys
+import tomllib
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 from harness.cli.console import Console
 from harness.cli.variables import (
@@ -36,7 +41,7 @@ from harness.domain.axes import (
     Workload,
     WrkRunner,
 )
-from harness.domain.cell import Cell, ServerConfig
+from harness.domain.cell import Cell, ServerConfig, Target, UserApp
 from harness.domain.errors import HarnessError, UsageError
 from harness.domain.parse import (
     parse_choices,
@@ -65,9 +70,10 @@ from harness.domain.plan import (
     side_by_side,
     target_cells,
 )
+from harness.domain.requests import Request, Requests, parse_requests
 from harness.domain.result import record_key
 from harness.domain.slo import MIN_WINDOW_S, parse_slo
-from harness.infra import generators, process, stacks
+from harness.infra import generators, process, stacks, userenv
 from harness.infra.environment import PROJECT_ROOT, cpu_count, git_commit, now_iso
 from harness.infra.process import clean_leftovers, pid_running
 from harness.report import compare, conclusions, decision, files, reference
@@ -116,12 +122,39 @@ def bench_cells(given: Given) -> list[Cell]:
     """The cells `make bench` or `make decide` asked for: the matrix of its axes, or the
     target's levels."""
     duration = parse_wrk_seconds(given["DURATION"], "DURATION")
-    workloads = tuple(_choices(given, "WORKLOAD", Workload))
+    workloads = tuple(
+        parse_choices(
+            given["WORKLOAD"],
+            "WORKLOAD",
+            Workload,
+            [w for w in Workload if w is not Workload.requests],
+        )
+    )
     connections = tuple(parse_positive_ints(given["CONNECTIONS"], "CONNECTIONS", 10_000))
     load_kinds, rates, cap = _loads(given)
+    remote = given.values.get("ALLOW_REMOTE", "") not in ("", "0")
+    if remote and not given.values.get("TARGET"):
+        raise UsageError("ALLOW_REMOTE: only with TARGET (what the harness starts is on 127.0.0.1)")
+    if given.values.get("APP"):
+        return app_cells(given, duration, connections, loads(load_kinds, connections, rates, cap))
+    for name in ("APP_DIR", "APP_PYTHON", "APP_ENV", "APP_PATH"):
+        if name in given.explicit:
+            raise UsageError(f"{name}: only with APP (module:attr, the app to measure)")
+    if given.values.get("REQUESTS") and not given.values.get("TARGET"):
+        raise UsageError(
+            "REQUESTS: only with TARGET or APP (the demo app's requests are its WORKLOAD)"
+        )
     if given.values.get("TARGET"):
         modes = tuple(_choices(given, "MODES", Mode))
-        target = parse_target(given["TARGET"])
+        base, path = parse_target(given["TARGET"], remote)
+        target = Target(base, _requests(given, path))
+        if target.requests:
+            if "WORKLOAD" in given.explicit:
+                raise UsageError(
+                    "WORKLOAD: names the demo app's endpoints; a service's own requests are "
+                    "TARGET's path or REQUESTS"
+                )
+            workloads = (Workload.requests,)
         if refused := [n for n in SERVER_SETTINGS if n in given.explicit]:
             named = ", ".join(f"{n} ({BY_NAME[n].flag})" for n in refused)
             raise UsageError(
@@ -179,6 +212,114 @@ def bench_cells(given: Given) -> list[Cell]:
         rates=rates,
         open_connections=cap,
     ).cells()
+
+
+# The demo app's settings: a user's app has its own, which the harness does not set.
+DEMO_SETTINGS = tuple(n for n in SERVER_SETTINGS if n not in ("SERVER", "TOKENS", "WORKERS"))
+APP_SPEC = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?$")
+
+
+def app_cells(
+    given: Given,
+    duration: float,
+    connections: Sequence[int],
+    load: Sequence[tuple[int, float | None]],
+) -> list[Cell]:
+    """The cells of a run of a user's app: each server x tokens x workers, at each level."""
+    spec = given["APP"].strip()
+    if not APP_SPEC.match(spec):
+        raise UsageError(f"APP: {spec!r} is not module:attr, e.g. main:app or service.api:app")
+    given_demo = [
+        n for n in (*DEMO_SETTINGS, "WORKLOAD", "TARGET", "TARGET_PID") if n in given.explicit
+    ]
+    if given_demo:
+        raise UsageError(
+            f"APP: {given_demo[0]} is the demo app's setting; your app has its own (give them "
+            "in APP_ENV)"
+        )
+    modes = tuple(_choices(given, "MODES", Mode))
+    if len(modes) != 1 or "MODES" not in given.explicit:
+        raise UsageError("MODE: say how your app reaches its database: sync or async")
+    directory = Path(given["APP_DIR"]).resolve()
+    if not directory.is_dir():
+        raise UsageError(f"APP_DIR: {given['APP_DIR']!r} is not a folder")
+    python = given["APP_PYTHON"] or sys.executable
+    if not Path(python).is_file() or not os.access(python, os.X_OK):
+        raise UsageError(f"APP_PYTHON: {python!r} is not an executable file (a venv's bin/python)")
+    path = given["APP_PATH"]
+    if path and not path.startswith("/"):
+        raise UsageError(f"APP_PATH: {path!r} must start with /")
+    if not path and not given["REQUESTS"]:
+        raise UsageError("APP: say what to send it: APP_PATH=/items, or REQUESTS=file.toml")
+    requests = _requests(given, path)
+    assert requests is not None
+    servers = parse_servers(given["SERVER"])
+    userenv.check_servers(python, servers)
+    return [
+        Cell(
+            UserApp(
+                app=spec,
+                name=server,
+                tokens=tokens,
+                workers=workers,
+                requests=requests,
+                directory=str(directory),
+                python=str(Path(python).absolute()),
+                env=_app_env(given["APP_ENV"]),
+            ),
+            modes[0],
+            Workload.requests,
+            c,
+            duration,
+            rate=rate,
+        )
+        for server in servers
+        for tokens in parse_positive_ints(given["TOKENS"], "TOKENS", 10_000)
+        for workers in _workers(given)
+        for c, rate in load
+    ]
+
+
+def _app_env(text: str) -> tuple[tuple[str, str], ...]:
+    out = []
+    try:
+        items = shlex.split(text)
+    except ValueError as exc:
+        raise UsageError(
+            f"APP_ENV: {text!r} cannot be split into NAME=value items: {exc}"
+        ) from None
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+            raise UsageError(f"APP_ENV: {item!r} is not NAME=value")
+        if name.startswith("SYNCASYNC_") or name == "PYTHONPATH":
+            raise UsageError(f"APP_ENV: {name} is the harness's to set (APP, APP_DIR, TOKENS)")
+        out.append((name, value))
+    return tuple(out)
+
+
+def _requests(given: Given, path: str) -> Requests | None:
+    """What a foreign target is sent: TARGET's path, or the REQUESTS file; None for the demo."""
+    source = given.values.get("REQUESTS", "")
+    if source and path:
+        raise UsageError(f"REQUESTS: TARGET has a path ({path}): give the path or REQUESTS")
+    if path:
+        return Requests((Request(path=path),))
+    return load_requests(Path(source)) if source else None
+
+
+def load_requests(path: Path) -> Requests:
+    """A REQUESTS file, TOML (by its suffix .toml) or JSON, read and checked."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UsageError(f"REQUESTS: cannot read {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        kind = "TOML" if path.suffix == ".toml" else "JSON"
+        raise UsageError(f"REQUESTS: {path} is not valid {kind}: {exc}") from None
+    return parse_requests(data, path.name)
 
 
 def _loads(given: Given) -> tuple[tuple[Load, ...], tuple[float, ...], int]:
@@ -296,6 +437,10 @@ def _parameters(given: Given) -> dict[str, Any]:
     """The effective settings (the database URL may hold a password: left out; a target's
     server settings are not the harness's to know)."""
     left_out = {"DATABASE_URL", *(SERVER_SETTINGS if given.values.get("TARGET") else ())}
+    if given.values.get("APP"):  # the demo app's settings, and its endpoints, are not used
+        left_out |= {*DEMO_SETTINGS, "WORKLOAD", "OCCUPANCY"}
+    if given.values.get("REQUESTS") or urlsplit(given.values.get("TARGET", "")).path.strip("/"):
+        left_out |= {"WORKLOAD", "OCCUPANCY"}
     values = {k.lower(): v for k, v in given.values.items() if k not in left_out}
     return {"command": given.command, **values}
 
@@ -468,7 +613,10 @@ def _run(given: Given) -> int:
         seed = random.randrange(2**32)  # recorded: a resume runs the same order
         todo = schedule(cells, repeats, seed)
         total = len(todo)
-        name = given.values.get("TARGET") or given["SERVER"]
+        app = given.values.get("APP")
+        name = given.values.get("TARGET") or (
+            f"{app}-{given['SERVER']}" if app else given["SERVER"]
+        )
         run, out = None, _out(given, name if given.command == "run" else f"decide-{name}")
         search = decide_capacity(given, cells) if given.command == "decide" else None
         # The database ceiling, after the cells: pgbench at each level the cells measure.

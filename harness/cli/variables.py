@@ -211,7 +211,34 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "TARGET",
-        "measure this running server (http://127.0.0.1:PORT) instead of starting one",
+        "measure this running server instead of starting one: http://127.0.0.1:PORT (the demo "
+        "app's endpoints) or http://127.0.0.1:PORT/PATH (any service, sent GET PATH)",
+        {"run": ""},
+    ),
+    Variable(
+        "APP",
+        "measure your own ASGI app (module:attr) instead of the demo: the harness starts it "
+        "under each SERVER with TOKENS and WORKERS, from APP_DIR, in APP_PYTHON",
+        {"run": ""},
+    ),
+    Variable("APP_DIR", "with APP: the folder its module is imported from", {"run": "."}),
+    Variable(
+        "APP_PYTHON",
+        "with APP: the interpreter whose environment has the app and the servers "
+        "(default: the harness's own)",
+        {"run": ""},
+    ),
+    Variable(
+        "APP_ENV",
+        "with APP: environment variables for it, NAME=value separated by spaces (recorded with "
+        "every cell)",
+        {"run": ""},
+    ),
+    Variable("APP_PATH", "with APP: the path each request GETs, e.g. /items", {"run": ""}),
+    Variable(
+        "REQUESTS",
+        "with TARGET or APP: a TOML or JSON file of [[request]] tables (method, path, headers, "
+        "body, weight), sent in turn by every connection",
         {"run": ""},
     ),
     Variable(
@@ -306,6 +333,13 @@ VARIABLES: tuple[Variable, ...] = (
         "WITH_CEILINGS",
         "also measure, in the same rounds, the async app's /health on each server (HTTP alone) "
         "and pgbench running the /users query (the database alone) at each connection level",
+        {"run": ""},
+        True,
+    ),
+    Variable(
+        "ALLOW_REMOTE",
+        "with TARGET: allow an address that is not this machine's loopback (only a service you "
+        "own and may load; the network's own latency is then in every figure)",
         {"run": ""},
         True,
     ),

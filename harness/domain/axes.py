@@ -39,6 +39,8 @@ class Workload(StrEnum):
     list = "list"  # GET /users
     insert = "insert"  # GET /users/insert-data-to-test
     health = "health"  # GET /health: no database, the HTTP ceiling
+    # A foreign service's own requests (TARGET's path, or REQUESTS): never a WORKLOAD choice.
+    requests = "requests"
 
 
 WORKLOAD_PATH = {
@@ -75,6 +77,9 @@ class Verdict(StrEnum):
     failed_verification = "failed-verification"  # answered, but not with the expected rows
     database_lost = "database-lost"  # PostgreSQL stopped answering during the cell
     load_failed = "load-failed"  # wrk died or gave no report
+    # A target that froze earlier in the run stays frozen (the harness cannot restart it): its
+    # later measurements are recorded, not taken, and count for no verdict.
+    not_measured = "not-measured"
 
 
 # Verdicts that count as a freeze in the map's search, the decisions and the conclusions.

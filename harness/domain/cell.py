@@ -7,6 +7,7 @@ code that starts servers never has to narrow optional settings.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -26,6 +27,7 @@ from harness.domain.axes import (
     Stack,
     Workload,
 )
+from harness.domain.requests import Requests
 
 SEED_ROWS = 10  # the seed's data set; a cell's variant names its rows only when they differ
 
@@ -89,9 +91,47 @@ class ServerConfig:
 
 @dataclass(frozen=True)
 class Target:
-    """A server the harness did not start, on this machine's loopback: its settings are unknown."""
+    """A server the harness did not start, on this machine's loopback: its settings are unknown.
+    `requests`: what it is sent, where it is not the demo app (whose workload says the path)."""
 
     url: str
+    requests: Requests | None = None
+
+
+@dataclass(frozen=True)
+class UserApp:
+    """A user's ASGI app (APP=module:attr), started by the harness under a server it names, in
+    the user's interpreter and directory: what the harness set is known (server, threadpool
+    tokens, workers, environment), the app's own settings are not."""
+
+    app: str  # module:attr
+    name: ServerName
+    tokens: int
+    workers: int
+    requests: Requests
+    directory: str  # APP_DIR: where its modules are
+    python: str  # APP_PYTHON: an interpreter whose environment has the app and the servers
+    env: tuple[tuple[str, str], ...] = ()  # APP_ENV: set for the app, as the user gave them
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "requests": self.requests.to_json(),
+            "env": [list(e) for e in self.env],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> UserApp:
+        return cls(
+            app=data["app"],
+            name=ServerName(data["name"]),
+            tokens=int(data["tokens"]),
+            workers=int(data["workers"]),
+            requests=Requests.from_json(data["requests"]),
+            directory=data["directory"],
+            python=data["python"],
+            env=tuple((str(k), str(v)) for k, v in data.get("env", [])),
+        )
 
 
 # What a report may ask of any cell's server; None where it is a target's.
@@ -113,7 +153,7 @@ OWN_FIELDS = (
 class Cell:
     """One measurement: a server (started, or a target), an app mode, a load."""
 
-    server: ServerConfig | Target
+    server: ServerConfig | Target | UserApp
     mode: Mode
     workload: Workload
     connections: int
@@ -136,6 +176,26 @@ class Cell:
     def target(self) -> str | None:
         return self.server.url if isinstance(self.server, Target) else None
 
+    @property
+    def user_app(self) -> UserApp | None:
+        return self.server if isinstance(self.server, UserApp) else None
+
+    @property
+    def requests(self) -> Requests | None:
+        """A foreign service's requests; None for the demo app (its workload's path)."""
+        return self.server.requests if isinstance(self.server, Target | UserApp) else None
+
+    @property
+    def short_name(self) -> str:
+        """How prose names the cell's variant: its mode and style, or, for a foreign service
+        (no style known), its mode and what it was sent."""
+        style = self.known("style")
+        return f"{self.mode} `{style}`" if style else f"{self.mode} ({self.workload_label})"
+
+    @property
+    def workload_label(self) -> str:
+        return self.requests.label if self.requests else str(self.workload)
+
     def known(self, name: str) -> Any:
         """Any setting of the cell by name: its own (mode, workload, connections, duration_s,
         target, stack, driver) or its server's, None where the harness cannot know it (a target)."""
@@ -143,6 +203,8 @@ class Cell:
             return getattr(self, name)
         if name not in CONFIG_FIELDS:
             raise AttributeError(name)
+        if isinstance(self.server, UserApp):  # what the harness set; the app's own are unknown
+            return getattr(self.server, name) if name in ("name", "tokens", "workers") else None
         return getattr(self.config, name) if self.config else None
 
     @property
@@ -181,10 +243,12 @@ class Cell:
 
     @property
     def tokens_label(self) -> str:
-        return self.config.tokens_label if self.config else shown(None)
+        return self.config.tokens_label if self.config else shown(self.known("tokens"))
 
     @property
     def server_label(self) -> str:
+        if self.user_app:
+            return f"{self.user_app.name} app {self.user_app.app}"
         return f"target {self.target}" if self.target else shown(self.known("name"))
 
     @property
@@ -198,10 +262,17 @@ class Cell:
         onset = "" if self.onset is Onset.fresh else f"/{self.onset}"
         onset += "" if self.rate is None else f"/open loop, at most {self.connections} connections"
         layer = "" if k("layer") in (None, Layer.orm) else f"/layer {k('layer')}"
+        if self.target:  # only what is known of a server the harness did not start
+            return f"{self.server_label}/{self.mode}/{self.workload_label}{onset}"
+        if self.user_app:  # what the harness set, not the app's own settings
+            return (
+                f"{self.server_label}/{self.mode}/tokens {k('tokens')}/workers {k('workers')}/"
+                f"{self.workload_label}{onset}"
+            )
         return (
             f"{self.server_label}/{self.mode}/{shown(self.driver)}{layer}/{shown(k('style'))}/"
             f"pool {shown(k('pool'))}/tokens {shown(k('tokens'))}/workers {shown(k('workers'))}/"
-            f"{self.workload}{stack}{rows}{latency}{side}{onset}"
+            f"{self.workload_label}{stack}{rows}{latency}{side}{onset}"
         )
 
     @property
@@ -219,6 +290,10 @@ class Cell:
             if self.target
             else str(k("name"))
         )
+        if self.user_app:
+            env = hashlib.sha256(repr(self.user_app.env).encode()).hexdigest()[:6]
+            app = re.sub(r"[^A-Za-z0-9]+", "_", self.user_app.app).strip("_")
+            where = f"app-{app}-{where}" + (f"-e{env}" if self.user_app.env else "")
         pool = k("pool")
         # Settings added later appear only when they differ from what records had before them.
         later = "" if self.stack is Stack.current else f"-s{self.stack}"
@@ -230,7 +305,8 @@ class Cell:
         return (
             f"{where}-{self.mode}-{shown(k('style'))}-p{pool or 'unknown'}"
             f"-pt{shown(k('pool_timeout_s'))}-t{shown(k('tokens'))}-w{shown(k('workers'))}"
-            f"-{self.workload}-r{shown(k('rows'))}-d{self.duration_s:g}{later}-c{self.connections}"
+            f"-{self.workload}{f'-q{self.requests.digest}' if self.requests else ''}"
+            f"-r{shown(k('rows'))}-d{self.duration_s:g}{later}-c{self.connections}"
             + ("" if self.rate is None else f"-open{self.rate:g}")
         )
 
@@ -238,6 +314,10 @@ class Cell:
         where: dict[str, Any] = (
             {"server": self.config.to_json()} if self.config else {"target": self.target}
         )
+        if self.user_app:
+            where = {"app": self.user_app.to_json()}
+        elif self.requests:
+            where["requests"] = self.requests.to_json()
         return {
             **where,
             "mode": str(self.mode),
@@ -250,9 +330,14 @@ class Cell:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Cell:
-        server = (
-            Target(data["target"]) if data.get("target") else ServerConfig.from_json(data["server"])
-        )
+        requests = Requests.from_json(data["requests"]) if data.get("requests") else None
+        server: ServerConfig | Target | UserApp
+        if data.get("app"):
+            server = UserApp.from_json(data["app"])
+        elif data.get("target"):
+            server = Target(data["target"], requests)
+        else:
+            server = ServerConfig.from_json(data["server"])
         return cls(
             server=server,
             mode=Mode(data["mode"]),

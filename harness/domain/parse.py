@@ -177,25 +177,38 @@ def parse_wrk_seconds(text: str, name: str) -> float:
     return value
 
 
-def parse_target(text: str) -> str:
-    """An http URL of a server on this machine's loopback: load is never sent anywhere else."""
-    url = urlsplit(text.strip())
-    if url.scheme != "http" or not url.hostname or url.path not in ("", "/"):
-        raise UsageError(f"TARGET: {text!r} is not a base URL like http://127.0.0.1:8001")
-    host = url.hostname
+def is_loopback(host: str) -> bool:
     try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
-        loopback = False
-    if not loopback:
-        raise UsageError(f"TARGET: {host!r} is not a loopback address (127.0.0.1, ::1, localhost)")
+        return False
+
+
+def parse_target(text: str, remote: bool = False) -> tuple[str, str]:
+    """(base URL, path) of an http server on this machine's loopback, or, with `remote` (the
+    user's explicit ALLOW_REMOTE=1), anywhere: load is sent nowhere else unless asked. The path
+    ('' when none is given) is what a foreign service is sent."""
+    url = urlsplit(text.strip())
+    if url.scheme != "http" or not url.hostname or url.fragment:
+        raise UsageError(
+            f"TARGET: {text!r} is not a URL like http://127.0.0.1:8001 or http://127.0.0.1:8001/items"
+        )
+    host = url.hostname
+    if not is_loopback(host) and not remote:
+        raise UsageError(
+            f"TARGET: {host!r} is not a loopback address (127.0.0.1, ::1, localhost); to load "
+            "another machine, say so with ALLOW_REMOTE=1"
+        )
     try:
         port = url.port
     except ValueError:
         port = None
     if port is None:
         raise UsageError(f"TARGET: {text!r} needs a port, e.g. http://127.0.0.1:8001")
-    return f"http://{url.netloc}"
+    path = "" if url.path in ("", "/") and not url.query else (url.path or "/")
+    if url.query:
+        path += "?" + url.query
+    return f"http://{url.netloc}", path
 
 
 def parse_variants(text: str) -> list[tuple[Mode, SessionStyle]]:

@@ -172,7 +172,7 @@ def schedule(cells: Sequence[Cell], repeats: int, seed: int) -> list[tuple[Cell,
 
 
 def target_cells(
-    target: str,
+    target: Target,
     mode: Mode,
     workloads: tuple[Workload, ...],
     connections: tuple[int, ...],
@@ -183,7 +183,7 @@ def target_cells(
     rate) of each load (`loads`), else wrk at each of `connections`."""
     levels = load or [(c, None) for c in connections]
     return [
-        Cell(Target(target), mode, workload, c, duration_s, rate=rate)
+        Cell(target, mode, workload, c, duration_s, rate=rate)
         for workload in workloads
         for c, rate in levels
     ]

@@ -207,6 +207,21 @@ def record_key(cell: Cell, repeat: int) -> str:
 
 
 @dataclass(frozen=True)
+class Checks:
+    """A foreign service's answers sampled during the measured window, held to the status and
+    shape its verification saw (the demo app is checked by its schema instead)."""
+
+    sampled: int  # requests sent by the checker, one at a time
+    answered: int  # of them, those that got an answer (no error, no timeout)
+    mismatched: int  # answers with another status class or another shape
+    first: str = ""  # the first mismatch, described
+
+    @property
+    def ok(self) -> bool:
+        return self.mismatched == 0
+
+
+@dataclass(frozen=True)
 class CellResult:
     """The raw record of one measurement of a cell (or one probe of a failure map)."""
 
@@ -229,6 +244,7 @@ class CellResult:
     window: Window | None = None  # the measured window's edges, where the side channel was on
     ramp: Ramp | None = None  # a warm probe's ramp (its `repeat` is the ramp's number)
     replay: Replay | None = None  # how to measure this cell alone again (not a warm probe)
+    checks: Checks | None = None  # a foreign service's answers sampled under load
 
     @property
     def key(self) -> str:
@@ -238,7 +254,7 @@ class CellResult:
         data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         data["cell"] = self.cell.to_json()
         data["wrk"] = self.wrk.to_json() if self.wrk else None
-        for name in ("cpu", "integrity"):
+        for name in ("cpu", "integrity", "checks"):
             value = getattr(self, name)
             data[name] = asdict(value) if value is not None else None
         for name in ("occupancy", "threads", "window", "ramp", "replay"):
@@ -262,6 +278,7 @@ class CellResult:
             server_errors=data.get("server_errors"),
             cpu=opt(Cpu, "cpu"),
             integrity=opt(Integrity, "integrity"),
+            checks=opt(Checks, "checks"),
             started_at=data.get("started_at", ""),
             elapsed_s=float(data.get("elapsed_s", 0.0)),
             note=data.get("note", ""),

@@ -12,7 +12,7 @@ from enum import StrEnum
 from harness.domain.axes import Mode, SessionStyle, Verdict
 from harness.domain.cell import Cell, ServerConfig
 from harness.domain.occupancy import Timeline, health
-from harness.domain.result import CellResult, WrkResult
+from harness.domain.result import CellResult, Checks, WrkResult
 from harness.domain.search import Threshold
 
 # Collapsed: successful throughput below this fraction of the same variant's best successful
@@ -44,6 +44,7 @@ class Rule(StrEnum):
     throughput = "throughput"  # no side channel: successful req/s against the variant's best
     side_channel = "side channel"  # every process's samples, then throughput
     lifecycle = "lifecycle"  # it never got as far as a measurement that could be judged
+    answers = "answers"  # a foreign service's sampled answers changed status or shape
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,18 @@ def by_throughput(
             why += f", {dropped} requests dropped (no connection free for the request timeout)"
         return Judgement(Verdict.errors, Rule.throughput, why)
     return Judgement(Verdict.ok, Rule.throughput)
+
+
+def by_answers(judgement: Judgement, checks: Checks | None) -> Judgement:
+    """A foreign service that held its throughput but answered some sampled requests with
+    another status or shape than before the run did not serve them: `errors`."""
+    if checks is None or checks.ok or judgement.verdict is not Verdict.ok:
+        return judgement
+    why = (
+        f"{checks.mismatched} of {checks.answered} answers sampled under load differed from "
+        f"those before the run ({checks.first})"
+    )
+    return Judgement(Verdict.errors, Rule.answers, "; ".join(filter(None, [judgement.reason, why])))
 
 
 def by_evidence(

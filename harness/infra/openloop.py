@@ -13,11 +13,12 @@ from importlib import metadata
 from typing import Any
 
 from harness.domain.latency import Histograms
+from harness.domain.requests import Requests
 from harness.domain.result import Schedule, WrkResult
 from harness.infra.environment import PROJECT_ROOT
 from harness.infra.histogram import Distribution
 from harness.infra.process import run_measured
-from harness.infra.wrk import LoadFailed, WrkRun
+from harness.infra.wrk import LoadFailed, WrkRun, mix_file, plain
 
 PROGRAM = "loadgen.openloop"
 
@@ -41,8 +42,14 @@ class OpenLoopCommand:
     duration_s: float
     timeout_s: float
     cpus: frozenset[int] = frozenset()  # pin the generator to these CPUs (empty: anywhere)
+    requests: Requests | None = None  # a foreign service's, where more than a GET of the URL
 
     def argv(self) -> list[str]:
+        mix = (
+            []
+            if self.requests is None or plain(self.requests)
+            else ["--requests", str(mix_file(self.requests))]
+        )
         return [
             sys.executable,
             "-m",
@@ -56,6 +63,7 @@ class OpenLoopCommand:
             str(self.connections),
             "--timeout",
             f"{self.timeout_s:g}",
+            *mix,
         ]
 
 

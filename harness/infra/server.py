@@ -62,8 +62,16 @@ def inherited() -> dict[str, str]:
 class ServerProcess:
     """A server started fresh for one cell; use as a context manager so it always stops."""
 
-    def __init__(self, server: str, launch: Launch, env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self,
+        server: str,
+        launch: Launch,
+        env: dict[str, str],
+        log: Path,
+        cwd: Path = PROJECT_ROOT,
+    ) -> None:
         self.argv = server_argv(server, launch)
+        self.cwd = cwd
         self.port = launch.port
         self.log = log
         self.env = {**inherited(), **env, "PYTHONUNBUFFERED": "1"}
@@ -75,7 +83,7 @@ class ServerProcess:
             # Own session: the whole group (arbiter and workers) can be signalled at once.
             self.proc = subprocess.Popen(
                 self.argv,
-                cwd=PROJECT_ROOT,
+                cwd=self.cwd,
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -129,6 +137,20 @@ class ServerProcess:
             except OSError:
                 pass
             time.sleep(0.05)
+        return False
+
+    def wait_answering(self, timeout: float) -> bool:
+        """Poll GET / until any HTTP answer comes (a user's app has no /health: a 404 says the
+        server is up as well as a 200), the process dies, or `timeout` passes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive:
+                return False
+            try:
+                get_json(self.url("/"), timeout=1.0)
+                return True
+            except OSError:
+                time.sleep(0.05)
         return False
 
     def get(self, path: str, timeout: float = 10.0) -> tuple[int, Any]:

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
+import hashlib
 import json
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from harness.domain import latency
 from harness.domain.axes import WrkRunner
 from harness.domain.errors import HarnessError
 from harness.domain.latency import Histograms
+from harness.domain.requests import Requests
 from harness.domain.result import WrkResult
 from harness.infra import histogram
 from harness.infra.process import run_measured
@@ -35,6 +41,14 @@ class WrkCommand:
     runner: WrkRunner = WrkRunner.local
     image: str = DEFAULT_IMAGE
     cpus: frozenset[int] = frozenset()  # pin wrk to these CPUs (empty: wherever it likes)
+    # A foreign service's requests, where more than a GET of the URL: the script then sends them.
+    requests: Requests | None = None
+
+    @property
+    def script(self) -> Path:
+        if self.requests is None or plain(self.requests):
+            return SCRIPT
+        return script_for(self.requests, urlsplit(self.url).netloc)
 
     def argv(self) -> list[str]:
         options = [
@@ -48,7 +62,7 @@ class WrkCommand:
             f"{self.timeout_s:g}s",
         ]
         if self.runner is WrkRunner.local:
-            return [local_binary(), *options, "-s", str(SCRIPT), self.url]
+            return [local_binary(), *options, "-s", str(self.script), self.url]
         # Host networking so 127.0.0.1 inside the container is the host's loopback.
         return [
             "docker",
@@ -58,13 +72,87 @@ class WrkCommand:
             "host",
             *(["--cpuset-cpus", ",".join(map(str, sorted(self.cpus)))] if self.cpus else []),
             "-v",
-            f"{SCRIPT.parent}:/scripts:ro",
+            f"{self.script.parent}:/scripts:ro",
             self.image,
             *options,
             "-s",
-            f"/scripts/{SCRIPT.name}",
+            f"/scripts/{self.script.name}",
             self.url,
         ]
+
+
+def plain(requests: Requests) -> bool:
+    """One GET with no headers of its own: the URL alone says it, as for the demo app."""
+    (only, *more) = requests.items
+    return not more and only.method == "GET" and not only.headers and not only.body
+
+
+def lua_string(text: str) -> str:
+    """`text` as a Lua string literal: printable ASCII as is, every other byte escaped."""
+    out = []
+    for byte in text.encode():
+        char = chr(byte)
+        out.append(char if 32 <= byte < 127 and char not in '"\\' else f"\\{byte:03d}")
+    return '"' + "".join(out) + '"'
+
+
+def render_lua(requests: Requests, host: str) -> str:
+    """wrk's script for `requests`: each connection sends the next of one weighted cycle
+    (wrk's request() hook), then the report script that prints the run's JSON."""
+    built = []
+    for r in requests.items:
+        headers = ", ".join(
+            f"[{lua_string(k)}] = {lua_string(v)}" for k, v in (("Host", host), *r.headers)
+        )
+        body = lua_string(r.body) if r.body else "nil"
+        built.append(
+            f"    wrk.format({lua_string(r.method)}, {lua_string(r.path)}, {{{headers}}}, {body}),"
+        )
+    order = ", ".join(str(i + 1) for i in requests.order())
+    prelude = "\n".join(
+        [
+            "-- A foreign service's requests (REQUESTS), rendered by the harness.",
+            "local built, order, next_i = nil, {" + order + "}, 0",
+            "init = function(args)",
+            "  built = {",
+            *built,
+            "  }",
+            "end",
+            "request = function()",
+            "  next_i = next_i % #order + 1",
+            "  return built[order[next_i]]",
+            "end",
+            "",
+        ]
+    )
+    return prelude + SCRIPT.read_text()
+
+
+@functools.cache
+def _scripts_dir() -> Path:
+    """A private directory for this process's rendered scripts, removed when it exits."""
+    path = Path(tempfile.mkdtemp(prefix="wrk-scripts-"))
+    path.chmod(0o755)  # readable by wrk in a container, which may run as another user
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+def script_for(requests: Requests, host: str) -> Path:
+    text = render_lua(requests, host)
+    path = _scripts_dir() / f"requests-{hashlib.sha256(text.encode()).hexdigest()[:12]}.lua"
+    if not path.exists():
+        path.write_text(text)
+    return path
+
+
+def mix_file(requests: Requests) -> Path:
+    """`requests` for the open loop (loadgen/openloop.py --requests): the items and one cycle."""
+    items = [r.to_json() for r in requests.items]
+    text = json.dumps({"items": items, "order": requests.order()})
+    path = _scripts_dir() / f"requests-{hashlib.sha256(text.encode()).hexdigest()[:12]}.json"
+    if not path.exists():
+        path.write_text(text)
+    return path
 
 
 def threads_for(connections: int, cores: int | None = None) -> int:

@@ -84,7 +84,7 @@ def _freezes(cells: Sequence[CellStats]) -> list[str]:
     for variant, line in by_variant.items():
         collapsed = [c for c in line if c.frozen]
         cell = line[0].cell
-        name = f"{cell.mode} `{cell.known('style') or 'unknown style'}`"
+        name = cell.short_name
         if collapsed:
             first = collapsed[0]
             held = [c.cell.level for c in line if c.cell.level < first.cell.level]
@@ -109,7 +109,8 @@ def _latency(cells: Sequence[CellStats]) -> list[str]:
     if not slow:
         return []
     named = "; ".join(
-        f"{c.cell.mode} `{c.cell.known('style')}` {c.cell.workload} at {c.cell.level_text}: "
+        f"{c.cell.short_name}{'' if c.cell.requests else f' {c.cell.workload}'} at "
+        f"{c.cell.level_text}: "
         f"{p99 / 1000:.1f} s"
         for c, p99 in sorted(slow, key=lambda x: -x[1])[:4]
     )
@@ -142,7 +143,7 @@ def _open_loop(cells: Sequence[CellStats]) -> list[str]:
             text = str(c.verdict) if c.frozen else f"{p99.ms:,.1f} ms" if p99 else "-"
             texts.append(text + (f" ({unsent:,} late or dropped)" if unsent else ""))
         cell = line[0].cell
-        said.append(f"{cell.mode} `{cell.known('style')}` {' / '.join(texts)}")
+        said.append(f"{cell.short_name} {' / '.join(texts)}")
     at = " / ".join(f"{r:g}" for r in rates)
     return [f"- **Open loop**, p99 from due at {at} req/s: " + "; ".join(said) + "."]
 

@@ -112,6 +112,8 @@ class CellStats:
 
     cell: Cell
     records: tuple[CellResult, ...]
+    # Rounds not taken (a target frozen earlier): no figure, no verdict, but told.
+    skipped: tuple[CellResult, ...] = ()
 
     @property
     def n(self) -> int:
@@ -207,10 +209,14 @@ class CellStats:
     def verdict(self) -> str:
         """'ok' when every measurement was; else each verdict with its count ('collapsed 3/3')."""
         if self.n == 1:
-            return str(self.records[0].verdict)
-        if self.count(Verdict.ok) == self.n:
-            return "ok"
-        return ", ".join(f"{v} {self.count(v)}/{self.n}" for v in SEVERITY if self.count(v))
+            text = str(self.records[0].verdict)
+        elif self.count(Verdict.ok) == self.n:
+            text = "ok"
+        else:
+            text = ", ".join(f"{v} {self.count(v)}/{self.n}" for v in SEVERITY if self.count(v))
+        if self.skipped:
+            text += f"; {len(self.skipped)} not measured ({self.skipped[0].judgement})"
+        return text
 
     @property
     def worst(self) -> Verdict:
@@ -249,12 +255,26 @@ class CellStats:
 
 
 def by_cell(records: Iterable[CellResult]) -> list[CellStats]:
-    """The measurements of each cell, in round order."""
+    """The measurements of each cell, in round order (a cell none of whose rounds was taken is
+    left out: `not_measured` lists it)."""
     ordered = sorted(records, key=lambda r: (r.cell.id, r.repeat))
-    return [
-        CellStats(group[0].cell, tuple(group))
-        for group in (list(g) for _, g in groupby(ordered, key=lambda r: r.cell.id))
-    ]
+    out = []
+    for group in (list(g) for _, g in groupby(ordered, key=lambda r: r.cell.id)):
+        taken = tuple(r for r in group if r.verdict is not Verdict.not_measured)
+        skipped = tuple(r for r in group if r.verdict is Verdict.not_measured)
+        if taken:
+            out.append(CellStats(taken[0].cell, taken, skipped))
+    return out
+
+
+def not_measured(records: Iterable[CellResult]) -> list[CellResult]:
+    """One record of each cell none of whose rounds was taken."""
+    taken = {r.cell.id for r in records if r.verdict is not Verdict.not_measured}
+    first: dict[str, CellResult] = {}
+    for r in records:
+        if r.verdict is Verdict.not_measured and r.cell.id not in taken:
+            first.setdefault(r.cell.id, r)
+    return list(first.values())
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import re
 from collections.abc import Sequence
 from itertools import groupby
 from typing import Any
+from urllib.parse import urlsplit
 
 from harness.domain import rules
 from harness.domain.axes import (
@@ -26,11 +27,19 @@ from harness.domain.axes import (
 )
 from harness.domain.cell import SEED_ROWS, Cell, shown
 from harness.domain.latency import Kind
+from harness.domain.parse import is_loopback
 from harness.domain.result import CellResult, PgbenchResult, generator_cost
 from harness.domain.slo import MIN_WINDOW_S, parse_slo
 from harness.infra.histogram import measured_ms, slo_check
 from harness.report import ceilings, comparisons, conclusions, evidence, layers, waits
-from harness.report.stats import THIN_TEXT, WRK_FIELD, CellStats, Warning_, by_cell
+from harness.report.stats import (
+    THIN_TEXT,
+    WRK_FIELD,
+    CellStats,
+    Warning_,
+    by_cell,
+    not_measured,
+)
 from harness.report.table import md_table
 
 VARIANT_FIELDS = (
@@ -49,7 +58,8 @@ def _label(cell: Cell, varying: Sequence[str]) -> str:
     varies in the run."""
     parts = [str(cell.mode), *([str(cell.driver)] if cell.driver else [])]
     parts += [shown(cell.known("layer"))] if "layer" in varying else []
-    parts += [shown(cell.known("style"))]
+    # What is not known of a foreign service (its style, its pool) is left out, not "unknown".
+    parts += [str(cell.known("style"))] if cell.known("style") is not None else []
     names = {
         "pool": "pool {}",
         "pool_timeout_s": "timeout {}s",
@@ -61,7 +71,9 @@ def _label(cell: Cell, varying: Sequence[str]) -> str:
     values = {f: shown(cell.known(f)) for f in varying} | {"tokens": cell.tokens_label}
     if "occupancy" in varying:
         values["occupancy"] = comparisons.VALUE_LABELS["occupancy"][cell.known("occupancy")]
-    parts += [names[f].format(values[f]) for f in varying if f in names]
+    parts += [
+        names[f].format(values[f]) for f in varying if f in names and cell.known(f) is not None
+    ]
     return " ".join(parts)
 
 
@@ -95,6 +107,9 @@ def latency_text(latency: Latency | None) -> str:
 
 
 def _details_variant(c: Cell) -> str:
+    if c.requests:  # a foreign service: only what is known of it (the table says its requests)
+        app = c.user_app
+        return f"{c.mode}" + (f" {app.tokens} tokens {app.workers} workers" if app else "")
     k = c.known
     rows = "" if k("rows") in (None, SEED_ROWS) else f" {k('rows')} rows"
     return (
@@ -106,6 +121,21 @@ def _details_variant(c: Cell) -> str:
         + ("" if c.db_latency is None else f" latency {c.db_latency}")
         + ("" if c.rate is None else f" open loop, at most {c.connections} connections")
     )
+
+
+def _remote(records: Sequence[CellResult]) -> list[str]:
+    """A line for targets off this machine (ALLOW_REMOTE=1): their figures hold the network."""
+    hosts = sorted({h for r in records if r.cell.target and not is_loopback(h := _host(r))})
+    if not hosts:
+        return []
+    return [
+        f"- Remote target ({', '.join(hosts)}): every latency includes the network between this "
+        "machine and it, and its load crossed that network."
+    ]
+
+
+def _host(r: CellResult) -> str:
+    return urlsplit(r.cell.target or "").hostname or ""
 
 
 def _record_order(r: CellResult) -> tuple[Any, ...]:
@@ -127,7 +157,7 @@ def _group_key(r: CellResult) -> tuple[Any, ...]:
     c = r.cell
     return (
         _rank(list(ServerName), c.known("name")),
-        c.target or "",
+        c.target or (c.user_app.app if c.user_app else ""),
         _rank(list(Workload), c.workload),
         c.known("rows") or 0,
         c.db_latency or DIRECT,
@@ -179,11 +209,18 @@ def seed_tables(records: Sequence[CellResult], level: int = 2) -> str:
         cell0 = rows[0].cell
         is_open = cell0.rate is not None
         load = f", open loop, at most {cell0.connections} connections" if is_open else ""
-        out.append(
-            f"{'#' * level} {cell0.server_label} · {cell0.workload} "
-            f"(`GET {WORKLOAD_PATH[cell0.workload]}`, {shown(cell0.known('rows'))} rows, "
-            f"{latency_text(cell0.db_latency)}{cell0.duration_s:g} s per cell{load})\n"
-        )
+        if cell0.requests:  # a foreign service: what it was sent, nothing of its data
+            what = f"`{cell0.requests.label}`"
+            out.append(
+                f"{'#' * level} {cell0.server_label} · {what} "
+                f"({cell0.duration_s:g} s per cell{load})\n"
+            )
+        else:
+            out.append(
+                f"{'#' * level} {cell0.server_label} · {cell0.workload} "
+                f"(`GET {WORKLOAD_PATH[cell0.workload]}`, {shown(cell0.known('rows'))} rows, "
+                f"{latency_text(cell0.db_latency)}{cell0.duration_s:g} s per cell{load})\n"
+            )
         columns = (
             ["req/s (median)", "95% CI", "CV", P99_HEAD, "failed", "verdict"]
             if repeated
@@ -346,7 +383,7 @@ def details_table(records: Sequence[CellResult]) -> str:
         rows.append(
             [
                 c.server_label,
-                str(c.workload),
+                c.workload_label,
                 _details_variant(c),
                 c.level_short,
                 _fmt(w.ok_rps if w else None),
@@ -422,14 +459,23 @@ def header(
     code = f"git {git.get('sha', '?')[:12]}{dirty}" + (
         "; later sessions ran other commits (see Sessions)" if len(shas) > 1 else ""
     )
-    if packages is None:
+    apps = first.get("app_environments")
+    if apps:
+        pkgs = "; ".join(
+            f"your app's environment {python} (Python {env.get('python', '?')}): "
+            + ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items() if v)
+            for python, env in apps.items()
+        )
+    elif packages is None:
         pkgs = "unknown (target mode: the harness did not start the server)"
     else:
         pkgs = ", ".join(f"{k} {v}" for k, v in packages.items())
     for stack_name, stack in (first.get("stacks") or {}).items():
         versions = ", ".join(f"{k} {v}" for k, v in stack.get("packages", {}).items())
         pkgs += f". Stack {stack_name} (Python {stack.get('python', '?')}): {versions}"
-    if db is None:
+    if db is None and apps:
+        database = "your app's own (the harness started none)"
+    elif db is None:
         database = "unknown (target mode: the harness did not start the server or its database)"
     else:
         database = (
@@ -460,6 +506,7 @@ def header(
                 else []
             ),
             f"- PostgreSQL: {database}.",
+            *_remote(records),
             *(
                 [
                     f"- wrk: {wrk} ({opts.get('wrk_runner', '?')}), threads = "
@@ -557,6 +604,13 @@ def summary(
     pg: Sequence[PgbenchResult] = (),
 ) -> str:
     parts = [header(meta, records, name), conclusions.conclusions(records), seed_tables(records)]
+    if skipped := not_measured(records):
+        parts.append(
+            "Not measured at all (a target that froze stays frozen; the harness does not restart "
+            "it): "
+            + "; ".join(f"{r.cell.variant} at {r.cell.level_text} ({r.judgement})" for r in skipped)
+            + ".\n"
+        )
     if text := slo_section(meta, records):
         parts.append(text)
     if any(r.repeat > 1 for r in records):
@@ -591,6 +645,8 @@ CSV_FIELDS = [
     "id",
     "server",
     "target",
+    "app",
+    "sent",
     "stack",
     "mode",
     "driver",
@@ -614,6 +670,8 @@ CSV_FIELDS = [
     *(f"measured_{k}" for k in WRK_FIELD.values()),
     "pool_timeouts",
     "server_errors",
+    "answers_sampled",
+    "answers_mismatched",
     "cpu_server_s",
     "cpu_postgres_s",
     "cpu_wrk_s",
@@ -646,6 +704,8 @@ def csv_text(records: Sequence[CellResult]) -> str:
             "layer": known("layer"),
             "style": known("style"),
             "target": c.target,
+            "app": c.user_app.app if c.user_app else None,
+            "sent": c.requests.label if c.requests else None,
             "stack": c.stack,
             "pool_size": pool.size if pool else None,
             "max_overflow": pool.overflow if pool else None,
@@ -661,6 +721,8 @@ def csv_text(records: Sequence[CellResult]) -> str:
             "repeat": r.repeat,
             "verdict": r.verdict,
             "pool_timeouts": r.pool_timeouts,
+            "answers_sampled": r.checks.sampled if r.checks else None,
+            "answers_mismatched": r.checks.mismatched if r.checks else None,
             "server_errors": r.server_errors,
             "started_at": r.started_at,
             "note": r.note,

@@ -10,12 +10,14 @@ A target (a server the harness did not start) has only: verify -> warm up -> mea
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 from sqlalchemy import exc as sqlalchemy_errors
@@ -31,22 +33,25 @@ from harness.domain.axes import (
     Workload,
     WrkRunner,
 )
-from harness.domain.cell import Cell, ServerConfig, Target
+from harness.domain.cell import Cell, ServerConfig, Target, UserApp
 from harness.domain.occupancy import ThreadDump, Timeline, Window, summarize, window_of
-from harness.domain.result import CellResult, Cpu, Integrity, Ramp, WrkResult
-from harness.domain.rules import STEADY_TREND, Judgement, Rule, judge
-from harness.infra import openloop, postgres, stacks, wrk
+from harness.domain.result import CellResult, Checks, Cpu, Integrity, Ramp, WrkResult
+from harness.domain.rules import STEADY_TREND, Judgement, Rule, by_answers, judge
+from harness.infra import answers, openloop, postgres, stacks, userenv, wrk
 from harness.infra.environment import now_iso
 from harness.infra.occupancy import DumpFailed, Sampler, await_registered, dump_threads
 from harness.infra.process import cpu_split, free_port, tree_cpu_seconds
 from harness.infra.relay import Relay, relayed
 from harness.infra.server import LogCounts, ServerProcess, get_json, read_log
 from harness.run.options import POOL_TIMEOUT_GRACE_S, Options
-from servers.registry import Launch
+from servers.registry import USER_APP_DIR, Launch
 
 # The longest wait, after a warm-up (or a ramp's previous level), for the requests still in the
 # server to finish before the measured window opens; a window opened after it is not clean.
 EMPTY_WAIT_S = 5.0
+# A foreign service's answers are sampled this often under load (harness/infra/answers.py): a
+# request every half second is a connection's worth of load at most, beside the run's.
+CHECK_EVERY_S = 0.5
 PORT_IN_USE = ("address already in use", "Address already in use")
 
 
@@ -150,18 +155,22 @@ def _load_command(cell: Cell, base_url: str, options: Options) -> LoadCommand:
     """The measured run's load: wrk, or the open loop at the cell's rate (a warm-up is the
     same with its own duration)."""
     cpus = cpu_split()[1] if options.pin else frozenset()
+    requests = cell.requests
+    url = base_url + (requests.items[0].path if requests else WORKLOAD_PATH[cell.workload])
     if cell.rate is not None:
         return openloop.OpenLoopCommand(
-            url=base_url + WORKLOAD_PATH[cell.workload],
+            url=url,
             rate=cell.rate,
             connections=cell.connections,
             duration_s=cell.duration_s,
             timeout_s=options.wrk_timeout_s,
             cpus=cpus,
+            requests=requests,
         )
     return wrk.WrkCommand(
         cpus=cpus,
-        url=base_url + WORKLOAD_PATH[cell.workload],
+        url=url,
+        requests=requests,
         connections=cell.connections,
         duration_s=cell.duration_s,
         threads=wrk.threads_for(cell.connections),
@@ -215,27 +224,62 @@ def run_target_cell(
     options: Options,
     best_lower_ok_rps: float | None,
     keep_dump: KeepDump,
-) -> CellResult:
-    """Measure a server the harness did not start: no reset, no log, its settings unknown."""
+    known: list[Any] | None = None,
+) -> tuple[CellResult, list[Any] | None]:
+    """Measure a server the harness did not start: no reset, no log, its settings unknown.
+    A foreign service's answers are held to the shapes `known` (learnt now where None); with
+    the record come the shapes (None for the demo app, or where none could be learnt)."""
     started, t0 = now_iso(), time.monotonic()
     base = CellResult(
         cell=cell, verdict=Verdict.ok, pool_timeouts=None, server_errors=None, started_at=started
     )
-    if problem := verify_users(target.url, None):
-        return replace(base, verdict=Verdict.failed_verification, note=problem)
+    shapes: list[Any] | None = None
+    if target.requests:
+        shapes, problem = answers.verify(target.url, target.requests, known)
+    else:
+        problem = verify_users(target.url, None)
+    if problem:
+        return replace(base, verdict=Verdict.failed_verification, note=problem), known
+    record = _measure_target(cell, target, options, best_lower_ok_rps, keep_dump, shapes or [])
+    return replace(record, started_at=started, elapsed_s=round(time.monotonic() - t0, 2)), shapes
+
+
+def _measure_target(
+    cell: Cell,
+    target: Target,
+    options: Options,
+    best_lower_ok_rps: float | None,
+    keep_dump: KeepDump,
+    shapes: list[Any],
+) -> CellResult:
+    base = CellResult(cell=cell, verdict=Verdict.ok, pool_timeouts=None, server_errors=None)
     command = _load_command(cell, target.url, options)
+    checker: answers.Checker | None = None
     try:
-        with Sampler(target.url) as sampler:
+        # The side channel is the demo app's: a foreign service has none.
+        with Sampler(target.url, enabled=target.requests is None) as sampler:
             if options.warmup_s > 0 and cell.onset is not Onset.cold:
                 _generate(replace(command, duration_s=options.warmup_s))
             waited = sampler.wait_empty(EMPTY_WAIT_S)
             sampler.mark_measured()
-            measured = _generate(command)
+            with ExitStack() as checking:
+                if target.requests:
+                    checker = checking.enter_context(
+                        answers.Checker(
+                            target.url,
+                            target.requests,
+                            shapes,
+                            CHECK_EVERY_S,
+                            options.wrk_timeout_s,
+                        )
+                    )
+                measured = _generate(command)
     except wrk.LoadFailed as exc:
         return replace(base, verdict=Verdict.load_failed, note=str(exc))
     local = _local(command, options)
     occupancy = sampler.timeline()
-    judgement = judge(measured.result, best_lower_ok_rps, occupancy=occupancy)
+    checks = checker.checks() if checker else None
+    judgement = by_answers(judge(measured.result, best_lower_ok_rps, occupancy=occupancy), checks)
     dump = None
     if options.target_pid is not None and judgement.verdict in FROZEN:
         dump = take_dump(options.target_pid, keep_dump)
@@ -247,8 +291,8 @@ def run_target_cell(
         wrk=measured.result,
         occupancy=occupancy,
         threads=dump,
+        checks=checks,
         cpu=Cpu(server_s=None, postgres_s=None, wrk_s=round(measured.cpu_s, 2) if local else None),
-        elapsed_s=round(time.monotonic() - t0, 2),
         window=(window := _window(occupancy, waited)),
         note="; ".join(
             [
@@ -257,6 +301,123 @@ def run_target_cell(
             ]
         ),
     )
+
+
+@contextmanager
+def _start_app(app: UserApp, mode: Mode, options: Options, log: Path) -> Iterator[ServerProcess]:
+    """The user's app under its server, from its directory, in its interpreter, with its
+    environment; waited for until it answers (another port if the one picked was taken)."""
+    found = userenv.inspect(app.python)
+    for attempt in range(3):
+        launch = Launch(
+            mode=mode,
+            port=free_port(),
+            workers=app.workers,
+            python=app.python,
+            user=True,
+            worker_class=userenv.worker_class(found),
+        )
+        env = {
+            **dict(app.env),
+            "SYNCASYNC_APP": app.app,
+            "SYNCASYNC_TOKENS": str(app.tokens),
+            # The user's directory first: their modules, not the project's, are found.
+            "PYTHONPATH": os.pathsep.join([app.directory, str(USER_APP_DIR)]),
+        }
+        with ServerProcess(app.name, launch, env, log, cwd=Path(app.directory)) as server:
+            server.ready = server.wait_answering(options.start_timeout_s)
+            text = "" if server.ready else log.read_text(errors="replace")
+            if not any(m in text for m in PORT_IN_USE) or attempt == 2:
+                yield server
+                return
+
+
+def run_app_cell(
+    cell: Cell,
+    app: UserApp,
+    options: Options,
+    best_lower_ok_rps: float | None,
+    log_dir: Path,
+    keep_dump: KeepDump,
+) -> CellResult:
+    """A user's app, started fresh under the cell's server: start -> wait until it answers ->
+    verify its answers (status, shape) -> warm up -> measure, its answers sampled -> stop ->
+    judge, with what its log says (SQLAlchemy's pool timeouts, the servers' ASGI errors)."""
+    started, t0 = now_iso(), time.monotonic()
+    log_path = log_dir / f"{cell.id}.log"
+    figures: dict[str, object] = {}
+    judgement: Judgement | None = None
+    with _start_app(app, cell.mode, options, log_path) as server:
+        if not server.ready:
+            why = (
+                "exited" if not server.alive else f"gave no answer in {options.start_timeout_s:g}s"
+            )
+            judgement = Judgement(Verdict.failed_to_start, Rule.lifecycle, f"server {why}")
+        elif (learnt := answers.learn(server.url(""), app.requests))[1]:
+            judgement = Judgement(Verdict.failed_verification, Rule.lifecycle, learnt[1] or "")
+        else:
+            judgement, figures = _measure_app(cell, app, server, learnt[0], options)
+            errors = read_log(log_path).server_errors
+            if judgement is None:
+                measured = figures["wrk"]
+                assert isinstance(measured, WrkResult)
+                checks = figures["checks"]
+                assert checks is None or isinstance(checks, Checks)
+                throughput = judge(measured, best_lower_ok_rps, errors, None, app.workers)
+                judgement = by_answers(throughput, checks)
+                if judgement.verdict in FROZEN:
+                    figures["threads"] = take_dump(server.pid, keep_dump)
+    counts = read_log(log_path)
+    if not options.keep_logs:
+        log_path.unlink(missing_ok=True)
+    lifecycle = judgement.rule is Rule.lifecycle
+    return CellResult(
+        cell=cell,
+        verdict=judgement.verdict,
+        judged_by=str(judgement.rule),
+        judgement=judgement.reason,
+        pool_timeouts=counts.pool_timeouts,
+        server_errors=counts.server_errors,
+        started_at=started,
+        elapsed_s=round(time.monotonic() - t0, 2),
+        note=judgement.reason if lifecycle else "",
+        log_tail="" if judgement.verdict is Verdict.ok else counts.tail,
+        **figures,  # type: ignore[arg-type]
+    )
+
+
+def _measure_app(
+    cell: Cell, app: UserApp, server: ServerProcess, shapes: list[object], options: Options
+) -> tuple[Judgement | None, dict[str, object]]:
+    """Warm up, then the measured window with the answers sampled; (a lifecycle judgement where
+    it went wrong, else None, and the figures)."""
+    time.sleep(options.settle_s)
+    command = _load_command(cell, server.url(""), options)
+    try:
+        if options.warmup_s > 0 and cell.onset is not Onset.cold:
+            _generate(replace(command, duration_s=options.warmup_s))
+        cpu0 = server.cpu_seconds()
+        every, timeout = CHECK_EVERY_S, options.wrk_timeout_s
+        with answers.Checker(server.url(""), app.requests, shapes, every, timeout) as checker:
+            measured = _generate(command)
+        cpu1 = server.cpu_seconds()
+    except wrk.LoadFailed as exc:
+        verdict = Verdict.load_failed if server.alive else Verdict.crashed
+        return Judgement(verdict, Rule.lifecycle, str(exc)), {}
+    local = _local(command, options)
+    figures: dict[str, object] = {
+        "wrk": measured.result,
+        "checks": checker.checks(),
+        "cpu": Cpu(
+            server_s=round(cpu1 - cpu0, 2),
+            postgres_s=None,
+            wrk_s=round(measured.cpu_s, 2) if local else None,
+        ),
+    }
+    if not server.alive:
+        why = f"server {server.exit_status()} during the measured run"
+        return Judgement(Verdict.crashed, Rule.lifecycle, why), figures
+    return None, figures
 
 
 def _window(occupancy: Timeline | None, waited_s: float | None) -> Window | None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from harness.domain.axes import Verdict
-from harness.domain.cell import Cell, Target
+from harness.domain.axes import FROZEN, Verdict
+from harness.domain.cell import Cell, Target, UserApp
 from harness.domain.result import CellResult, Ramp, record_key
-from harness.domain.rules import best_lower
-from harness.run.cell import run_cell, run_ramp, run_target_cell
+from harness.domain.rules import Rule, best_lower
+from harness.infra.environment import now_iso
+from harness.run.cell import run_app_cell, run_cell, run_ramp, run_target_cell
 from harness.run.replay import replay
 from harness.run.session import Session
 
@@ -21,8 +22,16 @@ def measure(s: Session, cell: Cell, done: Sequence[CellResult], repeat: int = 1)
     def keep_dump(threads: list[dict[str, object]]) -> str:
         return s.run.write_threads(record_key(cell, repeat), threads)
 
-    if isinstance(cell.server, Target):
-        result = run_target_cell(cell, cell.server, s.options, best, keep_dump)
+    if isinstance(cell.server, UserApp):
+        result = run_app_cell(cell, cell.server, s.options, best, s.log_dir, keep_dump)
+    elif isinstance(cell.server, Target):
+        if frozen := frozen_target(cell.server, done):
+            result = not_measured(cell, frozen)
+        else:
+            known = s.shapes.get(cell.server)
+            result, shapes = run_target_cell(cell, cell.server, s.options, best, keep_dump, known)
+            if shapes is not None:
+                s.shapes[cell.server] = shapes
     else:
         assert s.db is not None, "a session with servers to start has a database"
         # The pool timeouts that explain a collapse are counted once: later rounds of the
@@ -32,6 +41,28 @@ def measure(s: Session, cell: Cell, done: Sequence[CellResult], repeat: int = 1)
         )
         result = run_cell(cell, cell.server, s.db, options, best, s.log_dir, keep_dump)
     return _written(s, replace(result, repeat=repeat))
+
+
+def frozen_target(target: Target, done: Sequence[CellResult]) -> CellResult | None:
+    """The first measurement in which `target` froze, if one did: it stays frozen (a server the
+    harness did not start is not restarted), so it is not measured again."""
+    frozen = [r for r in done if r.cell.server == target and r.verdict in FROZEN and r.started_at]
+    return min(frozen, key=lambda r: r.started_at, default=None)
+
+
+def not_measured(cell: Cell, frozen: CellResult) -> CellResult:
+    since = f"frozen since round {frozen.repeat} at {frozen.cell.level_text}"
+    return CellResult(
+        cell=cell,
+        verdict=Verdict.not_measured,
+        pool_timeouts=None,
+        server_errors=None,
+        started_at=now_iso(),
+        judged_by=str(Rule.lifecycle),
+        judgement=since,
+        note=f"not measured: the target {since} ({frozen.verdict}: {frozen.judgement}); a "
+        "server the harness did not start is not restarted, so it would only be measured frozen",
+    )
 
 
 def measure_ramp(

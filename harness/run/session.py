@@ -14,12 +14,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from harness.domain.axes import Stack, WrkRunner
-from harness.domain.cell import Cell, ServerConfig
+from harness.domain.axes import ServerName, Stack, WrkRunner
+from harness.domain.cell import Cell, ServerConfig, Target
 from harness.domain.errors import HarnessError, UsageError
 from harness.domain.result import generator_cost
 from harness.domain.rules import connections_needed
-from harness.infra import openloop, pg_binaries, postgres, relay, stacks, wrk
+from harness.infra import answers, openloop, pg_binaries, postgres, relay, stacks, userenv, wrk
 from harness.infra.environment import git_commit, machine, now_iso
 from harness.infra.process import (
     cpu_split,
@@ -82,11 +82,18 @@ def configs_of(cells: Sequence[Cell]) -> list[ServerConfig]:
 def preflight(cells: Sequence[Cell], options: Options) -> None:
     """What can be checked before a run directory is made or a cell runs."""
     # A target that does not answer is the user's to fix, before a run directory exists.
-    for url in dict.fromkeys(c.target for c in cells if c.target):
-        if problem := verify_users(url, None):
-            raise UsageError(f"TARGET: {url} cannot be measured: {problem}")
+    targets = dict.fromkeys(c.server for c in cells if isinstance(c.server, Target))
+    for target in targets:
+        if target.requests:
+            problem = answers.answering(target.url, target.requests)
+        else:
+            problem = verify_users(target.url, None)
+        if problem:
+            raise UsageError(f"TARGET: {target.url} cannot be measured: {problem}")
     if options.wrk_runner is WrkRunner.local and not _open_only(cells):
         wrk.local_binary()
+    for python, servers in _user_servers(cells).items():
+        userenv.check_servers(python, servers)
     configs = configs_of(cells)
     for stack in dict.fromkeys(c.stack for c in configs):
         stacks.ensure_venv(stack)
@@ -99,6 +106,16 @@ def preflight(cells: Sequence[Cell], options: Options) -> None:
     postgres.find_binary("initdb")
     postgres.find_binary("postgres")
     check_capacity(configs, MAX_THROWAWAY_CONNECTIONS, "the throwaway PostgreSQL (capped)")
+
+
+def _user_servers(cells: Sequence[Cell]) -> dict[str, list[ServerName]]:
+    """Each user interpreter (APP_PYTHON) of the run, with the servers it must run."""
+    out: dict[str, list[ServerName]] = {}
+    for c in cells:
+        if c.user_app:
+            names = out.setdefault(c.user_app.python, [])
+            names += [] if c.user_app.name in names else [c.user_app.name]
+    return out
 
 
 def provenance_entry(command: str, cells: Sequence[Cell]) -> dict[str, Any]:
@@ -116,6 +133,12 @@ def provenance_entry(command: str, cells: Sequence[Cell]) -> dict[str, Any]:
         "git": git_commit(),
         "machine": machine(),
         "packages": stacks.installed_versions() if configs else None,
+        # A user's app runs in its own interpreter: what that environment has.
+        **(
+            {"app_environments": {p: userenv.inspect(p) for p in _user_servers(cells)}}
+            if _user_servers(cells)
+            else {}
+        ),
         "stacks": {
             str(stack): {
                 "packages": stacks.package_versions(stack),
@@ -165,6 +188,8 @@ class Session:
     db_stack: ExitStack = field(default_factory=ExitStack)
     configs: Sequence[ServerConfig] = ()
     extra_connections: int = 0
+    # The answers' shapes each target's first cell learnt: its later cells are held to them.
+    shapes: dict[Target, list[Any]] = field(default_factory=dict)
 
     def database_lost(self, why: str) -> None:
         """A throwaway cluster is replaced by a fresh one; an external database is waited for
