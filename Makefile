@@ -190,6 +190,14 @@ OPEN_RUN := --server uvicorn --load open --rate 200,400,800 --repeats 3
 DECIDE_SLO_RUN := --server uvicorn --rows 10 --workers 1
 TAIL_RUN := --server uvicorn,hypercorn --modes async --styles dependency,context --connections 100 \
 	--duration 10s --repeats 3
+# Your own app, as a user measures one: the example service (examples/items), whose pool of 2
+# and 8 tokens give the seed's deadlock at T + C, mapped under two servers; then its sync
+# version set against its async one. Each gets the run's throwaway PostgreSQL ({database}).
+APP_MAP := --app items_app:app --app-dir examples/items --app-path /items --mode sync \
+	--app-env 'ITEMS_DATABASE_URL={database} ITEMS_POOL_SIZE=2 ITEMS_MAX_OVERFLOW=0' \
+	--server uvicorn,gunicorn --tokens 8 --workers 1,2 --ceiling 64
+APP_DECIDE := --app items_app:app,items_async:app --modes sync,async --app-dir examples/items \
+	--app-path /items --app-env 'ITEMS_DATABASE_URL={database}' --server uvicorn --workers 1
 LAYERS_RUN := --server uvicorn --drivers psycopg2,asyncpg,psycopg --layers orm,core,driver \
 	--styles dependency --connections 24,100 --repeats 3 --with-ceilings
 
@@ -222,6 +230,10 @@ reference: setup
 	else $(PY) -m harness decide $(DECIDE_SLO_RUN) --out $$d || exit $$?; fi
 	@d=$(REF)/async-tail; if [ -f $$d/metadata.json ]; then $(PY) -m harness run --resume $$d; \
 	else $(PY) -m harness run $(TAIL_RUN) --out $$d; fi
+	@d=$(REF)/app-items-map; if [ -f $$d/metadata.json ]; then $(PY) -m harness map --resume $$d; \
+	else $(PY) -m harness map $(APP_MAP) --out $$d; fi
+	@d=$(REF)/app-items-decide; if [ -f $$d/metadata.json ]; then $(PY) -m harness decide --resume $$d; \
+	else $(PY) -m harness decide $(APP_DECIDE) --out $$d; fi
 	@if [ -f $(REF)/map/metadata.json ]; then $(PY) -m harness map --resume $(REF)/map; \
 	else $(PY) -m harness map --server all --variants sync-dependency --out $(REF)/map; fi
 	@d=$(REF)/map-granian; if $(PY) -c 'import json, sys; plan = json.load(open(sys.argv[1]))["plan"]; \

@@ -152,8 +152,8 @@ def _gunicorn(launch: Launch) -> list[str]:
 
 def _hypercorn(launch: Launch) -> list[str]:
     # Hypercorn 0.11 (2021) sets the log level from its command line, default INFO, over the
-    # config file's; repeat the file's level there.
-    log_level = ["--log-level", "WARNING"] if launch.stack is Stack.y2021 else []
+    # config file's; repeat the file's level there (a user's environment may be that old).
+    log_level = ["--log-level", "WARNING"] if launch.stack is Stack.y2021 or launch.user else []
     return [
         launch.python,
         "-m",

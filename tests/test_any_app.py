@@ -98,7 +98,8 @@ def test_a_request_mix_reaches_the_service_in_its_weights(tmp_path: Path) -> Non
     get, post = seen["GET /orders/3 yes -"], seen['POST /orders - {"sku": "a b\\"c"}']
     assert set(seen) == {"GET /orders/3 yes -", 'POST /orders - {"sku": "a b\\"c"}'}
     assert 2.7 < get / post < 3.3, seen
-    assert all(r.cell.requests and r.cell.requests.source == "mix.toml" for r in records)
+    assert all(r.cell.requests and r.cell.requests.source == str(mix) for r in records)
+    assert all(r.replay and f"REQUESTS={mix}" in r.replay.command for r in records)
 
 
 @pytest.mark.integration
@@ -256,3 +257,61 @@ echo "measured=$?"
         "- Remote target (10.77.0.1): every latency includes the network"
         in (out / "summary.md").read_text()
     )
+
+
+@pytest.mark.integration
+def test_a_failure_map_of_an_app_finds_its_deadlock(tmp_path: Path) -> None:
+    # The seed's deadlock in a user's app: 4 tokens, a pool of 1, a session from `Depends`; a
+    # request that holds the connection needs a token to finish while 4 others wait for it.
+    # Its database: the throwaway PostgreSQL the harness starts when APP_ENV asks for one.
+    env = "ITEMS_DATABASE_URL={database} ITEMS_POOL_SIZE=1 ITEMS_MAX_OVERFLOW=0"
+    out = tmp_path / "map"
+    done = harness("map", "--app", "items_app:app", "--app-dir", str(ITEMS), "--app-env", env,
+                   "--app-path", "/items", "--mode", "sync", "--server", "uvicorn",
+                   "--tokens", "4", "--workers", "1", "--start", "2", "--ceiling", "16",
+                   "--duration", "1s", "--timeout", "1s", "--onsets", "cold,warm",
+                   "--boundary-probes", "1", "--out", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    records = RunDir.open(out).records()
+    held = [r.cell.connections for r in records if r.verdict is Verdict.ok]
+    froze = [r for r in records if r.verdict is Verdict.collapsed]
+    assert held and froze and max(held) < min(r.cell.connections for r in froze)
+    assert {r.cell.onset for r in records} == {"cold", "warm"}
+    # Where its threads stood: every token's thread waits for the one pooled connection.
+    dumps = [r.threads for r in froze if r.threads and not r.threads.error]
+    assert dumps and all(d.waiting_for_connection >= 3 for d in dumps)
+    summary = (out / "summary.md").read_text()
+    assert "| app | onset | tokens T | workers | measured |" in summary
+    assert "threadpool threads waiting for a pooled connection" in summary
+    assert "Ceilings" not in summary  # none is measured for a user's app
+    assert "throwaway cluster" in summary
+    # The record keeps the placeholder, not the throwaway's URL: a resume gets its own.
+    assert {r.cell.user_app.env for r in records if r.cell.user_app} == {
+        (
+            ("ITEMS_DATABASE_URL", "{database}"),
+            ("ITEMS_POOL_SIZE", "1"),
+            ("ITEMS_MAX_OVERFLOW", "0"),
+        )
+    }
+
+
+@pytest.mark.integration
+def test_a_decision_sets_a_sync_app_against_an_async_one(
+    pg: postgres.Database, tmp_path: Path
+) -> None:
+    out = tmp_path / "decide"
+    done = harness("decide", "--app", "items_app:app,items_async:app", "--modes", "sync,async",
+                   "--app-dir", str(ITEMS), "--app-env", f"ITEMS_DATABASE_URL={pg.url}",
+                   "--app-path", "/items", "--server", "uvicorn", "--workers", "1",
+                   "--connections", "2", "--duration", "1s", "--repeats", "2", "--budget", "0",
+                   "--out", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    records = RunDir.open(out).records()
+    assert {(r.cell.mode, r.cell.user_app.app) for r in records if r.cell.user_app} == {
+        ("sync", "items_app:app"),
+        ("async", "items_async:app"),
+    }
+    page = (out / "decision.md").read_text()
+    assert "- Your apps: `items_app:app` (sync), `items_async:app` (async)" in page
+    assert "| - | - |" in page  # its database latency and rows are the app's own
+    assert "async / sync" in page and "sync app" in page

@@ -48,6 +48,8 @@ def test_a_remote_target_needs_to_be_allowed() -> None:
         ({}, "no requests"),
         ({"request": [{"path": "items"}]}, "request 1: path 'items' must start with /"),
         ({"request": [{"path": "/", "method": "FETCH"}]}, "method 'FETCH'; choose from GET"),
+        ({"request": [{"path": "/", "method": "HEAD"}]}, "method 'HEAD'; choose from GET"),
+        ({"request": [{"path": "/é"}]}, "must start with / and be printable ASCII"),
         ({"request": [{"path": "/", "weight": 0}]}, "weight 0 must be a whole number 1-100"),
         ({"request": [{"path": "/", "headers": {"Host": "x"}}]}, "header 'Host' cannot be set"),
         ({"request": [{"path": "/", "headers": {"X": "a\nb"}}]}, "header 'X' needs a one-line"),
@@ -86,6 +88,10 @@ def test_shapes_keep_keys_and_kinds_not_values() -> None:
     assert same_shape(a, b) and same_shape(b, a)  # an empty list fits any list
     assert not same_shape(a, c)  # a key went missing
     assert shape(b"<html>", "text/html; charset=utf-8") == {"media": "text/html"}
+    error = shape(b'{"detail": "busy"}', "application/json")
+    assert not same_shape([], error) and not same_shape(a, error)  # an error object in its place
+    assert not same_shape(a, "null")  # the answer itself must be there
+    assert same_shape({"item": {"id": "number"}}, {"item": "null"})  # a field may be empty
     assert shape(b"{", "application/json") == {"media": "invalid JSON"}
 
 
@@ -205,3 +211,21 @@ def test_a_requests_file_plans_cells_of_its_mix(
     assert code == 0, err
     assert "-requests-q" in out
     assert len([k for k in out.splitlines() if k.startswith("target-")]) == 2 * 5
+
+
+def test_a_foreign_cell_is_replayed_with_its_own_settings() -> None:
+    from harness.run.options import Options
+    from harness.run.replay import replay
+
+    options = Options(warmup_s=1.0)
+    path = Requests((Request(path="/items"),))
+    target = Cell(Target("http://127.0.0.1:9", path), Mode.sync, Workload.requests, 4, 2.0)
+    command = replay(target, options).command  # type: ignore[union-attr]
+    assert "TARGET=http://127.0.0.1:9/items" in command and "WORKLOAD" not in command
+    app = UserApp("main:app", ServerName.gunicorn, 8, 2, MIX, "/srv", "/venv/bin/python",
+                  (("DB", "postgresql://u:secret@h/d"),))  # fmt: skip
+    command = replay(Cell(app, Mode.async_, Workload.requests, 4, 2.0), options).command  # type: ignore[union-attr]
+    for word in ("APP=main:app", "APP_DIR=/srv", "APP_PYTHON=/venv/bin/python", "SERVER=gunicorn",
+                 "TOKENS=8", "WORKERS=2", "REQUESTS=mix.toml", "MODES=async"):  # fmt: skip
+        assert word in command, command
+    assert "secret" not in command and "u:***@h" in command

@@ -70,7 +70,7 @@ from harness.domain.plan import (
     side_by_side,
     target_cells,
 )
-from harness.domain.requests import Request, Requests, parse_requests
+from harness.domain.requests import PATH, Request, Requests, parse_requests
 from harness.domain.result import record_key
 from harness.domain.slo import MIN_WINDOW_S, parse_slo
 from harness.infra import generators, process, stacks, userenv
@@ -110,6 +110,12 @@ def _choices(given: Given, name: str, kind: Any) -> list[Any]:
     return parse_choices(given[name], name, kind, [k.value for k in kind])
 
 
+def _workloads(given: Given) -> tuple[Workload, ...]:
+    """The demo app's endpoints (a foreign service's `requests` is never a choice)."""
+    demo = [w.value for w in Workload if w is not Workload.requests]
+    return tuple(parse_choices(given["WORKLOAD"], "WORKLOAD", Workload, demo))
+
+
 def _rows(given: Given) -> list[int]:
     return parse_positive_ints(given["ROWS"], "ROWS", 100_000)
 
@@ -122,14 +128,7 @@ def bench_cells(given: Given) -> list[Cell]:
     """The cells `make bench` or `make decide` asked for: the matrix of its axes, or the
     target's levels."""
     duration = parse_wrk_seconds(given["DURATION"], "DURATION")
-    workloads = tuple(
-        parse_choices(
-            given["WORKLOAD"],
-            "WORKLOAD",
-            Workload,
-            [w for w in Workload if w is not Workload.requests],
-        )
-    )
+    workloads = _workloads(given)
     connections = tuple(parse_positive_ints(given["CONNECTIONS"], "CONNECTIONS", 10_000))
     load_kinds, rates, cap = _loads(given)
     remote = given.values.get("ALLOW_REMOTE", "") not in ("", "0")
@@ -137,6 +136,8 @@ def bench_cells(given: Given) -> list[Cell]:
         raise UsageError("ALLOW_REMOTE: only with TARGET (what the harness starts is on 127.0.0.1)")
     if given.values.get("APP"):
         return app_cells(given, duration, connections, loads(load_kinds, connections, rates, cap))
+    if given.command == "decide" and "MODES" in given.explicit:
+        raise UsageError("MODE: only with APP; make decide's modes are its VARIANTS")
     for name in ("APP_DIR", "APP_PYTHON", "APP_ENV", "APP_PATH"):
         if name in given.explicit:
             raise UsageError(f"{name}: only with APP (module:attr, the app to measure)")
@@ -219,27 +220,32 @@ DEMO_SETTINGS = tuple(n for n in SERVER_SETTINGS if n not in ("SERVER", "TOKENS"
 APP_SPEC = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?$")
 
 
-def app_cells(
-    given: Given,
-    duration: float,
-    connections: Sequence[int],
-    load: Sequence[tuple[int, float | None]],
-) -> list[Cell]:
-    """The cells of a run of a user's app: each server x tokens x workers, at each level."""
-    spec = given["APP"].strip()
-    if not APP_SPEC.match(spec):
-        raise UsageError(f"APP: {spec!r} is not module:attr, e.g. main:app or service.api:app")
-    given_demo = [
-        n for n in (*DEMO_SETTINGS, "WORKLOAD", "TARGET", "TARGET_PID") if n in given.explicit
-    ]
-    if given_demo:
+def user_apps(given: Given) -> list[tuple[UserApp, Mode]]:
+    """The user's apps (APP, a comma list: a sync and an async version of a service, say), each
+    with its mode (MODES: one for all, or one each, in order); their server, tokens and workers
+    are placeholders that each cell or line sets."""
+    specs = [t.strip() for t in given["APP"].split(",") if t.strip()]
+    for spec in specs:
+        if not APP_SPEC.match(spec):
+            raise UsageError(f"APP: {spec!r} is not module:attr, e.g. main:app or service.api:app")
+    if len(set(specs)) != len(specs):
+        raise UsageError(f"APP: {given['APP']!r} names an app twice")
+    demo = (*DEMO_SETTINGS, "WORKLOAD", "TARGET", "TARGET_PID", "VARIANTS", "CEILING_LEVELS")
+    if given_demo := [n for n in demo if n in given.explicit]:
         raise UsageError(
             f"APP: {given_demo[0]} is the demo app's setting; your app has its own (give them "
             "in APP_ENV)"
         )
-    modes = tuple(_choices(given, "MODES", Mode))
-    if len(modes) != 1 or "MODES" not in given.explicit:
+    modes = [m.strip() for m in given["MODES"].split(",")] if "MODES" in given.explicit else []
+    if not modes:
         raise UsageError("MODE: say how your app reaches its database: sync or async")
+    if len(modes) == 1:
+        modes *= len(specs)
+    if len(modes) != len(specs) or any(m not in {x.value for x in Mode} for m in modes):
+        raise UsageError(
+            f"MODES: {given['MODES']!r}: give sync or async, once for every app or once for "
+            f"each of the {len(specs)} apps, in APP's order"
+        )
     directory = Path(given["APP_DIR"]).resolve()
     if not directory.is_dir():
         raise UsageError(f"APP_DIR: {given['APP_DIR']!r} is not a folder")
@@ -247,33 +253,61 @@ def app_cells(
     if not Path(python).is_file() or not os.access(python, os.X_OK):
         raise UsageError(f"APP_PYTHON: {python!r} is not an executable file (a venv's bin/python)")
     path = given["APP_PATH"]
-    if path and not path.startswith("/"):
-        raise UsageError(f"APP_PATH: {path!r} must start with /")
+    if path and not PATH.match(path):
+        raise UsageError(
+            f"APP_PATH: {path!r} must start with / and be printable ASCII without spaces"
+        )
     if not path and not given["REQUESTS"]:
         raise UsageError("APP: say what to send it: APP_PATH=/items, or REQUESTS=file.toml")
     requests = _requests(given, path)
     assert requests is not None
     servers = parse_servers(given["SERVER"])
-    userenv.check_servers(python, servers)
+    found = userenv.check_servers(python, servers)
+    env = _app_env(given["APP_ENV"])
     return [
-        Cell(
+        (
             UserApp(
                 app=spec,
-                name=server,
-                tokens=tokens,
-                workers=workers,
+                name=servers[0],
+                tokens=1,
+                workers=1,
                 requests=requests,
                 directory=str(directory),
                 python=str(Path(python).absolute()),
-                env=_app_env(given["APP_ENV"]),
+                env=env,
+                executor=userenv.runs_on_executor(found),
             ),
-            modes[0],
+            Mode(mode),
+        )
+        for spec, mode in zip(specs, modes, strict=True)
+    ]
+
+
+def app_cells(
+    given: Given,
+    duration: float,
+    connections: Sequence[int],
+    load: Sequence[tuple[int, float | None]],
+) -> list[Cell]:
+    """The cells of a run of the user's apps: each app x server x tokens x workers, at each
+    level (make decide: one sync app and one async app, set against each other)."""
+    apps = user_apps(given)
+    if given.command == "decide" and sorted(m for _, m in apps) != sorted(Mode):
+        raise UsageError(
+            "APP: a decision sets a sync app against an async one: give both, e.g. "
+            "APP=shop.sync_api:app,shop.async_api:app MODES=sync,async"
+        )
+    return [
+        Cell(
+            replace(app, name=server, tokens=tokens, workers=workers),
+            mode,
             Workload.requests,
             c,
             duration,
             rate=rate,
         )
-        for server in servers
+        for app, mode in apps
+        for server in parse_servers(given["SERVER"])
         for tokens in parse_positive_ints(given["TOKENS"], "TOKENS", 10_000)
         for workers in _workers(given)
         for c, rate in load
@@ -319,7 +353,7 @@ def load_requests(path: Path) -> Requests:
     except (ValueError, tomllib.TOMLDecodeError) as exc:
         kind = "TOML" if path.suffix == ".toml" else "JSON"
         raise UsageError(f"REQUESTS: {path} is not valid {kind}: {exc}") from None
-    return parse_requests(data, path.name)
+    return parse_requests(data, str(path))
 
 
 def _loads(given: Given) -> tuple[tuple[Load, ...], tuple[float, ...], int]:
@@ -338,6 +372,13 @@ def _loads(given: Given) -> tuple[tuple[Load, ...], tuple[float, ...], int]:
 
 def map_plan(given: Given) -> MapPlan:
     """The failure map `make failure-map` asked for."""
+    if given.values.get("APP"):
+        return _app_map_plan(given)
+    for name in ("APP_DIR", "APP_PYTHON", "APP_ENV", "APP_PATH", "REQUESTS"):
+        if name in given.explicit:
+            raise UsageError(f"{name}: only with APP (module:attr, the app to measure)")
+    if "MODES" in given.explicit:
+        raise UsageError("MODE: only with APP; the demo map's modes are its VARIANTS")
     default = ",".join(
         f"{m}-{s}"
         for m, s in MAP_VARIANTS
@@ -397,6 +438,32 @@ def map_plan(given: Given) -> MapPlan:
     return plan
 
 
+def _app_map_plan(given: Given) -> MapPlan:
+    """A failure map of the user's app: each server, at each token and worker count in turn."""
+    apps = user_apps(given)
+    if len(apps) != 1:
+        raise UsageError("APP: a failure map is for one app; run one map for each")
+    ((app, mode),) = apps
+    plan = MapPlan(
+        servers=tuple(parse_servers(given["SERVER"])),
+        pools=tuple(parse_pools(given["POOLS"])),  # the demo's; unused by the app's lines
+        tokens=tuple(parse_positive_ints(given["TOKENS"], "TOKENS", 10_000, ordered=True)),
+        workers=tuple(_workers(given, ordered=True)),
+        start=parse_positive_ints(given["START"], "START", 10_000)[0],
+        ceiling=parse_positive_ints(given["CEILING"], "CEILING", 10_000)[0],
+        duration_s=parse_wrk_seconds(given["DURATION"], "DURATION"),
+        ceiling_levels=(),
+        onsets=tuple(dict.fromkeys(_choices(given, "ONSETS", Onset))),
+        boundary_probes=parse_positive_ints(given["BOUNDARY_PROBES"], "BOUNDARY_PROBES", 10)[0],
+        pause_s=0.0 if given["PAUSE"] in ("0", "0s") else parse_duration(given["PAUSE"], "PAUSE"),
+        app=app,
+        app_mode=mode,
+    )
+    if plan.start > plan.ceiling:
+        raise UsageError(f"START: {plan.start} is above the ceiling {plan.ceiling}")
+    return plan
+
+
 def options_from(given: Given) -> Options:
     warmup, settle = given["WARMUP"], given["SETTLE"]
     return Options(
@@ -438,7 +505,7 @@ def _parameters(given: Given) -> dict[str, Any]:
     server settings are not the harness's to know)."""
     left_out = {"DATABASE_URL", *(SERVER_SETTINGS if given.values.get("TARGET") else ())}
     if given.values.get("APP"):  # the demo app's settings, and its endpoints, are not used
-        left_out |= {*DEMO_SETTINGS, "WORKLOAD", "OCCUPANCY"}
+        left_out |= {*DEMO_SETTINGS, "WORKLOAD", "OCCUPANCY", "VARIANTS", "CEILING_LEVELS"}
     if given.values.get("REQUESTS") or urlsplit(given.values.get("TARGET", "")).path.strip("/"):
         left_out |= {"WORKLOAD", "OCCUPANCY"}
     values = {k.lower(): v for k, v in given.values.items() if k not in left_out}
@@ -675,7 +742,9 @@ def _map(given: Given) -> int:
     else:
         options = options_from(given)
         plan = map_plan(given)
-        run, out = None, _out(given, "map-" + "-".join(str(s) for s in plan.servers))
+        servers = "-".join(str(s) for s in plan.servers)
+        name = f"map-{plan.app.app}-{servers}" if plan.app else f"map-{servers}"
+        run, out = None, _out(given, name)
     lines = plan.lines()
     if run is not None and run.metadata()["complete"]:
         say(f"nothing to resume: the failure map {run.path} is complete")
@@ -756,6 +825,14 @@ def capacity_plan(given: Given) -> CapacityPlan:
     """The searches `make capacity` asked for: a line per variant and deployment shape."""
     duration = parse_wrk_seconds(given["DURATION"], "DURATION")
     start, _ = _rates(given)
+    if given.values.get("APP"):
+        cap = _open_cap(given)
+        return _search(given, app_cells(given, duration, (), [(cap, float(start))]))
+    for name in ("APP_DIR", "APP_PYTHON", "APP_ENV", "APP_PATH", "REQUESTS"):
+        if name in given.explicit:
+            raise UsageError(f"{name}: only with APP (module:attr, the app to measure)")
+    if "MODES" in given.explicit:
+        raise UsageError("MODE: only with APP; make capacity's modes are its VARIANTS")
     variants = tuple(parse_variants(given["VARIANTS"]))
     in_use = tuple(dict.fromkeys(m for m, _ in variants))
     # capacity.md names a line by its variant and shape (server, workers, rows, latency):
@@ -766,13 +843,13 @@ def capacity_plan(given: Given) -> CapacityPlan:
         ("POOLS", parse_pools(given["POOLS"])),
         ("TOKENS", parse_positive_ints(given["TOKENS"], "TOKENS", 10_000)),
         ("LAYERS", _choices(given, "LAYERS", Layer)),
-        ("WORKLOAD", _choices(given, "WORKLOAD", Workload)),
+        ("WORKLOAD", _workloads(given)),
         ("OCCUPANCY", given["OCCUPANCY"].split(",")),
     ):
         parse_one(values, name, one)
     lines = Matrix(
         servers=tuple(parse_servers(given["SERVER"])),
-        workloads=tuple(_choices(given, "WORKLOAD", Workload)),
+        workloads=_workloads(given),
         variants=variants,
         pools=tuple(parse_pools(given["POOLS"])),
         tokens=tuple(parse_positive_ints(given["TOKENS"], "TOKENS", 10_000)),
@@ -801,7 +878,8 @@ def _capacity(given: Given) -> int:
             print(line.variant)
         print(f"{len(plan.lines)} lines, about {estimate / 60:.0f} minutes (BUDGET per line)")
         return 0
-    out = _out(given, "capacity-" + given["SERVER"])
+    app = given.values.get("APP")
+    out = _out(given, f"capacity-{app}-{given['SERVER']}" if app else f"capacity-{given['SERVER']}")
     cells = [plan.probe(line, plan.ceiling) for line in plan.lines]
     entry = provenance_entry("capacity", cells) | _lock(given, out)
     preflight(cells, options)

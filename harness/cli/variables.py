@@ -64,8 +64,8 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "MODES",
-        "sync, async (comma list; MODE is the same). With TARGET: the one app the target serves",
-        {"run": "sync,async", "serve": "sync"},
+        "sync, async (comma list; MODE is the same). With TARGET or APP: the one kind of app it is",
+        {"run": "sync,async", "serve": "sync", "map": "", "capacity": "", "decide": ""},
         alias="MODE",
     ),
     Variable(
@@ -219,27 +219,35 @@ VARIABLES: tuple[Variable, ...] = (
         "APP",
         "measure your own ASGI app (module:attr) instead of the demo: the harness starts it "
         "under each SERVER with TOKENS and WORKERS, from APP_DIR, in APP_PYTHON",
-        {"run": ""},
+        {"run": "", "map": "", "capacity": "", "decide": ""},
     ),
-    Variable("APP_DIR", "with APP: the folder its module is imported from", {"run": "."}),
+    Variable(
+        "APP_DIR",
+        "with APP: the folder its module is imported from",
+        {"run": ".", "map": ".", "capacity": ".", "decide": "."},
+    ),
     Variable(
         "APP_PYTHON",
         "with APP: the interpreter whose environment has the app and the servers "
         "(default: the harness's own)",
-        {"run": ""},
+        {"run": "", "map": "", "capacity": "", "decide": ""},
     ),
     Variable(
         "APP_ENV",
         "with APP: environment variables for it, NAME=value separated by spaces (recorded with "
-        "every cell)",
-        {"run": ""},
+        "every cell); {database} in a value: a throwaway PostgreSQL's URL",
+        {"run": "", "map": "", "capacity": "", "decide": ""},
     ),
-    Variable("APP_PATH", "with APP: the path each request GETs, e.g. /items", {"run": ""}),
+    Variable(
+        "APP_PATH",
+        "with APP: the path each request GETs, e.g. /items",
+        {"run": "", "map": "", "capacity": "", "decide": ""},
+    ),
     Variable(
         "REQUESTS",
         "with TARGET or APP: a TOML or JSON file of [[request]] tables (method, path, headers, "
         "body, weight), sent in turn by every connection",
-        {"run": ""},
+        {"run": "", "map": "", "capacity": "", "decide": ""},
     ),
     Variable(
         "TARGET_PID",

@@ -98,6 +98,10 @@ class Target:
     requests: Requests | None = None
 
 
+# In an APP_ENV value: the URL of the PostgreSQL the harness starts for the run.
+DATABASE_TOKEN = "{database}"
+
+
 @dataclass(frozen=True)
 class UserApp:
     """A user's ASGI app (APP=module:attr), started by the harness under a server it names, in
@@ -112,6 +116,22 @@ class UserApp:
     directory: str  # APP_DIR: where its modules are
     python: str  # APP_PYTHON: an interpreter whose environment has the app and the servers
     env: tuple[tuple[str, str], ...] = ()  # APP_ENV: set for the app, as the user gave them
+    # Where its sync code runs: AnyIO's threadpool (Starlette 0.15 and later), whose tokens
+    # TOKENS sets, or (before) the loop's default executor, which gets TOKENS threads.
+    executor: bool = False
+
+    @property
+    def tokens_label(self) -> str:
+        return f"{self.tokens} (executor)" if self.executor else str(self.tokens)
+
+    @property
+    def needs_database(self) -> bool:
+        """Whether APP_ENV asks for the harness's throwaway PostgreSQL (`{database}`)."""
+        return any(DATABASE_TOKEN in v for _, v in self.env)
+
+    def environment(self, database_url: str | None) -> dict[str, str]:
+        """APP_ENV as the app gets it: `{database}` replaced by the throwaway's URL."""
+        return {k: v.replace(DATABASE_TOKEN, database_url or "") for k, v in self.env}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -131,6 +151,7 @@ class UserApp:
             directory=data["directory"],
             python=data["python"],
             env=tuple((str(k), str(v)) for k, v in data.get("env", [])),
+            executor=bool(data.get("executor", False)),
         )
 
 
@@ -146,6 +167,8 @@ OWN_FIELDS = (
     "driver",
     "onset",
     "rate",
+    "app",
+    "sent",
 )
 
 
@@ -177,6 +200,16 @@ class Cell:
         return self.server.url if isinstance(self.server, Target) else None
 
     @property
+    def app(self) -> str | None:
+        """A user's app's module:attr (APP), None for the demo app or a target."""
+        return self.user_app.app if self.user_app else None
+
+    @property
+    def sent(self) -> str | None:
+        """What a foreign service was sent, told apart by its digest; None for the demo app."""
+        return f"{self.requests.label} [{self.requests.digest}]" if self.requests else None
+
+    @property
     def user_app(self) -> UserApp | None:
         return self.server if isinstance(self.server, UserApp) else None
 
@@ -190,7 +223,11 @@ class Cell:
         """How prose names the cell's variant: its mode and style, or, for a foreign service
         (no style known), its mode and what it was sent."""
         style = self.known("style")
-        return f"{self.mode} `{style}`" if style else f"{self.mode} ({self.workload_label})"
+        if self.user_app:
+            return f"{self.mode} app `{self.user_app.app}`"
+        if style:
+            return f"{self.mode} `{style}`"
+        return f"{self.mode} ({self.workload_label})" if self.requests else str(self.mode)
 
     @property
     def workload_label(self) -> str:
@@ -243,6 +280,8 @@ class Cell:
 
     @property
     def tokens_label(self) -> str:
+        if self.user_app:
+            return self.user_app.tokens_label
         return self.config.tokens_label if self.config else shown(self.known("tokens"))
 
     @property
@@ -266,8 +305,8 @@ class Cell:
             return f"{self.server_label}/{self.mode}/{self.workload_label}{onset}"
         if self.user_app:  # what the harness set, not the app's own settings
             return (
-                f"{self.server_label}/{self.mode}/tokens {k('tokens')}/workers {k('workers')}/"
-                f"{self.workload_label}{onset}"
+                f"{self.server_label}/{self.mode}/tokens {self.tokens_label}/workers "
+                f"{k('workers')}/{self.workload_label}{onset}"
             )
         return (
             f"{self.server_label}/{self.mode}/{shown(self.driver)}{layer}/{shown(k('style'))}/"

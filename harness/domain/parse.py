@@ -25,6 +25,7 @@ from harness.domain.axes import (
 )
 from harness.domain.errors import UsageError
 from harness.domain.plan import MAP_VARIANTS
+from harness.domain.requests import PATH
 
 T = TypeVar("T")
 
@@ -208,6 +209,10 @@ def parse_target(text: str, remote: bool = False) -> tuple[str, str]:
     path = "" if url.path in ("", "/") and not url.query else (url.path or "/")
     if url.query:
         path += "?" + url.query
+    if path and not PATH.match(path):
+        raise UsageError(
+            f"TARGET: path {path!r} must be printable ASCII without spaces (percent-encode it)"
+        )
     return f"http://{url.netloc}", path
 
 

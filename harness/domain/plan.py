@@ -29,7 +29,7 @@ from harness.domain.axes import (
     Stack,
     Workload,
 )
-from harness.domain.cell import Cell, ServerConfig, Target
+from harness.domain.cell import Cell, ServerConfig, Target, UserApp
 from harness.domain.rules import order, predicted
 from harness.domain.search import resolution
 from harness.domain.slo import Slo, parse_slo
@@ -191,9 +191,10 @@ def target_cells(
 
 @dataclass(frozen=True)
 class MapLine:
-    """A server configuration and a mode, along which the collapse point is searched."""
+    """A server configuration (the demo app's, or a user's app, APP) and a mode, along which the
+    collapse point is searched."""
 
-    config: ServerConfig
+    config: ServerConfig | UserApp
     mode: Mode
     duration_s: float
 
@@ -202,7 +203,13 @@ class MapLine:
         object.__setattr__(self, "config", self.cell(1).server)
 
     def cell(self, connections: int, onset: Onset = Onset.fresh) -> Cell:
-        return Cell(self.config, self.mode, Workload.list, connections, self.duration_s, onset)
+        workload = Workload.requests if isinstance(self.config, UserApp) else Workload.list
+        return Cell(self.config, self.mode, workload, connections, self.duration_s, onset)
+
+    @property
+    def demo(self) -> ServerConfig | None:
+        """The demo app's settings; None for a user's app, whose pool and style are its own."""
+        return self.config if isinstance(self.config, ServerConfig) else None
 
     @property
     def variant(self) -> str:
@@ -215,21 +222,29 @@ class MapLine:
 
     @property
     def label(self) -> str:
-        """'sync psycopg2 dependency': mode, driver (layer if not the ORM) and style."""
-        layer = "" if self.config.layer is Layer.orm else f" {self.config.layer}"
-        return f"{self.mode} {self.config.driver}{layer} {self.style}"
+        """'sync psycopg2 dependency': mode, driver (layer if not the ORM) and style; a user's
+        app: its mode and module."""
+        if self.demo is None:
+            return f"{self.mode} {self.config.app if isinstance(self.config, UserApp) else ''}"
+        layer = "" if self.demo.layer is Layer.orm else f" {self.demo.layer}"
+        return f"{self.mode} {self.demo.driver}{layer} {self.demo.style}"
 
     @property
     def server(self) -> ServerName:
         return self.config.name
 
     @property
-    def style(self) -> SessionStyle:
-        return self.config.style
+    def style(self) -> SessionStyle | None:
+        return self.demo.style if self.demo else None
+
+    @property
+    def tokens_label(self) -> str:
+        return self.demo.tokens_label if self.demo else str(self.config.tokens)
 
     @property
     def predicted(self) -> int | None:
-        return predicted(self.mode, self.config)
+        """The mechanism's lower bound; none for a user's app (its pool is unknown)."""
+        return predicted(self.mode, self.demo) if self.demo else None
 
 
 @dataclass(frozen=True)
@@ -254,9 +269,19 @@ class MapPlan:
     onsets: tuple[Onset, ...] = (Onset.cold, Onset.warm)
     boundary_probes: int = 3
     pause_s: float = 0.5  # a warm ramp's least pause between two levels
+    # A user's app (APP) mapped instead of the demo's variants: its lines are each server at
+    # the first tokens and workers, then each other token count and worker count; `app_mode`
+    # is the mode its user gave. The app's own name, tokens and workers are the baseline's.
+    app: UserApp | None = None
+    app_mode: Mode | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
+            **(
+                {"app": self.app.to_json(), "app_mode": str(self.app_mode)}
+                if self.app is not None
+                else {}
+            ),
             "onsets": [str(o) for o in self.onsets],
             "boundary_probes": self.boundary_probes,
             "pause_s": self.pause_s,
@@ -306,6 +331,8 @@ class MapPlan:
             onsets=tuple(Onset(o) for o in data.get("onsets", [Onset.fresh])),
             boundary_probes=int(data.get("boundary_probes", 1)),
             pause_s=float(data.get("pause_s", 0.5)),
+            app=UserApp.from_json(data["app"]) if data.get("app") else None,
+            app_mode=Mode(data["app_mode"]) if data.get("app_mode") else None,
         )
 
     def coarse_ladder(self) -> tuple[int, ...]:
@@ -346,9 +373,24 @@ class MapPlan:
             layer=self.layer,
         )
 
+    def app_lines(self, app: UserApp, mode: Mode) -> list[MapLine]:
+        """Per server: the app at the first token and worker counts, then at each other."""
+        out = []
+        for server in self.servers:
+            base = replace(app, name=server, tokens=self.tokens[0], workers=self.workers[0])
+            configs = [
+                base,
+                *(replace(base, tokens=t) for t in self.tokens[1:]),
+                *(replace(base, workers=w) for w in self.workers[1:]),
+            ]
+            out += [MapLine(c, mode, self.duration_s) for c in configs]
+        return out
+
     def lines(self) -> list[MapLine]:
         """Per server: every variant at the baseline; sync `dependency` also at each other pool,
         token count and worker count (one factor at a time)."""
+        if self.app is not None and self.app_mode is not None:
+            return self.app_lines(self.app, self.app_mode)
         out = []
         for server in self.servers:
             base = self.baseline(server)
@@ -371,6 +413,8 @@ class MapPlan:
     def http_ceiling_cells(self) -> list[Cell]:
         """/health of the async app on each server: what HTTP alone allows. (Its style, unused
         by /health, is the first variant's: it is part of the cells' ids.)"""
+        if self.app is not None:
+            return []  # a user's app has no /health of the demo's
         style = self.variants[0][1]
         return [
             Cell(
@@ -386,14 +430,16 @@ class MapPlan:
 
     def change(self, line: MapLine) -> str:
         """What a line changes from its server's baseline, in words."""
+        if line.demo is None:
+            return f"{line.config.tokens} tokens, {line.config.workers} workers"
         base = self.baseline(line.server)
-        if line.config.pool != base.pool:
-            return f"pool {line.config.pool}"
-        if line.config.tokens != base.tokens:
-            return f"{line.config.tokens} tokens"
-        if line.config.workers != base.workers:
-            return f"{line.config.workers} workers"
-        return f"pool {line.config.pool}, {line.config.tokens} tokens"
+        if line.demo.pool != base.pool:
+            return f"pool {line.demo.pool}"
+        if line.demo.tokens != base.tokens:
+            return f"{line.demo.tokens} tokens"
+        if line.demo.workers != base.workers:
+            return f"{line.demo.workers} workers"
+        return f"pool {line.demo.pool}, {line.demo.tokens} tokens"
 
 
 def side_by_side(lines: Sequence[Cell]) -> tuple[Cell, ...]:

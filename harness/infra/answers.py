@@ -35,16 +35,16 @@ def ask(base_url: str, request: Request, timeout_s: float = 10.0) -> Answer:
         response = conn.getresponse()
         data = response.read()
         return Answer(response.status, shape(data, response.getheader("Content-Type", "")))
-    except (OSError, http.client.HTTPException) as exc:
+    except (OSError, http.client.HTTPException, ValueError) as exc:  # ValueError: UnicodeError
         return Answer(0, error=f"{type(exc).__name__}: {exc}".rstrip(": "))
     finally:
         conn.close()
 
 
-def answering(base_url: str, requests: Requests) -> str | None:
+def answering(base_url: str, requests: Requests, timeout_s: float = 10.0) -> str | None:
     """None if every request of the mix gets a success (one request each); else what was wrong."""
     for r in requests.items:
-        if (a := ask(base_url, r)).error:
+        if (a := ask(base_url, r, timeout_s)).error:
             return f"{r.label} failed: {a.error}"
         if not a.success:
             return f"{r.label} answered {a.status}, not a success (below 400)"
@@ -115,7 +115,8 @@ class Checker:
     def _run(self) -> None:
         order = self.requests.order()
         i = 0
-        while not self._stop.wait(self.every_s if i else 0.0):
+        # The first sample after one interval: the load generator has started by then.
+        while not self._stop.wait(self.every_s):
             index = order[i % len(order)]
             i += 1
             answer = ask(self.base_url, self.requests.items[index], self.timeout_s)

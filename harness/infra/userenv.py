@@ -71,3 +71,17 @@ def worker_class(found: dict[str, Any]) -> str:
     if found["packages"].get("uvicorn-worker"):
         return "uvicorn_worker.UvicornWorker"
     return "uvicorn.workers.UvicornWorker"
+
+
+def runs_on_executor(found: dict[str, Any]) -> bool:
+    """Whether the app's sync code runs on the loop's default executor, not AnyIO's threadpool:
+    Starlette before 0.15, or no Starlette and no AnyIO (servers/userapp/ sizes what it runs on)."""
+    packages = found["packages"]
+    starlette = packages.get("starlette")
+    if not starlette:
+        return not packages.get("anyio")
+    try:
+        major, minor = (int(p) for p in starlette.split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) < (0, 15)

@@ -29,6 +29,13 @@ EXPLAINED = (
 
 def _shape(cell: Cell) -> tuple[str, ...]:
     k = cell.known
+    if cell.user_app:  # its rows and database latency are its own: the tokens are known
+        return (  # the apps of a decision side by side: the shape leaves out which app
+            str(k("name")),
+            f"workers {k('workers')}",
+            f"tokens {k('tokens')}",
+            f"sent {cell.workload_label}",
+        )
     latency = "0" if cell.db_latency is None else str(cell.db_latency)
     return (
         cell.server_label,
@@ -39,7 +46,7 @@ def _shape(cell: Cell) -> tuple[str, ...]:
 
 
 def _name(cell: Cell) -> str:
-    return f"{cell.mode} `{shown(cell.known('style'))}`"
+    return cell.short_name
 
 
 def line_result(line: Cell, records: Sequence[CellResult], plan: CapacityPlan) -> Threshold:
@@ -106,6 +113,8 @@ def body(meta: dict[str, Any], records: Sequence[CellResult]) -> list[str]:
         "server", "workers", "rows", "database", "variant", "sustains (req/s)", "not (req/s)",
         "missed, per rate probed", "probes", "at the lowest rate that missed",
     ]  # fmt: skip
+    if plan.lines and plan.lines[0].user_app:
+        head[2:4] = ["tokens", "requests"]
     warmup = plan.warmup_s
     if warmup is None:
         warmup = float((meta.get("options") or {}).get("warmup_s") or 0)

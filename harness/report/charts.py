@@ -11,6 +11,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
 from harness.domain.axes import Latency, Mode, Onset, ServerName, Workload
+from harness.domain.cell import ServerConfig
 from harness.domain.latency import Kind
 from harness.domain.plan import MapLine, MapPlan
 from harness.domain.result import CellResult, PgbenchResult
@@ -107,7 +108,7 @@ def throughput_chart(
     fig, (rps_ax, p99_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
 
     def factors(line: MapLine) -> tuple[object, ...]:
-        return line.config.pool, line.config.tokens, line.config.workers
+        return line.demo.pool if line.demo else None, line.config.tokens, line.config.workers
 
     baseline = [line for line in lines if factors(line) == factors(lines[0])]
     floor = 10.0  # where a collapsed probe (0 req/s) is drawn on the log scale
@@ -178,8 +179,13 @@ def throughput_chart(
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     base = lines[0].config
+    what = (
+        f"GET /users, pool {base.pool}"
+        if isinstance(base, ServerConfig)
+        else f"{base.requests.label} to {base.app}"
+    )
     fig.suptitle(
-        f"{server}: GET /users, pool {base.pool}, {base.tokens} tokens, {base.workers} worker(s)"
+        f"{server}: {what}, {base.tokens} tokens, {base.workers} worker(s)"
         " — × marks a probe that collapsed"
     )
     fig.tight_layout()

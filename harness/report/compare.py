@@ -26,7 +26,7 @@ SAME_OPTIONS = ("warmup_s", "wrk_timeout_s", "wrk_runner")
 SAME_MACHINE = ("cpu_model", "cpu_count")
 
 
-FIELDS = ("target", "workload", "duration_s", *FACTORS, "connections", "rate")
+FIELDS = ("target", "app", "sent", "workload", "duration_s", *FACTORS, "connections", "rate")
 MUST_MATCH = ("duration_s", "rows")
 LABELS = {
     "name": "server",

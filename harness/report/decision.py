@@ -78,7 +78,10 @@ class Roles:
 
 
 def name(variant: tuple[Mode, SessionStyle] | None) -> str:
-    return f"{variant[0]} `{variant[1]}`" if variant else "-"
+    if variant is None:
+        return "-"
+    # A user's app has no style the harness knows: it is the sync app or the async app.
+    return f"{variant[0]} `{variant[1]}`" if variant[1] else f"{variant[0]} app"
 
 
 def latency_label(latency: Latency) -> str:
@@ -206,7 +209,7 @@ def _capacities(
 def decision_rows(records: Sequence[CellResult], plan: CapacityPlan | None = None) -> list[Row]:
     """Every (section, latency, rows) of the run with its levels, in a stable order; with
     `plan`, each row's capacities within its objective."""
-    records = [r for r in records if r.cell.config is not None]
+    records = [r for r in records if r.cell.config is not None or r.cell.user_app]
     closed = [r for r in records if r.cell.rate is None]
     roles = Roles.of(closed)
     parts = roles.parts()
@@ -481,10 +484,11 @@ def table(rows: Sequence[Row]) -> str:
             for role, v in row.roles.parts().items()
             if v is not None and role in row.capacity
         ]
+        known = row.rows is not None  # a user's app: its database and data are its own
         body.append(
             [
-                latency_label(row.latency),
-                str(row.rows),
+                latency_label(row.latency) if known else "-",
+                str(row.rows) if known else "-",
                 *(["<br>".join(found) or "not searched"] if searched else []),
                 *cells,
                 _held_text(row),
@@ -518,7 +522,20 @@ PAIRS_EXPLAINED = (
 )
 
 
+APP_EXPLAINED = (
+    "Your two apps, under the same server, workers and tokens, sent the same requests "
+    "(their database latency and data are their own: `-`). For each connection level: "
+    "**async / sync**, successful requests/s of the async app over the sync app, the geometric "
+    "mean of the ratios of measurements taken in the same round, with its 95% confidence "
+    "interval (t on the logarithms; **bold** where it excludes 1); then the p99 latency of "
+    f"each, of the measured responses of its rounds merged († where fewer than {MIN_TAIL} "
+    "responses lie above it)."
+)
+
+
 def explained(roles: Roles) -> str:
+    if roles.async_ and roles.async_[1] is None:
+        return APP_EXPLAINED + " The rules are generated from these numbers."
     text = EXPLAINED.format(async_=name(roles.async_), sync=name(roles.sync))
     if roles.async_ and roles.sync and roles.async_[1] == roles.sync[1] and roles.async_dependency:
         text += PAIRS_EXPLAINED
@@ -580,8 +597,9 @@ def findings(records: Sequence[CellResult], plan: CapacityPlan | None = None) ->
     rows = decision_rows(records, plan)
     varying = varying_fields(records)
     return [
-        f"- **{section_title(r.section, varying)}, DB latency {latency_label(r.latency)}, "
-        f"{r.rows} rows**: {r.rule}"
+        f"- **{section_title(r.section, varying)}"
+        + (f", DB latency {latency_label(r.latency)}, {r.rows} rows" if r.rows is not None else "")
+        + f"**: {r.rule}"
         for r in rows
     ]
 

@@ -71,7 +71,8 @@ def write(run: RunDir) -> None:
         mine = [line for line in lines if line.server == server]
         if not any(r.cell.known("name") == server for r in records):
             continue
-        charts.collapse_chart(folder / f"collapse-{server}.png", server, plan, mine, records)
+        if plan.app is None:  # a user's app has no prediction to draw its collapses against
+            charts.collapse_chart(folder / f"collapse-{server}.png", server, plan, mine, records)
         charts.throughput_chart(
             folder / f"throughput-{server}.png", server, mine, records, pg, plan.onsets[0]
         )

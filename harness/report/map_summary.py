@@ -84,6 +84,14 @@ def _onsets(plan: MapPlan) -> list[tuple[Onset, list[str]]]:
     return [(o, [str(o)] if shown else []) for o in plan.onsets]
 
 
+APP_TEXT = (
+    "**Your app.** Its pool, session style and database are its own, so no line has a "
+    "prediction: the map measures where it collapses under each server, and how that moves "
+    "with the threadpool's tokens and the number of workers. A probe's app is started fresh "
+    "(or ramped), verified by its answers' status and shape, and its log read for SQLAlchemy's "
+    "pool timeouts; a probe that collapsed has a thread dump of every process (py-spy)."
+)
+
 MAP_HEAD = (
     "variant",
     "onset",
@@ -102,7 +110,45 @@ def _head(plan: MapPlan, head: Sequence[str]) -> list[str]:
     return [h for h in head if h != "onset" or plan.onsets != (Onset.fresh,)]
 
 
+APP_HEAD = (
+    "app",
+    "onset",
+    "tokens T",
+    "workers",
+    "measured",
+    "probes (✗ collapsed, ½✗ partly, ? unknown)",
+    "threads at the first freeze",
+)
+
+
+def app_table(plan: MapPlan, server: str, records: Sequence[CellResult]) -> str:
+    """A user's app's lines: no pool and no prediction (both are the app's own), and where its
+    threads stood when it first froze at the threshold."""
+    rows = []
+    for line, (onset, column) in ((x, o) for x in plan.lines() for o in _onsets(plan)):
+        if str(line.server) != server:
+            continue
+        found = threshold_of(line, records, plan.ceiling, onset)
+        froze = _first_collapse(line, records, onset, found.upper)
+        dump = froze.threads if froze else None
+        rows.append(
+            [
+                line.label,
+                *column,
+                line.tokens_label,
+                str(line.config.workers),
+                found.describe(),
+                _probe_trail(line, records, onset),
+                dump.headline if dump else "-",
+            ]
+        )
+    head = _head(plan, APP_HEAD)
+    return md_table(head, rows, ["---"] * len(head))
+
+
 def map_table(plan: MapPlan, server: str, records: Sequence[CellResult]) -> str:
+    if plan.app is not None:
+        return app_table(plan, server, records)
     rows = []
     for line, (onset, column) in ((x, o) for x in plan.lines() for o in _onsets(plan)):
         if str(line.server) != server:
@@ -113,9 +159,9 @@ def map_table(plan: MapPlan, server: str, records: Sequence[CellResult]) -> str:
             [
                 line.label,
                 *column,
-                str(line.config.pool),
-                str(line.config.pool.capacity),
-                line.config.tokens_label,
+                str(line.demo.pool) if line.demo else "its own",
+                str(line.demo.pool.capacity) if line.demo else "-",
+                line.tokens_label,
                 str(line.config.workers),
                 f"~{guess}" if guess else "none",
                 found.describe(),
@@ -179,11 +225,11 @@ def evidence_table(plan: MapPlan, server: str, records: Sequence[CellResult]) ->
         rows.append(
             [
                 *column,
-                str(line.config.pool),
-                line.config.tokens_label,
+                str(line.demo.pool if line.demo else "-"),
+                line.tokens_label,
                 str(line.config.workers),
                 str(line.predicted),
-                str(queue_model(line.mode, line.config)),
+                str(queue_model(line.mode, line.demo) if line.demo else "-"),
                 found.describe(),
                 f"{found.fine_at}: {evidence.busiest(fine.occupancy)}" if fine else "-",
                 evidence.at_end(froze.occupancy) if froze else "-",
@@ -244,6 +290,25 @@ ONSET_TEXT = {
 }
 
 
+def _probed(plan: MapPlan) -> str:
+    """What each probe sends."""
+    if plan.app is not None:
+        return f"{plan.app.requests.label} to {plan.app.app}"
+    return f"GET /users ({plan.rows} rows)"
+
+
+def _lines_text(plan: MapPlan) -> str:
+    if plan.app is not None:
+        return (
+            "Lines: the app under each server at the first token and worker count, then at "
+            "each other token count and worker count."
+        )
+    return (
+        "Lines: every variant at the baseline (the first pool, token count and worker count); "
+        "sync `dependency` also at each other pool, token count and worker count."
+    )
+
+
 def search_text(plan: MapPlan) -> str:
     """How the map's thresholds were found, from its plan."""
     if plan.onsets == (Onset.fresh,) and plan.boundary_probes == 1:
@@ -260,7 +325,7 @@ def search_text(plan: MapPlan) -> str:
     onsets = "; ".join(f"`{o}`: {ONSET_TEXT[o]}" for o in plan.onsets)
     out = [
         f"**Search.** Each line has a threshold per onset ({onsets}). Each probe measures "
-        f"{plan.duration_s:g} s of wrk on GET /users ({plan.rows} rows), its window opened once "
+        f"{plan.duration_s:g} s of wrk on {_probed(plan)}, its window opened once "
         "no request from before it was in the server; it counts as collapsed when its verdict "
         "is neither `ok` nor `errors` (`unknown` probes count neither way)."
     ]
@@ -290,9 +355,7 @@ def search_text(plan: MapPlan) -> str:
     out.append(
         '"froze 0/3 at 64, 2/3 at 72, 3/3 at 80": at each level from the last that always '
         "held to the first that always collapsed, the probes that collapsed of those that "
-        'answered; "fine at A, collapsed at B": one probe at each. Lines: every variant at '
-        "the baseline (the first pool, token count and worker count); sync `dependency` also "
-        "at each other pool, token count and worker count."
+        'answered; "fine at A, collapsed at B": one probe at each. ' + _lines_text(plan)
     )
     return " ".join(out)
 
@@ -354,7 +417,7 @@ def summary(
     probes = [r for r in records if r.cell.workload is not Workload.health]
     parts = [
         header(meta, records, name, title="failure map"),
-        PREDICTION,
+        APP_TEXT if plan.app is not None else PREDICTION,
         "",
         search_text(plan),
         "",
@@ -365,7 +428,11 @@ def summary(
         parts += [
             f"## {server}\n",
             map_table(plan, str(server), records),
-            f"![where sync dependency collapses](charts/collapse-{server}.png)\n",
+            *(
+                []
+                if plan.app is not None
+                else [f"![where sync dependency collapses](charts/collapse-{server}.png)\n"]
+            ),
             f"![requests/s and p99 against connections](charts/throughput-{server}.png)\n",
         ]
         if table := evidence_table(plan, str(server), records):
@@ -377,6 +444,8 @@ def summary(
     if said := line_findings(plan, records):
         parts += ["## What the occupancy of each frozen line shows\n"]
         parts += [*(f"- {x}" for x in said), ""]
+    if plan.app is not None:
+        return "\n".join([*parts, "## Every probe\n", details_table(probes)])
     parts += [
         "## Ceilings\n",
         "What the machine allows without the sync/async question: the async app's `/health` "
@@ -427,7 +496,8 @@ def line_findings(plan: MapPlan, records: Sequence[CellResult]) -> list[str]:
         fine = probe.get(found.fine_at) if found.fine_at else None
         if froze is None or froze.occupancy is None or not froze.occupancy.samples:
             continue
-        config, timeline = line.config, froze.occupancy
+        config, timeline = line.demo, froze.occupancy
+        assert config is not None, "only the demo app's lines have a prediction"
         frozen_lines += 1
         stalled_lines += any(s.blocked_on_pool for s in timeline.last().values())
         parts = [

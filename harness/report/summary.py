@@ -134,6 +134,20 @@ def _remote(records: Sequence[CellResult]) -> list[str]:
     ]
 
 
+def _apps(records: Sequence[CellResult]) -> list[str]:
+    """A line naming the user's apps (APP) the run started, and what they were given."""
+    apps = {r.cell.user_app.app: (r.cell.mode, r.cell.user_app) for r in records if r.cell.user_app}
+    if not apps:
+        return []
+    (_, first), *_ = apps.values()
+    names = ", ".join(f"`{spec}` ({mode})" for spec, (mode, _) in apps.items())
+    env = ", ".join(name for name, _ in first.env) or "none"
+    return [
+        f"- Your app{'s' if len(apps) > 1 else ''}: {names}, imported from {first.directory}, "
+        f"sent {first.requests.label}; APP_ENV gave {env}."
+    ]
+
+
 def _host(r: CellResult) -> str:
     return urlsplit(r.cell.target or "").hostname or ""
 
@@ -507,6 +521,7 @@ def header(
             ),
             f"- PostgreSQL: {database}.",
             *_remote(records),
+            *_apps(records),
             *(
                 [
                     f"- wrk: {wrk} ({opts.get('wrk_runner', '?')}), threads = "
@@ -671,6 +686,7 @@ CSV_FIELDS = [
     "pool_timeouts",
     "server_errors",
     "answers_sampled",
+    "answers_answered",
     "answers_mismatched",
     "cpu_server_s",
     "cpu_postgres_s",
@@ -706,7 +722,7 @@ def csv_text(records: Sequence[CellResult]) -> str:
             "target": c.target,
             "app": c.user_app.app if c.user_app else None,
             "sent": c.requests.label if c.requests else None,
-            "stack": c.stack,
+            "stack": c.stack if c.config else None,  # a foreign service's is its own
             "pool_size": pool.size if pool else None,
             "max_overflow": pool.overflow if pool else None,
             "pool_timeout_s": known("pool_timeout_s"),
@@ -722,6 +738,7 @@ def csv_text(records: Sequence[CellResult]) -> str:
             "verdict": r.verdict,
             "pool_timeouts": r.pool_timeouts,
             "answers_sampled": r.checks.sampled if r.checks else None,
+            "answers_answered": r.checks.answered if r.checks else None,
             "answers_mismatched": r.checks.mismatched if r.checks else None,
             "server_errors": r.server_errors,
             "started_at": r.started_at,

@@ -304,7 +304,9 @@ def _measure_target(
 
 
 @contextmanager
-def _start_app(app: UserApp, mode: Mode, options: Options, log: Path) -> Iterator[ServerProcess]:
+def _start_app(
+    app: UserApp, mode: Mode, options: Options, log: Path, database_url: str | None
+) -> Iterator[ServerProcess]:
     """The user's app under its server, from its directory, in its interpreter, with its
     environment; waited for until it answers (another port if the one picked was taken)."""
     found = userenv.inspect(app.python)
@@ -318,7 +320,7 @@ def _start_app(app: UserApp, mode: Mode, options: Options, log: Path) -> Iterato
             worker_class=userenv.worker_class(found),
         )
         env = {
-            **dict(app.env),
+            **app.environment(database_url),
             "SYNCASYNC_APP": app.app,
             "SYNCASYNC_TOKENS": str(app.tokens),
             # The user's directory first: their modules, not the project's, are found.
@@ -339,6 +341,7 @@ def run_app_cell(
     best_lower_ok_rps: float | None,
     log_dir: Path,
     keep_dump: KeepDump,
+    database_url: str | None = None,
 ) -> CellResult:
     """A user's app, started fresh under the cell's server: start -> wait until it answers ->
     verify its answers (status, shape) -> warm up -> measure, its answers sampled -> stop ->
@@ -347,7 +350,7 @@ def run_app_cell(
     log_path = log_dir / f"{cell.id}.log"
     figures: dict[str, object] = {}
     judgement: Judgement | None = None
-    with _start_app(app, cell.mode, options, log_path) as server:
+    with _start_app(app, cell.mode, options, log_path, database_url) as server:
         if not server.ready:
             why = (
                 "exited" if not server.alive else f"gave no answer in {options.start_timeout_s:g}s"
@@ -400,7 +403,7 @@ def _measure_app(
         every, timeout = CHECK_EVERY_S, options.wrk_timeout_s
         with answers.Checker(server.url(""), app.requests, shapes, every, timeout) as checker:
             measured = _generate(command)
-        cpu1 = server.cpu_seconds()
+            cpu1 = server.cpu_seconds()  # before the checker's last sample is waited for
     except wrk.LoadFailed as exc:
         verdict = Verdict.load_failed if server.alive else Verdict.crashed
         return Judgement(verdict, Rule.lifecycle, str(exc)), {}
@@ -418,6 +421,79 @@ def _measure_app(
         why = f"server {server.exit_status()} during the measured run"
         return Judgement(Verdict.crashed, Rule.lifecycle, why), figures
     return None, figures
+
+
+def run_app_ramp(
+    cells: Sequence[Cell],
+    ramp: Ramp,
+    options: Options,
+    best_lower_ok_rps: Callable[[Cell], float | None],
+    log_dir: Path,
+    keep_dump: KeepDump,
+    database_url: str | None = None,
+) -> Iterator[CellResult]:
+    """One warm ramp of a user's app: started once and verified, then each of `cells` (one
+    line's levels, rising) measured in turn after `ramp.pause_s`; it ends at the first level
+    that did not hold (an `unknown` one neither held nor froze)."""
+    app = cells[0].user_app
+    assert app is not None, "a user's app's ramp"
+    log_path = log_dir / f"{cells[0].id}-ramp.log"
+    started, t0 = now_iso(), time.monotonic()
+
+    def record(cell: Cell, judgement: Judgement, since: LogCounts, **figures: object) -> CellResult:
+        counts = read_log(log_path)
+        lifecycle = judgement.rule is Rule.lifecycle
+        return CellResult(
+            cell=cell,
+            verdict=judgement.verdict,
+            judged_by=str(judgement.rule),
+            judgement=judgement.reason,
+            pool_timeouts=counts.pool_timeouts - since.pool_timeouts,
+            server_errors=counts.server_errors - since.server_errors,
+            started_at=started,
+            elapsed_s=round(time.monotonic() - t0, 2),
+            note=judgement.reason if lifecycle else "",
+            log_tail="" if judgement.verdict is Verdict.ok else _tail_since(log_path, since),
+            ramp=ramp,
+            **figures,  # type: ignore[arg-type]
+        )
+
+    nothing = LogCounts(0, 0, "")
+    levels = replace(options, warmup_s=0.0, settle_s=0.0)  # the level before is its warm-up
+    with _start_app(app, cells[0].mode, options, log_path, database_url) as server:
+        if not server.ready:
+            why = (
+                "exited" if not server.alive else f"gave no answer in {options.start_timeout_s:g}s"
+            )
+            yield record(cells[0], Judgement(Verdict.failed_to_start, Rule.lifecycle, why), nothing)
+            return
+        shapes, problem = answers.learn(server.url(""), app.requests)
+        if problem:
+            judgement = Judgement(Verdict.failed_verification, Rule.lifecycle, problem)
+            yield record(cells[0], judgement, nothing)
+            return
+        best = 0.0
+        for i, cell in enumerate(cells):
+            time.sleep(ramp.pause_s * (i > 0))
+            started, t0, since = now_iso(), time.monotonic(), read_log(log_path)
+            lifecycle, figures = _measure_app(cell, app, server, shapes, levels)
+            if lifecycle is not None:
+                yield record(cell, lifecycle, since, **figures)
+                return
+            measured, checks = figures["wrk"], figures["checks"]
+            assert isinstance(measured, WrkResult)
+            assert checks is None or isinstance(checks, Checks)
+            lower = max(filter(None, [best_lower_ok_rps(cell), best]), default=None)
+            errors = read_log(log_path).server_errors - since.server_errors
+            judgement = by_answers(judge(measured, lower, errors, None, app.workers), checks)
+            best = max(best, measured.ok_rps)
+            if judgement.verdict in FROZEN:
+                figures["threads"] = take_dump(server.pid, keep_dump)
+            yield record(cell, judgement, since, **figures)
+            if judgement.verdict not in (Verdict.ok, Verdict.errors, Verdict.unknown):
+                break
+    if not options.keep_logs:
+        log_path.unlink(missing_ok=True)
 
 
 def _window(occupancy: Timeline | None, waited_s: float | None) -> Window | None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from harness.domain.axes import FROZEN, Verdict
+from harness.domain.axes import FROZEN, WORKLOAD_PATH, Verdict, Workload
 from harness.domain.cell import Cell, Target, UserApp
 from harness.domain.result import CellResult, Ramp, record_key
 from harness.domain.rules import Rule, best_lower
+from harness.infra.answers import answering
 from harness.infra.environment import now_iso
-from harness.run.cell import run_app_cell, run_cell, run_ramp, run_target_cell
+from harness.infra.server import get_json
+from harness.run.cell import run_app_cell, run_app_ramp, run_cell, run_ramp, run_target_cell
 from harness.run.replay import replay
 from harness.run.session import Session
 
@@ -23,10 +25,12 @@ def measure(s: Session, cell: Cell, done: Sequence[CellResult], repeat: int = 1)
         return s.run.write_threads(record_key(cell, repeat), threads)
 
     if isinstance(cell.server, UserApp):
-        result = run_app_cell(cell, cell.server, s.options, best, s.log_dir, keep_dump)
+        url = s.db.url if s.db else None  # APP_ENV's `{database}`
+        result = run_app_cell(cell, cell.server, s.options, best, s.log_dir, keep_dump, url)
     elif isinstance(cell.server, Target):
-        if frozen := frozen_target(cell.server, done):
-            result = not_measured(cell, frozen)
+        frozen = frozen_target(cell.server, done)
+        if frozen and (still := still_frozen(cell.server)):
+            result = not_measured(cell, frozen, still)
         else:
             known = s.shapes.get(cell.server)
             result, shapes = run_target_cell(cell, cell.server, s.options, best, keep_dump, known)
@@ -50,7 +54,23 @@ def frozen_target(target: Target, done: Sequence[CellResult]) -> CellResult | No
     return min(frozen, key=lambda r: r.started_at, default=None)
 
 
-def not_measured(cell: Cell, frozen: CellResult) -> CellResult:
+# How long a target that froze has to answer before the harness takes it as frozen still.
+ALIVE_TIMEOUT_S = 3.0
+
+
+def still_frozen(target: Target) -> str:
+    """Why `target` is taken as frozen still ('' if it answers again: a collapse by throughput
+    alone can be a saturation it has recovered from)."""
+    if target.requests:
+        return answering(target.url, target.requests, ALIVE_TIMEOUT_S) or ""
+    try:
+        status, _ = get_json(target.url + WORKLOAD_PATH[Workload.list], ALIVE_TIMEOUT_S)
+    except OSError as exc:
+        return f"GET /users failed: {exc}"
+    return "" if status < 400 else f"GET /users answered {status}"
+
+
+def not_measured(cell: Cell, frozen: CellResult, still: str) -> CellResult:
     since = f"frozen since round {frozen.repeat} at {frozen.cell.level_text}"
     return CellResult(
         cell=cell,
@@ -60,8 +80,9 @@ def not_measured(cell: Cell, frozen: CellResult) -> CellResult:
         started_at=now_iso(),
         judged_by=str(Rule.lifecycle),
         judgement=since,
-        note=f"not measured: the target {since} ({frozen.verdict}: {frozen.judgement}); a "
-        "server the harness did not start is not restarted, so it would only be measured frozen",
+        note=f"not measured: the target {since} ({frozen.verdict}: {frozen.judgement}) and "
+        f"still did not answer ({still}); a server the harness did not start is not restarted, "
+        "so it would only be measured frozen",
     )
 
 
@@ -70,7 +91,6 @@ def measure_ramp(
 ) -> list[CellResult]:
     """Run one warm ramp over `cells` (its ramp `number` is each record's `repeat`); each
     level's record is written as the ramp goes on, and added to `done`."""
-    assert s.db is not None, "a ramp runs on a server the harness starts"
     level = cells[0]
 
     def keep_dump(threads: list[dict[str, object]]) -> str:
@@ -78,17 +98,24 @@ def measure_ramp(
 
     options = replace(s.options, await_pool_timeouts=s.options.await_pool_timeouts and number == 1)
     out = []
-    levels = run_ramp(
-        cells,
-        ramp,
-        number,
-        s.db,
-        options,
-        lambda c: best_lower(c, done),
-        s.log_dir,
-        keep_dump,
-        s.database_lost,
-    )
+    if cells[0].user_app:
+        url = s.db.url if s.db else None
+        levels = run_app_ramp(
+            cells, ramp, options, lambda c: best_lower(c, done), s.log_dir, keep_dump, url
+        )
+    else:
+        assert s.db is not None, "a ramp of the demo app has a database"
+        levels = run_ramp(
+            cells,
+            ramp,
+            number,
+            s.db,
+            options,
+            lambda c: best_lower(c, done),
+            s.log_dir,
+            keep_dump,
+            s.database_lost,
+        )
     for result in levels:
         out.append(_written(s, replace(result, repeat=number)))
         done.append(out[-1])

@@ -56,8 +56,31 @@ def replay(cell: Cell, options: Options) -> Replay | None:
         }
         if config.stack is not Stack.y2021:  # 2021 has no token limiter to set
             settings["TOKENS"] = config.tokens
+    elif (app := cell.user_app) is not None:
+        settings |= {
+            "APP": app.app,
+            "APP_DIR": app.directory,
+            "APP_PYTHON": app.python,
+            "SERVER": app.name,
+            "MODES": cell.mode,
+            "TOKENS": app.tokens,
+            "WORKERS": app.workers,
+        }
+        if app.env:
+            settings["APP_ENV"] = " ".join(
+                f"{k}={shlex.quote(_without_password(v) if '://' in v else v)}" for k, v in app.env
+            )
     else:
         settings |= {"TARGET": cell.target, "MODES": cell.mode}
+    if (requests := cell.requests) is not None:
+        # A path alone is TARGET's (or APP_PATH); a mix is its file's, which the record names.
+        (first, *more) = requests.items
+        if requests.source or more:
+            settings["REQUESTS"] = requests.source
+        elif cell.user_app:
+            settings["APP_PATH"] = first.path
+        else:
+            settings["TARGET"] = f"{cell.target}{first.path}"
     # A cold probe met its load on a fresh server without a warm-up.
     warmup = 0.0 if cell.onset is Onset.cold else options.warmup_s
     load: dict[str, object] = (
@@ -66,7 +89,7 @@ def replay(cell: Cell, options: Options) -> Replay | None:
         else {"LOAD": "open", "RATE": f"{cell.rate:g}", "OPEN_CONNECTIONS": cell.connections}
     )
     settings |= {
-        "WORKLOAD": cell.workload,
+        **({} if cell.requests else {"WORKLOAD": cell.workload}),
         **load,
         "REPEATS": 1,
         "DURATION": _seconds(cell.duration_s),

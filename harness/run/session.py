@@ -52,14 +52,28 @@ def check_capacity(configs: Sequence[ServerConfig], limit: int, where: str) -> N
         )
 
 
+# A throwaway PostgreSQL for a user's app (APP_ENV's `{database}`): its pool is its own, so
+# the harness allows what a busy app of a few workers could open.
+APP_MAX_CONNECTIONS = 300
+
+
 @contextmanager
 def database(
-    configs: Sequence[ServerConfig], options: Options, extra_connections: int = 0
+    configs: Sequence[ServerConfig],
+    options: Options,
+    extra_connections: int = 0,
+    for_apps: bool = False,
 ) -> Iterator[postgres.Database | None]:
-    """The database for a run, checked before any cell runs (none if every cell is a target).
+    """The database for a run, checked before any cell runs (none if every cell is a target, or
+    a user's app that did not ask for one).
 
     `extra_connections`: what the run itself opens besides the servers (pgbench's clients).
+    `for_apps`: a user's app asked for the throwaway PostgreSQL (`{database}` in APP_ENV).
     """
+    if not configs and for_apps:
+        with postgres.throwaway_cluster(max_connections=APP_MAX_CONNECTIONS) as db:
+            yield db
+        return
     if not configs:
         yield None
         return
@@ -94,6 +108,9 @@ def preflight(cells: Sequence[Cell], options: Options) -> None:
         wrk.local_binary()
     for python, servers in _user_servers(cells).items():
         userenv.check_servers(python, servers)
+    if any(c.user_app and c.user_app.needs_database for c in cells):
+        postgres.find_binary("initdb")
+        postgres.find_binary("postgres")
     configs = configs_of(cells)
     for stack in dict.fromkeys(c.stack for c in configs):
         stacks.ensure_venv(stack)
@@ -251,7 +268,8 @@ def session(
                 log_dir.mkdir(exist_ok=True)
             db_stack = stack.enter_context(ExitStack())
             configs = configs_of(cells)
-            db = db_stack.enter_context(database(configs, options, extra_connections))
+            for_apps = any(c.user_app and c.user_app.needs_database for c in cells)
+            db = db_stack.enter_context(database(configs, options, extra_connections, for_apps))
             run.update_session(
                 database=_database_entry(db),
                 **(

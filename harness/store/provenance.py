@@ -17,7 +17,8 @@ def differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
         before, after = recorded.get("machine", {}).get(key), now.get("machine", {}).get(key)
         if before != after:
             out.append(f"machine {key}: {before} then, {after} now")
-    for where in ("packages", *(f"stacks.{s}" for s in recorded.get("stacks") or {})):
+    apps = [f"app_environments.{p}" for p in recorded.get("app_environments") or {}]
+    for where in ("packages", *(f"stacks.{s}" for s in recorded.get("stacks") or {}), *apps):
         before, after = _versions(recorded, where), _versions(now, where)
         # Only packages both entries name: the list a run records has grown over time.
         for name in sorted(set(before) & set(after)):
@@ -29,5 +30,9 @@ def differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
 def _versions(entry: dict[str, Any], where: str) -> dict[str, str]:
     if where == "packages":
         return dict(entry.get("packages") or {})
+    if where.startswith("app_environments."):  # a user's interpreter (APP_PYTHON)
+        python = where.split(".", 1)[1]
+        found = ((entry.get("app_environments") or {}).get(python) or {}).get("packages") or {}
+        return {k: v for k, v in found.items() if v}
     stack = where.split(".", 1)[1]
     return dict(((entry.get("stacks") or {}).get(stack) or {}).get("packages") or {})

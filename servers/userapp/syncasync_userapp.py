@@ -29,7 +29,12 @@ def _anyio_threadpool():
     try:
         major, minor = (int(p) for p in metadata.version("starlette").split(".")[:2])
     except (metadata.PackageNotFoundError, ValueError):
-        return True  # not Starlette: AnyIO, if the app runs sync code in threads at all
+        # Not Starlette: AnyIO's threadpool where AnyIO is there, else the loop's executor.
+        try:
+            import anyio.to_thread  # noqa: F401
+        except ImportError:
+            return False
+        return True
     return (major, minor) >= (0, 15)
 
 
