@@ -827,7 +827,8 @@ def capacity_plan(given: Given) -> CapacityPlan:
     start, _ = _rates(given)
     if given.values.get("APP"):
         cap = _open_cap(given)
-        return _search(given, app_cells(given, duration, (), [(cap, float(start))]))
+        lines = app_cells(given, duration, (), [(cap, float(start))])
+        return _search(given, side_by_side(lines))
     for name in ("APP_DIR", "APP_PYTHON", "APP_ENV", "APP_PATH", "REQUESTS"):
         if name in given.explicit:
             raise UsageError(f"{name}: only with APP (module:attr, the app to measure)")

@@ -207,6 +207,12 @@ class MapLine:
         return Cell(self.config, self.mode, workload, connections, self.duration_s, onset)
 
     @property
+    def server_config(self) -> ServerConfig:
+        """The demo app's settings, where only a demo line can be meant (its pool, a prediction)."""
+        assert isinstance(self.config, ServerConfig), "a line of the demo app"
+        return self.config
+
+    @property
     def demo(self) -> ServerConfig | None:
         """The demo app's settings; None for a user's app, whose pool and style are its own."""
         return self.config if isinstance(self.config, ServerConfig) else None
@@ -239,7 +245,7 @@ class MapLine:
 
     @property
     def tokens_label(self) -> str:
-        return self.demo.tokens_label if self.demo else str(self.config.tokens)
+        return self.config.tokens_label
 
     @property
     def predicted(self) -> int | None:
@@ -449,7 +455,10 @@ def side_by_side(lines: Sequence[Cell]) -> tuple[Cell, ...]:
     to the next, so no variant is always searched first."""
     shapes: dict[tuple[Any, ...], list[Cell]] = {}
     for line in lines:
-        shape = (line.server_label, line.known("workers"), line.known("rows"), line.db_latency)
+        # A user's app's label names its module: the apps of one shape are its server's.
+        where = line.known("name") if line.user_app else line.server_label
+        shape = (where, line.known("workers"), line.known("tokens") if line.user_app else
+                 line.known("rows"), line.db_latency)  # fmt: skip
         shapes.setdefault(shape, []).append(line)
     out: list[Cell] = []
     for i, group in enumerate(shapes.values()):

@@ -33,7 +33,7 @@ def _shape(cell: Cell) -> tuple[str, ...]:
         return (  # the apps of a decision side by side: the shape leaves out which app
             str(k("name")),
             f"workers {k('workers')}",
-            f"tokens {k('tokens')}",
+            f"tokens {cell.tokens_label}",
             f"sent {cell.workload_label}",
         )
     latency = "0" if cell.db_latency is None else str(cell.db_latency)

@@ -30,7 +30,7 @@ def collapse_chart(
 ) -> None:
     """Measured collapse point of sync `dependency` against C, with the predicted line."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    base = lines[0].config
+    base = lines[0].server_config
     capacities = [p.capacity for p in plan.pools]
     xs = range(0, max(capacities) + 10)
     ax.plot(
@@ -44,7 +44,7 @@ def collapse_chart(
     for line in lines:
         if line.predicted is None:
             continue
-        config = line.config
+        config = line.server_config
         kind = (
             "tokens"
             if config.tokens != base.tokens
@@ -110,7 +110,8 @@ def throughput_chart(
     def factors(line: MapLine) -> tuple[object, ...]:
         return line.demo.pool if line.demo else None, line.config.tokens, line.config.workers
 
-    baseline = [line for line in lines if factors(line) == factors(lines[0])]
+    # The demo's variants at the baseline; a user's app: every line (its tokens, its workers).
+    baseline = [line for line in lines if line.demo is None or factors(line) == factors(lines[0])]
     floor = 10.0  # where a collapsed probe (0 req/s) is drawn on the log scale
     for i, line in enumerate(baseline):
         # One probe per level (the first that answered), of the map's first onset.
@@ -120,12 +121,13 @@ def throughput_chart(
         served = [r for r in probes if r.wrk and r.wrk.ok_rps >= 1]
         stalled = [r.cell.connections for r in probes if r.wrk and r.wrk.ok_rps < 1]
         color = f"C{i}"
+        name = line.label if line.demo else f"T={line.tokens_label}, {line.config.workers} workers"
         rps_ax.plot(
             [r.cell.connections for r in served],
             [r.wrk.ok_rps for r in served if r.wrk],
             "o-",
             color=color,
-            label=line.label,
+            label=name,
         )
         if stalled:
             rps_ax.plot(
@@ -134,14 +136,14 @@ def throughput_chart(
                 "x",
                 color=color,
                 markersize=9,
-                label=f"{line.label}: collapsed (0 req/s)",
+                label=f"{name}: collapsed (0 req/s)",
             )
         p99_ax.plot(
             [r.cell.connections for r in served],
             [_p99(r) for r in served],
             "o-",
             color=color,
-            label=line.label,
+            label=name,
         )
     health = sorted(
         (

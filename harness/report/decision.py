@@ -337,7 +337,11 @@ def sentences(row: Row) -> list[str]:
             where = f"at {_levels(wins)} connections"
         rule = f"Rule: async, {where} (by up to {best.ratio.value - 1:.0%}, at {best.connections})"
     elif losses and not wins:
-        rule = "Rule: sync with the session inside the endpoint, at least as fast here"
+        rule = (
+            "Rule: sync with the session inside the endpoint, at least as fast here"
+            if row.roles.sync and row.roles.sync[1]
+            else "Rule: the sync app, at least as fast here"  # its session style is its own
+        )
     elif wins and losses:
         rule = (
             f"Rule: it depends on the load: async ahead at {_levels(wins)}, sync at "
@@ -345,6 +349,13 @@ def sentences(row: Row) -> list[str]:
         )
     elif "same" in kinds:
         rule = "Rule: either, as far as throughput goes at these levels"
+    elif silent := [r for r in ("async", "sync") if not any(lv.rps.get(r) for lv in row.levels)]:
+        verdicts = "; ".join(
+            f"{name(row.roles.parts()[r])}: "
+            + ", ".join(dict.fromkeys(v for lv in row.levels if (v := lv.verdicts.get(r))))
+            for r in silent
+        )
+        rule = f"Rule: none: {' and '.join(silent)} never served ({verdicts})"
     else:
         rule = "Rule: none from these measurements (REPEATS=5 or more gives intervals)"
     if by_capacity := _capacity_rule(row):
@@ -562,12 +573,13 @@ def sections(
     out = []
     for section in dict.fromkeys(r.section for r in rows):
         slug = section_slug(section, varying)
-        out += [
-            f"{'#' * level} {section_title(section, varying)}\n",
-            table([r for r in rows if r.section == section]),
-            f"![throughput and p99 against latency]({charts}/latency-{slug}.png)\n",
-            f"![async / sync with 95% intervals]({charts}/ratio-{slug}.png)\n",
-        ]
+        mine = [r for r in rows if r.section == section]
+        out += [f"{'#' * level} {section_title(section, varying)}\n", table(mine)]
+        if any(r.rows is not None for r in mine):  # a user's apps: one unknown latency, no chart
+            out += [
+                f"![throughput and p99 against latency]({charts}/latency-{slug}.png)\n",
+                f"![async / sync with 95% intervals]({charts}/ratio-{slug}.png)\n",
+            ]
     return out
 
 
@@ -633,16 +645,24 @@ def _capacity_json(found: Threshold) -> dict[str, Any]:
     }
 
 
+def _apps(records: Sequence[CellResult]) -> dict[str, str]:
+    """Each mode's user app (module:attr), for a decision between two of them."""
+    return {str(r.cell.mode): r.cell.user_app.app for r in records if r.cell.user_app}
+
+
 def json_data(records: Sequence[CellResult], plan: CapacityPlan | None = None) -> dict[str, Any]:
     rows = decision_rows(records, plan)
     out = []
     for row in rows:
         section = dict(zip(SECTION_FIELDS, (shown(v) for v in row.section), strict=True))
+        known = row.rows is not None  # a user's apps: their database is their own
         out.append(
             {
                 **section,
-                "db_latency": str(row.latency),
-                "db_latency_ms": row.latency.ms,
+                "stack": section["stack"] if known else None,
+                **({"apps": apps} if (apps := _apps(records)) else {}),
+                "db_latency": str(row.latency) if known else None,
+                "db_latency_ms": row.latency.ms if known else None,
                 "rows": row.rows,
                 "async_variant": name(row.roles.async_).replace("`", ""),
                 "sync_variant": name(row.roles.sync).replace("`", ""),

@@ -91,7 +91,7 @@ def write_decision(run: RunDir, meta: dict[str, Any], records: Sequence[CellResu
     folder = run.path / "charts"
     folder.mkdir(exist_ok=True)
     varying = decision.varying_fields(records)
-    for section in dict.fromkeys(r.section for r in rows):
+    for section in dict.fromkeys(r.section for r in rows if r.rows is not None):
         mine = [r for r in rows if r.section == section]
         slug = decision.section_slug(section, varying)
         title = decision.section_title(section, varying)

@@ -88,8 +88,10 @@ APP_TEXT = (
     "**Your app.** Its pool, session style and database are its own, so no line has a "
     "prediction: the map measures where it collapses under each server, and how that moves "
     "with the threadpool's tokens and the number of workers. A probe's app is started fresh "
-    "(or ramped), verified by its answers' status and shape, and its log read for SQLAlchemy's "
-    "pool timeouts; a probe that collapsed has a thread dump of every process (py-spy)."
+    "(or ramped) and verified by its answers' status and shape. Its log is read for "
+    "SQLAlchemy's pool timeouts and the servers' errors, but a probe that froze is stopped at "
+    "once: a pool timeout shows only where it came within the probe. A probe that collapsed has "
+    "a thread dump of every process (py-spy), taken while it was frozen."
 )
 
 MAP_HEAD = (
@@ -309,6 +311,13 @@ def _lines_text(plan: MapPlan) -> str:
     )
 
 
+APP_ONSET_TEXT = {
+    **ONSET_TEXT,
+    Onset.cold: "a fresh server, verified, then stepped straight to the probe's connections with "
+    "no warm-up: a deploy or a restart under load",
+}
+
+
 def search_text(plan: MapPlan) -> str:
     """How the map's thresholds were found, from its plan."""
     if plan.onsets == (Onset.fresh,) and plan.boundary_probes == 1:
@@ -322,12 +331,18 @@ def search_text(plan: MapPlan) -> str:
             "B - A. Lines: every variant at the baseline (the first pool, token count and worker "
             "count); sync `dependency` also at each other pool, token count and worker count."
         )
-    onsets = "; ".join(f"`{o}`: {ONSET_TEXT[o]}" for o in plan.onsets)
+    texts = APP_ONSET_TEXT if plan.app is not None else ONSET_TEXT
+    onsets = "; ".join(f"`{o}`: {texts[o]}" for o in plan.onsets)
+    opened = (
+        "right after what came before it (no side channel tells when your app is empty)"
+        if plan.app is not None
+        else "once no request from before it was in the server"
+    )
     out = [
         f"**Search.** Each line has a threshold per onset ({onsets}). Each probe measures "
-        f"{plan.duration_s:g} s of wrk on {_probed(plan)}, its window opened once "
-        "no request from before it was in the server; it counts as collapsed when its verdict "
-        "is neither `ok` nor `errors` (`unknown` probes count neither way)."
+        f"{plan.duration_s:g} s of wrk on {_probed(plan)}, its window opened {opened}; it "
+        "counts as collapsed when its verdict is neither `ok` nor `errors` (`unknown` probes "
+        "count neither way)."
     ]
     if any(o is not Onset.warm for o in plan.onsets):
         out.append(
@@ -344,9 +359,15 @@ def search_text(plan: MapPlan) -> str:
         )
     if Onset.warm in plan.onsets:
         out.append(
-            f"A `warm` threshold comes from ramps: one server each, verified, then each level "
-            f"measured in turn, at least {plan.pause_s:g} s and until the server is empty after "
-            f"the previous one; a ramp ends at the first level that does not hold (`unknown` "
+            "A `warm` threshold comes from ramps: one server each, verified, then each level "
+            "measured in turn, "
+            + (
+                f"{plan.pause_s:g} s after the previous one"
+                if plan.app is not None
+                else f"at least {plan.pause_s:g} s and until the server is empty after the "
+                "previous one"
+            )
+            + f"; a ramp ends at the first level that does not hold (`unknown` "
             f"does not end it). The first ramp doubles from {plan.start} to {plan.ceiling}; "
             f"{plan.boundary_probes} more double to the last level it held, then rise by 10% "
             "of that level to where it collapsed (then double); where it never collapsed, or "

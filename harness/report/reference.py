@@ -131,7 +131,7 @@ def stacks_side_by_side(current: RunDir, old: RunDir) -> list[str]:
                 cells += ["-", "-", "-"]
                 continue
             found = threshold_of(line, records[name], plan.ceiling)
-            cells += [line.config.tokens_label, f"~{line.predicted}", found.describe()]
+            cells += [line.server_config.tokens_label, f"~{line.predicted}", found.describe()]
         rows.append(cells)
     plan = plans["2021"]
     pool = plan.pools[0]
@@ -231,8 +231,8 @@ def map_findings(server: ServerName, plan: MapPlan, records: Sequence[CellResult
         if line is base:
             out.append(
                 f"The failure map puts the collapse of sync `dependency` with pool "
-                f"{line.config.pool} and {line.config.tokens} tokens at: {found.describe()} "
-                f"(predicted ~{guess})."
+                f"{line.server_config.pool} and {line.server_config.tokens} tokens at: "
+                f"{found.describe()} (predicted ~{guess})."
             )
         elif guess is not None:
             moved.append(f"{plan.change(line)}: {found.describe()} (predicted ~{guess})")
@@ -266,8 +266,9 @@ def stack_findings(server: ServerName, old: RunDir) -> list[str]:
         return []
     found = threshold_of(line, old.records(), plan.ceiling)
     return [
-        f"Under the 2021 stack ({line.config.tokens} executor threads, pool {line.config.pool}) "
-        f"the same endpoint: {found.describe()} (predicted ~{line.predicted})."
+        f"Under the 2021 stack ({line.server_config.tokens} executor threads, pool "
+        f"{line.server_config.pool}) the same endpoint: {found.describe()} (predicted "
+        f"~{line.predicted})."
     ]
 
 
@@ -301,13 +302,13 @@ def prediction_findings(plan: MapPlan, records: Sequence[CellResult]) -> list[st
         trends = []
         for server in plan.servers:
             by_c = sorted(
-                (line.config.pool.capacity, f.collapsed_at / g)
+                (line.server_config.pool.capacity, f.collapsed_at / g)
                 for line, g, f in off
                 if line.server == server
                 and f.collapsed_at
                 and f.collapsed_at > g
-                and line.config.tokens == plan.tokens[0]
-                and line.config.workers == plan.workers[0]
+                and line.server_config.tokens == plan.tokens[0]
+                and line.server_config.workers == plan.workers[0]
             )
             if by_c:
                 trends.append(f"{server} " + ", ".join(f"C={c}: {r:.2f}" for c, r in by_c))
@@ -330,7 +331,7 @@ def model_findings(pairs: Sequence[tuple[MapLine, int, Threshold]]) -> list[str]
     lower bound workers × (T + C): the median distance of each from the measured point."""
     rows, spans = [], {}
     for line, bound, found in pairs:
-        model = queue_model(line.mode, line.config)
+        model = queue_model(line.mode, line.server_config)
         if model is None or found.collapsed_at is None:
             continue
         measured = ((found.fine_at or 0) + found.collapsed_at) / 2

@@ -197,6 +197,8 @@ def variant_labels(rows: Sequence[CellResult]) -> dict[str, str]:
 def group_slug(cell: Cell) -> str:
     """A table's name in its charts' file names."""
     parts = [cell.server_label, str(cell.workload), f"r{shown(cell.known('rows'))}"]
+    if cell.requests:  # a foreign service: what it was sent, not rows it has
+        parts = [cell.server_label, f"q{cell.requests.digest}"]
     if cell.db_latency:
         parts.append(f"db{cell.db_latency}")
     if cell.rate is not None:

@@ -426,21 +426,28 @@ def _measure_app(
 def run_app_ramp(
     cells: Sequence[Cell],
     ramp: Ramp,
+    number: int,
     options: Options,
     best_lower_ok_rps: Callable[[Cell], float | None],
     log_dir: Path,
     keep_dump: KeepDump,
     database_url: str | None = None,
 ) -> Iterator[CellResult]:
-    """One warm ramp of a user's app: started once and verified, then each of `cells` (one
-    line's levels, rising) measured in turn after `ramp.pause_s`; it ends at the first level
-    that did not hold (an `unknown` one neither held nor froze)."""
+    """One warm ramp (its `number`) of a user's app: started once and verified, then each of
+    `cells` (one line's levels, rising) measured in turn after `ramp.pause_s`; it ends at the
+    first level that did not hold (an `unknown` one neither held nor froze)."""
     app = cells[0].user_app
     assert app is not None, "a user's app's ramp"
-    log_path = log_dir / f"{cells[0].id}-ramp.log"
-    started, t0 = now_iso(), time.monotonic()
+    log_path = log_dir / f"{cells[0].id}@{number}-ramp.log"
 
-    def record(cell: Cell, judgement: Judgement, since: LogCounts, **figures: object) -> CellResult:
+    def record(
+        cell: Cell,
+        judgement: Judgement,
+        since: LogCounts,
+        started: str,
+        t0: float,
+        **figures: object,
+    ) -> CellResult:
         counts = read_log(log_path)
         lifecycle = judgement.rule is Rule.lifecycle
         return CellResult(
@@ -460,40 +467,43 @@ def run_app_ramp(
 
     nothing = LogCounts(0, 0, "")
     levels = replace(options, warmup_s=0.0, settle_s=0.0)  # the level before is its warm-up
-    with _start_app(app, cells[0].mode, options, log_path, database_url) as server:
-        if not server.ready:
-            why = (
-                "exited" if not server.alive else f"gave no answer in {options.start_timeout_s:g}s"
-            )
-            yield record(cells[0], Judgement(Verdict.failed_to_start, Rule.lifecycle, why), nothing)
-            return
-        shapes, problem = answers.learn(server.url(""), app.requests)
-        if problem:
-            judgement = Judgement(Verdict.failed_verification, Rule.lifecycle, problem)
-            yield record(cells[0], judgement, nothing)
-            return
-        best = 0.0
-        for i, cell in enumerate(cells):
-            time.sleep(ramp.pause_s * (i > 0))
-            started, t0, since = now_iso(), time.monotonic(), read_log(log_path)
-            lifecycle, figures = _measure_app(cell, app, server, shapes, levels)
-            if lifecycle is not None:
-                yield record(cell, lifecycle, since, **figures)
+    started, t0 = now_iso(), time.monotonic()
+    try:
+        with _start_app(app, cells[0].mode, options, log_path, database_url) as server:
+            if not server.ready:
+                alive = server.alive
+                why = "exited" if not alive else f"gave no answer in {options.start_timeout_s:g}s"
+                failed = Judgement(Verdict.failed_to_start, Rule.lifecycle, f"server {why}")
+                yield record(cells[0], failed, nothing, started, t0)
                 return
-            measured, checks = figures["wrk"], figures["checks"]
-            assert isinstance(measured, WrkResult)
-            assert checks is None or isinstance(checks, Checks)
-            lower = max(filter(None, [best_lower_ok_rps(cell), best]), default=None)
-            errors = read_log(log_path).server_errors - since.server_errors
-            judgement = by_answers(judge(measured, lower, errors, None, app.workers), checks)
-            best = max(best, measured.ok_rps)
-            if judgement.verdict in FROZEN:
-                figures["threads"] = take_dump(server.pid, keep_dump)
-            yield record(cell, judgement, since, **figures)
-            if judgement.verdict not in (Verdict.ok, Verdict.errors, Verdict.unknown):
-                break
-    if not options.keep_logs:
-        log_path.unlink(missing_ok=True)
+            shapes, problem = answers.learn(server.url(""), app.requests)
+            if problem:
+                failed = Judgement(Verdict.failed_verification, Rule.lifecycle, problem)
+                yield record(cells[0], failed, nothing, started, t0)
+                return
+            best = 0.0
+            for i, cell in enumerate(cells):
+                time.sleep(ramp.pause_s * (i > 0))
+                started, t0, since = now_iso(), time.monotonic(), read_log(log_path)
+                lifecycle, figures = _measure_app(cell, app, server, shapes, levels)
+                if lifecycle is not None:
+                    yield record(cell, lifecycle, since, started, t0, **figures)
+                    return
+                measured, checks = figures["wrk"], figures["checks"]
+                assert isinstance(measured, WrkResult)
+                assert checks is None or isinstance(checks, Checks)
+                lower = max(filter(None, [best_lower_ok_rps(cell), best]), default=None)
+                errors = read_log(log_path).server_errors - since.server_errors
+                judgement = by_answers(judge(measured, lower, errors, None, app.workers), checks)
+                best = max(best, measured.ok_rps)
+                if judgement.verdict in FROZEN:
+                    figures["threads"] = take_dump(server.pid, keep_dump)
+                yield record(cell, judgement, since, started, t0, **figures)
+                if judgement.verdict not in (Verdict.ok, Verdict.errors, Verdict.unknown):
+                    break
+    finally:  # every way out, once the server has stopped
+        if not options.keep_logs:
+            log_path.unlink(missing_ok=True)
 
 
 def _window(occupancy: Timeline | None, waited_s: float | None) -> Window | None:

@@ -101,7 +101,7 @@ def measure_ramp(
     if cells[0].user_app:
         url = s.db.url if s.db else None
         levels = run_app_ramp(
-            cells, ramp, options, lambda c: best_lower(c, done), s.log_dir, keep_dump, url
+            cells, ramp, number, options, lambda c: best_lower(c, done), s.log_dir, keep_dump, url
         )
     else:
         assert s.db is not None, "a ramp of the demo app has a database"

@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from harness.domain.axes import Onset, Stack, WrkRunner
 from harness.domain.cell import Cell
+from harness.domain.parse import is_loopback
 from harness.domain.result import Replay
 from harness.run.options import Options
 
@@ -72,6 +73,8 @@ def replay(cell: Cell, options: Options) -> Replay | None:
             )
     else:
         settings |= {"TARGET": cell.target, "MODES": cell.mode}
+        if not is_loopback(urlsplit(cell.target or "").hostname or ""):
+            settings["ALLOW_REMOTE"] = 1  # as its run was allowed to
     if (requests := cell.requests) is not None:
         # A path alone is TARGET's (or APP_PATH); a mix is its file's, which the record names.
         (first, *more) = requests.items
