@@ -29,9 +29,10 @@ QUICK = ("--duration", "1s", "--warmup", "0", "--repeats", "1")
 
 @contextmanager
 def user_server(
-    app: str, directory: Path, python: str = sys.executable, **env: str
+    app: str, directory: Path, ready: str = "/counts", python: str = sys.executable, **env: str
 ) -> Iterator[int]:
-    """A user's app under uvicorn, started by hand (the way a user runs theirs)."""
+    """A user's app under uvicorn, started by hand (the way a user runs theirs), once `ready`
+    answers 200."""
     port = free_port()
     proc = subprocess.Popen(
         [python, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning"],
@@ -42,9 +43,7 @@ def user_server(
         start_new_session=True,
     )
     try:
-        assert answers_health(f"http://127.0.0.1:{port}/counts", 30) or answers_health(
-            f"http://127.0.0.1:{port}/items", 1
-        ), "never ready"
+        assert answers_health(f"http://127.0.0.1:{port}{ready}", 30), "never ready"
         yield port
     finally:
         kill_group(proc)
@@ -59,7 +58,7 @@ def counts(port: int) -> dict[str, int]:
 def test_a_target_with_a_path_is_held_to_its_own_shape(
     pg: postgres.Database, tmp_path: Path
 ) -> None:
-    with user_server("items_app:app", ITEMS, ITEMS_DATABASE_URL=pg.url) as port:
+    with user_server("items_app:app", ITEMS, "/items", ITEMS_DATABASE_URL=pg.url) as port:
         out = tmp_path / "run"
         target = f"http://127.0.0.1:{port}/items"
         done = harness("run", "--target", target, "--mode", "sync", "--connections", "2",
