@@ -76,10 +76,10 @@ def server_env(
     return env
 
 
-def verify_users(base_url: str, rows: int | None) -> str | None:
+def verify_users(base_url: str, rows: int | None, timeout_s: float = 10.0) -> str | None:
     """None if GET /users answers `rows` {email} objects (any number if rows is unknown)."""
     try:
-        status, body = get_json(base_url + WORKLOAD_PATH[Workload.list])
+        status, body = get_json(base_url + WORKLOAD_PATH[Workload.list], timeout_s)
     except OSError as exc:
         return f"GET /users failed: {exc}"
     if status != 200 or not isinstance(body, list):

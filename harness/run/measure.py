@@ -5,14 +5,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from harness.domain.axes import FROZEN, WORKLOAD_PATH, Verdict, Workload
+from harness.domain.axes import FROZEN, Verdict
 from harness.domain.cell import Cell, Target, UserApp
 from harness.domain.result import CellResult, Ramp, record_key
 from harness.domain.rules import Rule, best_lower
 from harness.infra.answers import answering
 from harness.infra.environment import now_iso
-from harness.infra.server import get_json
-from harness.run.cell import run_app_cell, run_app_ramp, run_cell, run_ramp, run_target_cell
+from harness.run.cell import (
+    run_app_cell,
+    run_app_ramp,
+    run_cell,
+    run_ramp,
+    run_target_cell,
+    verify_users,
+)
 from harness.run.replay import replay
 from harness.run.session import Session
 
@@ -48,8 +54,8 @@ def measure(s: Session, cell: Cell, done: Sequence[CellResult], repeat: int = 1)
 
 
 def frozen_target(target: Target, done: Sequence[CellResult]) -> CellResult | None:
-    """The first measurement in which `target` froze, if one did: it stays frozen (a server the
-    harness did not start is not restarted), so it is not measured again."""
+    """The first measurement in which `target` froze, if one did: a server the harness did not
+    start is not restarted, so it is measured again only if it answers (`still_frozen`)."""
     frozen = [r for r in done if r.cell.server == target and r.verdict in FROZEN and r.started_at]
     return min(frozen, key=lambda r: r.started_at, default=None)
 
@@ -63,11 +69,7 @@ def still_frozen(target: Target) -> str:
     alone can be a saturation it has recovered from)."""
     if target.requests:
         return answering(target.url, target.requests, ALIVE_TIMEOUT_S) or ""
-    try:
-        status, _ = get_json(target.url + WORKLOAD_PATH[Workload.list], ALIVE_TIMEOUT_S)
-    except OSError as exc:
-        return f"GET /users failed: {exc}"
-    return "" if status < 400 else f"GET /users answered {status}"
+    return verify_users(target.url, None, ALIVE_TIMEOUT_S) or ""
 
 
 def not_measured(cell: Cell, frozen: CellResult, still: str) -> CellResult:
