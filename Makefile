@@ -14,7 +14,7 @@ PY := $(VENV)/bin/python
 VARIABLES := SERVER MODES MODE STYLES STYLE POOLS POOL_TIMEOUT TOKENS WORKERS STACK CONNECTIONS REPEATS \
 	LOAD RATE OPEN_CONNECTIONS \
 	DRIVERS DRIVER LAYERS LAYER \
-	DURATION WARMUP TIMEOUT SETTLE WORKLOAD ROWS DB_LATENCY WRK WRK_IMAGE DATABASE_URL TARGET TARGET_PID \
+	DURATION WARMUP TIMEOUT SETTLE WORKLOAD ROWS DB_LATENCY WRK WRK_IMAGE DATABASE_URL TARGET TARGET_PID PID \
 	APP APP_DIR APP_PYTHON APP_ENV APP_PATH REQUESTS \
 	OCCUPANCY VARIANTS \
 	CEILING_LEVELS ONSETS BOUNDARY_PROBES PAUSE START CEILING SLO BUDGET OUT RESUME FAIL_ON
@@ -50,8 +50,8 @@ ifneq ($(filter reference,$(MAKECMDGOALS)),)
 settings := $(strip $(filter-out FORCE,$(settings)))
 endif
 ifneq ($(settings),)
-ifeq ($(filter bench decide failure-map serve capacity,$(MAKECMDGOALS)),)
-$(error $(settings): settings of make bench, decide, failure-map, serve and capacity; make $(or $(MAKECMDGOALS),setup) takes none)
+ifeq ($(filter bench decide failure-map serve capacity diagnose,$(MAKECMDGOALS)),)
+$(error $(settings): settings of make bench, decide, failure-map, serve, capacity and diagnose; make $(or $(MAKECMDGOALS),setup) takes none)
 endif
 endif
 # After the check of the settings, so that a misplaced setting is named whatever the tree.
@@ -63,7 +63,7 @@ endif
 endif
 endif
 
-.PHONY: setup system-deps venv dev test test-fast test-docker lint serve bench decide failure-map generators capacity \
+.PHONY: setup system-deps venv dev test test-fast test-docker lint serve bench decide failure-map generators capacity diagnose diagnose-examples \
 	reference report migrate compare clean
 
 setup: system-deps venv
@@ -153,6 +153,16 @@ decide: $(MEASURE_DEPS)
 failure-map: $(MEASURE_DEPS)
 	$(PY) -m harness map $(FLAGS)
 
+# Why a running service stalls: TARGET=http://127.0.0.1:PORT/PATH [PID=...] (README.md).
+diagnose: $(MEASURE_DEPS)
+	$(PY) -m harness diagnose $(FLAGS)
+
+# The demo app's mistakes (and a healthy variant), each served by a real server and diagnosed
+# with make diagnose's defaults: the reference's diagnosis reports. About 12 minutes; one whose
+# report is complete is kept.
+diagnose-examples: setup
+	$(PY) -m harness diagnose-examples --out $(REF)/diagnose
+
 # Capacity at an SLO: the highest open-loop rate each variant sustains within it, searched.
 capacity: $(MEASURE_DEPS)
 	$(PY) -m harness capacity $(FLAGS)
@@ -234,6 +244,7 @@ reference: setup
 	else $(PY) -m harness map $(APP_MAP) --out $$d; fi
 	@d=$(REF)/app-items-decide; if [ -f $$d/metadata.json ]; then $(PY) -m harness decide --resume $$d; \
 	else $(PY) -m harness decide $(APP_DECIDE) --out $$d; fi
+	@$(PY) -m harness diagnose-examples --out $(REF)/diagnose
 	@if [ -f $(REF)/map/metadata.json ]; then $(PY) -m harness map --resume $(REF)/map; \
 	else $(PY) -m harness map --server all --variants sync-dependency --out $(REF)/map; fi
 	@d=$(REF)/map-granian; if $(PY) -c 'import json, sys; plan = json.load(open(sys.argv[1]))["plan"]; \

@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 
-from app import async_db
+from app import async_db, sync_db
 from app.common import session_dependency
 from app.compat import create_fastapi, size_threadpool
 from app.models import Inserted, UserOut
@@ -30,14 +30,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The default limiter belongs to the running loop, so it can only be resized here.
         size_threadpool(settings.THREADPOOL_TOKENS)
-        db = async_db.open_database(settings)
-        await db.open()
+        if blocking:
+            db = sync_db.open_database(settings)
+            db.open()
+        else:
+            db = async_db.open_database(settings)
+            await db.open()
         app.state.db, app.state.pool_stats = db, db.pool_stats
         async with side_channel(app, settings):
             yield
-        await db.close()
+        if blocking:
+            db.close()
+        else:
+            await db.close()
 
-    title = f"async ({settings.SESSION_STYLE}, {settings.ASYNC_DRIVER}, {settings.LAYER})"
+    blocking = settings.SESSION_STYLE is SessionStyle.blocking
+    driver = settings.SYNC_DRIVER if blocking else settings.ASYNC_DRIVER
+    title = f"async ({settings.SESSION_STYLE}, {driver}, {settings.LAYER})"
     app = create_fastapi(lifespan, title=title)
     app.state.settings = settings
     if settings.OCCUPANCY:
@@ -62,6 +71,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             db = request.app.state.db
             async with db.unit() as unit:
                 return await db.insert_user(unit)
+
+        return app
+
+    if blocking:
+
+        @app.get("/users", response_model=list[UserOut])
+        async def users_blocking(request: Request) -> list[Any]:
+            """The mistake: the sync session inside `async def`, so the loop waits on the query."""
+            db = request.app.state.db
+            with db.unit() as unit:
+                return db.list_users(unit)
+
+        @app.get("/users/insert-data-to-test", response_model=Inserted)
+        async def insert_blocking(request: Request) -> Inserted:
+            """The mistake, for the insert: the event loop waits on the commit."""
+            db = request.app.state.db
+            with db.unit() as unit:
+                return db.insert_user(unit)
 
         return app
 

@@ -14,6 +14,9 @@ class SessionStyle(StrEnum):
     dependency = "dependency"  # the seed's: Depends() on a generator that yields and closes
     context = "context"  # `with SessionLocal() as session:` inside the endpoint
     limited = "limited"  # the dependency, with Depends(max_concurrency=pool capacity)
+    # A mistake, kept to be diagnosed: an `async def` endpoint that opens the sync session, so
+    # each query blocks the event loop. Async mode only.
+    blocking = "blocking"
 
 
 class Driver(StrEnum):

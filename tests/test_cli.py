@@ -193,6 +193,53 @@ def test_the_singular_mode_and_style_work_everywhere(capsys: pytest.CaptureFixtu
     )
 
 
+USERS = "http://127.0.0.1:8000/users"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "TARGET: name the service and the path to load"),
+        (["--target", "http://127.0.0.1:8000"], "has no path: give the path each request takes"),
+        (["--target", "http://10.0.0.9:8000/users"], "so the service runs on this machine"),
+        (["--target", USERS, "--allow-remote"], "ALLOW_REMOTE: not a setting of `make diagnose`"),
+        (["--target", USERS, "--connections", "0"], "CONNECTIONS: '0' is not a whole number"),
+        (["--target", USERS, "--duration", "2s"], "DURATION: 2s: at least 3s"),
+        (["--target", USERS, "--repeats", "1,2"], "REPEATS: 1,2: one number, the ramps to run"),
+        (["--target", USERS, "--pid", "1", "--target-pid", "1"], "PID and TARGET_PID are the same"),
+        (["--target", USERS, "--workers", "2"], "WORKERS: not a setting of `make diagnose`"),
+    ],
+)
+def test_bad_input_to_diagnose_is_one_line_and_exit_code_2(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    assert message in refused(capsys, "diagnose", *args)
+
+
+def test_a_diagnose_dry_run_says_the_ramp_and_its_longest_time(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, _, err = cli(capsys, "diagnose", "--target", USERS, "--dry-run")
+    assert code == 0, err
+    assert err.strip() == (
+        "2 round(s) of levels 1, 2, 4, 8, 16, 32, 64, 128, 256 connections against "
+        f"{USERS}, 5 s each: at most about 1.8 minutes (a round ends at its first level that "
+        "does not hold)"
+    )
+
+
+def test_the_blocking_mistake_is_a_variant_of_the_async_app_only(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert "use MODES=async" in refused(capsys, "run", "--dry-run", "--styles", "blocking")
+    assert "use async-blocking" in refused(
+        capsys, "map", "--dry-run", "--variants", "sync-blocking"
+    )
+    assert "use MODES=async" in refused(capsys, "serve", "--mode", "sync", "--style", "blocking")
+    code, out, _ = cli(capsys, "run", "--dry-run", "--mode", "async", "--style", "blocking")
+    assert code == 0 and "-async-blocking-" in out
+
+
 def test_serve_validates_its_settings(capsys: pytest.CaptureFixture[str]) -> None:
     assert "STYLES: unknown value 'bogus'" in refused(capsys, "serve", "--style", "bogus")
 

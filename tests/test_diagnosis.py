@@ -6,12 +6,24 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness.domain.diagnosis import Cause, diagnose
+from harness.domain.diagnosis import (
+    Cause,
+    Level,
+    LevelVerdict,
+    ProcessLevel,
+    Round,
+    conclude,
+    diagnose,
+    shows,
+)
+from harness.infra import wrk
+from harness.report import diagnosis as report
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # uvicorn serving the demo's sync `dependency` app, frozen; the same server idle; an `async def`
@@ -78,3 +90,173 @@ def test_the_renamed_dumps_keep_no_name_of_the_apps() -> None:
         before, after = json.dumps(dump), json.dumps(renamed(dump))
         assert all(n in before for n in names)
         assert not any(n in after for n in names) and "orders/views_" in after
+
+
+def worker(*frames: tuple[str, str]) -> dict[str, Any]:
+    """A threadpool thread standing in `frames` (innermost first), as py-spy writes one."""
+    stack = [*frames, ("WorkerThread.run", "anyio/_backends/_asyncio.py")]
+    return {
+        "owns_gil": False,
+        "frames": [
+            {"name": n, "short_filename": f, "filename": f"/venv/{f}", "line": 1} for n, f in stack
+        ],
+    }
+
+
+IDLE_WORKER = worker(("Condition.wait", "threading.py"), ("Queue.get", "queue.py"))
+
+
+def test_threads_that_linger_idle_beside_the_deadlocked_ones_do_not_hide_it() -> None:
+    # AnyIO keeps a worker thread a while after its last job: 2 idle beside the 3 that wait.
+    dump = [*FROZEN, IDLE_WORKER, IDLE_WORKER]
+    assert shows(Cause.pool_deadlock, dump)
+    assert diagnose([dump] * 3).cause is Cause.pool_deadlock
+
+
+def test_a_pool_with_a_thread_running_its_query_is_busy_not_deadlocked() -> None:
+    querying = worker(("DefaultDialect.do_execute", "sqlalchemy/engine/default.py"))
+    assert not shows(Cause.pool_deadlock, [*FROZEN, querying])
+    assert diagnose([[*FROZEN, querying]] * 3).cause is Cause.healthy
+
+
+def test_a_stall_with_every_token_in_slow_io_is_a_saturated_threadpool_else_unknown() -> None:
+    slow = [worker(("SSLSocket.recv_into", "ssl.py"), ("fetch", "shop/client.py"))] * 4
+    assert diagnose([slow] * 3).cause is Cause.healthy  # answers kept coming: busy, not a fault
+    found = diagnose([slow] * 3, stalled=True)
+    assert found.cause is Cause.threadpool_saturated
+    assert (
+        "all 4 threadpool threads busy" in found.evidence
+        and "SSLSocket.recv_into" in found.evidence
+    )
+    unknown = diagnose([IDLE] * 3, stalled=True)
+    assert unknown.cause is Cause.unknown and "where threads stand" in unknown.evidence
+    assert diagnose([], stalled=True).cause is Cause.unknown
+
+
+def test_a_loop_thread_waiting_for_the_gil_in_the_frameworks_is_not_blocked() -> None:
+    waiting = copy.deepcopy(BLOCKED)
+    for thread in waiting:
+        if thread["frames"] and "shop_api" in thread["frames"][0]["short_filename"]:
+            thread["frames"][0].update(
+                name="serialize_response", short_filename="fastapi/routing.py"
+            )
+    assert diagnose([waiting] * 3).cause is Cause.healthy
+
+
+def process(cause: Cause = Cause.healthy, **changes: Any) -> ProcessLevel:
+    base = ProcessLevel(
+        pid=4417,
+        dumps=3,
+        dump_errors=(),
+        clients=80,
+        out={"127.0.0.1:5432": 15, "10.0.0.9:6379": 1},
+        cpu_percent=3.0,
+        threads=42,
+        threadpool=40,
+        busy=40,
+        in_pool={"QueuePool._do_get": 40},
+        waits={"Condition.wait (threading.py:331)": 40},
+        cause=cause,
+        evidence="40 threadpool threads wait for a connection in QueuePool._do_get",
+        fix="open the session inside the endpoint; or cap it",
+        first_seen_s=0.4 if cause is not Cause.healthy else None,
+        stacks=((40, ("Condition.wait (threading.py:331)", "QueuePool._do_get (impl.py:1)")),),
+        file="dumps/r1-c80-p4417.json.gz",
+    )
+    return replace(base, **changes)
+
+
+def level(connections: int, ok: tuple[int, ...], *processes: ProcessLevel) -> Level:
+    return Level(
+        connections=connections,
+        ok=ok,
+        other=(0,) * len(ok),
+        first_second_s=0.6,
+        ok_rps=sum(ok) / max(1, len(ok)),
+        p50_ms=2.0,
+        p99_ms=9.0,
+        timeouts=0,
+        socket_errors=0,
+        processes=processes or (process(),),
+    )
+
+
+def test_a_level_is_judged_second_by_second() -> None:
+    assert level(8, (500, 480, 510)).verdict is LevelVerdict.held
+    stalled = level(80, (300, 0, 0))
+    assert stalled.verdict is LevelVerdict.stalled and stalled.stalled_from_s == 1.6
+    impaired = level(8, (30, 30, 30), process(Cause.blocked_loop))
+    assert impaired.verdict is LevelVerdict.impaired and impaired.stalled_from_s is None
+
+
+def test_the_deadlock_is_told_with_its_threads_connections_and_cap() -> None:
+    rounds = [
+        Round(1, (level(40, (900, 910)), level(80, (400, 0), process(Cause.pool_deadlock)))),
+        Round(2, (level(40, (900, 905)), level(80, (880, 870)))),  # near the edge: it held
+    ]
+    found = conclude(rounds, top=80)
+    assert found.cause is Cause.pool_deadlock
+    assert found.sentence == (
+        "40 of 40 busy threadpool threads wait for 15 connections (to 127.0.0.1:5432) in "
+        "`QueuePool._do_get`, none running a query (process 4417, from 0.4 s at 80 connections)"
+    )
+    assert found.fix.endswith("or cap this process at T + C = 40 + 15 = 55 concurrent requests")
+    assert found.rounds == (
+        "round 1: pool deadlock in process 4417 from 80 connections; stalled from 1.6 s at 80 "
+        "connections",
+        "round 2: answers every second up to 80 connections",
+    )
+
+
+def test_healthy_only_without_cause_or_stall_and_unknown_for_a_stall_without_cause() -> None:
+    held = conclude([Round(1, (level(1, (600, 610)), level(16, (900, 950))))], top=16)
+    assert held.cause is Cause.healthy and held.fix == ""
+    assert held.sentence.startswith("Healthy up to 16 connections") and "925 req/s" in held.sentence
+    stalled = conclude([Round(1, (level(16, (900, 0), process(Cause.unknown)),))], top=64)
+    assert stalled.cause is Cause.unknown and "stalled at 16 connections" in stalled.sentence
+    skipped = conclude(
+        [Round(1, (level(16, (5, 0), process(Cause.unknown)),)), Round(2, (), "x")], 16
+    )
+    assert skipped.rounds[1] == "round 2: not run: x"
+
+
+def test_the_page_opens_with_the_cause_and_its_fix_then_the_tables_and_stacks() -> None:
+    rounds = [Round(1, (level(80, (400, 0), process(Cause.pool_deadlock)),))]
+    about = {
+        "plan": {
+            "url": "http://127.0.0.1:8000/users",
+            "levels": [80],
+            "duration_s": 5.0,
+            "pause_s": 1.0,
+            "rounds": 1,
+            "timeout_s": 5.0,
+            "dump_every_s": 1.0,
+        },
+        "service": {"described": "1 process (port 8000)", "root": 4417, "command": "uvicorn"},
+        "run": {
+            "started": "s",
+            "finished": "f",
+            "machine": {"cpu_model": "AMD EPYC", "cpu_count": 2},
+            "git": {"sha": "0" * 40, "dirty": False},
+            "wrk": "wrk 4.1.0",
+            "py-spy": "py-spy 0.4.3",
+        },
+    }
+    page = report.markdown(conclude(rounds, 80), rounds, about)
+    assert page.index("**Cause: pool deadlock.**") < page.index("**Fix:**") < page.index("|")
+    assert "| 1 | 80 | stalled from 1.6 s | 200 |" in page
+    assert "15 to 127.0.0.1:5432, 1 to 10.0.0.9:6379" in page
+    assert "40 threads, innermost first:\n    Condition.wait (threading.py:331)" in page
+    data = report.to_json(conclude(rounds, 80), rounds, about)
+    assert json.loads(json.dumps(data))["rounds"][0]["levels"][0]["stalled_from_s"] == 1.6
+
+
+def test_wrk_counts_answers_per_second_of_the_monotonic_clock() -> None:
+    out = (FIXTURES / "wrk_seconds.txt").read_text()  # a real wrk run of wrk_seconds.lua
+    seconds = wrk.parse_seconds(out)
+    assert seconds["other"] == {} and len(seconds["ok"]) == 4
+    assert sum(seconds["ok"].values()) == wrk.parse(out, 2).requests
+    command = wrk.WrkCommand("http://127.0.0.1:1/x", 2, 3.0, 2, 2.0, per_second=True)
+    script = command.script.read_text()
+    assert "response = function" in script and "WRK_JSON" in script and "request =" not in script
+    assert wrk.WrkCommand("http://127.0.0.1:1/x", 2, 3.0, 2, 2.0).script == wrk.SCRIPT

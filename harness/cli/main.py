@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
+from harness.cli import diagnose
 from harness.cli.console import Console
 from harness.cli.variables import (
     BY_NAME,
@@ -44,6 +45,7 @@ from harness.domain.axes import (
 from harness.domain.cell import Cell, ServerConfig, Target, UserApp
 from harness.domain.errors import HarnessError, UsageError
 from harness.domain.parse import (
+    is_loopback,
     parse_choices,
     parse_drivers,
     parse_duration,
@@ -59,12 +61,14 @@ from harness.domain.parse import (
     parse_workers,
     parse_wrk_seconds,
     refuse_in_2021,
+    refuse_sync_blocking,
 )
 from harness.domain.plan import (
     MAP_VARIANTS,
     CapacityPlan,
     MapPlan,
     Matrix,
+    driver_mode,
     loads,
     schedule,
     side_by_side,
@@ -172,10 +176,11 @@ def bench_cells(given: Given) -> list[Cell]:
         modes = tuple(_choices(given, "MODES", Mode))
         styles = tuple(_choices(given, "STYLES", SessionStyle))
         variants, styles_name = tuple(itertools.product(modes, styles)), "STYLES"
+        refuse_sync_blocking(variants, "STYLES")
     chosen = parse_stacks(
         given["STACK"], "TOKENS" in given.explicit, [s for _, s in variants], styles_name
     )
-    in_use = tuple(dict.fromkeys(m for m, _ in variants))
+    in_use = tuple(dict.fromkeys(driver_mode(m, s) for m, s in variants))
     # A row of the decision table sets one async variant against one sync one.
     deciding = given.command == "decide"
     one = "a decision table is for one {} (run one decision for each)"
@@ -400,7 +405,11 @@ def map_plan(given: Given) -> MapPlan:
     levels = given["CEILING_LEVELS"]
     # Every mode the map meets: its lines', and async for the HTTP ceiling, if it has one.
     ceiling = levels != "none"
-    modes = [m for m in Mode if (m is Mode.async_ and ceiling) or any(v is m for v, _ in variants)]
+    modes = [
+        m
+        for m in Mode
+        if (m is Mode.async_ and ceiling) or any(driver_mode(v, s) is m for v, s in variants)
+    ]
     one = "a failure map is for one driver per mode and one layer; run one map for each"
     drivers = parse_drivers(
         given["DRIVERS"],
@@ -432,6 +441,9 @@ def map_plan(given: Given) -> MapPlan:
         onsets=tuple(dict.fromkeys(_choices(given, "ONSETS", Onset))),
         boundary_probes=parse_positive_ints(given["BOUNDARY_PROBES"], "BOUNDARY_PROBES", 10)[0],
         pause_s=0.0 if given["PAUSE"] in ("0", "0s") else parse_duration(given["PAUSE"], "PAUSE"),
+        db_latency=parse_one(
+            parse_latencies(given["DB_LATENCY"]), "DB_LATENCY", "a failure map is for one latency"
+        ),
     )
     if plan.start > plan.ceiling:
         raise UsageError(f"START: {plan.start} is above the ceiling {plan.ceiling}")
@@ -900,7 +912,10 @@ def _serve(given: Given) -> int:
     )
     tokens = parse_one(parse_positive_ints(given["TOKENS"], "TOKENS", 10_000), "TOKENS", why)
     mode = parse_one(_choices(given, "MODES", Mode), "MODES", why)
-    drivers = parse_drivers(given["DRIVERS"], [mode], "DRIVERS" in given.explicit, one_each=why)
+    refuse_sync_blocking([(mode, style)], "STYLES")
+    drivers = parse_drivers(
+        given["DRIVERS"], [driver_mode(mode, style)], "DRIVERS" in given.explicit, one_each=why
+    )
     refuse_in_2021([stack], drivers)
     config = ServerConfig(
         name=parse_one(parse_servers(given["SERVER"], [stack]), "SERVER", why),
@@ -916,6 +931,48 @@ def _serve(given: Given) -> int:
         layer=parse_one(_choices(given, "LAYERS", Layer), "LAYERS", why),
     )
     return serve(config, mode, given["DATABASE_URL"] or None, say)
+
+
+def _diagnose(given: Given) -> int:
+    if not given["TARGET"]:
+        raise UsageError(
+            "TARGET: name the service and the path to load, e.g. "
+            "make diagnose TARGET=http://127.0.0.1:8000/users"
+        )
+    base, path = parse_target(given["TARGET"], remote=True)
+    if not is_loopback(urlsplit(base).hostname or ""):
+        raise UsageError(
+            f"TARGET: {given['TARGET']}: make diagnose reads the service's threads with py-spy, "
+            "so the service runs on this machine: give its 127.0.0.1 address"
+        )
+    requests = _requests(given, path)
+    if requests is None:
+        raise UsageError(
+            f"TARGET: {given['TARGET']} has no path: give the path each request takes "
+            "(http://127.0.0.1:8000/users) or REQUESTS"
+        )
+    plan = diagnose.plan_from(given, base, requests, _target_pid(given))
+    if given.on("DRY_RUN"):
+        levels = ", ".join(map(str, plan.levels))
+        say(
+            f"{plan.rounds} round(s) of levels {levels} connections against {plan.url}, "
+            f"{plan.duration_s:g} s each: at most about {plan.estimate_s() / 60:.1f} minutes "
+            "(a round ends at its first level that does not hold)"
+        )
+        return 0
+    out = _out(given, f"diagnose-{plan.port}")
+    _lock(given, out)
+    return diagnose.run(plan, out, say)
+
+
+def _diagnose_examples(args: argparse.Namespace) -> int:
+    other = process.take_lock(command="make diagnose-examples", run=args.out, since=now_iso())
+    if other is not None:
+        raise Busy(f"another harness is measuring on this machine: `{other.get('command')}`")
+    try:
+        return diagnose.examples(Path(args.out), list(args.names), say)
+    finally:
+        process.release_lock()
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -1026,6 +1083,8 @@ COMMAND_HELP = {
     "serve": "a throwaway database and one server on the seed's port, until Ctrl-C (make serve)",
     "capacity": "the highest open-loop rate each variant sustains within an SLO, searched "
     "(make capacity)",
+    "diagnose": "why a running service stalls: a ramp judged second by second, its threads "
+    "dumped, the cause named with its fix (make diagnose)",
 }
 
 
@@ -1102,6 +1161,13 @@ def parser() -> argparse.ArgumentParser:
     )
     ref.add_argument("--readme", default=str(RESULTS / "README.md"), help="the page to write")
     ref.set_defaults(func=_reference)
+    dex = sub.add_parser(
+        "diagnose-examples",
+        help="the demo app's mistakes served and diagnosed (make diagnose-examples)",
+    )
+    dex.add_argument("names", nargs="*", metavar="NAME", help="examples (default: all)")
+    dex.add_argument("--out", default=str(RESULTS / "reference" / "diagnose"))
+    dex.set_defaults(func=_diagnose_examples)
     gen = sub.add_parser(
         "generators",
         help="measure the open loop's candidate generators (make generators)",
@@ -1113,7 +1179,14 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-COMMANDS = {"run": _run, "decide": _run, "map": _map, "serve": _serve, "capacity": _capacity}
+COMMANDS = {
+    "run": _run,
+    "decide": _run,
+    "map": _map,
+    "serve": _serve,
+    "capacity": _capacity,
+    "diagnose": _diagnose,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,6 +18,7 @@ MAKE_TARGET = {
     "capacity": "make capacity",
     "map": "make failure-map",
     "serve": "make serve",
+    "diagnose": "make diagnose",
 }
 COMMANDS = tuple(MAKE_TARGET)
 
@@ -130,8 +131,8 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "CONNECTIONS",
-        "wrk -c levels (comma list)",
-        {"run": "1,12,24,48,100,200", "decide": "8,32,100"},
+        "wrk -c levels (comma list; diagnose: the ramp's levels, rising)",
+        {"run": "1,12,24,48,100,200", "decide": "8,32,100", "diagnose": "1,2,4,8,16,32,64,128,256"},
     ),
     Variable(
         "LOAD",
@@ -152,13 +153,14 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "REPEATS",
         "measurements of each cell, in rounds: at each connection level every cell once per "
-        "round, in a shuffled order",
-        {"run": "5", "decide": "3"},
+        "round, in a shuffled order (diagnose: ramps, each from the first level)",
+        {"run": "5", "decide": "3", "diagnose": "2"},
     ),
     Variable(
         "DURATION",
-        "measured window of each measurement (map, capacity: of each probe)",
-        {"run": "3s", "map": "3s", "decide": "2s", "capacity": "10s"},
+        "measured window of each measurement (map, capacity: of each probe; diagnose: of each "
+        "level)",
+        {"run": "3s", "map": "3s", "decide": "2s", "capacity": "10s", "diagnose": "5s"},
     ),
     Variable(
         "WARMUP",
@@ -168,7 +170,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "TIMEOUT",
         "request timeout (wrk's, and the open loop's)",
-        {"run": "5s", "map": "5s", "decide": "5s", "capacity": "5s"},
+        {"run": "5s", "map": "5s", "decide": "5s", "capacity": "5s", "diagnose": "5s"},
     ),
     Variable(
         "SETTLE",
@@ -190,7 +192,7 @@ VARIABLES: tuple[Variable, ...] = (
         "DB_LATENCY",
         "one-way delay a relay on 127.0.0.1 adds between the apps and PostgreSQL, each way "
         "(comma list; 0: no relay; `relay`: the relay without delay)",
-        {"run": "0", "serve": "0", "decide": "0,5ms", "capacity": "0,5ms"},
+        {"run": "0", "map": "0", "serve": "0", "decide": "0,5ms", "capacity": "0,5ms"},
     ),
     Variable(
         "WRK",
@@ -212,8 +214,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "TARGET",
         "measure this running server instead of starting one: http://127.0.0.1:PORT (the demo "
-        "app's endpoints) or http://127.0.0.1:PORT/PATH (any service, sent GET PATH)",
-        {"run": ""},
+        "app's endpoints) or http://127.0.0.1:PORT/PATH (any service, sent GET PATH); diagnose: "
+        "the service to diagnose, with its path",
+        {"run": "", "diagnose": ""},
     ),
     Variable(
         "APP",
@@ -247,12 +250,15 @@ VARIABLES: tuple[Variable, ...] = (
         "REQUESTS",
         "with TARGET or APP: a TOML or JSON file of [[request]] tables (method, path, headers, "
         "body, weight), sent in turn by every connection",
-        {"run": "", "map": "", "capacity": "", "decide": ""},
+        {"run": "", "map": "", "capacity": "", "decide": "", "diagnose": ""},
     ),
     Variable(
         "TARGET_PID",
-        "with TARGET: the target server's PID, so that a collapse gets a thread dump (py-spy)",
-        {"run": ""},
+        "with TARGET: the target server's PID, so that a collapse gets a thread dump (py-spy); "
+        "diagnose: the service's (default: the process listening on TARGET's port); PID is the "
+        "same",
+        {"run": "", "diagnose": ""},
+        alias="PID",
     ),
     Variable(
         "OCCUPANCY",
@@ -285,7 +291,9 @@ VARIABLES: tuple[Variable, ...] = (
         "probes at each edge of a threshold's bracket (cold), and ramps through it (warm)",
         {"map": "3", "decide": "3", "capacity": "3"},
     ),
-    Variable("PAUSE", "a warm ramp's least pause between two levels", {"map": "0.5s"}),
+    Variable(
+        "PAUSE", "a warm ramp's least pause between two levels", {"map": "0.5s", "diagnose": "1s"}
+    ),
     Variable(
         "START",
         "first connection count probed (capacity, decide: first rate, req/s)",
@@ -312,7 +320,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "OUT",
         "run directory (default results/runs/<time>-<server>)",
-        {"run": "", "map": "", "decide": "", "capacity": ""},
+        {"run": "", "map": "", "decide": "", "capacity": "", "diagnose": ""},
     ),
     Variable(
         "RESUME",
@@ -328,7 +336,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "DRY_RUN",
         "list what would run and the time, run nothing",
-        {"run": "", "map": "", "decide": "", "capacity": ""},
+        {"run": "", "map": "", "decide": "", "capacity": "", "diagnose": ""},
         True,
     ),
     Variable(
@@ -361,7 +369,7 @@ VARIABLES: tuple[Variable, ...] = (
         "FORCE",
         "resume even where the machine or package versions differ from the run's; measure "
         "even while another harness is measuring on this machine (the provenance says so)",
-        {"run": "", "map": "", "decide": "", "capacity": ""},
+        {"run": "", "map": "", "decide": "", "capacity": "", "diagnose": ""},
         True,
     ),
 )

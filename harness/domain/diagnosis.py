@@ -4,13 +4,19 @@ JSON, frames innermost first), with the evidence and the fix.
 It keys on what every Python service shares, never on an app's own names: the threadpool's
 worker loop, a pool's checkout, the event loop's runner. Causes:
 
-- `pool deadlock`: the threadpool's threads wait in a pool's checkout, dump after dump, and
-  none is idle: the threadpool x connection-pool deadlock (FastAPI issue 3205) or a pool
-  exhausted by slow holders.
-- `blocked loop`: the event loop's thread is inside application code, not in the loop's own
-  wait, dump after dump, without holding the GIL: blocking I/O (a sync driver, `time.sleep`)
-  called from an `async def` endpoint, so every request of that process waits for it.
-- `healthy`: neither, in a majority of the dumps.
+- `pool deadlock`: every busy threadpool thread waits in a pool's checkout, dump after dump, so
+  none runs a query: the connections are held by requests waiting for a token, the threadpool x
+  connection-pool deadlock (FastAPI issue 3205).
+- `blocked loop`: the event loop's thread waits at one place outside the servers' and
+  frameworks' own code (a driver, the app) without holding the GIL, in at least a third of the
+  dumps: blocking I/O (a sync driver, `time.sleep`) called from an `async def` endpoint, so every
+  request of that process waits for it. A blocking call shows in proportion to the time it
+  takes; a loop thread only waiting for the GIL waits inside the frameworks' code (routing,
+  serialization), which is not counted.
+- `threadpool saturated` (only where the service stalled): every threadpool thread busy, none in
+  a pool's checkout, in a majority of the dumps: slow calls hold every token.
+- `unknown` (only where the service stalled): none of these; the places threads wait are shown.
+- `healthy`: no cause, and no stall.
 """
 
 from __future__ import annotations
@@ -29,11 +35,41 @@ LOOP_RUNNERS = ("Runner.run", "run_until_complete", "BaseEventLoop.run_forever",
 LOOP_WAITS = ("EpollSelector.select", "KqueueSelector.select", "select", "_run_once", *LOOP_RUNNERS)
 # A cause is named when the dumps that show it are at least this share of all of them.
 MAJORITY = 0.5
+# A blocked loop: at least this share of the dumps, and at least BLOCKED_LEAST of them.
+BLOCKED_SHARE, BLOCKED_LEAST = 1 / 3, 2
+# Where a loop thread's own work runs (the top package of py-spy's short file name): servers,
+# frameworks, the standard library's loop. A GIL wait lands in these; a blocking call does not.
+LOOP_LIBRARIES = frozenset(
+    [
+        "asyncio",
+        "selectors",
+        "uvloop",
+        "uvicorn",
+        "hypercorn",
+        "h11",
+        "h2",
+        "httptools",
+        "wsproto",
+        "gunicorn",
+        "granian",
+        "starlette",
+        "fastapi",
+        "anyio",
+        "sniffio",
+        "pydantic",
+        "pydantic_core",
+        "json",
+        "typing",
+        "contextlib",
+    ]
+)
 
 
 class Cause(StrEnum):
     pool_deadlock = "pool deadlock"
     blocked_loop = "blocked loop"
+    threadpool_saturated = "threadpool saturated"
+    unknown = "unknown"
     healthy = "healthy"
 
 
@@ -50,6 +86,16 @@ def _names(thread: dict[str, Any]) -> list[str]:
 
 def _where(frame: dict[str, Any]) -> str:
     return f"{frame.get('name')} ({frame.get('short_filename')}:{frame.get('line')})"
+
+
+def _package(frame: dict[str, Any]) -> str:
+    short = str(frame.get("short_filename") or "")
+    return short.split("/", 1)[0].removesuffix(".py")
+
+
+def waits(dump: Sequence[dict[str, Any]]) -> Counter[str]:
+    """The threads of one dump counted by where each stands: its innermost frame."""
+    return Counter(_where(t["frames"][0]) if t.get("frames") else "(no Python frame)" for t in dump)
 
 
 def pool_waits(dump: Sequence[dict[str, Any]]) -> tuple[int, int, Counter[str]]:
@@ -78,24 +124,35 @@ def loop_blocked_in(dump: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
             continue
         if names[0] in LOOP_WAITS or thread.get("owns_gil"):
             continue  # waiting for events, or running Python code (CPU, not a blocking call)
+        if _package(thread["frames"][0]) in LOOP_LIBRARIES:
+            continue  # the loop's own work, waiting for the GIL
         return dict(thread["frames"][0])
     return None
 
 
-def diagnose(dumps: Sequence[Sequence[dict[str, Any]]], tokens: int | None = None) -> Diagnosis:
-    """The cause the dumps of one process show (`tokens`: its threadpool's size, if known)."""
+def _saturated(dump: Sequence[dict[str, Any]]) -> bool:
+    pool, idle, found = pool_waits(dump)
+    return pool > 0 and idle == 0 and not found
+
+
+def diagnose(
+    dumps: Sequence[Sequence[dict[str, Any]]], tokens: int | None = None, stalled: bool = False
+) -> Diagnosis:
+    """The cause the dumps of one process show (`tokens`: its threadpool's size, if known;
+    `stalled`: whether the service stopped answering while they were taken)."""
     if not dumps:
+        if stalled:
+            return Diagnosis(Cause.unknown, "no thread dump could be read")
         return Diagnosis(Cause.healthy, "no dump to read")
-    deadlocked, waits, sizes = 0, Counter[str](), []
+    deadlocked, in_pool, sizes = 0, Counter[str](), []
     for dump in dumps:
-        pool, idle, found = pool_waits(dump)
-        waiting = sum(found.values())
-        if waiting >= 2 and (idle == 0 or waiting >= pool - 1):
+        if shows(Cause.pool_deadlock, dump):
+            _, _, found = pool_waits(dump)
             deadlocked += 1
-            waits += found
-            sizes.append(waiting)
+            in_pool += found
+            sizes.append(sum(found.values()))
     if deadlocked / len(dumps) >= MAJORITY:
-        frame, _ = waits.most_common(1)[0]
+        frame, _ = in_pool.most_common(1)[0]
         n = max(sizes)
         capacity = f" of {tokens} tokens" if tokens else ""
         return Diagnosis(
@@ -107,16 +164,263 @@ def diagnose(dumps: Sequence[Sequence[dict[str, Any]]], tokens: int | None = Non
             "process's concurrent requests at threadpool tokens + pool capacity",
         )
     blocked = [b for dump in dumps if (b := loop_blocked_in(dump)) is not None]
-    if len(blocked) / len(dumps) >= MAJORITY:
-        where, count = Counter(_where(b) for b in blocked).most_common(1)[0]
+    if len(blocked) >= max(BLOCKED_LEAST, BLOCKED_SHARE * len(dumps)):
+        places = Counter(_where(b) for b in blocked)
+        where, count = places.most_common(1)[0]
+        also = (
+            f" (and elsewhere outside the loop in {len(blocked) - count})"
+            if len(places) > 1
+            else ""
+        )
         return Diagnosis(
             Cause.blocked_loop,
-            f"the event loop's thread waits inside {where} in {count} of {len(dumps)} dumps, "
-            "not in the loop",
+            f"the event loop's thread waits inside {where} in {count} of {len(dumps)} dumps"
+            f"{also}, not in the loop",
             "a blocking call runs in an `async def` endpoint: make the endpoint `def` (FastAPI "
             "runs it in the threadpool), or use an async driver, or `await "
             "anyio.to_thread.run_sync(...)` for the blocking part",
         )
+    if not stalled:
+        return Diagnosis(
+            Cause.healthy, f"no pool wait and no blocked loop in a majority of {len(dumps)} dumps"
+        )
+    saturated = sum(_saturated(dump) for dump in dumps)
+    if saturated / len(dumps) >= MAJORITY:
+        pool, _, _ = pool_waits(dumps[-1])
+        where = sum((waits([t for t in d if _in_threadpool(t)]) for d in dumps), Counter[str]())
+        top = ", ".join(f"{n}x {w}" for w, n in where.most_common(3))
+        return Diagnosis(
+            Cause.threadpool_saturated,
+            f"all {pool} threadpool threads busy, none waiting for a connection, in {saturated} "
+            f"of {len(dumps)} dumps; where they stand: {top}",
+            "the threadpool's threads are all held by slow calls: make those calls async, give "
+            "them a timeout, or raise the threadpool's size (AnyIO's default limiter)",
+        )
+    everywhere = sum((waits(d) for d in dumps), Counter[str]())
+    top = ", ".join(f"{n}x {w}" for w, n in everywhere.most_common(4))
     return Diagnosis(
-        Cause.healthy, f"no pool wait and no blocked loop in a majority of {len(dumps)} dumps"
+        Cause.unknown,
+        f"no pool wait, no blocked loop, no saturated threadpool in {len(dumps)} dumps; where "
+        f"threads stand: {top}",
+    )
+
+
+def _in_threadpool(thread: dict[str, Any]) -> bool:
+    return any(n in WORKER_LOOPS for n in _names(thread))
+
+
+def shows(cause: Cause, dump: Sequence[dict[str, Any]]) -> bool:
+    """Whether one dump shows `cause` (for when it was first seen)."""
+    if cause is Cause.pool_deadlock:
+        # Every busy threadpool thread waits for a connection: none runs a query, so the
+        # connections are held by requests outside the threadpool, waiting for a token. (Idle
+        # threads may linger: AnyIO keeps a worker a while after its last job.)
+        pool, idle, found = pool_waits(dump)
+        waiting = sum(found.values())
+        return waiting >= 2 and waiting == pool - idle
+    if cause is Cause.blocked_loop:
+        return loop_blocked_in(dump) is not None
+    if cause is Cause.threadpool_saturated:
+        return _saturated(dump)
+    return False
+
+
+def stacks(dump: Sequence[dict[str, Any]], depth: int = 10) -> list[tuple[int, list[str]]]:
+    """The threads of one dump grouped by their innermost `depth` frames, commonest first."""
+    grouped = Counter(tuple(_where(f) for f in t.get("frames", [])[:depth]) for t in dump)
+    return [(n, list(frames)) for frames, n in grouped.most_common()]
+
+
+# --- a ramp, second by second ------------------------------------------------------------------
+
+
+class LevelVerdict(StrEnum):
+    held = "held"  # answers every second, no cause in any process's dumps
+    impaired = "impaired"  # answers every second, but a process's dumps name a cause
+    stalled = "stalled"  # a whole second without one successful answer
+
+
+@dataclass(frozen=True)
+class ProcessLevel:
+    """One process of the service during one level."""
+
+    pid: int
+    dumps: int  # read
+    dump_errors: tuple[str, ...]
+    clients: int | None  # the most client connections it held at one sample
+    out: dict[str, int]  # the most connections it held out, by remote address
+    cpu_percent: float | None  # of one CPU, over the level
+    threads: int  # in the dump that shows the cause (else its last)
+    threadpool: int  # threadpool threads in that dump
+    busy: int  # of them, not idle
+    in_pool: dict[str, int]  # of them, waiting in a pool's checkout, by the pool's frame
+    waits: dict[str, int]  # its threads by where they stand, in that dump
+    cause: Cause
+    evidence: str
+    fix: str
+    first_seen_s: float | None  # into the level, the first dump that showed the cause
+    stacks: tuple[tuple[int, tuple[str, ...]], ...]  # grouped, from that dump
+    file: str  # its dumps, beside the report
+
+    def busiest_out(self) -> tuple[str, int] | None:
+        return max(self.out.items(), key=lambda kv: kv[1]) if self.out else None
+
+
+@dataclass(frozen=True)
+class Level:
+    connections: int
+    ok: tuple[int, ...]  # successful answers in each whole second of the level
+    other: tuple[int, ...]  # answers of status 400 or more, each second
+    first_second_s: float  # where the first whole second starts, into the level
+    ok_rps: float
+    p50_ms: float
+    p99_ms: float
+    timeouts: int
+    socket_errors: int
+    processes: tuple[ProcessLevel, ...]
+
+    @property
+    def stalled_from_s(self) -> float | None:
+        zero = next((i for i, n in enumerate(self.ok) if n == 0), None)
+        return None if zero is None else round(self.first_second_s + zero, 2)
+
+    @property
+    def verdict(self) -> LevelVerdict:
+        if self.stalled_from_s is not None:
+            return LevelVerdict.stalled
+        if any(p.cause is not Cause.healthy for p in self.processes):
+            return LevelVerdict.impaired
+        return LevelVerdict.held
+
+    def named(self) -> ProcessLevel | None:
+        """The process whose dumps name a cause (the first to show it), if one does."""
+        found = [p for p in self.processes if p.cause is not Cause.healthy]
+        return min(found, key=lambda p: p.first_seen_s or 0.0) if found else None
+
+
+@dataclass(frozen=True)
+class Round:
+    number: int
+    levels: tuple[Level, ...]
+    skipped: str = ""  # why it was not run (the service never answered again)
+
+    @property
+    def last(self) -> Level | None:
+        return self.levels[-1] if self.levels else None
+
+
+def headline(process: ProcessLevel, level: Level) -> str:
+    """The cause in one sentence, with where and when it was seen."""
+    seen = f"{process.first_seen_s:.1f} s" if process.first_seen_s is not None else "the level"
+    where = f"process {process.pid}, from {seen} at {_plural(level.connections, 'connection')}"
+    if process.cause is Cause.pool_deadlock:
+        frame, waiting = max(process.in_pool.items(), key=lambda kv: kv[1], default=("?", 0))
+        busiest = process.busiest_out()
+        held = f" for {busiest[1]} connections (to {busiest[0]})" if busiest else ""
+        return (
+            f"{waiting} of {process.busy} busy threadpool threads wait{held} in `{frame}`, "
+            f"none running a query ({where})"
+        )
+    return f"{process.evidence[:1].upper()}{process.evidence[1:]} ({where})"
+
+
+def fix_for(process: ProcessLevel) -> str:
+    if process.cause is Cause.pool_deadlock:
+        busiest = process.busiest_out()
+        if busiest and process.busy:
+            t, c = process.busy, busiest[1]
+            return (
+                f"{process.fix.split('; or cap')[0]}; or cap this process at T + C = {t} + {c} "
+                f"= {t + c} concurrent requests"
+            )
+    return process.fix
+
+
+@dataclass(frozen=True)
+class Conclusion:
+    cause: Cause
+    sentence: str
+    fix: str
+    rounds: tuple[str, ...]  # what each round saw, in one line each
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def first_cause(r: Round) -> tuple[Level, ProcessLevel] | None:
+    """The first level of a round whose dumps name a cause, and the process that shows it;
+    a known cause before `unknown` (which only a stall without one gives)."""
+    named = [(lv, p) for lv in r.levels if (p := lv.named()) is not None]
+    known = [(lv, p) for lv, p in named if p.cause is not Cause.unknown]
+    return (known or named or [None])[0]
+
+
+def stall(r: Round) -> Level | None:
+    return next((lv for lv in r.levels if lv.verdict is LevelVerdict.stalled), None)
+
+
+def _round_line(r: Round, top: int) -> str:
+    if r.skipped:
+        return f"round {r.number}: not run: {r.skipped}"
+    if not r.levels:
+        return f"round {r.number}: no level measured"
+    found, stalled = first_cause(r), stall(r)
+    parts = []
+    if found is not None and found[1].cause is not Cause.unknown:
+        lv, p = found
+        parts.append(f"{p.cause} in process {p.pid} from {_plural(lv.connections, 'connection')}")
+    if stalled is not None:
+        parts.append(
+            f"stalled from {stalled.stalled_from_s:g} s at "
+            f"{_plural(stalled.connections, 'connection')}"
+        )
+        if found is None or found[1].cause is Cause.unknown:
+            parts.append("no known cause in the dumps")
+    else:
+        last = r.levels[-1].connections
+        parts.append(f"answers every second up to {_plural(last, 'connection')}")
+    return f"round {r.number}: " + "; ".join(parts)
+
+
+def conclude(rounds: Sequence[Round], top: int) -> Conclusion:
+    """The cause of the whole diagnosis: the commonest the rounds named (the first round that
+    named it gives the evidence), a known cause before `unknown`; else healthy up to `top`
+    connections."""
+    lines = tuple(_round_line(r, top) for r in rounds)
+    named = [(r, *found) for r in rounds if (found := first_cause(r)) is not None]
+    known = [x for x in named if x[2].cause is not Cause.unknown] or named
+    if known:
+        commonest, _ = Counter(p.cause for _, _, p in known).most_common(1)[0]
+        r, level, p = next(x for x in known if x[2].cause is commonest)
+        if commonest is Cause.unknown:
+            return Conclusion(
+                Cause.unknown,
+                f"The service stalled at {_plural(level.connections, 'connection')} (round "
+                f"{r.number}), and its threads show no cause this tool knows: {p.evidence}",
+                "",
+                lines,
+            )
+        return Conclusion(commonest, headline(p, level), fix_for(p), lines)
+    stalled = [(r, lv) for r in rounds if (lv := stall(r)) is not None]
+    if stalled:
+        r, level = stalled[0]
+        return Conclusion(
+            Cause.unknown,
+            f"The service stalled at {_plural(level.connections, 'connection')} (round "
+            f"{r.number}) and no thread dump of it was read",
+            "",
+            lines,
+        )
+    levels = [level for r in rounds for level in r.levels]
+    if not levels:
+        return Conclusion(Cause.unknown, "No level was measured", "", lines)
+    best = max(levels, key=lambda lv: lv.ok_rps)
+    return Conclusion(
+        Cause.healthy,
+        f"Healthy up to {_plural(top, 'connection')}: every second of every level had answers "
+        "and no process's dumps showed a pool wait or a blocked loop (at most "
+        f"{best.ok_rps:,.0f} req/s, at {_plural(best.connections, 'connection')})",
+        "",
+        lines,
     )

@@ -225,7 +225,19 @@ def parse_variants(text: str) -> list[tuple[Mode, SessionStyle]]:
         if mode not in {m.value for m in Mode} or style not in {s.value for s in SessionStyle}:
             raise UsageError(f"VARIANTS: unknown variant {item!r}; choose from {', '.join(names)}")
         out.append((Mode(mode), SessionStyle(style)))
+    refuse_sync_blocking(out, "VARIANTS")
     return list(dict.fromkeys(out))
+
+
+def refuse_sync_blocking(variants: Sequence[tuple[Mode, SessionStyle]], name: str) -> None:
+    """`blocking` is the async app's mistake (the sync session in `async def`); a sync app
+    has no event loop of its own to block."""
+    if (Mode.sync, SessionStyle.blocking) in variants:
+        how = "MODES=async" if name == "STYLES" else "async-blocking"
+        raise UsageError(
+            f"{name}: 'blocking' (an async def endpoint calling the sync session) is a variant "
+            f"of the async app only; use {how}"
+        )
 
 
 def parse_stacks(

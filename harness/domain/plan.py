@@ -35,6 +35,14 @@ from harness.domain.search import resolution
 from harness.domain.slo import Slo, parse_slo
 
 CEILING_LEVELS = (1, 12, 24, 48, 100, 200)
+
+
+def driver_mode(mode: Mode, style: SessionStyle) -> Mode:
+    """The mode whose driver a variant's app uses: the sync one for `blocking`, the async
+    app's mistake of calling the sync session."""
+    return Mode.sync if style is SessionStyle.blocking else mode
+
+
 MAP_VARIANTS = (
     (Mode.sync, SessionStyle.dependency),
     (Mode.sync, SessionStyle.context),
@@ -82,7 +90,12 @@ class Matrix:
             axes = itertools.product(
                 servers,
                 self.workloads,
-                [(m, st, d) for m, st in self.variants for mode, d in self.drivers if mode is m],
+                [
+                    (m, st, d)
+                    for m, st in self.variants
+                    for mode, d in self.drivers
+                    if mode is driver_mode(m, st)
+                ],
                 self.layers,
                 self.pools,
                 tokens,
@@ -280,9 +293,12 @@ class MapPlan:
     # is the mode its user gave. The app's own name, tokens and workers are the baseline's.
     app: UserApp | None = None
     app_mode: Mode | None = None
+    # Between every line's app and PostgreSQL (a blocked loop shows where queries take time).
+    db_latency: Latency = DIRECT
 
     def to_json(self) -> dict[str, Any]:
         return {
+            **({"db_latency": str(self.db_latency)} if self.db_latency.relay else {}),
             **(
                 {"app": self.app.to_json(), "app_mode": str(self.app_mode)}
                 if self.app is not None
@@ -339,6 +355,7 @@ class MapPlan:
             pause_s=float(data.get("pause_s", 0.5)),
             app=UserApp.from_json(data["app"]) if data.get("app") else None,
             app_mode=Mode(data["app_mode"]) if data.get("app_mode") else None,
+            db_latency=Latency.parse(data.get("db_latency", "0")),
         )
 
     def coarse_ladder(self) -> tuple[int, ...]:
@@ -377,6 +394,7 @@ class MapPlan:
             pool_timeout_s=self.pool_timeout_s,
             stack=self.stack,
             layer=self.layer,
+            db_latency=self.db_latency,
         )
 
     def app_lines(self, app: UserApp, mode: Mode) -> list[MapLine]:
@@ -401,7 +419,11 @@ class MapPlan:
         for server in self.servers:
             base = self.baseline(server)
             out += [
-                MapLine(replace(base, style=style, driver=self.driver(mode)), mode, self.duration_s)
+                MapLine(
+                    replace(base, style=style, driver=self.driver(driver_mode(mode, style))),
+                    mode,
+                    self.duration_s,
+                )
                 for mode, style in self.variants
             ]
             if (Mode.sync, SessionStyle.dependency) in self.variants:

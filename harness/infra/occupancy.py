@@ -201,33 +201,55 @@ def py_spy() -> str | None:
     return str(beside) if beside.exists() else shutil.which("py-spy")
 
 
+def py_spy_version() -> str:
+    binary = py_spy()
+    if binary is None:
+        return "not installed"
+    try:
+        done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return done.stdout.strip() or "unknown"
+
+
 def dump_threads(pid: int, timeout_s: float = DUMP_TIMEOUT_S) -> list[dict[str, Any]]:
     """Every thread of `pid` and of its descendants (server workers), as py-spy's JSON.
 
     Each process is dumped by itself: `py-spy dump --subprocesses --json` prints the first
     process only. A descendant that is gone or not Python is skipped; the server itself must dump.
     """
-    binary = py_spy()
-    if binary is None:
-        raise DumpFailed("py-spy is not installed (make setup installs it)")
     members = [p.pid for p in group_members(pid)] or [pid]
     threads: list[dict[str, Any]] = []
     for member in members:
-        argv = [binary, "dump", "--pid", str(member), "--json"]
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            raise DumpFailed(f"py-spy gave no dump of PID {member} in {timeout_s:g}s") from None
-        except OSError as exc:
-            raise DumpFailed(f"py-spy could not be run: {exc}") from None
-        if done.returncode == 0:
-            try:
-                threads += json.loads(done.stdout)
-            except ValueError:
-                raise DumpFailed(f"py-spy's dump of PID {member} is not JSON") from None
-        elif member == pid:
-            raise DumpFailed(_why(pid, done.stderr))
+            threads += dump_one(member, timeout_s=timeout_s)
+        except DumpFailed:
+            if member == pid:
+                raise
     return threads
+
+
+def dump_one(
+    pid: int, nonblocking: bool = False, timeout_s: float = DUMP_TIMEOUT_S
+) -> list[dict[str, Any]]:
+    """The threads of one process, as py-spy's JSON. `nonblocking`: read it without pausing it
+    (a stack may then be torn, caught while it changed)."""
+    binary = py_spy()
+    if binary is None:
+        raise DumpFailed("py-spy is not installed (make setup installs it)")
+    argv = [binary, "dump", "--pid", str(pid), "--json", *(["--nonblocking"] * nonblocking)]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise DumpFailed(f"py-spy gave no dump of PID {pid} in {timeout_s:g}s") from None
+    except OSError as exc:
+        raise DumpFailed(f"py-spy could not be run: {exc}") from None
+    if done.returncode != 0:
+        raise DumpFailed(_why(pid, done.stderr))
+    try:
+        return list(json.loads(done.stdout))
+    except ValueError:
+        raise DumpFailed(f"py-spy's dump of PID {pid} is not JSON") from None
 
 
 def _why(pid: int, stderr: str) -> str:

@@ -29,6 +29,9 @@ from servers.registry import WRK_IMAGE as DEFAULT_IMAGE  # the seed's; its entry
 # Beside the package, not in it: the compose file mounts harness/ into the wrk container.
 SCRIPT = Path(__file__).resolve().parent.parent / "wrk_report.lua"
 MARKER = "WRK_JSON "
+# make diagnose's addition: answers counted per second (wrk_seconds.lua).
+SECONDS_SCRIPT = SCRIPT.with_name("wrk_seconds.lua")
+SECONDS_MARKER = "WRK_SECONDS "
 
 
 @dataclass(frozen=True)
@@ -43,12 +46,17 @@ class WrkCommand:
     cpus: frozenset[int] = frozenset()  # pin wrk to these CPUs (empty: wherever it likes)
     # A foreign service's requests, where more than a GET of the URL: the script then sends them.
     requests: Requests | None = None
+    per_second: bool = False  # also count answers per second (WRK_SECONDS)
 
     @property
     def script(self) -> Path:
-        if self.requests is None or plain(self.requests):
+        mixed = self.requests is not None and not plain(self.requests)
+        if not mixed and not self.per_second:
             return SCRIPT
-        return script_for(self.requests, urlsplit(self.url).netloc)
+        text = render_lua(self.requests, urlsplit(self.url).netloc) if mixed else SCRIPT.read_text()
+        if self.per_second:
+            text += "\n" + SECONDS_SCRIPT.read_text()
+        return _written(text)
 
     def argv(self) -> list[str]:
         options = [
@@ -138,7 +146,10 @@ def _scripts_dir() -> Path:
 
 
 def script_for(requests: Requests, host: str) -> Path:
-    text = render_lua(requests, host)
+    return _written(render_lua(requests, host))
+
+
+def _written(text: str) -> Path:
     path = _scripts_dir() / f"requests-{hashlib.sha256(text.encode()).hexdigest()[:12]}.lua"
     if not path.exists():
         path.write_text(text)
@@ -235,10 +246,21 @@ def parse(stdout: str, connections: int) -> WrkResult:
     )
 
 
+def parse_seconds(stdout: str) -> dict[str, dict[int, int]]:
+    """{"ok": {second: answers}, "other": {...}}: the WRK_SECONDS line, seconds of
+    CLOCK_MONOTONIC (time.monotonic's); answers with a status of 400 or more are `other`."""
+    lines = [line for line in stdout.splitlines() if line.startswith(SECONDS_MARKER)]
+    if len(lines) != 1:
+        raise ValueError(f"expected one {SECONDS_MARKER.strip()} line in wrk output")
+    data = json.loads(lines[0][len(SECONDS_MARKER) :])
+    return {kind: {int(s): int(n) for s, n in data[kind].items()} for kind in ("ok", "other")}
+
+
 @dataclass(frozen=True)
 class WrkRun:
     result: WrkResult
     cpu_s: float
+    seconds: dict[str, dict[int, int]] | None = None  # with WrkCommand.per_second
 
 
 def _affinity(command: WrkCommand) -> Callable[[], None] | None:
@@ -260,7 +282,8 @@ def run(command: WrkCommand, grace_s: float = 15.0) -> WrkRun:
     if done.code is None:
         raise LoadFailed(f"wrk did not finish within {command.duration_s + grace_s:g}s")
     try:
-        return WrkRun(parse(done.stdout, command.connections), done.cpu_s)
+        seconds = parse_seconds(done.stdout) if command.per_second else None
+        return WrkRun(parse(done.stdout, command.connections), done.cpu_s, seconds)
     except (ValueError, KeyError) as exc:
         raise LoadFailed(
             f"wrk exited {done.code} without a report ({exc}): {done.stderr.strip()[-300:]}"

@@ -990,6 +990,40 @@ def async_tail_section(root: Path, base: Path) -> list[str]:
     ]
 
 
+def diagnose_section(root: Path, base: Path) -> list[str]:
+    """The demo app's mistakes diagnosed (`make diagnose-examples`): each report's cause."""
+    reports = sorted((root / "diagnose").glob("*/diagnosis.json"))
+    if not reports:
+        return []
+    rows = []
+    for path in reports:
+        data = json.loads(path.read_text())
+        run = data["run"]
+        rows.append(
+            [
+                f"[`{path.parent.name}`]({_rel(path.parent, base)}/diagnosis.md)",
+                data["service"]["described"],
+                f"**{data['cause']}**: {data['sentence']}",
+                f"{run['git']['sha'][:7]}{' (dirty)' if run['git']['dirty'] else ''}, "
+                f"{run['machine']['cpu_model']}",
+            ]
+        )
+    return [
+        "## Diagnoses (`make diagnose`)",
+        "",
+        "The demo app's mistakes, each served by a real server started the way a user would, "
+        "and diagnosed with `make diagnose`'s defaults (`make diagnose-examples`): a ramp judged "
+        "second by second, every process's threads dumped, the cause named from where they "
+        "wait.",
+        "",
+        md_table(
+            ["report", "service", "cause", "commit, CPU"],
+            rows,
+            ["---", "---", "---", "---"],
+        ),
+    ]
+
+
 def rejudged_section(root: Path, base: Path) -> list[str]:
     """What `python -m harness migrate` changed in each run, read from the runs' provenance."""
     said = []
@@ -1052,6 +1086,7 @@ def readme(root: Path, page: Path) -> str:
         *latency_section(root, base),
         *open_loop_section(root, base),
         *async_tail_section(root, base),
+        *diagnose_section(root, base),
         "## Findings",
         "",
     ]
