@@ -173,7 +173,8 @@ capacity: $(MEASURE_DEPS)
 # `map-workers`, the other variants at the baseline in `map-variants`),
 # the same for uvicorn and the map's baseline under the 2021 stack, the layers
 # (DRIVERS x LAYERS with the ceilings), the decision runs of uvicorn and gunicorn, a long freeze
-# and the side channel's cost, then results/README.md. An interrupted one resumes where it
+# and the side channel's cost, the demo's mistakes diagnosed (make diagnose-examples, about 12
+# minutes), then results/README.md. An interrupted one resumes where it
 # stopped. A `map` made before granian was a server keeps its servers, and granian's lines go to
 # `map-granian`, planned the same way (results/README.md reads both as one map). About three
 # hours on 2 cores from nothing.
@@ -208,6 +209,10 @@ APP_MAP := --app items_app:app --app-dir examples/items --app-path /items --mode
 	--server uvicorn,gunicorn --tokens 8 --workers 1,2 --ceiling 64
 APP_DECIDE := --app items_app:app,items_async:app --modes sync,async --app-dir examples/items \
 	--app-path /items --app-env 'ITEMS_DATABASE_URL={database}' --server uvicorn --workers 1
+# How async fails differently: the async app's mistake (the sync session in `async def`) and
+# its fix, 5 ms each way to PostgreSQL.
+BLOCKING_MAP := --server uvicorn --variants async-blocking,async-context --db-latency 5ms \
+	--ceiling-levels none --ceiling 200
 LAYERS_RUN := --server uvicorn --drivers psycopg2,asyncpg,psycopg --layers orm,core,driver \
 	--styles dependency --connections 24,100 --repeats 3 --with-ceilings
 
@@ -245,6 +250,8 @@ reference: setup
 	@d=$(REF)/app-items-decide; if [ -f $$d/metadata.json ]; then $(PY) -m harness decide --resume $$d; \
 	else $(PY) -m harness decide $(APP_DECIDE) --out $$d; fi
 	@$(PY) -m harness diagnose-examples --out $(REF)/diagnose
+	@d=$(REF)/map-blocking; if [ -f $$d/metadata.json ]; then $(PY) -m harness map --resume $$d; \
+	else $(PY) -m harness map $(BLOCKING_MAP) --out $$d; fi
 	@if [ -f $(REF)/map/metadata.json ]; then $(PY) -m harness map --resume $(REF)/map; \
 	else $(PY) -m harness map --server all --variants sync-dependency --out $(REF)/map; fi
 	@d=$(REF)/map-granian; if $(PY) -c 'import json, sys; plan = json.load(open(sys.argv[1]))["plan"]; \

@@ -25,6 +25,9 @@ def get_session(request: Request) -> Iterator[Any]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
+    if settings.SESSION_STYLE is SessionStyle.blocking:
+        # Not silently the dependency: `blocking` is the async app's mistake, no sync style.
+        raise ValueError("STYLE=blocking is the async app's (async def calling the sync session)")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

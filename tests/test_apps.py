@@ -1,6 +1,7 @@
 """Both apps, every driver, layer and session style, every endpoint, in-process against the real
 PostgreSQL."""
 
+import inspect
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +26,8 @@ COMBINATIONS = [
     for driver in DRIVERS[mode]
     for layer in Layer
     for style in SessionStyle
+    # `blocking` is the async app's only, and runs the sync driver whatever the async one is.
+    if style is not SessionStyle.blocking or (mode == "async" and driver is ASYNC_DRIVERS[0])
 ]
 
 
@@ -41,6 +44,16 @@ def client(request: pytest.FixtureRequest, db_url: str) -> Iterator[TestClient]:
     app: FastAPI = APPS[mode].create_app(settings)
     with TestClient(app) as test_client:
         yield test_client
+
+
+def test_blocking_is_async_def_on_the_sync_session_and_the_sync_app_refuses_it() -> None:
+    settings = Settings(DATABASE_URL="postgresql://nobody@127.0.0.1:1/none", STYLE="blocking")
+    with pytest.raises(ValueError, match="STYLE=blocking is the async app's"):
+        sync_app.create_app(settings)
+    app = async_app.create_app(settings)
+    (users,) = [r for r in app.routes if getattr(r, "path", "") == "/users"]
+    assert inspect.iscoroutinefunction(users.endpoint)  # type: ignore[attr-defined]
+    assert "(blocking, psycopg2, orm)" in app.title
 
 
 def test_health_needs_no_database() -> None:
@@ -131,10 +144,11 @@ def test_occupancy_reports_the_threadpool_the_pool_and_the_requests(client: Test
     assert idle["tokens_total"] == 7 and idle["tokens_in_use"] == 0 and idle["waiting"] == 0
     assert idle["checked_out"] == 0 and idle["capacity"] == 15
     # Threads blocked on the pool: a sync pool's count; an async pool's waiters are not threads.
-    sync = client.app.title.startswith("sync")  # type: ignore[attr-defined]
+    title: str = client.app.title  # type: ignore[attr-defined]
+    sync = title.startswith("sync") or "(blocking," in title  # `blocking` runs the sync pool
     assert idle["pool_waiting"] == (0 if sync else None)
     # Tasks waiting at an async SQLAlchemy pool (the driver layer's own pools do not say).
-    sqlalchemy_async = not sync and client.app.title.endswith(("orm)", "core)"))  # type: ignore[attr-defined]
+    sqlalchemy_async = not sync and title.endswith(("orm)", "core)"))
     assert idle.get("pool_tasks_waiting") == (0 if sqlalchemy_async else None)
     assert idle["loop_lag_ms"] is not None and idle["loop_lag_ms"] >= 0
     assert (idle["in_flight"], idle["ok"], idle["errors"]) == (0, 0, 0)

@@ -213,7 +213,8 @@ USERS = "http://127.0.0.1:8000/users"
 def test_bad_input_to_diagnose_is_one_line_and_exit_code_2(
     capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
-    assert message in refused(capsys, "diagnose", *args)
+    # With DRY_RUN: were a check lost, nothing would be loaded.
+    assert message in refused(capsys, "diagnose", "--dry-run", *args)
 
 
 def test_a_diagnose_dry_run_says_the_ramp_and_its_longest_time(
@@ -224,7 +225,7 @@ def test_a_diagnose_dry_run_says_the_ramp_and_its_longest_time(
     assert err.strip() == (
         "2 round(s) of levels 1, 2, 4, 8, 16, 32, 64, 128, 256 connections against "
         f"{USERS}, 5 s each: at most about 1.8 minutes (a round ends at its first level that "
-        "does not hold)"
+        "stalls), and up to 60 s before each later round for a stalled service to answer again"
     )
 
 
@@ -236,6 +237,9 @@ def test_the_blocking_mistake_is_a_variant_of_the_async_app_only(
         capsys, "map", "--dry-run", "--variants", "sync-blocking"
     )
     assert "use MODES=async" in refused(capsys, "serve", "--mode", "sync", "--style", "blocking")
+    assert "a decision sets sync against async done right" in refused(
+        capsys, "decide", "--dry-run", "--variants", "sync-context,async-blocking"
+    )
     code, out, _ = cli(capsys, "run", "--dry-run", "--mode", "async", "--style", "blocking")
     assert code == 0 and "-async-blocking-" in out
 

@@ -23,7 +23,17 @@ from servers.registry import Launch, Mode, server_argv
 from tests.cli import ROOT, harness
 from tests.test_target import answers_health
 
-pytestmark = pytest.mark.integration
+
+def may_ptrace() -> bool:
+    """Whether py-spy may read another process of this user (root may; YAMA may forbid it)."""
+    scope = Path("/proc/sys/kernel/yama/ptrace_scope")
+    return os.geteuid() == 0 or not scope.exists() or scope.read_text().strip() == "0"
+
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not may_ptrace(), reason="py-spy may not read another process here"),
+]
 
 
 @contextmanager
@@ -72,7 +82,8 @@ def test_the_seed_deadlock_is_named_with_its_threads_and_connections(
     assert found["cause"] == "pool deadlock", found["sentence"]
     assert "4 of 4 busy threadpool threads wait for 2 connections" in found["sentence"]
     assert "QueuePool._do_get" in found["sentence"]
-    assert "T + C = 4 + 2 = 6" in found["fix"] and "inside the endpoint" in found["fix"]
+    assert "under T + C = 4 + 2 = 6 requests at once (at most 5)" in found["fix"]
+    assert "inside the endpoint" in found["fix"]
     (low, high) = found["rounds"][0]["levels"]
     assert low["verdict"] == "held" and all(n > 0 for n in low["ok"])
     assert high["verdict"] == "stalled" and 0 in high["ok"]
@@ -103,7 +114,7 @@ def test_a_sync_session_in_async_def_is_a_blocked_loop(
     assert "async def" in found["fix"]
     levels = found["rounds"][0]["levels"]
     assert [lv["verdict"] for lv in levels] == ["impaired", "impaired"]  # answers, one by one
-    assert levels[1]["p99_ms"] > 4 * levels[0]["p99_ms"]  # 8 requests queue behind the loop
+    assert levels[1]["p50_ms"] > 3 * levels[0]["p50_ms"]  # 8 requests queue behind the loop
 
 
 def test_a_healthy_service_gets_no_cause_and_gunicorns_workers_are_each_read(
@@ -112,6 +123,8 @@ def test_a_healthy_service_gets_no_cause_and_gunicorns_workers_are_each_read(
     postgres.reset_dataset(pg.url, 10)
     with started("gunicorn", Mode.async_, pg.url, workers=2, STYLE="context") as (port, proc):
         found = diagnose(port, tmp_path / "h", "--connections=1,16", "--repeats=2")
+        typo = harness("diagnose", f"--target=http://127.0.0.1:{port}/user", timeout=60)
+    assert typo.returncode == 2 and f"127.0.0.1:{port}/user answers 404" in typo.stderr
     assert found["cause"] == "healthy", found["sentence"]
     assert found["sentence"].startswith("Healthy up to 16 connections")
     assert found["fix"] == ""
@@ -121,19 +134,21 @@ def test_a_healthy_service_gets_no_cause_and_gunicorns_workers_are_each_read(
     assert [len(r["levels"]) for r in rounds] == [2, 2]
     top = rounds[0]["levels"][1]
     assert all(n > 0 for n in top["ok"])
-    served = [p for p in top["processes"] if p["clients"]]
-    assert len(served) == 2 and sum(p["clients"] for p in served) >= 16  # both workers served
+    # The workers hold wrk's 16 connections between them (the arbiter none).
+    assert sum(p["clients"] or 0 for p in top["processes"]) >= 16
     assert all(p["dumps"] >= 2 and p["cause"] == "healthy" for p in top["processes"])
 
 
-def test_a_pid_that_is_not_python_or_a_port_nobody_listens_on_is_one_line(
+def test_a_port_nobody_listens_on_or_a_pid_that_is_not_the_service_is_one_line(
     tmp_path: Path,
 ) -> None:
     port = free_port()
     done = harness("diagnose", f"--target=http://127.0.0.1:{port}/users", timeout=60)
     assert done.returncode == 2
-    assert f"nothing listens on port {port}" in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1
+    assert done.stderr.strip() == (
+        f"error: TARGET: nothing listens on port {port} that this user may see; start the "
+        "service, or give its PID (PID=...)"
+    )
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
         done = harness(
@@ -145,6 +160,9 @@ def test_a_pid_that_is_not_python_or_a_port_nobody_listens_on_is_one_line(
         )
     finally:
         sleeper.kill()
-    assert done.returncode == 1
-    assert "make diagnose reads the service's threads with py-spy" in done.stderr
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"error: PID: neither process {sleeper.pid} nor a process under it listens on port "
+        f"{port} (TARGET's); name the service's own process"
+    )
     assert not (tmp_path / "x").exists()

@@ -133,6 +133,34 @@ def test_a_stall_with_every_token_in_slow_io_is_a_saturated_threadpool_else_unkn
     assert diagnose([], stalled=True).cause is Cause.unknown
 
 
+def test_a_loop_thread_waiting_for_the_gil_in_many_places_is_not_blocked() -> None:
+    def at(name: str, file: str) -> list[dict[str, Any]]:
+        dump = copy.deepcopy(BLOCKED)
+        for thread in dump:
+            if thread["frames"] and "shop_api" in thread["frames"][0]["short_filename"]:
+                thread["frames"][0].update(name=name, short_filename=file)
+        return dump
+
+    scattered = [at("handler", "shop/a.py"), at("render", "pricing/b.py"), IDLE, IDLE, IDLE]
+    assert diagnose(scattered).cause is Cause.healthy  # 2 of 5, in two modules
+    driver = [at("execute", "psycopg/cursor.py"), at("commit", "psycopg/connection.py"), IDLE]
+    found = diagnose(driver)  # 2 of 3, in one library: a blocking driver
+    assert found.cause is Cause.blocked_loop and "(and elsewhere in psycopg in 1)" in found.evidence
+
+
+def test_a_loop_run_by_uvloop_from_c_is_found_by_its_servers_frames() -> None:
+    # uvicorn 0.13 calls uvloop's run_until_complete: no Python runner frame below the app.
+    dump = copy.deepcopy(BLOCKED)
+    for thread in dump:
+        names = [f["name"] for f in thread["frames"]]
+        if "Runner.run" in names:
+            thread["frames"] = [
+                f for f in thread["frames"] if f["name"] not in ("Runner.run", "asyncio_run")
+            ]
+            thread["thread_name"] = "MainThread"
+    assert diagnose([dump, dump, IDLE]).cause is Cause.blocked_loop
+
+
 def test_a_loop_thread_waiting_for_the_gil_in_the_frameworks_is_not_blocked() -> None:
     waiting = copy.deepcopy(BLOCKED)
     for thread in waiting:
@@ -166,18 +194,26 @@ def process(cause: Cause = Cause.healthy, **changes: Any) -> ProcessLevel:
     return replace(base, **changes)
 
 
-def level(connections: int, ok: tuple[int, ...], *processes: ProcessLevel) -> Level:
+def level(
+    connections: int,
+    ok: tuple[int, ...],
+    *processes: ProcessLevel,
+    other: tuple[int, ...] | None = None,
+    pace: int = 0,
+) -> Level:
     return Level(
         connections=connections,
         ok=ok,
-        other=(0,) * len(ok),
+        other=other or (0,) * len(ok),
         first_second_s=0.6,
         ok_rps=sum(ok) / max(1, len(ok)),
         p50_ms=2.0,
         p99_ms=9.0,
         timeouts=0,
         socket_errors=0,
+        status_errors=sum(other or ()),
         processes=processes or (process(),),
+        paced_before=pace,
     )
 
 
@@ -185,8 +221,32 @@ def test_a_level_is_judged_second_by_second() -> None:
     assert level(8, (500, 480, 510)).verdict is LevelVerdict.held
     stalled = level(80, (300, 0, 0))
     assert stalled.verdict is LevelVerdict.stalled and stalled.stalled_from_s == 1.6
+    assert level(80, (0, 0, 0), pace=400).stalled_from_s == 0.6  # its pace, from the level before
     impaired = level(8, (30, 30, 30), process(Cause.blocked_loop))
     assert impaired.verdict is LevelVerdict.impaired and impaired.stalled_from_s is None
+
+
+def test_an_empty_second_of_a_slow_service_is_its_pace_and_errors_are_answers() -> None:
+    # One request of 1.5 s at a time: some seconds have none, and it never had a pace of 5.
+    slow = level(1, (1, 0, 1, 1, 0), pace=1)
+    assert slow.verdict is LevelVerdict.held and slow.stalled_from_s is None
+    # Load shed with 503: answers, all errors, from the second whole second.
+    shed = level(64, (200, 0, 0), other=(10, 900, 880))
+    assert shed.stalled_from_s is None and shed.failing_from_s == 1.6
+    assert shed.verdict is LevelVerdict.failing
+    found = conclude([Round(1, (shed,))], top=64)
+    assert found.cause is Cause.unknown
+    assert "answered only errors (status 400 or more) from 1.6 s at 64 connections" in (
+        found.sentence
+    )
+
+
+def test_a_supervisor_with_no_cause_does_not_hide_the_worker_that_has_one() -> None:
+    arbiter = process(Cause.unknown, pid=1, first_seen_s=None, clients=None)
+    worker = process(Cause.pool_deadlock, pid=2, first_seen_s=2.5)
+    assert level(80, (300, 0, 0), arbiter, worker).named() is worker
+    first, later = process(Cause.pool_deadlock, pid=3, first_seen_s=0.5), worker
+    assert level(80, (300, 0, 0), later, first).named() is first
 
 
 def test_the_deadlock_is_told_with_its_threads_connections_and_cap() -> None:
@@ -200,7 +260,10 @@ def test_the_deadlock_is_told_with_its_threads_connections_and_cap() -> None:
         "40 of 40 busy threadpool threads wait for 15 connections (to 127.0.0.1:5432) in "
         "`QueuePool._do_get`, none running a query (process 4417, from 0.4 s at 80 connections)"
     )
-    assert found.fix.endswith("or cap this process at T + C = 40 + 15 = 55 concurrent requests")
+    assert found.fix.endswith(
+        "or keep this process under T + C = 40 + 15 = 55 requests at once (at most 54), with "
+        "the server's concurrency limit"
+    )
     assert found.rounds == (
         "round 1: pool deadlock in process 4417 from 80 connections; stalled from 1.6 s at 80 "
         "connections",
@@ -213,7 +276,8 @@ def test_healthy_only_without_cause_or_stall_and_unknown_for_a_stall_without_cau
     assert held.cause is Cause.healthy and held.fix == ""
     assert held.sentence.startswith("Healthy up to 16 connections") and "925 req/s" in held.sentence
     stalled = conclude([Round(1, (level(16, (900, 0), process(Cause.unknown)),))], top=64)
-    assert stalled.cause is Cause.unknown and "stalled at 16 connections" in stalled.sentence
+    assert stalled.cause is Cause.unknown
+    assert "stalled from 1.6 s at 16 connections" in stalled.sentence
     skipped = conclude(
         [Round(1, (level(16, (5, 0), process(Cause.unknown)),)), Round(2, (), "x")], 16
     )
@@ -244,7 +308,7 @@ def test_the_page_opens_with_the_cause_and_its_fix_then_the_tables_and_stacks() 
     }
     page = report.markdown(conclude(rounds, 80), rounds, about)
     assert page.index("**Cause: pool deadlock.**") < page.index("**Fix:**") < page.index("|")
-    assert "| 1 | 80 | stalled from 1.6 s | 200 |" in page
+    assert "| 1 | 80 | stalled from 1.6 s | 200 |" in page and "| 400 0 |" in page
     assert "15 to 127.0.0.1:5432, 1 to 10.0.0.9:6379" in page
     assert "40 threads, innermost first:\n    Condition.wait (threading.py:331)" in page
     data = report.to_json(conclude(rounds, 80), rounds, about)

@@ -47,13 +47,18 @@ def plan_from(given: Given, base: str, requests: Requests, pid: int | None) -> D
         levels=levels,
         rounds=rounds[0],
         duration_s=duration,
-        pause_s=parse_duration(given["PAUSE"], "PAUSE"),
+        pause_s=0.0 if given["PAUSE"] in ("0", "0s") else parse_duration(given["PAUSE"], "PAUSE"),
         timeout_s=parse_wrk_seconds(given["TIMEOUT"], "TIMEOUT"),
         requests=None if path else requests,
     )
 
 
-def run(plan: DiagnosePlan, out: Path, say: Callable[[str], None]) -> int:
+def run(
+    plan: DiagnosePlan,
+    out: Path,
+    say: Callable[[str], None],
+    alongside: dict[str, Any] | None = None,
+) -> int:
     found = service.find(plan.port, plan.pid)
     try:
         check_dumpable(found)
@@ -61,9 +66,15 @@ def run(plan: DiagnosePlan, out: Path, say: Callable[[str], None]) -> int:
         raise HarnessError(
             f"{exc}; make diagnose reads the service's threads with py-spy"
         ) from None
-    if not answers(plan.url, FIRST_ANSWER_S):
+    status = answers(plan.url, FIRST_ANSWER_S)
+    if status is None:
         raise HarnessError(f"{plan.url} gave no answer in {FIRST_ANSWER_S:g} s; is it up?")
-    out.mkdir(parents=True)
+    if status >= 400:
+        raise UsageError(
+            f"TARGET: {plan.url} answers {status}: diagnose a request the service serves "
+            "(a path that answers 2xx, or REQUESTS with its headers)"
+        )
+    out.mkdir(parents=True, exist_ok=True)  # an empty one is allowed (RunDir.check_creatable)
     say(f"diagnosing {plan.url}: {found.describe()}; about {plan.estimate_s() / 60:.1f} minutes")
     about: dict[str, Any] = {
         "plan": plan.to_json(),
@@ -80,13 +91,13 @@ def run(plan: DiagnosePlan, out: Path, say: Callable[[str], None]) -> int:
             "git": git_commit(),
             "wrk": wrk.version().split(" Copyright")[0],
             "py-spy": py_spy_version(),
+            **(alongside or {}),
         },
     }
     rounds: list[Round] = []
     about["run"]["complete"] = False
     try:
-        for r in execute(plan, out / "dumps", say):
-            rounds.append(r)
+        execute(plan, out / "dumps", say, rounds)
         about["run"]["complete"] = True
     finally:  # also when interrupted, with the rounds measured so far
         about["run"]["finished"] = now_iso()

@@ -41,6 +41,7 @@ from harness.domain.axes import (
     Stack,
     Workload,
     WrkRunner,
+    driver_mode,
 )
 from harness.domain.cell import Cell, ServerConfig, Target, UserApp
 from harness.domain.errors import HarnessError, UsageError
@@ -68,7 +69,6 @@ from harness.domain.plan import (
     CapacityPlan,
     MapPlan,
     Matrix,
-    driver_mode,
     loads,
     schedule,
     side_by_side,
@@ -87,11 +87,13 @@ from harness.run.capacity import WARMUP_S as CAPACITY_WARMUP_S
 from harness.run.capacity import estimate_s as capacity_estimate_s
 from harness.run.capacity import execute_capacity
 from harness.run.capacity import probe_s as capacity_probe_s
+from harness.run.diagnose import RECOVER_S
+from harness.run.diagnose_examples import BY_NAME as EXAMPLES
 from harness.run.fmap import estimate_s, execute_map
 from harness.run.generators import compare as compare_generators
 from harness.run.options import Options
 from harness.run.serve import serve
-from harness.run.session import Interrupted, preflight, provenance_entry
+from harness.run.session import Interrupted, interrupt_on_signals, preflight, provenance_entry
 from harness.store.rundir import RunDir
 from servers.registry import WRK_IMAGE
 
@@ -172,6 +174,11 @@ def bench_cells(given: Given) -> list[Cell]:
         return target_cells(target, modes[0], workloads, connections, duration, load)
     if given.command == "decide":
         variants, styles_name = tuple(parse_variants(given["VARIANTS"])), "VARIANTS"
+        if any(style is SessionStyle.blocking for _, style in variants):
+            raise UsageError(
+                "VARIANTS: async-blocking is a mistake kept for make diagnose and the map; a "
+                "decision sets sync against async done right"
+            )
     else:
         modes = tuple(_choices(given, "MODES", Mode))
         styles = tuple(_choices(given, "STYLES", SessionStyle))
@@ -847,7 +854,7 @@ def capacity_plan(given: Given) -> CapacityPlan:
     if "MODES" in given.explicit:
         raise UsageError("MODE: only with APP; make capacity's modes are its VARIANTS")
     variants = tuple(parse_variants(given["VARIANTS"]))
-    in_use = tuple(dict.fromkeys(m for m, _ in variants))
+    in_use = tuple(dict.fromkeys(driver_mode(m, s) for m, s in variants))
     # capacity.md names a line by its variant and shape (server, workers, rows, latency):
     # the other settings take one value each.
     one = "make capacity takes one (its lines are told apart by variant and shape only)"
@@ -957,12 +964,14 @@ def _diagnose(given: Given) -> int:
         say(
             f"{plan.rounds} round(s) of levels {levels} connections against {plan.url}, "
             f"{plan.duration_s:g} s each: at most about {plan.estimate_s() / 60:.1f} minutes "
-            "(a round ends at its first level that does not hold)"
+            "(a round ends at its first level that stalls), and up to "
+            f"{RECOVER_S:g} s before each later round for a stalled service to answer again"
         )
         return 0
     out = _out(given, f"diagnose-{plan.port}")
-    _lock(given, out)
-    return diagnose.run(plan, out, say)
+    alongside = _lock(given, out)
+    with interrupt_on_signals():
+        return diagnose.run(plan, out, say, alongside)
 
 
 def _diagnose_examples(args: argparse.Namespace) -> int:
@@ -970,7 +979,10 @@ def _diagnose_examples(args: argparse.Namespace) -> int:
     if other is not None:
         raise Busy(f"another harness is measuring on this machine: `{other.get('command')}`")
     try:
-        return diagnose.examples(Path(args.out), list(args.names), say)
+        with interrupt_on_signals():
+            return diagnose.examples(Path(args.out), list(args.names), say)
+    except (Interrupted, KeyboardInterrupt):
+        return 130
     finally:
         process.release_lock()
 
@@ -1165,8 +1177,14 @@ def parser() -> argparse.ArgumentParser:
         "diagnose-examples",
         help="the demo app's mistakes served and diagnosed (make diagnose-examples)",
     )
-    dex.add_argument("names", nargs="*", metavar="NAME", help="examples (default: all)")
-    dex.add_argument("--out", default=str(RESULTS / "reference" / "diagnose"))
+    dex.add_argument(
+        "names", nargs="*", metavar="NAME", help=f"of {', '.join(EXAMPLES)} (default: all)"
+    )
+    dex.add_argument(
+        "--out",
+        default=str(RESULTS / "reference" / "diagnose"),
+        help="where each example's report goes, in a folder of its name (default: %(default)s)",
+    )
     dex.set_defaults(func=_diagnose_examples)
     gen = sub.add_parser(
         "generators",

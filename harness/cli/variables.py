@@ -72,7 +72,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "STYLES",
         "session styles: dependency (the seed's Depends generator), context (`with` inside the "
-        "endpoint), limited (Depends(max_concurrency=pool capacity)); STYLE is the same",
+        "endpoint), limited (Depends(max_concurrency=pool capacity)), blocking (async only: "
+        "the mistake of calling the sync session from async def); STYLE is the same",
         {"run": "dependency,context", "serve": "dependency"},
         alias="STYLE",
     ),
@@ -319,7 +320,7 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "OUT",
-        "run directory (default results/runs/<time>-<server>)",
+        "run directory (default results/runs/<time>-<server>; diagnose: <time>-diagnose-<port>)",
         {"run": "", "map": "", "decide": "", "capacity": "", "diagnose": ""},
     ),
     Variable(

@@ -35,6 +35,12 @@ DRIVERS_FOR = {Mode.sync: SYNC_DRIVERS, Mode.async_: ASYNC_DRIVERS}
 DEFAULT_DRIVER = {mode: drivers[0] for mode, drivers in DRIVERS_FOR.items()}
 
 
+def driver_mode(mode: Mode, style: SessionStyle) -> Mode:
+    """The mode whose driver a variant's app uses: the sync one for `blocking`, the async
+    app's mistake of calling the sync session."""
+    return Mode.sync if style is SessionStyle.blocking else mode
+
+
 class Workload(StrEnum):
     list = "list"  # GET /users
     insert = "insert"  # GET /users/insert-data-to-test

@@ -26,6 +26,7 @@ from harness.domain.axes import (
     SessionStyle,
     Stack,
     Workload,
+    driver_mode,
 )
 from harness.domain.requests import Requests
 
@@ -189,7 +190,8 @@ class Cell:
     def __post_init__(self) -> None:
         config = self.config
         if config is not None and config.driver is None:
-            object.__setattr__(self, "server", replace(config, driver=DEFAULT_DRIVER[self.mode]))
+            driver = DEFAULT_DRIVER[driver_mode(self.mode, config.style)]
+            object.__setattr__(self, "server", replace(config, driver=driver))
 
     @property
     def config(self) -> ServerConfig | None:
@@ -276,7 +278,8 @@ class Cell:
 
     @property
     def default_driver(self) -> bool:
-        return self.driver is None or self.driver is DEFAULT_DRIVER[self.mode]
+        mode = driver_mode(self.mode, self.config.style) if self.config else self.mode
+        return self.driver is None or self.driver is DEFAULT_DRIVER[mode]
 
     @property
     def tokens_label(self) -> str:

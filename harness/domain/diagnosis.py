@@ -7,12 +7,12 @@ worker loop, a pool's checkout, the event loop's runner. Causes:
 - `pool deadlock`: every busy threadpool thread waits in a pool's checkout, dump after dump, so
   none runs a query: the connections are held by requests waiting for a token, the threadpool x
   connection-pool deadlock (FastAPI issue 3205).
-- `blocked loop`: the event loop's thread waits at one place outside the servers' and
-  frameworks' own code (a driver, the app) without holding the GIL, in at least a third of the
-  dumps: blocking I/O (a sync driver, `time.sleep`) called from an `async def` endpoint, so every
-  request of that process waits for it. A blocking call shows in proportion to the time it
-  takes; a loop thread only waiting for the GIL waits inside the frameworks' code (routing,
-  serialization), which is not counted.
+- `blocked loop`: the event loop's thread waits in one library or module outside the servers'
+  and frameworks' own code (a driver, the app) without holding the GIL, in at least a third of
+  the dumps (and two): blocking I/O (a sync driver, `time.sleep`) called from an `async def`
+  endpoint, so every request of that process waits for it. A blocking call shows in
+  proportion to the time it takes; a loop thread only waiting for the GIL waits inside the
+  frameworks' code (routing, serialization), which is not counted.
 - `threadpool saturated` (only where the service stalled): every threadpool thread busy, none in
   a pool's checkout, in a majority of the dumps: slow calls hold every token.
 - `unknown` (only where the service stalled): none of these; the places threads wait are shown.
@@ -40,29 +40,18 @@ BLOCKED_SHARE, BLOCKED_LEAST = 1 / 3, 2
 # Where a loop thread's own work runs (the top package of py-spy's short file name): servers,
 # frameworks, the standard library's loop. A GIL wait lands in these; a blocking call does not.
 LOOP_LIBRARIES = frozenset(
-    [
-        "asyncio",
-        "selectors",
-        "uvloop",
-        "uvicorn",
-        "hypercorn",
-        "h11",
-        "h2",
-        "httptools",
-        "wsproto",
-        "gunicorn",
-        "granian",
-        "starlette",
-        "fastapi",
-        "anyio",
-        "sniffio",
-        "pydantic",
-        "pydantic_core",
-        "json",
-        "typing",
-        "contextlib",
-    ]
+    (
+        *("asyncio", "selectors", "uvloop", "concurrent", "threading", "queue", "_weakrefset"),
+        *("weakref", "contextlib", "functools", "inspect", "enum", "logging", "typing", "abc"),
+        *("collections", "dataclasses", "copy", "re", "json"),
+        *("uvicorn", "hypercorn", "granian", "gunicorn", "uvicorn_worker", "h11", "h2"),
+        *("httptools", "wsproto", "starlette", "fastapi", "anyio", "sniffio"),
+        *("pydantic", "pydantic_core"),
+    )
 )
+# ASGI servers: a process's main thread with their frames (and no threadpool's) runs the loop,
+# also where uvloop runs it from C with no runner frame of Python's (uvicorn 0.13, granian).
+SERVER_PACKAGES = frozenset(("uvicorn", "hypercorn", "granian", "uvicorn_worker"))
 
 
 class Cause(StrEnum):
@@ -115,12 +104,21 @@ def pool_waits(dump: Sequence[dict[str, Any]]) -> tuple[int, int, Counter[str]]:
     return pool, idle, waits
 
 
+def _is_loop_thread(thread: dict[str, Any]) -> bool:
+    names = _names(thread)
+    if any(n in LOOP_RUNNERS for n in names):
+        return True
+    if any(n in WORKER_LOOPS for n in names) or thread.get("thread_name") != "MainThread":
+        return False
+    return any(_package(f) in SERVER_PACKAGES for f in thread.get("frames", []))
+
+
 def loop_blocked_in(dump: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """The innermost frame of an event loop's thread that is in application code and not
-    running (a blocking call), if one is."""
+    """The innermost frame of an event loop's thread that is outside the loop's own work and
+    not running (a blocking call), if one is."""
     for thread in dump:
         names = _names(thread)
-        if not any(n in LOOP_RUNNERS for n in names) or not names:
+        if not names or not _is_loop_thread(thread):
             continue
         if names[0] in LOOP_WAITS or thread.get("owns_gil"):
             continue  # waiting for events, or running Python code (CPU, not a blocking call)
@@ -164,14 +162,14 @@ def diagnose(
             "process's concurrent requests at threadpool tokens + pool capacity",
         )
     blocked = [b for dump in dumps if (b := loop_blocked_in(dump)) is not None]
-    if len(blocked) >= max(BLOCKED_LEAST, BLOCKED_SHARE * len(dumps)):
-        places = Counter(_where(b) for b in blocked)
+    # In one library or module, dump after dump: a GIL wait lands anywhere, a blocking call
+    # where it is made (a driver's execute, commit or connect; the app's `time.sleep`).
+    by_package = Counter(_package(b) for b in blocked)
+    package, in_package = by_package.most_common(1)[0] if blocked else ("", 0)
+    if in_package >= max(BLOCKED_LEAST, BLOCKED_SHARE * len(dumps)):
+        places = Counter(_where(b) for b in blocked if _package(b) == package)
         where, count = places.most_common(1)[0]
-        also = (
-            f" (and elsewhere outside the loop in {len(blocked) - count})"
-            if len(places) > 1
-            else ""
-        )
+        also = f" (and elsewhere in {package} in {in_package - count})" if len(places) > 1 else ""
         return Diagnosis(
             Cause.blocked_loop,
             f"the event loop's thread waits inside {where} in {count} of {len(dumps)} dumps"
@@ -237,7 +235,13 @@ def stacks(dump: Sequence[dict[str, Any]], depth: int = 10) -> list[tuple[int, l
 class LevelVerdict(StrEnum):
     held = "held"  # answers every second, no cause in any process's dumps
     impaired = "impaired"  # answers every second, but a process's dumps name a cause
-    stalled = "stalled"  # a whole second without one successful answer
+    failing = "failing"  # a whole second whose answers were all errors (status 400 or more)
+    stalled = "stalled"  # a whole second without an answer, from a service that had a pace
+
+
+# An empty second is a stall only once the service has answered this many in one second: below
+# it, an empty second may be its pace (one slow request at a time), not a stall.
+PACE = 5
 
 
 @dataclass(frozen=True)
@@ -277,25 +281,51 @@ class Level:
     p99_ms: float
     timeouts: int
     socket_errors: int
+    status_errors: int  # answers of status 400 or more, over the whole level (wrk's count)
     processes: tuple[ProcessLevel, ...]
+    paced_before: int = 0  # the most answers in one second earlier in the round
+
+    def _from(self, second: int | None) -> float | None:
+        return None if second is None else round(self.first_second_s + second, 2)
 
     @property
     def stalled_from_s(self) -> float | None:
-        zero = next((i for i, n in enumerate(self.ok) if n == 0), None)
-        return None if zero is None else round(self.first_second_s + zero, 2)
+        """The first whole second with no answer at all, once the service had a pace."""
+        pace = self.paced_before
+        for i, (ok, other) in enumerate(zip(self.ok, self.other, strict=True)):
+            if ok + other == 0 and pace >= PACE:
+                return self._from(i)
+            pace = max(pace, ok + other)
+        return None
+
+    @property
+    def failing_from_s(self) -> float | None:
+        """The first whole second whose answers were all errors."""
+        pairs = zip(self.ok, self.other, strict=True)
+        return self._from(
+            next((i for i, (ok, other) in enumerate(pairs) if other and not ok), None)
+        )
 
     @property
     def verdict(self) -> LevelVerdict:
         if self.stalled_from_s is not None:
             return LevelVerdict.stalled
+        if self.failing_from_s is not None:
+            return LevelVerdict.failing
         if any(p.cause is not Cause.healthy for p in self.processes):
             return LevelVerdict.impaired
         return LevelVerdict.held
 
     def named(self) -> ProcessLevel | None:
-        """The process whose dumps name a cause (the first to show it), if one does."""
+        """The process whose dumps name a cause, if one does: a known cause before `unknown`,
+        then the first seen."""
+
+        def order(p: ProcessLevel) -> tuple[bool, float]:
+            seen = p.first_seen_s if p.first_seen_s is not None else float("inf")
+            return (p.cause is Cause.unknown, seen)
+
         found = [p for p in self.processes if p.cause is not Cause.healthy]
-        return min(found, key=lambda p: p.first_seen_s or 0.0) if found else None
+        return min(found, key=order) if found else None
 
 
 @dataclass(frozen=True)
@@ -329,9 +359,12 @@ def fix_for(process: ProcessLevel) -> str:
         busiest = process.busiest_out()
         if busiest and process.busy:
             t, c = process.busy, busiest[1]
+            # It takes T + C requests at once: T threads waiting on C connections whose
+            # requests wait for a thread.
             return (
-                f"{process.fix.split('; or cap')[0]}; or cap this process at T + C = {t} + {c} "
-                f"= {t + c} concurrent requests"
+                f"{process.fix.split('; or cap')[0]}; or keep this process under T + C = {t} + "
+                f"{c} = {t + c} requests at once (at most {t + c - 1}), with the server's "
+                "concurrency limit"
             )
     return process.fix
 
@@ -356,8 +389,20 @@ def first_cause(r: Round) -> tuple[Level, ProcessLevel] | None:
     return (known or named or [None])[0]
 
 
+STOPS = (LevelVerdict.stalled, LevelVerdict.failing)  # a round ends at such a level
+
+
 def stall(r: Round) -> Level | None:
-    return next((lv for lv in r.levels if lv.verdict is LevelVerdict.stalled), None)
+    """The level where the round stopped: stalled, or answering only errors."""
+    return next((lv for lv in r.levels if lv.verdict in STOPS), None)
+
+
+def _what(level: Level) -> str:
+    """'stalled from 1.6 s at 80 connections', or 'only errors from ...'."""
+    at = _plural(level.connections, "connection")
+    if level.verdict is LevelVerdict.stalled:
+        return f"stalled from {level.stalled_from_s:g} s at {at}"
+    return f"answered only errors (status 400 or more) from {level.failing_from_s:g} s at {at}"
 
 
 def _round_line(r: Round, top: int) -> str:
@@ -371,10 +416,7 @@ def _round_line(r: Round, top: int) -> str:
         lv, p = found
         parts.append(f"{p.cause} in process {p.pid} from {_plural(lv.connections, 'connection')}")
     if stalled is not None:
-        parts.append(
-            f"stalled from {stalled.stalled_from_s:g} s at "
-            f"{_plural(stalled.connections, 'connection')}"
-        )
+        parts.append(_what(stalled))
         if found is None or found[1].cause is Cause.unknown:
             parts.append("no known cause in the dumps")
     else:
@@ -396,8 +438,8 @@ def conclude(rounds: Sequence[Round], top: int) -> Conclusion:
         if commonest is Cause.unknown:
             return Conclusion(
                 Cause.unknown,
-                f"The service stalled at {_plural(level.connections, 'connection')} (round "
-                f"{r.number}), and its threads show no cause this tool knows: {p.evidence}",
+                f"The service {_what(level)} (round {r.number}), and its threads show no cause "
+                f"this tool knows: {p.evidence}",
                 "",
                 lines,
             )
@@ -407,8 +449,7 @@ def conclude(rounds: Sequence[Round], top: int) -> Conclusion:
         r, level = stalled[0]
         return Conclusion(
             Cause.unknown,
-            f"The service stalled at {_plural(level.connections, 'connection')} (round "
-            f"{r.number}) and no thread dump of it was read",
+            f"The service {_what(level)} (round {r.number}), and no process's dumps show a cause",
             "",
             lines,
         )

@@ -28,6 +28,7 @@ from harness.domain.axes import (
     SessionStyle,
     Stack,
     Workload,
+    driver_mode,
 )
 from harness.domain.cell import Cell, ServerConfig, Target, UserApp
 from harness.domain.rules import order, predicted
@@ -35,12 +36,6 @@ from harness.domain.search import resolution
 from harness.domain.slo import Slo, parse_slo
 
 CEILING_LEVELS = (1, 12, 24, 48, 100, 200)
-
-
-def driver_mode(mode: Mode, style: SessionStyle) -> Mode:
-    """The mode whose driver a variant's app uses: the sync one for `blocking`, the async
-    app's mistake of calling the sync session."""
-    return Mode.sync if style is SessionStyle.blocking else mode
 
 
 MAP_VARIANTS = (

@@ -57,7 +57,13 @@ def find(port: int, pid: int | None = None) -> Service:
     if pid is not None:
         if not psutil.pid_exists(pid):
             raise UsageError(f"PID: no process {pid} is running on this machine")
-        return Service(port, pid, _tree(pid), f"PID {pid}")
+        tree = _tree(pid)
+        if not any(_listens(p, port) for p in tree):
+            raise UsageError(
+                f"PID: neither process {pid} nor a process under it listens on port {port} "
+                "(TARGET's); name the service's own process"
+            )
+        return Service(port, pid, tree, f"PID {pid}")
     pids = listening(port)
     if not pids:
         raise UsageError(
@@ -80,7 +86,7 @@ def _listens(pid: int, port: int) -> bool:
 
 
 def _root(pid: int, port: int) -> int:
-    while (parent := _parent(pid)) and parent > 1 and _listens(parent, port):
+    while (parent := _parent(pid)) is not None and _listens(parent, port):
         pid = parent
     return pid
 

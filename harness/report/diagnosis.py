@@ -9,7 +9,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.domain.diagnosis import Cause, Conclusion, Level, ProcessLevel, Round
+from harness.domain.diagnosis import (
+    PACE,
+    Cause,
+    Conclusion,
+    Level,
+    ProcessLevel,
+    Round,
+    first_cause,
+)
 from harness.report.table import md_table
 
 FIX_HEAD = {
@@ -70,8 +78,11 @@ def markdown(conclusion: Conclusion, rounds: Sequence[Round], about: dict[str, A
         "",
         "## The ramp, second by second",
         "",
-        "A level is `stalled` from its first whole second without one successful answer, "
-        "`impaired` where answers kept coming but a process's dumps name a cause, else `held`.",
+        "A level is `stalled` from its first whole second without an answer (once the service "
+        f"had answered {PACE} in a second), `failing` from its first whole second of errors "
+        "only (status 400 or more), `impaired` where answers kept coming but a process's "
+        "dumps name a cause, else `held`. Errors: wrk's timeouts, socket errors and error "
+        "statuses over the whole level.",
         "",
         _ramp_table(rounds),
         "## Each process at each level",
@@ -91,9 +102,12 @@ def _ramp_table(rounds: Sequence[Round]) -> str:
     rows = []
     for r in rounds:
         for lv in r.levels:
-            stalled = lv.stalled_from_s
-            verdict = f"{lv.verdict} from {stalled:g} s" if stalled is not None else lv.verdict
-            errors = lv.timeouts + lv.socket_errors + sum(lv.other)
+            since = lv.stalled_from_s if lv.stalled_from_s is not None else lv.failing_from_s
+            verdict = f"{lv.verdict} from {since:g} s" if since is not None else lv.verdict
+            errors = lv.timeouts + lv.socket_errors + lv.status_errors
+            seconds = [
+                f"{k}" + (f" ({o})" if o else "") for k, o in zip(lv.ok, lv.other, strict=True)
+            ]
             rows.append(
                 [
                     r.number,
@@ -103,11 +117,11 @@ def _ramp_table(rounds: Sequence[Round]) -> str:
                     f"{lv.p50_ms:,.1f}",
                     f"{lv.p99_ms:,.1f}",
                     errors,
-                    " ".join(map(str, lv.ok)) or "-",
+                    " ".join(seconds) or "-",
                 ]
             )
     head = ["round", "connections", "verdict", "req/s", "p50 ms", "p99 ms", "errors"]
-    head.append("answers in each whole second")
+    head.append("answers in each whole second (errors)")
     return md_table(head, rows, ["---:", "---:", "---", "---:", "---:", "---:", "---:", "---"])
 
 
@@ -141,14 +155,14 @@ def _process_table(rounds: Sequence[Round]) -> str:
 
 
 def _evidence(rounds: Sequence[Round]) -> list[str]:
-    """For each round's last level that named a cause: that process's threads where they stood
-    in the first dump that showed it."""
+    """For each round's first level that named a cause (the conclusion's): that process's
+    threads where they stood in the first dump that showed it."""
     out: list[str] = []
     for r in rounds:
-        lv = r.last
-        p = lv.named() if lv is not None else None
-        if lv is None or p is None:
+        found = first_cause(r)
+        if found is None:
             continue
+        lv, p = found
         seen = (
             f"the dump taken {p.first_seen_s:g} s into the level"
             if p.first_seen_s is not None

@@ -1003,7 +1003,8 @@ def diagnose_section(root: Path, base: Path) -> list[str]:
             [
                 f"[`{path.parent.name}`]({_rel(path.parent, base)}/diagnosis.md)",
                 data["service"]["described"],
-                f"**{data['cause']}**: {data['sentence']}",
+                f"**{data['cause']}**: {data['sentence']}"
+                + ("" if run.get("complete") else " (incomplete: interrupted)"),
                 f"{run['git']['sha'][:7]}{' (dirty)' if run['git']['dirty'] else ''}, "
                 f"{run['machine']['cpu_model']}",
             ]

@@ -32,6 +32,7 @@ from harness.domain.axes import (
     Verdict,
     Workload,
     WrkRunner,
+    driver_mode,
 )
 from harness.domain.cell import Cell, ServerConfig, Target, UserApp
 from harness.domain.occupancy import ThreadDump, Timeline, Window, summarize, window_of
@@ -60,7 +61,7 @@ def server_env(
 ) -> dict[str, str]:
     # The names `make bench` gives them (app/settings.py reads them).
     env = {
-        "DRIVERS": str(config.driver or DEFAULT_DRIVER[mode]),
+        "DRIVERS": str(config.driver or DEFAULT_DRIVER[driver_mode(mode, config.style)]),
         "LAYER": str(config.layer),
         "DATABASE_URL": url,
         "POOLS": str(config.pool),

@@ -11,21 +11,22 @@ moved while it was read), which a cause named from a share of several dumps abso
 from __future__ import annotations
 
 import gzip
+import http.client
 import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from harness.domain.diagnosis import (
+    STOPS,
     Cause,
     Level,
-    LevelVerdict,
     ProcessLevel,
     Round,
     diagnose,
@@ -97,15 +98,15 @@ class _Seen:
             self.out[remote] = max(self.out.get(remote, 0), n)
 
 
-def answers(url: str, timeout_s: float) -> bool:
-    """Whether the service gives any HTTP answer (an error status is an answer)."""
+def answers(url: str, timeout_s: float) -> int | None:
+    """The HTTP status the service answers with (an error status is an answer), or None."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s):
-            return True
-    except urllib.error.HTTPError:
-        return True
-    except (OSError, ValueError):
-        return False
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (OSError, ValueError, http.client.HTTPException):
+        return None  # no answer, or not HTTP
 
 
 def check_dumpable(found: service.Service) -> None:
@@ -120,29 +121,35 @@ def check_dumpable(found: service.Service) -> None:
     raise DumpFailed(errors[0] if errors else f"no process of {found.describe()} to dump")
 
 
-def execute(plan: DiagnosePlan, dumps_dir: Path, say: Callable[[str], None]) -> Iterator[Round]:
-    """Each round's ramp, in turn; a round ends at its first stalled level (a level whose
-    dumps name a cause while answers keep coming is followed by the next: how the fault grows
-    with the load is part of the evidence)."""
+def execute(
+    plan: DiagnosePlan, dumps_dir: Path, say: Callable[[str], None], rounds: list[Round]
+) -> None:
+    """Each round's ramp, in turn, into `rounds` level by level (what was measured is there
+    however this ends). A round ends at its first level that stalled or answered only errors;
+    a level whose dumps name a cause while answers keep coming is followed by the next: how
+    the fault grows with the load is part of the evidence."""
     for number in range(1, plan.rounds + 1):
         if number > 1 and not _recovered(plan):
-            yield Round(number, (), f"no answer for {RECOVER_S:g} s after round {number - 1}")
+            rounds.append(
+                Round(number, (), f"no answer for {RECOVER_S:g} s after round {number - 1}")
+            )
             return
-        levels: list[Level] = []
+        rounds.append(Round(number, ()))
+        pace = 0
         for i, connections in enumerate(plan.levels):
             time.sleep(plan.pause_s if i else 0.0)
-            level = measure_level(plan, connections, number, dumps_dir)
-            levels.append(level)
+            level = measure_level(plan, connections, number, dumps_dir, pace)
+            rounds[-1] = Round(number, (*rounds[-1].levels, level))
+            pace = max(pace, *(a + b for a, b in zip(level.ok, level.other, strict=True)))
             say(_line(number, level))
-            if level.verdict is LevelVerdict.stalled:
+            if level.verdict in STOPS:
                 break
-        yield Round(number, tuple(levels))
 
 
 def _recovered(plan: DiagnosePlan) -> bool:
     deadline = time.monotonic() + RECOVER_S
     while time.monotonic() < deadline:
-        if answers(plan.url, min(5.0, max(0.5, deadline - time.monotonic()))):
+        if answers(plan.url, min(5.0, max(0.5, deadline - time.monotonic()))) is not None:
             return True
         time.sleep(1.0)
     return False
@@ -151,15 +158,19 @@ def _recovered(plan: DiagnosePlan) -> bool:
 def _line(number: int, level: Level) -> str:
     named = level.named()
     cause = f"; {named.cause} in process {named.pid}" if named else ""
-    stalled = level.stalled_from_s
-    when = f" from {stalled:g} s" if stalled is not None else ""
+    since = level.stalled_from_s if level.stalled_from_s is not None else level.failing_from_s
+    when = f" from {since:g} s" if since is not None else ""
     return (
         f"round {number}, {level.connections} connections: {level.verdict}{when}, "
         f"{level.ok_rps:.0f} req/s, p99 {level.p99_ms:.0f} ms{cause}"
     )
 
 
-def measure_level(plan: DiagnosePlan, connections: int, number: int, dumps_dir: Path) -> Level:
+def measure_level(
+    plan: DiagnosePlan, connections: int, number: int, dumps_dir: Path, pace: int = 0
+) -> Level:
+    """One level: wrk's answers per second, every process dumped and its sockets counted.
+    `pace`: the most answers in one second earlier in the round."""
     found = service.find(plan.port, plan.pid)  # again: a server may have replaced a worker
     command = wrk.WrkCommand(
         url=plan.url,
@@ -182,15 +193,8 @@ def measure_level(plan: DiagnosePlan, connections: int, number: int, dumps_dir: 
     last = int(t0 + plan.duration_s - EDGE_S)  # the first second not wholly inside
     ok = tuple(run.seconds["ok"].get(s, 0) for s in range(first, last))
     other = tuple(run.seconds["other"].get(s, 0) for s in range(first, last))
-    stalled = 0 in ok
-    processes = tuple(
-        _process(
-            pid, seen[pid], cpu_before.get(pid), elapsed, stalled, number, connections, dumps_dir
-        )
-        for pid in found.processes
-    )
     r = run.result
-    return Level(
+    level = Level(
         connections=connections,
         ok=ok,
         other=other,
@@ -200,8 +204,18 @@ def measure_level(plan: DiagnosePlan, connections: int, number: int, dumps_dir: 
         p99_ms=r.p99_ms,
         timeouts=r.timeouts,
         socket_errors=r.connect_errors + r.read_errors + r.write_errors,
-        processes=processes,
+        status_errors=r.status_errors,
+        processes=(),
+        paced_before=pace,
     )
+    stopped = level.verdict in STOPS  # by its seconds alone
+    processes = tuple(
+        _process(
+            pid, seen[pid], cpu_before.get(pid), elapsed, stopped, number, connections, dumps_dir
+        )
+        for pid in found.processes
+    )
+    return replace(level, processes=processes)
 
 
 def _sample(
@@ -244,7 +258,9 @@ def _process(
     dumps_dir: Path,
 ) -> ProcessLevel:
     dumps = [d for _, d in seen.dumps]
-    found = diagnose(dumps, stalled=stalled)
+    # A process that held no client (an arbiter, a supervisor) has no part in a stall.
+    serving = seen.clients is None or seen.clients > 0
+    found = diagnose(dumps, stalled=stalled and serving)
     first = next((at for at, d in seen.dumps if shows(found.cause, d)), None)
     shown = next((d for at, d in seen.dumps if at == first), dumps[-1] if dumps else [])
     cpu_after = service.cpu_seconds(pid)
@@ -258,7 +274,11 @@ def _process(
         dumps_dir.mkdir(parents=True, exist_ok=True)
         kept = [{"at_s": at, "threads": d} for at, d in seen.dumps]
         (dumps_dir / name).write_bytes(gzip.compress(json.dumps(kept).encode(), mtime=0))
-    pool, idle, in_pool = pool_waits(shown)
+    pool, _, in_pool = pool_waits(shown)
+    # The threads a deadlock holds: the most busy at once in the dumps that show it (a torn
+    # dump may miss one).
+    showing = [d for _, d in seen.dumps if shows(found.cause, d)] or [shown]
+    busy = max(p - i for p, i, _ in map(pool_waits, showing))
     return ProcessLevel(
         pid=pid,
         dumps=len(dumps),
@@ -268,7 +288,7 @@ def _process(
         cpu_percent=cpu,
         threads=len(shown),
         threadpool=pool,
-        busy=pool - idle,
+        busy=busy,
         in_pool=dict(in_pool),
         waits=dict(waits(shown).most_common()),
         cause=found.cause,
