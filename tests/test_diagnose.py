@@ -78,12 +78,15 @@ def test_the_seed_deadlock_is_named_with_its_threads_and_connections(
     postgres.reset_dataset(pg.url, 10)
     env = {"STYLE": "dependency", "TOKENS": "4", "POOLS": "2+0", "POOL_TIMEOUT": "5s"}
     with started("uvicorn", Mode.sync, pg.url, **env) as (port, _):
-        found = diagnose(port, tmp_path / "d", "--connections=2,16", "--repeats=1")
+        found = diagnose(port, tmp_path / "d", "--connections=2,16", "--repeats=2")
     assert found["cause"] == "pool deadlock", found["sentence"]
     assert "4 of 4 busy threadpool threads wait for 2 connections" in found["sentence"]
     assert "QueuePool._do_get" in found["sentence"]
     assert "under T + C = 4 + 2 = 6 requests at once (at most 5)" in found["fix"]
     assert "inside the endpoint" in found["fix"]
+    # Round 2 waits until the pool's timeout (5 s) has freed the threads, then stalls again.
+    assert found["rounds"][1]["waited_s"] >= 1 and len(found["rounds"][1]["levels"]) == 2
+    assert found["rounds_seen"][1].startswith("round 2: after ")
     (low, high) = found["rounds"][0]["levels"]
     assert low["verdict"] == "held" and all(n > 0 for n in low["ok"])
     assert high["verdict"] == "stalled" and 0 in high["ok"]

@@ -141,9 +141,12 @@ def examples(root: Path, names: list[str], say: Callable[[str], None]) -> int:
             example = EXAMPLES[name]
             say(f"{name}: {example.about}")
             shutil.rmtree(root / name, ignore_errors=True)  # an interrupted one's, incomplete
-            with serving(example, url, root / f"{name}.log") as port:
-                base = f"http://127.0.0.1:{port}"
-                requests = Requests((Request(path="/users"),))
-                run(plan_from(given, base, requests, None), root / name, say)
-            (root / f"{name}.log").unlink(missing_ok=True)
+            log = root / f"{name}.log"
+            with serving(example, url, log) as port:  # a server that fails keeps its log
+                try:
+                    requests = Requests((Request(path="/users"),))
+                    plan = plan_from(given, f"http://127.0.0.1:{port}", requests, None)
+                    run(plan, root / name, say)
+                finally:
+                    log.unlink(missing_ok=True)
     return 0

@@ -332,7 +332,8 @@ class Level:
 class Round:
     number: int
     levels: tuple[Level, ...]
-    skipped: str = ""  # why it was not run (the service never answered again)
+    skipped: str = ""  # why it was not run (the service never recovered)
+    waited_s: float = 0.0  # before it, for every process to be free of the last round's stall
 
     @property
     def last(self) -> Level | None:
@@ -411,7 +412,7 @@ def _round_line(r: Round, top: int) -> str:
     if not r.levels:
         return f"round {r.number}: no level measured"
     found, stalled = first_cause(r), stall(r)
-    parts = []
+    parts = [f"after {r.waited_s:g} s for every process to recover"] if r.waited_s >= 1 else []
     if found is not None and found[1].cause is not Cause.unknown:
         lv, p = found
         parts.append(f"{p.cause} in process {p.pid} from {_plural(lv.connections, 'connection')}")

@@ -44,7 +44,12 @@ def to_json(
         "fix": conclusion.fix,
         "rounds_seen": list(conclusion.rounds),
         "rounds": [
-            {"number": r.number, "skipped": r.skipped, "levels": [level(lv) for lv in r.levels]}
+            {
+                "number": r.number,
+                "skipped": r.skipped,
+                "waited_s": r.waited_s,
+                "levels": [level(lv) for lv in r.levels],
+            }
             for r in rounds
         ],
     }

@@ -128,31 +128,49 @@ def execute(
     however this ends). A round ends at its first level that stalled or answered only errors;
     a level whose dumps name a cause while answers keep coming is followed by the next: how
     the fault grows with the load is part of the evidence."""
+    pace = 0  # the most answers in one second so far: the service's, kept across rounds
     for number in range(1, plan.rounds + 1):
-        if number > 1 and not _recovered(plan):
-            rounds.append(
-                Round(number, (), f"no answer for {RECOVER_S:g} s after round {number - 1}")
-            )
-            return
-        rounds.append(Round(number, ()))
-        pace = 0
+        waited = 0.0
+        if number > 1:
+            waited = _recovered(plan)
+            if waited < 0:
+                why = (
+                    f"a process still held threads in a pool's checkout, or the service gave no "
+                    f"answer, {RECOVER_S:g} s after round {number - 1}"
+                )
+                rounds.append(Round(number, (), why))
+                return
+        rounds.append(Round(number, (), waited_s=waited))
         for i, connections in enumerate(plan.levels):
             time.sleep(plan.pause_s if i else 0.0)
             level = measure_level(plan, connections, number, dumps_dir, pace)
-            rounds[-1] = Round(number, (*rounds[-1].levels, level))
+            rounds[-1] = replace(rounds[-1], levels=(*rounds[-1].levels, level))
             pace = max(pace, *(a + b for a, b in zip(level.ok, level.other, strict=True)))
             say(_line(number, level))
             if level.verdict in STOPS:
                 break
 
 
-def _recovered(plan: DiagnosePlan) -> bool:
-    deadline = time.monotonic() + RECOVER_S
+def _recovered(plan: DiagnosePlan) -> float:
+    """Seconds until the service answers and none of its processes holds threads in a pool's
+    checkout (a request reaches one worker; another may still be deadlocked); -1 if that
+    does not come within RECOVER_S."""
+    start = time.monotonic()
+    deadline = start + RECOVER_S
     while time.monotonic() < deadline:
-        if answers(plan.url, min(5.0, max(0.5, deadline - time.monotonic()))) is not None:
-            return True
+        if answers(plan.url, min(5.0, max(0.5, deadline - time.monotonic()))) is not None and (
+            not any(_still_deadlocked(pid) for pid in service.find(plan.port, plan.pid).processes)
+        ):
+            return round(time.monotonic() - start, 1)
         time.sleep(1.0)
-    return False
+    return -1.0
+
+
+def _still_deadlocked(pid: int) -> bool:
+    try:
+        return shows(Cause.pool_deadlock, _dump(pid))
+    except DumpFailed:
+        return False  # gone, or unreadable now: its answers will tell
 
 
 def _line(number: int, level: Level) -> str:
