@@ -63,9 +63,7 @@ def markdown(conclusion: Conclusion, rounds: Sequence[Round], about: dict[str, A
         "",
         f"**Cause: {conclusion.cause}.** {conclusion.sentence}.",
         "",
-        f"**Fix:** {conclusion.fix}."
-        if conclusion.fix
-        else f"**Fix:** {FIX_HEAD[conclusion.cause]}",
+        f"**Fix:** {conclusion.fix or FIX_HEAD[conclusion.cause]}.",
         "",
         "What each round saw:",
         "",

@@ -41,8 +41,9 @@ from harness.infra.occupancy import DumpFailed, dump_one
 
 # The first dump of a level comes this far into it (wrk has opened its connections by then).
 FIRST_DUMP_S = 0.5
-# How long a stalled service is given to answer again before the next round.
-RECOVER_S = 60.0
+# How long a stalled service is given to recover before the next round: a deadlock frees itself
+# at each pool timeout (30 s by default), one batch of the requests it still holds at a time.
+RECOVER_S = 180.0
 # Tries of one nonblocking dump before it is recorded as failed.
 DUMP_ATTEMPTS = 3
 # A whole second is judged only where the level covered it this far from either end.
