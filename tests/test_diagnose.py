@@ -8,8 +8,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +16,11 @@ import pytest
 
 from harness.domain.axes import Latency
 from harness.infra import postgres
-from harness.infra.process import free_port, kill_group
+from harness.infra.process import free_port
 from harness.infra.relay import relayed
-from servers.registry import Launch, Mode, server_argv
-from tests.cli import ROOT, harness
-from tests.test_target import answers_health
+from servers.registry import Mode
+from tests.cli import harness
+from tests.test_target import hand_started
 
 
 def may_ptrace() -> bool:
@@ -36,25 +35,11 @@ pytestmark = [
 ]
 
 
-@contextmanager
 def started(
     server: str, mode: Mode, db_url: str, workers: int = 1, **env: str
-) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    """(port, process) of a demo app started the way a user would, not by the harness."""
-    port = free_port()
-    proc = subprocess.Popen(
-        server_argv(server, Launch(mode=mode, port=port, workers=workers)),
-        cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": db_url, "OCCUPANCY": "false", **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        assert answers_health(f"http://127.0.0.1:{port}/health", within_s=30), "never ready"
-        yield port, proc
-    finally:
-        kill_group(proc)
+) -> AbstractContextManager[tuple[int, subprocess.Popen[bytes]]]:
+    """The demo app as a user starts it; a user's service has no side channel."""
+    return hand_started(server, db_url, mode=mode, workers=workers, OCCUPANCY="false", **env)
 
 
 def diagnose(port: int, out: Path, *settings: str) -> dict[str, Any]:
@@ -131,6 +116,10 @@ def test_a_healthy_service_gets_no_cause_and_gunicorns_workers_are_each_read(
     assert found["cause"] == "healthy", found["sentence"]
     assert found["sentence"].startswith("Healthy up to 16 connections")
     assert found["fix"] == ""
+    assert found["run"]["command"] == (
+        f"make diagnose TARGET=http://127.0.0.1:{port}/users DURATION=3s PAUSE=0.5s "
+        f"OUT={tmp_path / 'h'} CONNECTIONS=1,16 REPEATS=2"
+    )
     assert found["service"]["root"] == proc.pid  # the arbiter, found from the port
     assert len(found["service"]["processes"]) == 3  # it and its two workers
     rounds = found["rounds"]

@@ -33,12 +33,12 @@ def answers_health(url: str, within_s: float) -> bool:
 
 @contextmanager
 def hand_started(
-    server: str, db_url: str, **env: str
+    server: str, db_url: str, *, mode: Mode = Mode.sync, workers: int = 1, **env: str
 ) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    """(port, process) of a sync app started the way a user would, not by the harness."""
+    """(port, process) of a demo app started the way a user would, not by the harness."""
     port = free_port()
     proc = subprocess.Popen(
-        server_argv(server, Launch(mode=Mode.sync, port=port)),
+        server_argv(server, Launch(mode=mode, port=port, workers=workers)),
         cwd=ROOT,
         env={**os.environ, "DATABASE_URL": db_url, **env},
         stdout=subprocess.DEVNULL,

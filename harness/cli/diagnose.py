@@ -57,6 +57,7 @@ def run(
     plan: DiagnosePlan,
     out: Path,
     say: Callable[[str], None],
+    command: str,
     alongside: dict[str, Any] | None = None,
 ) -> int:
     found = service.find(plan.port, plan.pid)
@@ -85,7 +86,7 @@ def run(
             "command": service.command_line(found.root),
         },
         "run": {
-            "command": "make diagnose",
+            "command": command,
             "started": now_iso(),
             "machine": machine(),
             "git": git_commit(),
@@ -101,7 +102,7 @@ def run(
         about["run"]["complete"] = True
     finally:  # also when interrupted, with the rounds measured so far
         about["run"]["finished"] = now_iso()
-        conclusion = conclude(rounds, plan.levels[-1])
+        conclusion = conclude(rounds)
         report.write(out, conclusion, rounds, about)
         say(f"cause: {conclusion.cause}: {conclusion.sentence}")
         if conclusion.fix:
@@ -146,7 +147,7 @@ def examples(root: Path, names: list[str], say: Callable[[str], None]) -> int:
                 try:
                     requests = Requests((Request(path="/users"),))
                     plan = plan_from(given, f"http://127.0.0.1:{port}", requests, None)
-                    run(plan, root / name, say)
+                    run(plan, root / name, say, f"python -m harness diagnose-examples {name}")
                 finally:
                     log.unlink(missing_ok=True)
     return 0

@@ -940,6 +940,12 @@ def _serve(given: Given) -> int:
     return serve(config, mode, given["DATABASE_URL"] or None, say)
 
 
+def _command(given: Given) -> str:
+    """The command as the user gave it: its make target and the settings given."""
+    settings = " ".join(f"{k}={shlex.quote(v)}" for k, v in given.explicit.items())
+    return f"{MAKE_TARGET[given.command]} {settings}".strip()
+
+
 def _diagnose(given: Given) -> int:
     if not given["TARGET"]:
         raise UsageError(
@@ -971,7 +977,7 @@ def _diagnose(given: Given) -> int:
     out = _out(given, f"diagnose-{plan.port}")
     alongside = _lock(given, out)
     with interrupt_on_signals():
-        return diagnose.run(plan, out, say, alongside)
+        return diagnose.run(plan, out, say, _command(given), alongside)
 
 
 def _diagnose_examples(args: argparse.Namespace) -> int:

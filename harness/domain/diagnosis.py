@@ -133,11 +133,9 @@ def _saturated(dump: Sequence[dict[str, Any]]) -> bool:
     return pool > 0 and idle == 0 and not found
 
 
-def diagnose(
-    dumps: Sequence[Sequence[dict[str, Any]]], tokens: int | None = None, stalled: bool = False
-) -> Diagnosis:
-    """The cause the dumps of one process show (`tokens`: its threadpool's size, if known;
-    `stalled`: whether the service stopped answering while they were taken)."""
+def diagnose(dumps: Sequence[Sequence[dict[str, Any]]], stalled: bool = False) -> Diagnosis:
+    """The cause the dumps of one process show (`stalled`: whether the service stopped
+    answering while they were taken)."""
     if not dumps:
         if stalled:
             return Diagnosis(Cause.unknown, "no thread dump could be read")
@@ -152,14 +150,13 @@ def diagnose(
     if deadlocked / len(dumps) >= MAJORITY:
         frame, _ = in_pool.most_common(1)[0]
         n = max(sizes)
-        capacity = f" of {tokens} tokens" if tokens else ""
         return Diagnosis(
             Cause.pool_deadlock,
-            f"{n} threadpool threads{capacity} wait for a connection in {frame} "
+            f"{n} threadpool threads wait for a connection in {frame} "
             f"({POOL_WAITS[frame]}) in {deadlocked} of {len(dumps)} dumps",
             "open the session inside the endpoint (`with Session() as s:`), not in a `yield` "
-            "dependency, so that a request holds its connection only while it runs; or cap the "
-            "process's concurrent requests at threadpool tokens + pool capacity",
+            "dependency, so that a request holds its connection only while it runs; or keep the "
+            "process's concurrent requests under threadpool tokens + pool capacity",
         )
     blocked = [b for dump in dumps if (b := loop_blocked_in(dump)) is not None]
     # In one library or module, dump after dump: a GIL wait lands anywhere, a blocking call
@@ -335,15 +332,11 @@ class Round:
     skipped: str = ""  # why it was not run (the service never recovered)
     waited_s: float = 0.0  # before it, for every process to be free of the last round's stall
 
-    @property
-    def last(self) -> Level | None:
-        return self.levels[-1] if self.levels else None
-
 
 def headline(process: ProcessLevel, level: Level) -> str:
     """The cause in one sentence, with where and when it was seen."""
-    seen = f"{process.first_seen_s:.1f} s" if process.first_seen_s is not None else "the level"
-    where = f"process {process.pid}, from {seen} at {_plural(level.connections, 'connection')}"
+    seen = f"{process.first_seen_s:g} s" if process.first_seen_s is not None else "the level"
+    where = f"process {process.pid}, from {seen} at {plural(level.connections, 'connection')}"
     if process.cause is Cause.pool_deadlock:
         frame, waiting = max(process.in_pool.items(), key=lambda kv: kv[1], default=("?", 0))
         busiest = process.busiest_out()
@@ -363,7 +356,7 @@ def fix_for(process: ProcessLevel) -> str:
             # It takes T + C requests at once: T threads waiting on C connections whose
             # requests wait for a thread.
             return (
-                f"{process.fix.split('; or cap')[0]}; or keep this process under T + C = {t} + "
+                f"{process.fix.split('; or keep')[0]}; or keep this process under T + C = {t} + "
                 f"{c} = {t + c} requests at once (at most {t + c - 1}), with the server's "
                 "concurrency limit"
             )
@@ -378,7 +371,7 @@ class Conclusion:
     rounds: tuple[str, ...]  # what each round saw, in one line each
 
 
-def _plural(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
@@ -400,13 +393,13 @@ def stall(r: Round) -> Level | None:
 
 def _what(level: Level) -> str:
     """'stalled from 1.6 s at 80 connections', or 'only errors from ...'."""
-    at = _plural(level.connections, "connection")
+    at = plural(level.connections, "connection")
     if level.verdict is LevelVerdict.stalled:
         return f"stalled from {level.stalled_from_s:g} s at {at}"
     return f"answered only errors (status 400 or more) from {level.failing_from_s:g} s at {at}"
 
 
-def _round_line(r: Round, top: int) -> str:
+def _round_line(r: Round) -> str:
     if r.skipped:
         return f"round {r.number}: not run: {r.skipped}"
     if not r.levels:
@@ -415,22 +408,22 @@ def _round_line(r: Round, top: int) -> str:
     parts = [f"after {r.waited_s:g} s for every process to recover"] if r.waited_s >= 1 else []
     if found is not None and found[1].cause is not Cause.unknown:
         lv, p = found
-        parts.append(f"{p.cause} in process {p.pid} from {_plural(lv.connections, 'connection')}")
+        parts.append(f"{p.cause} in process {p.pid} from {plural(lv.connections, 'connection')}")
     if stalled is not None:
         parts.append(_what(stalled))
         if found is None or found[1].cause is Cause.unknown:
             parts.append("no known cause in the dumps")
     else:
         last = r.levels[-1].connections
-        parts.append(f"answers every second up to {_plural(last, 'connection')}")
+        parts.append(f"answers every second up to {plural(last, 'connection')}")
     return f"round {r.number}: " + "; ".join(parts)
 
 
-def conclude(rounds: Sequence[Round], top: int) -> Conclusion:
+def conclude(rounds: Sequence[Round]) -> Conclusion:
     """The cause of the whole diagnosis: the commonest the rounds named (the first round that
-    named it gives the evidence), a known cause before `unknown`; else healthy up to `top`
-    connections."""
-    lines = tuple(_round_line(r, top) for r in rounds)
+    named it gives the evidence), a known cause before `unknown`; else healthy up to the most
+    connections measured."""
+    lines = tuple(_round_line(r) for r in rounds)
     named = [(r, *found) for r in rounds if (found := first_cause(r)) is not None]
     known = [x for x in named if x[2].cause is not Cause.unknown] or named
     if known:
@@ -458,11 +451,12 @@ def conclude(rounds: Sequence[Round], top: int) -> Conclusion:
     if not levels:
         return Conclusion(Cause.unknown, "No level was measured", "", lines)
     best = max(levels, key=lambda lv: lv.ok_rps)
+    top = max(lv.connections for lv in levels)
     return Conclusion(
         Cause.healthy,
-        f"Healthy up to {_plural(top, 'connection')}: every second of every level had answers "
+        f"Healthy up to {plural(top, 'connection')}: every second of every level had answers "
         "and no process's dumps showed a pool wait or a blocked loop (at most "
-        f"{best.ok_rps:,.0f} req/s, at {_plural(best.connections, 'connection')})",
+        f"{best.ok_rps:,.0f} req/s, at {plural(best.connections, 'connection')})",
         "",
         lines,
     )

@@ -32,9 +32,6 @@ class Sockets:
     clients: int
     out: dict[str, int] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, object]:
-        return {"clients": self.clients, "out": self.out}
-
 
 def listening(port: int) -> list[int]:
     """The PIDs with a TCP socket listening on `port` (every address)."""

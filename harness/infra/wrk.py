@@ -145,10 +145,6 @@ def _scripts_dir() -> Path:
     return path
 
 
-def script_for(requests: Requests, host: str) -> Path:
-    return _written(render_lua(requests, host))
-
-
 def _written(text: str) -> Path:
     path = _scripts_dir() / f"requests-{hashlib.sha256(text.encode()).hexdigest()[:12]}.lua"
     if not path.exists():

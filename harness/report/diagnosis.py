@@ -17,6 +17,7 @@ from harness.domain.diagnosis import (
     ProcessLevel,
     Round,
     first_cause,
+    plural,
 )
 from harness.report.table import md_table
 
@@ -65,19 +66,28 @@ def markdown(conclusion: Conclusion, rounds: Sequence[Round], about: dict[str, A
         "",
         f"**Fix:** {conclusion.fix or FIX_HEAD[conclusion.cause]}.",
         "",
+        *(
+            []
+            if run.get("complete", True)
+            else [
+                "**Incomplete:** the diagnosis was interrupted; what it says holds for the "
+                "levels measured only.",
+                "",
+            ]
+        ),
         "What each round saw:",
         "",
         *(f"- {line}" for line in conclusion.rounds),
         "",
         f"Service: {svc['described']}; root process {svc['root']}: `{svc['command'] or '?'}`.",
         f"Ramp: {', '.join(map(str, plan['levels']))} connections, {plan['duration_s']:g} s "
-        f"each, {plan['pause_s']:g} s apart, {plan['rounds']} round(s); wrk's timeout "
+        f"each, {plan['pause_s']:g} s apart, {plural(plan['rounds'], 'round')}; wrk's timeout "
         f"{plan['timeout_s']:g} s. Dumps: `py-spy dump --nonblocking` of every process every "
         f"{plan['dump_every_s']:g} s while the load ran (the service is never paused).",
         f"Measured {run['started']} to {run['finished']} on {run['machine']['cpu_model']} "
         f"({run['machine']['cpu_count']} CPUs), at commit {git['sha'][:12]}"
         f"{' (with uncommitted changes)' if git['dirty'] else ''}; wrk {run['wrk']}, "
-        f"{run['py-spy']}.",
+        f"{run['py-spy']}. Command: `{run['command']}`.",
         "",
         "## The ramp, second by second",
         "",
@@ -91,7 +101,8 @@ def markdown(conclusion: Conclusion, rounds: Sequence[Round], about: dict[str, A
         "## Each process at each level",
         "",
         "Client connections and connections out: the most the kernel's socket table showed at "
-        "one sample. CPU: of one CPU, over the level.",
+        "one sample (clients below the level's connections: connections not yet accepted, "
+        "waiting in the listen backlog). CPU: of one CPU, over the level.",
         "",
         _process_table(rounds),
     ]
@@ -172,11 +183,11 @@ def _evidence(rounds: Sequence[Round]) -> list[str]:
             else "its last dump of the level"
         )
         out += [
-            f"### Round {r.number}: process {p.pid} at {lv.connections} connections ({p.cause})",
+            f"### Round {r.number}: process {p.pid} at {plural(lv.connections, 'connection')} "
+            f"({p.cause})",
             "",
-            f"{p.evidence[:1].upper()}{p.evidence[1:]}. Its {p.threads} threads, grouped by their "
-            f"innermost frames, in "
-            f"{seen} (all its dumps: `{p.file}`):",
+            f"{p.evidence[:1].upper()}{p.evidence[1:]}. Its {plural(p.threads, 'thread')}, "
+            f"grouped by their innermost frames, in {seen} (all its dumps: `{p.file}`):",
             "",
             "```",
             *(line for n, frames in p.stacks for line in _stack(n, frames)),
