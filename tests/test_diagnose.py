@@ -116,9 +116,9 @@ def test_a_healthy_service_gets_no_cause_and_gunicorns_workers_are_each_read(
     assert found["cause"] == "healthy", found["sentence"]
     assert found["sentence"].startswith("Healthy up to 16 connections")
     assert found["fix"] == ""
-    assert found["run"]["command"] == (
-        f"make diagnose TARGET=http://127.0.0.1:{port}/users DURATION=3s PAUSE=0.5s "
-        f"OUT={tmp_path / 'h'} CONNECTIONS=1,16 REPEATS=2"
+    assert found["run"]["command"] == (  # in the variables table's order
+        f"make diagnose CONNECTIONS=1,16 REPEATS=2 DURATION=3s "
+        f"TARGET=http://127.0.0.1:{port}/users PAUSE=0.5s OUT={tmp_path / 'h'}"
     )
     assert found["service"]["root"] == proc.pid  # the arbiter, found from the port
     assert len(found["service"]["processes"]) == 3  # it and its two workers
