@@ -111,6 +111,20 @@ def test_threads_that_linger_idle_beside_the_deadlocked_ones_do_not_hide_it() ->
     assert diagnose([dump] * 3).cause is Cause.pool_deadlock
 
 
+def test_threads_opening_overflow_connections_inside_the_checkout_are_not_waiting() -> None:
+    # QueuePool opens an overflow connection inside _do_get: a healthy `context` service under
+    # load showed 2 busy threads there, both connecting, which read as a deadlock of 2.
+    connecting = worker(
+        ("connect", "psycopg2/__init__.py"),
+        ("_ConnectionRecord.__connect", "sqlalchemy/pool/base.py"),
+        ("Pool._create_connection", "sqlalchemy/pool/base.py"),
+        ("QueuePool._do_get", "sqlalchemy/pool/impl.py"),
+    )
+    dump = [connecting, connecting, *[IDLE_WORKER] * 38]
+    assert not shows(Cause.pool_deadlock, dump)
+    assert diagnose([dump] * 3).cause is Cause.healthy
+
+
 def test_a_pool_with_a_thread_running_its_query_is_busy_not_deadlocked() -> None:
     querying = worker(("DefaultDialect.do_execute", "sqlalchemy/engine/default.py"))
     assert not shows(Cause.pool_deadlock, [*FROZEN, querying])

@@ -33,6 +33,9 @@ from harness.domain.occupancy import IDLE, POOL_WAITS, WORKER_LOOPS
 # uvloop and the runner, whose waits are in C below them).
 LOOP_RUNNERS = ("Runner.run", "run_until_complete", "BaseEventLoop.run_forever", "asyncio_run")
 LOOP_WAITS = ("EpollSelector.select", "KqueueSelector.select", "select", "_run_once", *LOOP_RUNNERS)
+# What a thread waiting in a pool's checkout is blocked in, below it (the last part of each name):
+# SQLAlchemy's Queue.get and its Condition.wait, psycopg_pool's WaitingClient.wait, a lock.
+WAIT_CALLS = frozenset(("wait", "get", "acquire", "_wait"))
 # A cause is named when the dumps that show it are at least this share of all of them.
 MAJORITY = 0.5
 # A blocked loop: at least this share of the dumps, and at least BLOCKED_LEAST of them.
@@ -97,8 +100,11 @@ def pool_waits(dump: Sequence[dict[str, Any]]) -> tuple[int, int, Counter[str]]:
             continue
         pool += 1
         inner = names[: next(i for i, n in enumerate(names) if n in WORKER_LOOPS)]
-        if wait := next((n for n in inner if n in POOL_WAITS), None):
-            waits[wait] += 1
+        at = next((i for i, n in enumerate(inner) if n in POOL_WAITS), None)
+        # Waiting for a connection: blocked in a wait below the checkout. A thread inside the
+        # checkout that opens a new connection (an overflow one) is working, not waiting.
+        if at is not None and all(n.split(".")[-1] in WAIT_CALLS for n in inner[:at]):
+            waits[inner[at]] += 1
         elif all(n.split(".")[-1] in {i.split(".")[-1] for i in IDLE} for n in inner):
             idle += 1
     return pool, idle, waits
