@@ -223,7 +223,7 @@ def test_a_diagnose_dry_run_says_the_ramp_and_its_longest_time(
     code, _, err = cli(capsys, "diagnose", "--target", USERS, "--dry-run")
     assert code == 0, err
     assert err.strip() == (
-        "2 round(s) of levels 1, 2, 4, 8, 16, 32, 64, 128, 256 connections against "
+        "2 rounds of levels 1, 2, 4, 8, 16, 32, 64, 128, 256 connections against "
         f"{USERS}, 5 s each: at most about 1.8 minutes (a round ends at its first level that "
         "stalls), and up to 180 s before each later round for a stalled service to answer again"
     )

@@ -44,6 +44,7 @@ from harness.domain.axes import (
     driver_mode,
 )
 from harness.domain.cell import Cell, ServerConfig, Target, UserApp
+from harness.domain.diagnosis import plural
 from harness.domain.errors import HarnessError, UsageError
 from harness.domain.parse import (
     is_loopback,
@@ -968,7 +969,7 @@ def _diagnose(given: Given) -> int:
     if given.on("DRY_RUN"):
         levels = ", ".join(map(str, plan.levels))
         say(
-            f"{plan.rounds} round(s) of levels {levels} connections against {plan.url}, "
+            f"{plural(plan.rounds, 'round')} of levels {levels} connections against {plan.url}, "
             f"{plan.duration_s:g} s each: at most about {plan.estimate_s() / 60:.1f} minutes "
             "(a round ends at its first level that stalls), and up to "
             f"{RECOVER_S:g} s before each later round for a stalled service to answer again"

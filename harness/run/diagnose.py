@@ -115,7 +115,7 @@ def check_dumpable(found: service.Service) -> None:
     errors = []
     for pid in found.processes:
         try:
-            dump_one(pid, nonblocking=True)
+            _dump(pid)  # as the ramp reads it: a torn read is tried again
             return
         except DumpFailed as exc:
             errors.append(str(exc))
