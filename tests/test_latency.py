@@ -28,6 +28,7 @@ from harness.infra.histogram import Distribution, distribution
 from harness.report import charts, reference
 from harness.report import summary as report
 from harness.report.stats import by_cell
+from harness.store import runlist
 from harness.store.rundir import RunDir
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -222,6 +223,7 @@ def test_a_real_bench_merges_its_rounds_and_shows_both_p99s(tmp_path: Path) -> N
     assert "p99 ms measured / corrected" in table and " - / " not in table
     assert "(charts/percentiles-uvicorn-list-r10.png)" in table
     (tmp_path / "bench-latency").symlink_to(FIXTURES / "bench-latency")
-    section = "\n".join(reference.latency_section(tmp_path, tmp_path))
+    page = reference.Page(tmp_path, tmp_path, runlist.load())
+    section = "\n".join(reference.latency_section(page))
     assert "| 48 | uvicorn/sync/psycopg2/context" in section
     assert "median of the rounds' measured p99s (range)" in section

@@ -7,11 +7,23 @@ import subprocess
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
+from harness.cli import reference as reference_runs
+from harness.cli.main import main
+from harness.domain.errors import HarnessError, UsageError
 from harness.report import reference
+from harness.store import runlist
 from harness.store.rundir import RunDir
+from harness.store.runlist import ReferenceRun
 from tests.cli import ROOT
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# The reference's runs, and a second map of a server the first lacks, in the map's section.
+WITH_GRANIAN_MAP = replace(
+    runlist.load(),
+    runs=(*runlist.load().runs, ReferenceRun("map-granian", "map", ("map", "--server", "granian"))),
+)
 
 
 def test_reference_page_from_run_directories(tmp_path: Path) -> None:
@@ -26,14 +38,15 @@ def test_reference_page_from_run_directories(tmp_path: Path) -> None:
         "at: fine at 4, collapsed at 6 (predicted ~6)."
     ) in text
     assert (
-        "In the seed-shaped run, sync `dependency` held up to 1 connections and collapsed at "
+        "In the run of the 2021 write-up's tables, sync `dependency` held up to 1 connections "
+        "and collapsed at "
         "100 (collapsed, 30 QueuePool timeouts in the server's log)."
     ) in text
     assert "freeze (connections: ratio [95% interval]): 1: 1.70× (no interval from one" in text
     assert "| sync psycopg2 dependency | 1+1 | 2 | 4 | 1 | ~6 | fine at 4, collapsed at 6 |" in text
     assert "](reference/map/charts/collapse-uvicorn.png)" in text
     assert (root / "map" / "charts" / "collapse-uvicorn.png").is_file()
-    assert "## Seed-shaped tables" in text and "### uvicorn · list" in text
+    assert "## The 2021 write-up's tables" in text and "### uvicorn · list" in text
     reference.write(root, page)
     assert page.read_text() == text
 
@@ -97,7 +110,7 @@ def test_a_later_servers_map_is_read_as_part_of_the_map(tmp_path: Path) -> None:
     shutil.copytree(FIXTURES / "map", root / "map")
     shutil.copytree(FIXTURES / "map-granian", root / "map-granian")
     page = tmp_path / "README.md"
-    reference.write(root, page)
+    reference.write(root, page, WITH_GRANIAN_MAP)
     text = page.read_text()
     assert "### granian (from [`map-granian`](reference/map-granian/summary.md))" in text
     assert "](reference/map-granian/charts/collapse-granian.png)" in text
@@ -155,7 +168,7 @@ def test_a_map_planned_otherwise_is_left_out_and_said_so(tmp_path: Path) -> None
     meta = root / "map-granian" / "metadata.json"
     meta.write_text(meta.read_text().replace('"ceiling": 32', '"ceiling": 64'))
     page = tmp_path / "README.md"
-    reference.write(root, page)
+    reference.write(root, page, WITH_GRANIAN_MAP)
     text = page.read_text()
     assert "Left out, planned with other settings than `map`: map-granian." in text
     assert "### granian" not in text
@@ -228,3 +241,59 @@ def test_make_reference_refuses_a_tree_with_uncommitted_changes(tmp_path: Path) 
         env={k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")},
     )  # fmt: skip
     assert dry.returncode == 0, dry.stderr
+
+
+REFERENCE = ROOT / "results" / "reference"
+
+
+def test_the_run_list_refuses_what_it_cannot_read(tmp_path: Path) -> None:
+    bad = tmp_path / "runs.toml"
+    bad.write_text(
+        'sections = ["bench"]\n[[run]]\nname = "x"\nsection = "map"\ncommand = ["run"]\n'
+    )
+    with pytest.raises(UsageError, match="section 'map' is not one of bench"):
+        runlist.load(bad)
+    bad.write_text(
+        'sections = ["bench"]\n[[run]]\nname = "x"\nsection = "bench"\ncommand = "run"\n'
+    )
+    with pytest.raises(UsageError, match="a run needs a name and a command"):
+        runlist.load(bad)
+    twice = '[[run]]\nname = "x"\nsection = "bench"\ncommand = ["run"]\n'
+    bad.write_text('sections = ["bench"]\n' + twice * 2)
+    with pytest.raises(UsageError, match="listed twice: x"):
+        runlist.load(bad)
+
+
+def test_make_reference_measures_what_is_missing_and_resumes_what_stopped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each run's state from its folder, and the command that measures what is left."""
+    runs = {r.name: r for r in runlist.load().runs}
+    bench, capacity, examples = runs["bench-uvicorn"], runs["capacity-uvicorn"], runs["diagnose"]
+    root = tmp_path / "reference"
+    shutil.copytree(FIXTURES / "run", root / "bench-uvicorn")
+    assert reference_runs.state(bench, root / "bench-uvicorn") == "complete"
+    assert reference_runs.state(capacity, root / "capacity-uvicorn") == "missing"
+    assert reference_runs.state(examples, root / "diagnose") == "missing"
+    meta = root / "bench-uvicorn" / "metadata.json"
+    meta.write_text(meta.read_text().replace('"complete": true', '"complete": false'))
+    assert reference_runs.state(bench, root / "bench-uvicorn") == "incomplete"
+    assert reference_runs.resume_argv(bench, root / "bench-uvicorn") == [
+        "run", "--resume", str(root / "bench-uvicorn"),
+    ]  # fmt: skip
+    assert reference_runs.resume_argv(capacity, root / "capacity-uvicorn") == [
+        "capacity", "--server", "uvicorn", "--out", str(root / "capacity-uvicorn"),
+    ]  # fmt: skip
+    (root / "capacity-uvicorn").mkdir()
+    (root / "capacity-uvicorn" / "metadata.json").write_text('{"complete": false}')
+    with pytest.raises(HarnessError, match="cannot be resumed; remove the folder"):
+        reference_runs.resume_argv(capacity, root / "capacity-uvicorn")
+    # The page waits for every run: none is regenerated from a reference half measured.
+    left = reference_runs.unfinished(runlist.load(), root)
+    assert "bench-uvicorn (incomplete)" in left and "map (missing)" in left
+    assert not any(x.startswith("generators") for x in left)  # measured by its own target
+    page = tmp_path / "README.md"
+    assert main(["reference", str(root), "--readme", str(page)]) == 1
+    err = capsys.readouterr().err
+    assert "not regenerated: not complete: bench-uvicorn (incomplete), bench-gunicorn" in err
+    assert not page.exists()

@@ -154,3 +154,29 @@ def test_a_new_thread_dump_is_written_compressed(tmp_path: Path) -> None:
     assert file == "threads/cell@1.json.gz"
     assert run.read_threads(file) == dump
     assert (run.path / file).stat().st_size < len(json.dumps(dump)) / 10
+
+
+def test_compact_writes_indented_records_on_one_line_and_nothing_else(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Records written indented (as runs before one-line records were) are written again on
+    one line with the same content; the provenance counts them; a second pass finds none."""
+    shutil.copytree(FIXTURES / "map-evidence", tmp_path / "map")
+    run = RunDir.open(tmp_path / "map")
+    assert main(["migrate", str(run.path)]) == 0
+    paths = sorted(run.records_dir.glob("*.json"))
+    before = {p: json.loads(p.read_text()) for p in paths}
+    for p, data in before.items():
+        p.write_text(json.dumps(data, indent=2))
+    size = sum(p.stat().st_size for p in paths)
+    capsys.readouterr()
+    assert main(["compact", str(run.path)]) == 0
+    assert f"0 thread dumps compressed, {len(paths)} records on one line" in capsys.readouterr().out
+    assert {p: json.loads(p.read_text()) for p in paths} == before
+    assert all(p.read_text().count("\n") == 1 for p in paths)
+    assert sum(p.stat().st_size for p in paths) < size
+    step = run.metadata()["provenance"][-1]
+    assert (step["command"], step["records_compacted"]) == ("compact", len(paths))
+    assert main(["compact", str(run.path)]) == 0
+    assert "0 thread dumps compressed, 0 records on one line" in capsys.readouterr().out
+    assert run.metadata()["provenance"][-1] == step

@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from harness.cli import diagnose
+from harness.cli import reference as reference_runs
 from harness.cli.console import Console
 from harness.cli.variables import (
     BY_NAME,
@@ -95,6 +96,7 @@ from harness.run.generators import compare as compare_generators
 from harness.run.options import Options
 from harness.run.serve import serve
 from harness.run.session import Interrupted, interrupt_on_signals, preflight, provenance_entry
+from harness.store import runlist
 from harness.store.rundir import RunDir
 from servers.registry import WRK_IMAGE
 
@@ -1061,7 +1063,18 @@ def _reference(args: argparse.Namespace) -> int:
         raise UsageError(
             f"README: {page} must be in a folder that holds {root}, so its links can be relative"
         )
-    reference.write(root, page)
+    runs = runlist.load()
+    if args.measure and (code := reference_runs.measure(runs, root, say)):
+        return code
+    if left := reference_runs.unfinished(runs, root):
+        more = f" and {len(left) - 5} more" if len(left) > 5 else ""
+        raise HarnessError(
+            f"{page} not regenerated: not complete: {', '.join(left[:5])}{more} (`make "
+            "reference` measures or resumes them)"
+        )
+    for name in reference_runs.unlisted(runs, root):
+        say(f"note: {root / name} is not in reference-runs.toml: the page leaves it out")
+    reference.write(root, page, runs)
     print(page)
     return 0
 
@@ -1074,8 +1087,8 @@ def _migrate(args: argparse.Namespace) -> int:
     for run in runs:
         changes = run.migrate(entry)
         said = ", ".join(f"{n} {change}" for change, n in changes.items()) or "no verdict changed"
-        if packed := run.compact({**entry, "command": "compact"}):
-            said += f", {packed} thread dumps compressed"
+        if (packed := run.compact({**entry, "command": "compact"}))[0]:
+            said += f", {packed[0]} thread dumps compressed"
         print(f"{run.path}: {said}")
     return 0
 
@@ -1088,7 +1101,8 @@ def _compact(args: argparse.Namespace) -> int:
     runs = [RunDir.open(Path(d)) for d in args.run_dirs]
     entry = {"command": "compact", "started_at": now_iso(), "git": git_commit()}
     for run in runs:
-        print(f"{run.path}: {run.compact(entry)} thread dumps compressed")
+        dumps, records = run.compact(entry)
+        print(f"{run.path}: {dumps} thread dumps compressed, {records} records on one line")
     return 0
 
 
@@ -1168,7 +1182,8 @@ def parser() -> argparse.ArgumentParser:
     mig.set_defaults(func=_migrate)
     com = sub.add_parser(
         "compact",
-        help="compress the raw thread dumps older run directories kept plain, and nothing else",
+        help="compress the raw thread dumps older run directories kept plain and write their "
+        "records on one line, and nothing else",
     )
     com.add_argument("run_dirs", nargs="*", metavar="RUN", help="run directories")
     com.set_defaults(func=_compact)
@@ -1179,6 +1194,11 @@ def parser() -> argparse.ArgumentParser:
         "root", nargs="?", default=str(RESULTS / "reference"), help="the reference runs' folder"
     )
     ref.add_argument("--readme", default=str(RESULTS / "README.md"), help="the page to write")
+    ref.add_argument(
+        "--measure",
+        action="store_true",
+        help="first measure every run of reference-runs.toml not complete (make reference)",
+    )
     ref.set_defaults(func=_reference)
     dex = sub.add_parser(
         "diagnose-examples",

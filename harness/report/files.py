@@ -22,7 +22,8 @@ from harness.store.rundir import RunDir
 
 
 def timelines(run: RunDir, records: list[CellResult]) -> None:
-    """A timeline chart for every collapsed cell that was sampled."""
+    """A timeline chart for every collapsed cell that was sampled, which its summary links (a
+    map's summary states each freeze in its evidence table and draws no timeline)."""
     folder = run.path / "charts"
     for record in evidence.explained(records):
         if record.occupancy and record.occupancy.samples:
@@ -46,8 +47,8 @@ def latency_charts(run: RunDir, records: list[CellResult]) -> None:
 
 def write(run: RunDir) -> None:
     meta, records = run.metadata(), run.records()
-    timelines(run, records)
     if meta["kind"] != "map":
+        timelines(run, records)
         latency_charts(run, records)
         text = summary.summary(meta, records, run.path.name, run.pgbench())
         (run.path / "summary.md").write_text(text)

@@ -47,7 +47,7 @@ EVIDENCE_TEXT = (
     "then most tokens in use); *at the freeze*: each worker as last sampled in the first probe "
     "that froze (tokens in use/total + tasks waiting for a token, connections checked "
     "out/capacity and threads blocked on the pool, requests in flight); *threads*: `py-spy "
-    "dump` right after that probe. The timeline of every frozen probe is in `charts/`."
+    "dump` right after that probe."
 )
 
 

@@ -1,26 +1,24 @@
-"""results/README.md: the reference run presented, generated from its run directories only.
+"""results/README.md: the reference presented, generated from its run directories only.
 
-The reference lives in results/reference/: one `bench-<server>` run per server (the seed-shaped
-tables at 1-200 connections), one `map` run (the failure map of the servers it names) and, for
-a server measured later, a `map-<server>` run planned the same way, read as part of the map;
-`map-variants` (the map's other variants at the baseline, sync `dependency` being the `map`'s);
-`layers` (a bench run with LAYERS=orm,core,driver and WITH_CEILINGS); one `decide-<server>` run
-per server decided for (the decision table, `make decide`); `freeze-cycle` (one long collapsed
-cell) and `occupancy-cost` (OCCUPANCY=on,off); and the 2021 stack's runs.
-Regenerating from the same run files reproduces the page exactly.
+reference-runs.toml lists the runs (results/reference/<name>) and the section that presents
+each; SECTIONS draws a section from its runs, and the page gives the sections in the list's
+order. Regenerating from the same run files reproduces the page exactly.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from harness.domain.axes import FROZEN, Layer, Mode, ServerName, SessionStyle, Verdict, Workload
 from harness.domain.cell import Cell
+from harness.domain.errors import HarnessError
 from harness.domain.latency import MIN_TAIL, Kind
 from harness.domain.plan import CapacityPlan, MapLine, MapPlan
 from harness.domain.result import CellResult, generator_cost
@@ -44,20 +42,43 @@ from harness.report import (
 from harness.report.map_summary import threshold_of
 from harness.report.stats import Ratio, by_cell
 from harness.report.table import md_table
+from harness.store import runlist
 from harness.store.rundir import RunDir
+from harness.store.runlist import RunList
 
 
 def _rel(path: Path, base: Path) -> str:
     return path.relative_to(base).as_posix()
 
 
-def _bench_runs(root: Path, suffix: str = "", prefix: str = "bench") -> dict[ServerName, RunDir]:
-    runs = {}
-    for server in ServerName:
-        path = root / f"{prefix}-{server}{suffix}"
-        if (path / "metadata.json").is_file():
-            runs[server] = RunDir.open(path)
-    return runs
+@dataclass(frozen=True)
+class Page:
+    """What a section is drawn from: the reference's folder, the page's (links are relative to
+    it) and the run list, which says which runs each section presents."""
+
+    root: Path
+    base: Path
+    runs: RunList
+
+    def dirs(self, section: str) -> list[RunDir]:
+        """The section's runs measured so far, in the list's order."""
+        return [
+            RunDir.open(self.root / r.name)
+            for r in self.runs.of(section)
+            if (self.root / r.name / "metadata.json").is_file()
+        ]
+
+    def dir(self, section: str) -> RunDir | None:
+        return next(iter(self.dirs(section)), None)
+
+    def by_server(self, section: str) -> dict[ServerName, RunDir]:
+        """One run per server, as the benches and decisions are (the first where two are)."""
+        runs: dict[ServerName, RunDir] = {}
+        for run in self.dirs(section):
+            served = {str(r.cell.known("name")) for r in run.records()}
+            if len(served) == 1 and (server := served.pop()) in {str(s) for s in ServerName}:
+                runs.setdefault(ServerName(server), run)
+        return runs
 
 
 def _first_session(run: RunDir) -> dict[str, Any]:
@@ -65,14 +86,11 @@ def _first_session(run: RunDir) -> dict[str, Any]:
     return dict(run.metadata()["provenance"][0])
 
 
-def _map_run(root: Path, name: str) -> RunDir | None:
-    return RunDir.open(root / name) if (root / name / "metadata.json").is_file() else None
-
-
 @dataclass(frozen=True)
 class Maps:
-    """The failure map: `map`, and each `map-<server>` of a server it does not have, planned
-    with the same settings, read as one plan (its lines are per server) over all their probes."""
+    """The failure map: the first run of the `map` section, and each later one of servers it
+    does not have, planned with the same settings, read as one plan (its lines are per server)
+    over all their probes."""
 
     plan: MapPlan
     records: list[CellResult]
@@ -81,20 +99,17 @@ class Maps:
     left_out: list[str]  # extra maps planned otherwise
 
 
-def _maps(root: Path) -> Maps | None:
-    main = _map_run(root, "map")
+def _maps(page: Page) -> Maps | None:
+    main, *extras = page.dirs("map") or [None]
     if main is None:
         return None
     plan = MapPlan.from_json(main.metadata()["plan"])
     records = main.records()
     runs = dict.fromkeys(plan.servers, main)
     left_out = []
-    for server in ServerName:
-        extra = _map_run(root, f"map-{server}")
-        if extra is None or server in runs:
-            continue
+    for extra in extras:
         other = MapPlan.from_json(extra.metadata()["plan"])
-        if replace(other, servers=plan.servers) != plan:
+        if set(other.servers) & set(runs) or replace(other, servers=plan.servers) != plan:
             left_out.append(extra.path.name)
             continue
         plan = replace(plan, servers=(*plan.servers, *other.servers))
@@ -155,7 +170,8 @@ def _is_cell(cell: Cell, mode: Mode, style: SessionStyle) -> bool:
 
 
 def bench_findings(server: ServerName, records: Sequence[CellResult]) -> list[str]:
-    """Plain sentences from one server's seed-shaped run; speed stated as ratios with intervals."""
+    """Plain sentences from one server's run of the 2021 write-up's tables; speed stated as
+    ratios with intervals."""
     out = []
     dep = sorted(
         (c for c in by_cell(records) if _is(c.records[0], Mode.sync, SessionStyle.dependency)),
@@ -166,13 +182,17 @@ def bench_findings(server: ServerName, records: Sequence[CellResult]) -> list[st
         first = collapsed[0]
         held = [c.cell.connections for c in dep if c.cell.connections < first.cell.connections]
         out.append(
-            f"In the seed-shaped run, sync `dependency` held up to {max(held, default=0)} "
-            f"connections and collapsed at {first.cell.connections} ({first.verdict}, "
+            "In the run of the 2021 write-up's tables, sync `dependency` held up to "
+            f"{max(held, default=0)} connections and collapsed at {first.cell.connections} "
+            f"({first.verdict}, "
             f"{first.pool_timeouts} QueuePool timeouts in the server's log)."
         )
     else:
         top = max((c.cell.connections for c in dep), default=0)
-        out.append(f"In the seed-shaped run, sync `dependency` did not collapse up to {top}.")
+        out.append(
+            "In the run of the 2021 write-up's tables, sync `dependency` did not collapse up to "
+            f"{top}."
+        )
     below = [c.cell.connections for c in dep if not c.frozen]
     for comparison in comparisons.comparisons(records):
         if comparison.factor != "mode" or not _is_cell(
@@ -492,32 +512,39 @@ def decision_findings(records: Sequence[CellResult]) -> list[str]:
     return out
 
 
-def evidence_sections(root: Path, base: Path) -> list[str]:
-    """The long freeze second by second, and what the side channel costs, where those runs
-    exist (`freeze-cycle`, `occupancy-cost`)."""
+def freeze_section(page: Page) -> list[str]:
+    """The long freeze second by second (`freeze-cycle`)."""
+    cycle = page.dir("freeze")
+    if not cycle or not (said := evidence.cycle_findings(cycle.records())):
+        return []
+    rel = _rel(cycle.path, page.base)
+    chart = next(iter(sorted((cycle.path / "charts").glob("timeline-*.png"))), None)
+    return [
+        f"## A freeze, second by second ([run]({rel}/summary.md))",
+        "",
+        " ".join(said),
+        "",
+        *([f"![timeline]({rel}/charts/{chart.name})", ""] if chart else []),
+    ]
+
+
+def costs_section(page: Page) -> list[str]:
+    """What the instruments cost: every run of the side channel's cost, each stated by itself
+    (a later one re-measures), and the latency relay's against a direct connection."""
     parts: list[str] = []
-    cycle = _map_run(root, "freeze-cycle")
-    if cycle and (said := evidence.cycle_findings(cycle.records())):
-        rel = _rel(cycle.path, base)
-        chart = next(iter(sorted((cycle.path / "charts").glob("timeline-*.png"))), None)
-        parts += [
-            f"## A freeze, second by second ([run]({rel}/summary.md))",
-            "",
-            " ".join(said),
-            "",
-            *([f"![timeline]({rel}/charts/{chart.name})", ""] if chart else []),
-        ]
-    # Every run of the side channel's cost, each stated by itself (a later one re-measures).
-    costs = [RunDir.open(p.parent) for p in sorted(root.glob("occupancy-cost*/metadata.json"))]
-    said = [(run, found) for run in costs if (found := evidence.cost_findings(run.records()))]
-    if said:
-        parts += ["## What the evidence costs", ""]
-        for run, found in said:
-            parts += [
-                f"Run [`{run.path.name}`]({_rel(run.path, base)}/summary.md): " + " ".join(found),
-                "",
-            ]
-    return parts
+    for run in page.dirs("costs"):
+        records = run.records()
+        if found := evidence.cost_findings(records):
+            said = " ".join(found)
+        elif table := comparisons.table(records):
+            said = (
+                "The latency relay without delay (`DB_LATENCY=relay`) against a direct "
+                "connection (`0`), paired rounds (B / A, 95% intervals):\n\n" + table
+            )
+        else:
+            continue
+        parts += [f"Run [`{run.path.name}`]({_rel(run.path, page.base)}/summary.md): " + said, ""]
+    return ["## What the instruments cost", "", *parts] if parts else []
 
 
 LAYER_LEVEL = 24  # the level the layers are stated at (the issue's), or the nearest measured
@@ -671,12 +698,13 @@ def workers_section(run: RunDir, base: Path) -> list[str]:
     return [*parts, ""]
 
 
-def repro_section(root: Path, base: Path) -> list[str]:
+def repro_section(page: Page) -> list[str]:
     """Two independent maps of the same lines (`map-repro-a`, `map-repro-b`): their brackets
     side by side, as `make compare` gives them."""
-    a, b = _map_run(root, "map-repro-a"), _map_run(root, "map-repro-b")
-    if a is None or b is None:
+    runs = page.dirs("repro")
+    if len(runs) < 2:
         return []
+    a, b, base = runs[0], runs[1], page.base
     text = brackets.compare_maps(a, b).markdown.split("\n", 1)[1].strip()
     return [
         "## How far a threshold moves between two runs",
@@ -692,14 +720,13 @@ def repro_section(root: Path, base: Path) -> list[str]:
     ]
 
 
-def latency_section(root: Path, base: Path) -> list[str]:
+def latency_section(page: Page) -> list[str]:
     """The latency bench (`bench-latency`): each cell's percentiles from its rounds' merged
     histograms, measured and wrk-corrected, beside the medians of the rounds' p99s that tables
     showed before format 5."""
-    path = root / "bench-latency"
-    if not (path / "metadata.json").is_file():
+    if (run := page.dir("latency")) is None:
         return []
-    run = RunDir.open(path)
+    path, base = run.path, page.base
     cells = [c for c in by_cell(run.records()) if not c.frozen and c.distribution()]
     if not cells:
         return []
@@ -757,13 +784,12 @@ def latency_section(root: Path, base: Path) -> list[str]:
     ]
 
 
-def open_loop_section(root: Path, base: Path) -> list[str]:
+def open_loop_section(page: Page) -> list[str]:
     """The open-loop bench (`bench-open`): each cell's latency from due and from sent, rounds
-    merged, and how the generator kept its schedule; then the generators' comparison."""
+    merged, and how the generator kept its schedule."""
     out: list[str] = []
-    path = root / "bench-open"
-    if (path / "metadata.json").is_file():
-        run = RunDir.open(path)
+    if (run := page.dir("open-loop")) is not None:
+        path, base = run.path, page.base
         cells = [c for c in by_cell(run.records()) if c.cell.rate is not None]
         rows = []
         for c in sorted(cells, key=lambda c: (c.cell.level, c.cell.variant)):
@@ -820,20 +846,32 @@ def open_loop_section(root: Path, base: Path) -> list[str]:
             ),
             "",
         ]
-    path = root / "capacity-uvicorn"
-    if (path / "metadata.json").is_file():
-        run = RunDir.open(path)
+    return out
+
+
+def capacity_section(page: Page) -> list[str]:
+    """A capacity search by itself (`make capacity`)."""
+    out: list[str] = []
+    for run in page.dirs("capacity"):
         meta = run.metadata()
         slo = CapacityPlan.from_json(meta["capacity"]).slo.text()
         out += [
-            f"## Capacity within {slo} ([capacity.md]({_rel(path, base)}/capacity.md))",
+            f"## Capacity within {slo} ([capacity.md]({_rel(run.path, page.base)}/capacity.md))",
             "",
             *capacity.body(meta, run.records()),
         ]
-    found = root / "generators" / "records.json"
-    if found.is_file():
+    return out
+
+
+def generators_section(page: Page) -> list[str]:
+    """The comparison that chose the open loop's generator (`make generators`)."""
+    out: list[str] = []
+    for run in page.runs.of("generators"):
+        found = page.root / run.name / "records.json"
+        if not found.is_file():
+            continue
         data = json.loads(found.read_text())
-        sha, where = data["git"].get("sha", "?")[:12], _rel(found.parent, base)
+        sha, where = data["git"].get("sha", "?")[:12], _rel(found.parent, page.base)
         out += [
             f"## Which generator drives the open loop ([page]({where}/README.md))",
             "",
@@ -870,19 +908,18 @@ ASYNC_TAIL_DECISION = (
 )
 
 
-def decide_slo_section(root: Path, base: Path) -> list[str]:
-    """`make decide` with its capacity search (DECIDE_SLO_RUN): the capacities, then the
-    decision table whose rule reads them."""
-    path = root / "decide-slo-uvicorn"
-    if not (path / "metadata.json").is_file():
+def decide_slo_section(page: Page) -> list[str]:
+    """`make decide` with its capacity search: the capacities, then the decision table whose
+    rule reads them."""
+    if (run := page.dir("decide-slo")) is None:
         return []
-    run = RunDir.open(path)
+    path = run.path
     meta, records = run.metadata(), run.records()
     plan = decision.plan_of(meta)
     rows = decision.decision_rows(records, plan)
     if plan is None or not rows:
         return []
-    where = _rel(path, base)
+    where = _rel(path, page.base)
     sha = str(_first_session(run).get("git", {}).get("sha", "?"))[:12]
     return [
         f"## The decision by capacity within {plan.slo.text()} "
@@ -890,22 +927,19 @@ def decide_slo_section(root: Path, base: Path) -> list[str]:
         "",
         *capacity.body(meta, records),
         "",
-        *_between_runs(root, base, plan, records),
+        *_between_runs(page, plan, records),
         decision.explained(rows[0].roles),
         "",
         *decision.sections(records, charts=f"{where}/charts", level=3, plan=plan),
     ]
 
 
-def _between_runs(
-    root: Path, base: Path, plan: CapacityPlan, records: Sequence[CellResult]
-) -> list[str]:
-    """The same lines' capacity in `capacity-uvicorn`, another run of the same search: how far
-    one run's brackets are from another's."""
-    other_path = root / "capacity-uvicorn"
-    if not (other_path / "metadata.json").is_file():
+def _between_runs(page: Page, plan: CapacityPlan, records: Sequence[CellResult]) -> list[str]:
+    """The same lines' capacity in the `capacity` section's run, another run of the same
+    search: how far one run's brackets are from another's."""
+    if (other := page.dir("capacity")) is None:
         return []
-    other = RunDir.open(other_path)
+    other_path, name = other.path, other.path.name
     other_plan = CapacityPlan.from_json(other.metadata()["capacity"])
     theirs = {line.variant: line for line in other_plan.lines}
     other_records = other.records()
@@ -930,13 +964,13 @@ def _between_runs(
     sha = str(_first_session(other).get("git", {}).get("sha", "?"))[:12]
     cpu = _first_session(other).get("machine", {}).get("cpu_model", "?")
     return [
-        f"The same lines in [`capacity-uvicorn`]({_rel(other_path, base)}/capacity.md), another "
+        f"The same lines in [`{name}`]({_rel(other_path, page.base)}/capacity.md), another "
         f"run of the same search (git {sha}, {cpu}). Where two brackets do not overlap, "
         "the machine's state between the runs (other tenants, the hour) moved the capacity "
         "more than one search resolves: one run's bracket is not the whole answer.",
         "",
         md_table(
-            ["variant", "database latency", "this run sustains", "capacity-uvicorn sustains"],
+            ["variant", "database latency", "this run sustains", f"{name} sustains"],
             rows,
             ["---", "---:", "---:", "---:"],
         ),
@@ -944,13 +978,12 @@ def _between_runs(
     ]
 
 
-def async_tail_section(root: Path, base: Path) -> list[str]:
+def async_tail_section(page: Page) -> list[str]:
     """The async tail's investigation: each server's p99 of the two async styles, and where
     their requests waited."""
-    path = root / "async-tail"
-    if not (path / "metadata.json").is_file():
+    if (run := page.dir("async-tail")) is None:
         return []
-    records = RunDir.open(path).records()
+    path, base, records = run.path, page.base, run.records()
     rows = []
     for c in sorted(by_cell(records), key=lambda c: (c.cell.server_label, c.cell.variant)):
         p99 = c.percentile(99)
@@ -977,7 +1010,7 @@ def async_tail_section(root: Path, base: Path) -> list[str]:
         "queued for a connection",
         "loop lag ms, median / p99",
     ]
-    sha = str(_first_session(RunDir.open(path)).get("git", {}).get("sha", "?"))[:12]
+    sha = str(_first_session(run).get("git", {}).get("sha", "?"))[:12]
     return [
         f"## The async tail ([summary.md]({_rel(path, base)}/summary.md), at git {sha})",
         "",
@@ -990,9 +1023,12 @@ def async_tail_section(root: Path, base: Path) -> list[str]:
     ]
 
 
-def diagnose_section(root: Path, base: Path) -> list[str]:
+def diagnose_section(page: Page) -> list[str]:
     """The demo app's mistakes diagnosed (`make diagnose-examples`): each report's cause."""
-    reports = sorted((root / "diagnose").glob("*/diagnosis.json"))
+    base = page.base
+    reports = sorted(
+        p for r in page.runs.of("diagnose") for p in (page.root / r.name).glob("*/diagnosis.json")
+    )
     if not reports:
         return []
     rows = []
@@ -1025,10 +1061,11 @@ def diagnose_section(root: Path, base: Path) -> list[str]:
     ]
 
 
-def rejudged_section(root: Path, base: Path) -> list[str]:
+def rejudged_section(page: Page) -> list[str]:
     """What `python -m harness migrate` changed in each run, read from the runs' provenance."""
     said = []
-    for meta_path in sorted(root.glob("*/metadata.json")):
+    base = page.base
+    for meta_path in sorted(page.root.glob("*/metadata.json")):
         run = RunDir.open(meta_path.parent)
         for entry in run.metadata()["provenance"]:
             if entry.get("command") != "migrate":
@@ -1054,45 +1091,92 @@ def rejudged_section(root: Path, base: Path) -> list[str]:
     ]
 
 
-def readme(root: Path, page: Path) -> str:
-    base = page.parent
-    benches = _bench_runs(root)
-    benches_2021 = _bench_runs(root, "-2021")
-    maps = _maps(root)
-    map_run = maps.main if maps else None
-    map_2021 = _map_run(root, "map-2021")
-    variants = _map_run(root, "map-variants")
+def runs_section(page: Page) -> list[str]:
+    """Where and from what every run was measured, from its provenance: the commit (and
+    whether the tree had uncommitted changes), the CPU model, when; and what rewrote it later."""
+    rows = []
+    for run in page.runs.runs:
+        folder = page.root / run.name
+        sessions, later = _sessions(folder)
+        if not sessions:
+            continue
+        measured = sorted({f"{_sha(e)}{' (dirty)' if _dirty(e) else ''}" for e in sessions})
+        cpus = sorted({str(e.get("machine", {}).get("cpu_model", "?")) for e in sessions})
+        rows.append(
+            [
+                f"[`{run.name}`]({_rel(folder, page.base)})",
+                f"`python -m harness {shlex.join(run.command)}`",
+                ", ".join(measured),
+                ", ".join(cpus),
+                min(str(e.get("started_at", "?")) for e in sessions)[:16],
+                _took(sessions),
+                ", ".join(f"{e['command']} at {_sha(e)}" for e in later) or "-",
+            ]
+        )
+    return [
+        "## The runs",
+        "",
+        "Every run below, in the order `make reference` measures them (reference-runs.toml); "
+        "each command is given without its `--out`. *Measured at*: the commit of each session "
+        "that measured it, *(dirty)* where the tree had uncommitted changes; *later*: commands "
+        "that rewrote its records afterwards (`make migrate` judged them again, `compact` "
+        "compressed their dumps).",
+        "",
+        md_table(
+            ["run", "command", "measured at", "CPU", "started (UTC)", "took", "later"],
+            rows,
+            ["---", "---", "---", "---", "---", "---:", "---"],
+        ),
+    ]
+
+
+def _sessions(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A run folder's measuring sessions and the later rewrites, from its provenance (the
+    diagnosis reports of `diagnose-examples` carry theirs each)."""
+    if (folder / "metadata.json").is_file():
+        entries = RunDir.open(folder).metadata()["provenance"]
+        measured = [e for e in entries if "machine" in e]
+        return measured, [e for e in entries if "machine" not in e]
+    if (folder / "records.json").is_file():  # make generators: no run directory of its own
+        return [json.loads((folder / "records.json").read_text())], []
+    found = sorted(folder.glob("*/diagnosis.json"))
+    runs = [dict(json.loads(p.read_text())["run"]) for p in found]
+    return [
+        r | {"started_at": r.get("started"), "finished_at": r.get("finished")} for r in runs
+    ], []
+
+
+def _took(sessions: Sequence[dict[str, Any]]) -> str:
+    """The measuring sessions' time together, where each recorded its end."""
+    spans = [
+        datetime.fromisoformat(str(e["finished_at"])) - datetime.fromisoformat(str(e["started_at"]))
+        for e in sessions
+        if e.get("finished_at") and e.get("started_at")
+    ]
+    if not spans or len(spans) < len(sessions):
+        return "?"
+    minutes = sum(s.total_seconds() for s in spans) / 60
+    return f"{minutes:.0f} min" if minutes < 90 else f"{minutes / 60:.1f} h"
+
+
+def _sha(entry: dict[str, Any]) -> str:
+    return str(entry.get("git", {}).get("sha", "?"))[:7]
+
+
+def _dirty(entry: dict[str, Any]) -> bool:
+    return bool(entry.get("git", {}).get("dirty"))
+
+
+def findings_section(page: Page) -> list[str]:
+    """Plain sentences per server drawn across the runs, then the rule of thumb, the ceilings
+    and the layers, then why."""
+    benches, decides = page.by_server("bench"), page.by_server("decision")
+    maps, map_2021, variants = _maps(page), page.dir("stacks"), page.dir("variants")
     variants_plan = MapPlan.from_json(variants.metadata()["plan"]) if variants else None
     variants_records = variants.records() if variants else []
-    decides = _bench_runs(root, prefix="decide")
-    layer_run = _map_run(root, "layers")
-    first = next(iter(benches.values()), map_run or next(iter(decides.values()), None))
-    session = _first_session(first) if first else {}
-    m = session.get("machine", {})
-    parts = [
-        "# Reference results",
-        "",
-        "Everything on this page is generated by `python -m harness reference` from the run "
-        "directories under `reference/`; no number is typed by hand. Each run directory holds "
-        "its raw records (`cells/`), its metadata (machine, versions, git commit, every "
-        "parameter) and its own `summary.md` and `results.csv`.",
-        "",
-        f"Machine: {m.get('cpu_model', '?')}, {m.get('cpu_count', '?')} CPUs, "
-        f"{m.get('kernel', '?')}, Python {m.get('python', '?')}; "
-        f"git {session.get('git', {}).get('sha', '?')[:12]}.",
-        "",
-        *decide_slo_section(root, base),
-        *rejudged_section(root, base),
-        *repro_section(root, base),
-        *latency_section(root, base),
-        *open_loop_section(root, base),
-        *async_tail_section(root, base),
-        *diagnose_section(root, base),
-        "## Findings",
-        "",
-    ]
     plan = maps.plan if maps else None
     map_records = maps.records if maps else []
+    parts = ["## Findings", ""]
     for server in ServerName:
         sentences = []
         if plan and server in plan.servers:
@@ -1107,99 +1191,169 @@ def readme(root: Path, page: Path) -> str:
             sentences += decision_findings(decides[server].records())
         if sentences:
             parts += [f"- **{server}**: " + " ".join(sentences), ""]
-    if plan:
+    if maps and plan:
         parts += [
             "- **The rule of thumb**: " + " ".join(prediction_findings(plan, map_records)),
             "",
+            "- **Ceilings**: " + " ".join(ceiling_findings(plan, map_records, maps.main)),
+            "",
         ]
-    if plan and map_run:
-        parts += ["- **Ceilings**: " + " ".join(ceiling_findings(plan, map_records, map_run)), ""]
-    if layer_run and (sentences := layer_findings(layer_run)):
+    if (layer_run := page.dir("layers")) and (sentences := layer_findings(layer_run)):
         parts += ["- **Layers**: " + " ".join(sentences), ""]
+    return [*parts, WHY, ""]
+
+
+WHY = (
+    "Why: a sync `dependency` request holds its pooled connection until the dependency's "
+    "exit, after the response model is validated in a second threadpool token; with T "
+    "tokens and C connections per process, T + C requests in flight can leave every "
+    "token waiting for a connection and every connection waiting for a token. Opening the "
+    "session inside the endpoint (`context`) returns the connection before validation; "
+    "`limited` lets at most C requests into the dependency; async endpoints take no "
+    "threadpool token."
+)
+
+
+def map_section(page: Page) -> list[str]:
+    """The failure map: each server's lines, charts and evidence, then the ceilings."""
+    maps = _maps(page)
+    if maps is None:
+        return []
+    plan, records, base = maps.plan, maps.records, page.base
+    parts = [f"## The failure map ([full report]({_rel(maps.main.path, base)}/summary.md))", ""]
     parts += [
-        "Why: a sync `dependency` request holds its pooled connection until the dependency's "
-        "exit, after the response model is validated in a second threadpool token; with T "
-        "tokens and C connections per process, T + C requests in flight can leave every "
-        "token waiting for a connection and every connection waiting for a token. Opening the "
-        "session inside the endpoint (`context`) returns the connection before validation; "
-        "`limited` lets at most C requests into the dependency; async endpoints take no "
-        "threadpool token.",
-        "",
+        f"Left out, planned with other settings than `{maps.main.path.name}`: {n}."
+        for n in maps.left_out
     ]
-    if maps and map_run and plan:
-        parts += [f"## The failure map ([full report]({_rel(map_run.path, base)}/summary.md))", ""]
-        parts += [f"Left out, planned with other settings than `map`: {n}." for n in maps.left_out]
-        for server in plan.servers:
-            where = _rel(maps.runs[server].path, base)
-            elsewhere = (
-                f" (from [`{maps.runs[server].path.name}`]({where}/summary.md))"
-                if maps.runs[server] is not map_run
-                else ""
-            )
+    for server in plan.servers:
+        where = _rel(maps.runs[server].path, base)
+        elsewhere = (
+            f" (from [`{maps.runs[server].path.name}`]({where}/summary.md))"
+            if maps.runs[server] is not maps.main
+            else ""
+        )
+        parts += [
+            f"### {server}{elsewhere}",
+            "",
+            map_summary.map_table(plan, str(server), records),
+            f"![collapse]({where}/charts/collapse-{server}.png)",
+            "",
+            f"![throughput]({where}/charts/throughput-{server}.png)",
+            "",
+        ]
+        if table := map_summary.evidence_table(plan, str(server), records):
             parts += [
-                f"### {server}{elsewhere}",
+                f"Why each sync `dependency` line of {server} froze where it did "
+                "(occupancy and threads from the probes themselves):",
                 "",
-                map_summary.map_table(plan, str(server), map_records),
-                f"![collapse]({where}/charts/collapse-{server}.png)",
+                table,
+            ]
+    if said := map_summary.line_findings(plan, records):
+        parts += ["### What the occupancy of each frozen line shows", ""]
+        parts += [*(f"- {x}" for x in said), ""]
+    return [
+        *parts,
+        "### Ceilings",
+        "",
+        map_summary.ceilings_table(plan, records, maps.main.pgbench()),
+    ]
+
+
+def workers_page_section(page: Page) -> list[str]:
+    return [x for run in page.dirs("workers") for x in workers_section(run, page.base)]
+
+
+def variants_section(page: Page) -> list[str]:
+    """The map's other variants at its baseline."""
+    if (run := page.dir("variants")) is None:
+        return []
+    plan = MapPlan.from_json(run.metadata()["plan"])
+    return [
+        f"## The other variants ([full report]({_rel(run.path, page.base)}/summary.md))",
+        "",
+        f"Each variant at the map's baseline (pool {plan.pools[0]}, {plan.tokens[0]} tokens, "
+        f"{plan.workers[0]} worker process{'es' if plan.workers[0] > 1 else ''}), "
+        "searched the same way: sync `context` (the session closed inside the endpoint), "
+        "sync `limited` (at most the pool's capacity of requests in the dependency at once) "
+        "and async `dependency`.",
+        "",
+        map_summary.variants_table(plan, run.records()),
+    ]
+
+
+def blocking_section(page: Page) -> list[str]:
+    """How async fails differently: the sync session inside `async def`, and its fix."""
+    parts: list[str] = []
+    for run in page.dirs("blocking"):
+        plan = MapPlan.from_json(run.metadata()["plan"])
+        parts += [
+            f"## The async app's mistake ([full report]({_rel(run.path, page.base)}/summary.md))",
+            "",
+            "Async `blocking` opens the sync app's session (psycopg2) inside `async def` "
+            "endpoints, so the event loop waits on every query; async `context` is the same "
+            f"app done right. Database latency {plan.db_latency} each way; searched like the map.",
+            "",
+            map_summary.variants_table(plan, run.records()),
+            "",
+        ]
+    return parts
+
+
+def your_app_section(page: Page) -> list[str]:
+    """The example service measured as a user measures their own: its map, then its sync
+    version against its async one."""
+    parts: list[str] = []
+    for run in page.dirs("your-app"):
+        meta, records, rel = run.metadata(), run.records(), _rel(run.path, page.base)
+        if meta["kind"] == "map":
+            plan = MapPlan.from_json(meta["plan"])
+            parts += [
+                f"## Your own app: where the example service stalls ([full report]({rel}/"
+                "summary.md))",
                 "",
-                f"![throughput]({where}/charts/throughput-{server}.png)",
+                f"`examples/items` served through `APP`, mapped under {', '.join(plan.servers)}:",
                 "",
             ]
-            if table := map_summary.evidence_table(plan, str(server), map_records):
-                parts += [
-                    f"Why each sync `dependency` line of {server} froze where it did "
-                    "(occupancy and threads from the probes themselves):",
-                    "",
-                    table,
-                ]
-        if said := map_summary.line_findings(plan, map_records):
+            for server in plan.servers:
+                parts += [f"### {server}", "", map_summary.app_table(plan, str(server), records)]
+                parts += [f"![throughput]({rel}/charts/throughput-{server}.png)", ""]
+        elif rows := decision.decision_rows(records, plan := decision.plan_of(meta)):
             parts += [
-                "### What the occupancy of each frozen line shows",
+                f"## Your own app: its sync version against its async one ([decision.md]({rel}/"
+                "decision.md))",
                 "",
-                *(f"- {x}" for x in said),
+                decision.explained(rows[0].roles),
                 "",
+                *decision.sections(records, charts=f"{rel}/charts", level=3, plan=plan),
             ]
-        parts += [
-            "### Ceilings",
-            "",
-            map_summary.ceilings_table(plan, map_records, map_run.pgbench()),
-        ]
-    if workers := _map_run(root, "map-workers"):
-        parts += workers_section(workers, base)
-    if variants and variants_plan:
-        parts += [
-            f"## The other variants ([full report]({_rel(variants.path, base)}/summary.md))",
-            "",
-            f"Each variant at the map's baseline (pool {variants_plan.pools[0]}, "
-            f"{variants_plan.tokens[0]} tokens, {variants_plan.workers[0]} worker process"
-            f"{'es' if variants_plan.workers[0] > 1 else ''}), "
-            "searched the same way: sync `context` (the session closed inside the endpoint), "
-            "sync `limited` (at most the pool's capacity of requests in the dependency at once) "
-            "and async `dependency`.",
-            "",
-            map_summary.variants_table(variants_plan, variants_records),
-        ]
-    parts += evidence_sections(root, base)
-    if map_run and map_2021:
-        parts += [
-            f"## 2021 beside today ([2021 map]({_rel(map_2021.path, base)}/summary.md))",
-            "",
-            *stacks_side_by_side(map_run, map_2021),
-        ]
-        plan_2021 = MapPlan.from_json(map_2021.metadata()["plan"])
-        if said := map_summary.line_findings(plan_2021, map_2021.records()):
-            parts += [
-                "What the 2021 map's occupancy and threads show:",
-                "",
-                *(f"- {x}" for x in said),
-                "",
-            ]
-    for server, run in decides.items():
+    return parts
+
+
+def stacks_section(page: Page) -> list[str]:
+    """The map's baseline under the 2021 stack beside today's."""
+    maps, old = _maps(page), page.dir("stacks")
+    if maps is None or old is None:
+        return []
+    parts = [
+        f"## 2021 beside today ([2021 map]({_rel(old.path, page.base)}/summary.md))",
+        "",
+        *stacks_side_by_side(maps.main, old),
+    ]
+    plan_2021 = MapPlan.from_json(old.metadata()["plan"])
+    if said := map_summary.line_findings(plan_2021, old.records()):
+        parts += ["What the 2021 map's occupancy and threads show:", "", *(f"- {x}" for x in said)]
+        parts += [""]
+    return parts
+
+
+def decision_section(page: Page) -> list[str]:
+    """Each server's decision table."""
+    parts: list[str] = []
+    for server, run in page.by_server("decision").items():
         records = run.records()
-        rows = decision.decision_rows(records)
-        if not rows:
+        if not (rows := decision.decision_rows(records)):
             continue
-        rel = _rel(run.path, base)
+        rel = _rel(run.path, page.base)
         parts += [
             f"## When does async win? The decision table, {server} "
             f"([decision.md]({rel}/decision.md), [every comparison]({rel}/summary.md))",
@@ -1208,65 +1362,113 @@ def readme(root: Path, page: Path) -> str:
             "",
             *decision.sections(records, charts=f"{rel}/charts", level=3),
         ]
-    if layer_run:
-        records = layer_run.records()
+    return parts
+
+
+def layers_section(page: Page) -> list[str]:
+    """The drivers and the layers above them, with pgbench's ceilings."""
+    if (run := page.dir("layers")) is None:
+        return []
+    records = run.records()
+    parts = [
+        f"## Layers ([`{run.path.name}`]({_rel(run.path, page.base)}/summary.md))",
+        "",
+        layers.TEXT,
+        "",
+        layers.table(records, run.pgbench()),
+    ]
+    if run.pgbench():
+        servers = sorted({str(r.cell.known("name")) for r in records})
+        levels = sorted({r.cell.connections for r in records})
+        parts += ["", ceilings.table(servers, levels, records, run.pgbench()), ""]
+    return parts
+
+
+def _tables(title: str, runs: Sequence[RunDir], base: Path) -> list[str]:
+    """The 2021 write-up's tables of each run, with their comparisons."""
+    if not runs:
+        return []
+    parts = [f"## {title}", ""]
+    for run in runs:
+        records = run.records()
+        table = comparisons.table(records) if any(r.repeat > 1 for r in records) else ""
         parts += [
-            f"## Layers ([`{layer_run.path.name}`]({_rel(layer_run.path, base)}/summary.md))",
+            f"Run [`{run.path.name}`]({_rel(run.path, base)}/summary.md) "
+            f"(every cell's figures, CPU split and notes are there).",
             "",
-            layers.TEXT,
-            "",
-            layers.table(records, layer_run.pgbench()),
+            summary.seed_tables(records, level=3),
+            *(["Comparisons (B / A, 95% intervals):", "", table] if table else []),
         ]
-        if layer_run.pgbench():
-            servers = sorted({str(r.cell.known("name")) for r in records})
-            levels = sorted({r.cell.connections for r in records})
-            parts += [
-                "",
-                ceilings.table(servers, levels, records, layer_run.pgbench()),
-                "",
-            ]
-    for title, runs in (
-        ("Seed-shaped tables", benches),
-        ("Seed-shaped tables, 2021 stack", benches_2021),
-    ):
-        if not runs:
-            continue
-        parts += [f"## {title}", ""]
-        for run in runs.values():
-            parts += [
-                f"Run [`{run.path.name}`]({_rel(run.path, base)}/summary.md) "
-                f"(every cell's figures, CPU split and notes are there).",
-                "",
-                summary.seed_tables(run.records(), level=3),
-                *(
-                    ["Comparisons (B / A, 95% intervals):", "", table]
-                    if (table := comparisons.table(run.records()))
-                    and any(r.repeat > 1 for r in run.records())
-                    else []
-                ),
-            ]
+    return parts
+
+
+SECTIONS: dict[str, Callable[[Page], list[str]]] = {
+    "runs": runs_section,
+    "decide-slo": decide_slo_section,
+    "rejudged": rejudged_section,
+    "repro": repro_section,
+    "latency": latency_section,
+    "open-loop": open_loop_section,
+    "capacity": capacity_section,
+    "generators": generators_section,
+    "async-tail": async_tail_section,
+    "diagnose": diagnose_section,
+    "your-app": your_app_section,
+    "blocking": blocking_section,
+    "findings": findings_section,
+    "map": map_section,
+    "workers": workers_page_section,
+    "variants": variants_section,
+    "freeze": freeze_section,
+    "costs": costs_section,
+    "stacks": stacks_section,
+    "decision": decision_section,
+    "layers": layers_section,
+    "bench": lambda page: _tables("The 2021 write-up's tables", page.dirs("bench"), page.base),
+    "bench-2021": lambda page: _tables(
+        "The 2021 write-up's tables, 2021 stack", page.dirs("bench-2021"), page.base
+    ),
+}
+# Sections drawn from every run rather than runs of their own.
+ACROSS = frozenset({"runs", "rejudged", "findings"})
+
+
+def _header(page: Page) -> list[str]:
+    cpus = sorted(
+        {str(e.get("machine", {}).get("cpu_model", "?")) for r in page.runs.runs
+         for e in _sessions(page.root / r.name)[0]}
+    )  # fmt: skip
+    return [
+        "# Reference results",
+        "",
+        "Everything on this page is generated by `python -m harness reference` from the run "
+        "directories under `reference/`, which `make reference` measures from the list in "
+        "reference-runs.toml; no number is typed by hand. Each run directory holds its raw "
+        "records (`cells/`), its metadata (machine, versions, git commit, every parameter) and "
+        "its own `summary.md` and `results.csv`. The commit and CPU of every run: "
+        "[The runs](#the-runs).",
+        "",
+        f"Measured on {' and '.join(cpus) or '?'}: a figure holds on that CPU model; another "
+        "machine, its load and the hour move it.",
+        "",
+    ]
+
+
+def readme(root: Path, page_path: Path, runs: RunList | None = None) -> str:
+    runs = runs or runlist.load()
+    if unknown := [s for s in runs.sections if s not in SECTIONS]:
+        raise HarnessError(f"reference-runs.toml: no such section: {', '.join(unknown)}")
+    page = Page(root, page_path.parent, runs)
+    parts = _header(page)
+    for section in runs.sections:
+        parts += SECTIONS[section](page)
     return "\n".join(parts).rstrip() + "\n"
 
 
-def write(root: Path, page: Path) -> None:
-    runs = [*_bench_runs(root).values(), *_bench_runs(root, "-2021").values()]
-    for run in [*runs, *_bench_runs(root, prefix="decide").values()]:
-        files.write(run)
-    for name in (
-        "map",
-        "map-2021",
-        "map-variants",
-        "map-workers",
-        "map-repro-a",
-        "map-repro-b",
-        "layers",
-        "freeze-cycle",
-        "relay-cost",
-        "async-tail",
-        "decide-slo-uvicorn",
-        *(p.parent.name for p in root.glob("occupancy-cost*/metadata.json")),
-        *(f"map-{s}" for s in ServerName),
-    ):
-        if run := _map_run(root, name):
-            files.write(run)
-    page.write_text(readme(root, page))
+def write(root: Path, page: Path, runs: RunList | None = None) -> None:
+    """Every listed run's own report, then the page."""
+    runs = runs or runlist.load()
+    for run in runs.runs:
+        if (root / run.name / "metadata.json").is_file():
+            files.write(RunDir.open(root / run.name))
+    page.write_text(readme(root, page, runs))

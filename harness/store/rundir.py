@@ -22,12 +22,15 @@ CEILINGS = "ceilings"
 THREADS = "threads"  # raw thread dumps, one per collapsed measurement
 
 
-def _write_json(path: Path, data: Any, what: str = "") -> None:
+def _write_json(path: Path, data: Any, what: str = "", compact: bool = False) -> None:
     """Written to a temporary name and renamed, so a crash or a full disk never leaves half a
-    file; a write that fails is one HarnessError naming the file (and `what` it holds)."""
+    file; a write that fails is one HarnessError naming the file (and `what` it holds).
+    `compact`: on one line, for records (their samples are most of a run's bytes; a reader
+    indents them with `python -m json.tool`)."""
     tmp = path.with_name(path.name + ".tmp")
+    text = json.dumps(data, separators=(",", ":")) if compact else json.dumps(data, indent=2)
     try:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(text + "\n")
         os.replace(tmp, path)
     except OSError as exc:
         with suppress(OSError):
@@ -194,7 +197,7 @@ class RunDir:
             after = CellResult.from_json(migrate.record(before, str(path))).to_json()
             if (old := before.get("verdict")) != after["verdict"]:
                 changes[f"{old} -> {after['verdict']}"] += 1
-            _write_json(path, after, f"the record {path.name}")
+            _write_json(path, after, f"the record {path.name}", compact=True)
         meta = self.metadata()
         step = {**entry, "from_format": raw.get("format"), "verdicts_changed": dict(changes)}
         self.write_metadata({**meta, "provenance": [*meta["provenance"], step]})
@@ -209,7 +212,7 @@ class RunDir:
         path = folder / f"{result.key}.json"
         with suppress(OSError):
             folder.mkdir(exist_ok=True)
-        _write_json(path, result.to_json(), f"the record of {result.key}")
+        _write_json(path, result.to_json(), f"the record of {result.key}", compact=True)
         return path
 
     def records(self) -> list[CellResult]:
@@ -239,11 +242,12 @@ class RunDir:
         found: list[dict[str, Any]] = json.loads(data)
         return found
 
-    def compact(self, entry: dict[str, Any]) -> int:
-        """Compress the raw thread dumps an older run kept plain, and point their records at
-        the compressed files (nothing else in a record changes); `entry` (what did it, and how
-        many) is appended to the provenance. Returns how many dumps it compressed."""
-        done = 0
+    def compact(self, entry: dict[str, Any]) -> tuple[int, int]:
+        """Compress the raw thread dumps an older run kept plain, point their records at the
+        compressed files, and write indented records on one line (nothing else in a record
+        changes); `entry` (what did it, and how many) is appended to the provenance. Returns
+        how many dumps it compressed and how many records it wrote again."""
+        done = rewritten = 0
         # The folders records() reads: a map's upgrade stopped between its steps has both.
         folders = [self.records_dir]
         if self.kind == "map":
@@ -251,21 +255,25 @@ class RunDir:
                 dict.fromkeys([self.records_dir, self.path / "probes", self.path / "cells"])
             )
         for path in sorted(p for folder in folders for p in folder.glob("*.json")):
-            data = json.loads(path.read_text())
+            text = path.read_text()
+            data = json.loads(text)
             file = (data.get("threads") or {}).get("file") or ""
             plain = self.path / file
-            if not file.endswith(".json") or not plain.is_file():
+            if file.endswith(".json") and plain.is_file():
+                _write_gzip(plain.with_name(plain.name + ".gz"), plain.read_bytes(), file)
+                data["threads"]["file"] = file + ".gz"
+                done += 1
+            elif text.count("\n") <= 1:
                 continue
-            _write_gzip(plain.with_name(plain.name + ".gz"), plain.read_bytes(), file)
-            data["threads"]["file"] = file + ".gz"
-            _write_json(path, data, f"the record {path.name}")
-            plain.unlink()
-            done += 1
-        if done:
+            _write_json(path, data, f"the record {path.name}", compact=True)
+            rewritten += 1
+            if plain.is_file() and file.endswith(".json"):
+                plain.unlink()
+        if rewritten:
             meta = self._raw_metadata()
-            step = {**entry, "dumps_compressed": done}
+            step = {**entry, "dumps_compressed": done, "records_compacted": rewritten}
             self.write_metadata({**meta, "provenance": [*meta["provenance"], step]})
-        return done
+        return done, rewritten
 
     def ceiling_path(self, connections: int) -> Path:
         return self.path / CEILINGS / f"pgbench-c{connections}.json"
