@@ -246,6 +246,29 @@ def test_make_reference_refuses_a_tree_with_uncommitted_changes(tmp_path: Path) 
 REFERENCE = ROOT / "results" / "reference"
 
 
+def test_every_reference_folder_is_a_listed_run_and_every_section_presents_runs() -> None:
+    """reference-runs.toml is the one list: a folder it does not name, a section the page
+    cannot draw, a section that presents no run, or a run the page does not link fails."""
+    runs = runlist.load()
+    assert sorted(p.name for p in REFERENCE.iterdir()) == sorted(runs.names)
+    assert set(runs.sections) == set(reference.SECTIONS)
+    presenting = {r.section for r in runs.runs}
+    assert presenting == set(reference.SECTIONS) - reference.ACROSS
+    # The committed page links every run from the section that presents it, not only from
+    # the table of runs.
+    page = (ROOT / "results" / "README.md").read_text()
+    body = page.split("## The runs", 1)[1].split("\n## ", 1)[1]
+    unlinked = [n for n in runs.names if f"](reference/{n}/" not in body]
+    assert not unlinked, f"listed runs the page's sections do not link: {unlinked}"
+
+
+def test_the_reference_stays_small() -> None:
+    """Raw dumps gzipped, records on one line, no chart a page does not link: under 25 MB."""
+    size = sum(p.stat().st_size for p in REFERENCE.rglob("*") if p.is_file())
+    assert size < 25_000_000, f"results/reference holds {size / 1e6:.1f} MB"
+    assert not list(REFERENCE.rglob("threads/*.json")), "a raw thread dump kept uncompressed"
+
+
 def test_the_run_list_refuses_what_it_cannot_read(tmp_path: Path) -> None:
     bad = tmp_path / "runs.toml"
     bad.write_text(
