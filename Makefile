@@ -35,7 +35,7 @@ FLAGS = $(foreach v,$(call given,$(VARIABLES)),--$(call lower,$(v))=$(call quote
 unknown := $(strip $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),\
 	$(if $(filter $(v),$(VARIABLES) $(SWITCHES) $(OWN) $(ENVIRONMENT)),,$(v)))))
 ifneq ($(unknown),)
-$(error unknown variable $(unknown): the settings are $(VARIABLES) $(SWITCHES) (see README.md))
+$(error unknown variable $(unknown): the settings are $(VARIABLES) $(SWITCHES) (see docs/variables.md))
 endif
 # Settings are for the targets that measure; anywhere else they would be silently ignored.
 settings := $(strip $(call given,$(VARIABLES) $(SWITCHES)))
@@ -153,7 +153,7 @@ decide: $(MEASURE_DEPS)
 failure-map: $(MEASURE_DEPS)
 	$(PY) -m harness map $(FLAGS)
 
-# Why a running service stalls: TARGET=http://127.0.0.1:PORT/PATH [PID=...] (README.md).
+# Why a running service stalls: TARGET=http://127.0.0.1:PORT/PATH [PID=...] (docs/your-service.md).
 diagnose: $(MEASURE_DEPS)
 	$(PY) -m harness diagnose $(FLAGS)
 

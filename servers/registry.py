@@ -175,7 +175,8 @@ def _granian(launch: Launch) -> list[str]:
     # single blocking thread (it refuses more) and does its network I/O on runtime threads. Both
     # are written out at 1, the defaults, so a change of granian's defaults cannot change what is
     # measured; uvloop and HTTP/1 as with uvicorn. Its --backpressure is left at its default
-    # (backlog / workers): README.md says what setting it at the pool's capacity does.
+    # (backlog / workers): docs/stacks.md (granian) says what setting it at the pool's capacity
+    # does.
     if launch.stack is not Stack.current:
         raise ValueError(
             f"granian is not part of the {launch.stack} stack ({STACK_LOCKS[launch.stack]}); "

@@ -2,7 +2,7 @@
 
 The compose file is rendered from the registry by servers/compose.py; these tests hold the
 committed file to that rendering and the rendering to the registry, the settings and the ports
-the README documents.
+docs/docker.md documents.
 """
 
 from __future__ import annotations
@@ -118,12 +118,15 @@ def test_app_port_is_published_on_loopback_only_at_the_documented_port(
     assert app_service(doc, server, mode)["ports"] == [f"127.0.0.1:{port}:{port}"]
 
 
-def test_uvicorn_keeps_the_seed_ports_and_the_readme_lists_every_port() -> None:
+def test_uvicorn_keeps_the_seed_ports_and_the_docker_page_lists_every_port() -> None:
     assert {m: EXPECTED_PORTS["uvicorn", m.value] for m in Mode} == SEED_PORTS
     assert {(ServerName(s), Mode(m)): p for (s, m), p in EXPECTED_PORTS.items()} == compose.PORTS
-    docker_section = (ROOT / "README.md").read_text().split("## With Docker", 1)[1]
-    for (server, mode), port in EXPECTED_PORTS.items():
-        assert re.search(rf"`{server}-{mode}`[^\n]*\b{port}\b", docker_section), (server, mode)
+    # The services table of docs/docker.md: one row per service, its port in the last column.
+    page = (ROOT / "docs" / "docker.md").read_text()
+    rows = re.findall(r"^\| `([a-z]+-(?:sync|async))` \|.*\| (\d+)\b[^|]*\|$", page, re.MULTILINE)
+    assert {name: int(port) for name, port in rows} == {
+        f"{server}-{mode}": port for (server, mode), port in EXPECTED_PORTS.items()
+    }
 
 
 def test_every_published_port_is_loopback_only(doc: dict[str, Any]) -> None:

@@ -35,7 +35,7 @@ pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 APPS = {compose.service_name(s, m): port for (s, m), port in compose.PORTS.items()}
-TARGET_SERVICE, TARGET_PORT = "gunicorn-sync", 8003  # the freeze the README's example shows
+TARGET_SERVICE, TARGET_PORT = "gunicorn-sync", 8003  # the freeze docs/docker.md's checks name
 # The default stop timeout of compose; no service may need it (servers/compose.py).
 DOCKER_STOP_TIMEOUT_S = 10.0
 

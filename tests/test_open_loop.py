@@ -239,7 +239,7 @@ def test_the_committed_generators_page_is_what_its_records_give() -> None:
     found = ROOT / "results" / "reference" / "generators"
     data = json.loads((found / "records.json").read_text())
     assert generators_page(data, "make generators") == (found / "README.md").read_text()
-    # What the README says of them: the open loop sent everything due into the stalling
+    # What docs/method.md says of them: the open loop sent everything due into the stalling
     # server, the closed loops 61-81% of it; k6 held it too, at a higher CPU cost.
     stall = {r["generator"]: r["held"] for r in data["records"] if r.get("stalling")}
     assert stall["openloop"] == 1.0 and stall["k6"] >= 0.99

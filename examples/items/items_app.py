@@ -1,7 +1,8 @@
 """A small FastAPI service of the kind this tool is for, written as its users write theirs: sync
 endpoints, SQLAlchemy with psycopg2, a session per request from a `Depends` generator. It is not
-part of the demo: the README measures it with `APP=items_app:app APP_DIR=examples/items`, and
-the tests use it as "your own app" (another path, another response shape, its own settings).
+part of the demo: docs/your-service.md measures it with `APP=items_app:app
+APP_DIR=examples/items`, and the tests use it as "your own app" (another path, another response
+shape, its own settings).
 
 It runs unchanged on FastAPI 0.63 with SQLAlchemy 1.4 (2021) and on today's versions.
 """

@@ -650,7 +650,7 @@ def _announce(what: str, estimate: float, run: RunDir) -> None:
 
 # --- commands ----------------------------------------------------------------------------------
 
-# Exit codes a CI job can gate on (README.md, Automation): 0 done, 1 an error, 2 a usage error,
+# Exit codes a CI job can gate on (docs/method.md, Automation): 0 done, 1 an error, 2 a usage error,
 # 130 interrupted, and these two, each only where FAIL_ON asks for it.
 EXIT_COLLAPSE = 3
 EXIT_REGRESSION = 4

@@ -439,7 +439,7 @@ def resolve(args: argparse.Namespace, command: str) -> Given:
 
 
 def markdown_table() -> str:
-    """The variables table of README.md (tests/test_cli.py checks that the two agree)."""
+    """The variables table of docs/variables.md (tests/test_cli.py checks that the two agree)."""
     head = ["variable", "meaning", *(f"`{MAKE_TARGET[c]}`" for c in COMMANDS)]
     rows = []
     for v in VARIABLES:

@@ -1,7 +1,7 @@
-"""The rules a run applies, with their thresholds, in one place (documented in README.md): the
-verdict of a cell (from the side channel's samples of every process where it was on, else from
-throughput), the mechanism's prediction of where sync `dependency` collapses, and what a
-failure-map probe counts as."""
+"""The rules a run applies, with their thresholds, in one place (documented in docs/method.md,
+Verdicts): the verdict of a cell (from the side channel's samples of every process where it was
+on, else from throughput), the mechanism's prediction of where sync `dependency` collapses, and
+what a failure-map probe counts as."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from harness.report.table import md_table
 
 EXPLAINED = (
     "Each probe is a fresh server, warmed up at its rate for {warmup:g} s, then measured for "
-    "{window:g} s with requests due at that rate whatever it did (README.md, Open loop). It "
+    "{window:g} s with requests due at that rate whatever it did (docs/method.md, Open loop). It "
     "**missed** the objective when more of its requests than the objective allows were slower "
     "than the limit from the moment they were due, failed, timed out or were dropped, or when "
     "it collapsed. A variant **sustains** the highest rate that met it in every probe, below "

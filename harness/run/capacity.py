@@ -1,5 +1,5 @@
 """Capacity at an objective: for each line, the highest open-loop rate whose measured window
-met the SLO (README.md, Capacity at an SLO).
+met the SLO (docs/decision.md, Capacity at an SLO).
 
 A probe is a cell of the line at one rate: a fresh server, a warm-up at that rate, a measured
 window (DURATION, 10 s unless asked otherwise); it misses when more than the SLO allows of its
