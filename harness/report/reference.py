@@ -8,6 +8,7 @@ order. Regenerating from the same run files reproduces the page exactly.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import statistics
 from collections.abc import Callable, Sequence
@@ -49,6 +50,17 @@ from harness.store.runlist import RunList
 
 def _rel(path: Path, base: Path) -> str:
     return path.relative_to(base).as_posix()
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+LATENCY_DOC = "method.md#latency-two-distributions-merged"
+OPEN_LOOP_DOC = "method.md#open-loop-a-fixed-arrival-rate-loadopen"
+REPRO_DOC = "failure-map.md#how-far-a-threshold-moves-between-two-runs"
+
+
+def _docs(base: Path, page: str) -> str:
+    """A page of docs/ (with its anchor), relative to the page that links it."""
+    return Path(os.path.relpath(DOCS, base.resolve())).as_posix() + "/" + page
 
 
 @dataclass(frozen=True)
@@ -712,7 +724,8 @@ def repro_section(page: Page) -> list[str]:
         f"Two independent failure maps of the same lines, one after the other on this machine "
         f"([`{a.path.name}`]({_rel(a.path, base)}/summary.md), "
         f"[`{b.path.name}`]({_rel(b.path, base)}/summary.md)); each threshold is a bracket with "
-        "its counts (README.md, The failure map). Regenerate with `make compare "
+        f"its counts ([docs]({_docs(base, REPRO_DOC)})). "
+        "Regenerate with `make compare "
         f"A={a.path} B={b.path}`.",
         "",
         text,
@@ -772,7 +785,7 @@ def latency_section(page: Page) -> list[str]:
         "",
         f"[`{path.name}`]({_rel(path, base)}/summary.md), every cell that did not collapse: its "
         "percentiles from the merged histograms of its rounds, the measured distribution (each "
-        "response once) and wrk's corrected one (README.md, Latency: two distributions, merged). "
+        f"response once) and wrk's corrected one ([docs]({_docs(base, LATENCY_DOC)})). "
         f"The widest gap between them is at the median: {widest.cell.variant} at "
         f"{widest.cell.connections} connections, where wrk's p50 is {ratio:.1f}× the measured "
         f"one. {thin} of {len(cells)} p99s rest on fewer than {MIN_TAIL} measured responses "
@@ -825,7 +838,8 @@ def open_loop_section(page: Page) -> list[str]:
             "## Open loop: latency at a fixed arrival rate",
             "",
             f"[`{path.name}`]({_rel(path, base)}/summary.md): requests due at each rate whatever "
-            "the server did (README.md, Open loop), every cell's rounds merged. *From due* is "
+            f"the server did ([docs]({_docs(base, OPEN_LOOP_DOC)})), every cell's rounds merged. "
+            "*From due* is "
             "what a user waited; *from sent* leaves out the wait for a connection." + used,
             "",
             md_table(
