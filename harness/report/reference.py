@@ -112,9 +112,9 @@ class Maps:
 
 
 def _maps(page: Page) -> Maps | None:
-    main, *extras = page.dirs("map") or [None]
-    if main is None:
+    if not (found := page.dirs("map")):
         return None
+    main, *extras = found
     plan = MapPlan.from_json(main.metadata()["plan"])
     records = main.records()
     runs = dict.fromkeys(plan.servers, main)
@@ -361,7 +361,8 @@ def prediction_findings(plan: MapPlan, records: Sequence[CellResult]) -> list[st
 def model_findings(pairs: Sequence[tuple[MapLine, int, Threshold]]) -> list[str]:
     """The queue model, workers × (T + 3C), checked against every line that froze, beside the
     lower bound workers × (T + C): the median distance of each from the measured point."""
-    rows, spans = [], {}
+    rows: list[tuple[MapLine, float, float]] = []
+    spans: dict[str, list[tuple[float, float]]] = {}
     for line, bound, found in pairs:
         model = queue_model(line.mode, line.server_config)
         if model is None or found.collapsed_at is None:
@@ -1318,29 +1319,37 @@ def your_app_section(page: Page) -> list[str]:
     version against its async one."""
     parts: list[str] = []
     for run in page.dirs("your-app"):
-        meta, records, rel = run.metadata(), run.records(), _rel(run.path, page.base)
-        if meta["kind"] == "map":
-            plan = MapPlan.from_json(meta["plan"])
-            parts += [
-                f"## Your own app: where the example service stalls ([full report]({rel}/"
-                "summary.md))",
-                "",
-                f"`examples/items` served through `APP`, mapped under {', '.join(plan.servers)}:",
-                "",
-            ]
-            for server in plan.servers:
-                parts += [f"### {server}", "", map_summary.app_table(plan, str(server), records)]
-                parts += [f"![throughput]({rel}/charts/throughput-{server}.png)", ""]
-        elif rows := decision.decision_rows(records, plan := decision.plan_of(meta)):
-            parts += [
-                f"## Your own app: its sync version against its async one ([decision.md]({rel}/"
-                "decision.md))",
-                "",
-                decision.explained(rows[0].roles),
-                "",
-                *decision.sections(records, charts=f"{rel}/charts", level=3, plan=plan),
-            ]
+        rel = _rel(run.path, page.base)
+        parts += _app_map(run, rel) if run.kind == "map" else _app_decision(run, rel)
     return parts
+
+
+def _app_map(run: RunDir, rel: str) -> list[str]:
+    plan, records = MapPlan.from_json(run.metadata()["plan"]), run.records()
+    parts = [
+        f"## Your own app: where the example service stalls ([full report]({rel}/summary.md))",
+        "",
+        f"`examples/items` served through `APP`, mapped under {', '.join(plan.servers)}:",
+        "",
+    ]
+    for server in plan.servers:
+        parts += [f"### {server}", "", map_summary.app_table(plan, str(server), records)]
+        parts += [f"![throughput]({rel}/charts/throughput-{server}.png)", ""]
+    return parts
+
+
+def _app_decision(run: RunDir, rel: str) -> list[str]:
+    plan, records = decision.plan_of(run.metadata()), run.records()
+    if not (rows := decision.decision_rows(records, plan)):
+        return []
+    return [
+        f"## Your own app: its sync version against its async one ([decision.md]({rel}/"
+        "decision.md))",
+        "",
+        decision.explained(rows[0].roles),
+        "",
+        *decision.sections(records, charts=f"{rel}/charts", level=3, plan=plan),
+    ]
 
 
 def stacks_section(page: Page) -> list[str]:
