@@ -119,13 +119,12 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.lock
 test: setup dev lint
 	$(PY) -m pytest -m "not docker" --durations=15
 
-# Unit tests only: no PostgreSQL, no servers, no wrk; well under 30 s.
+# Unit tests only: no PostgreSQL, no servers, no wrk.
 test-fast: dev
 	$(PY) -m pytest -m "not integration and not docker" -q
 
 # The compose stack end to end on a Docker engine (tests/test_docker.py): build, up, every
-# service, the wrk service, a target-mode bench with WRK=docker, stop times, down -v. About two
-# minutes with the images cached; skipped, with the reason, where no engine answers.
+# service, the wrk service, a target-mode bench with WRK=docker, stop times, down -v. Skipped, with the reason, where no engine answers.
 test-docker: dev
 	$(PY) -m pytest -m docker tests/test_docker.py
 
@@ -143,9 +142,9 @@ serve: setup
 bench: $(MEASURE_DEPS)
 	$(PY) -m harness run $(FLAGS)
 
-# The decision preset: database latency x rows x {sync context, sync dependency, async} x workers
-# {1, CPUs} at 8, 32 and 100 connections, 3 interleaved rounds of 2 s, ending in decision.md.
-# About 20-25 minutes per server on 2 cores; every preset value is a variable (REPEATS=5 ...).
+# The decision preset: database latency x rows x variants x workers, interleaved rounds, then a
+# capacity search within the SLO, ending in decision.md. DRY_RUN=1 lists it with the time it
+# will take; every preset value is a variable (REPEATS=5 ...).
 decide: $(MEASURE_DEPS)
 	$(PY) -m harness decide $(FLAGS)
 
@@ -158,8 +157,8 @@ diagnose: $(MEASURE_DEPS)
 	$(PY) -m harness diagnose $(FLAGS)
 
 # The demo app's mistakes (and a healthy variant), each served by a real server and diagnosed
-# with make diagnose's defaults: the reference's diagnosis reports. About 12 minutes; one whose
-# report is complete is kept.
+# with make diagnose's defaults: the reference's diagnosis reports. One whose report is complete is
+# kept.
 diagnose-examples: setup
 	$(PY) -m harness diagnose-examples --out $(REF)/diagnose
 
