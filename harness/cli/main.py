@@ -10,8 +10,9 @@ import random
 import shlex
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from harness.cli import diagnose, plans, rundirs
@@ -19,6 +20,7 @@ from harness.cli.console import Console, say
 from harness.cli.rundirs import RESULTS, Busy
 from harness.cli.variables import MAKE_TARGET, VARIABLES, Given, add_arguments, resolve
 from harness.domain.axes import FROZEN
+from harness.domain.cell import Cell
 from harness.domain.diagnosis import plural
 from harness.domain.errors import HarnessError, UsageError
 from harness.domain.parse import (
@@ -42,6 +44,7 @@ from harness.run.diagnose import RECOVER_S
 from harness.run.diagnose_examples import BY_NAME as EXAMPLES
 from harness.run.fmap import estimate_s, execute_map
 from harness.run.generators import compare as compare_generators
+from harness.run.options import Options
 from harness.run.serve import serve
 from harness.run.session import Interrupted, interrupt_on_signals, preflight, provenance_entry
 from harness.store.rundir import RunDir
@@ -83,74 +86,134 @@ def _collapse_exit(run: RunDir, fail_on: list[str]) -> int:
     return EXIT_COLLAPSE
 
 
+@dataclass(frozen=True)
+class _Bench:
+    """What a bench or decide run measures: a new run's whole plan (its directory created at
+    `out` once everything is checked), or what a resumed `run` has left."""
+
+    options: Options
+    cells: list[Cell]
+    todo: list[tuple[Cell, int]]
+    total: int  # measurements in the whole run
+    repeats: int
+    pgbench_levels: list[int]
+    search: CapacityPlan | None
+    out: Path
+    run: RunDir | None = None
+    seed: int = 0  # a new run's, recorded: a resume runs the same order
+
+    def estimate_s(self) -> float:
+        estimate = sum(self.options.estimate_s(c, r) for c, r in self.todo)
+        estimate += sum(self.cells[0].duration_s for _ in self.pgbench_levels) if self.cells else 0
+        if self.search is not None:
+            estimate += capacity_estimate_s(self.search, self.options)
+        return estimate
+
+    def what(self) -> str:
+        what = (
+            f"{len(self.todo)} of {self.total} measurements ({len(self.cells)} cells x "
+            f"{self.repeats} rounds)"
+        )
+        if self.search is not None:
+            what += (
+                f", then a capacity search of {len(self.search.lines)} lines within "
+                f"{self.search.slo.text()}"
+            )
+        return what
+
+    def done(self) -> bool:
+        """A resumed run that has every measurement, ceiling and capacity search on record."""
+        if self.run is None:
+            return False
+        ended = self.run.metadata().get("capacity_ended", {})
+        lines = self.search.lines if self.search else ()
+        searching = any(line.variant not in ended for line in lines)
+        return not self.todo and not self.pgbench_levels and not searching
+
+    def body(self) -> dict[str, Any]:
+        """A new run's plan, as its directory records it."""
+        return {
+            "cells": [c.to_json() for c in self.cells],
+            "schedule": {"repeats": self.repeats, "seed": self.seed},
+            "pgbench_levels": self.pgbench_levels,
+            **({"capacity": self.search.to_json()} if self.search else {}),
+        }
+
+
+def _new_bench(given: Given) -> _Bench:
+    options = plans.options_from(given)
+    cells = plans.bench_cells(given)
+    repeats = parse_positive_ints(given["REPEATS"], "REPEATS", 1000)[0]
+    seed = random.randrange(2**32)
+    todo = schedule(cells, repeats, seed)
+    app = given.values.get("APP")
+    name = given.values.get("TARGET") or (f"{app}-{given['SERVER']}" if app else given["SERVER"])
+    out = rundirs.new_run_path(given, name if given.command == "run" else f"decide-{name}")
+    search = plans.decide_capacity(given, cells) if given.command == "decide" else None
+    # The database ceiling, after the cells: pgbench at each level the cells measure.
+    levels = sorted({c.connections for c in cells if c.rate is None})
+    with_ceilings = given.values.get("WITH_CEILINGS", "") not in ("", "0")
+    return _Bench(
+        options=options,
+        cells=cells,
+        todo=todo,
+        total=len(todo),
+        repeats=repeats,
+        pgbench_levels=levels if with_ceilings else [],
+        search=search,
+        out=out,
+        seed=seed,
+    )
+
+
+def _resumed_bench(given: Given) -> _Bench:
+    run, options = rundirs.resume(given)
+    meta = run.metadata()
+    found = meta.get("capacity")
+    return _Bench(
+        options=options,
+        cells=planned(run),
+        todo=remaining(run),
+        total=len(measurements(run)),
+        repeats=meta["schedule"]["repeats"],
+        pgbench_levels=[
+            c for c in meta.get("pgbench_levels", []) if not run.ceiling_path(c).exists()
+        ],
+        search=CapacityPlan.from_json(found) if found else None,
+        out=run.path,
+        run=run,
+    )
+
+
 def _run(given: Given) -> int:
     fail_on = _fail_on(given)
-    if given["RESUME"]:
-        run, options = rundirs.resume(given)
-        cells, todo, total = planned(run), remaining(run), len(measurements(run))
-        repeats = run.metadata()["schedule"]["repeats"]
-        recorded = run.metadata().get("pgbench_levels", [])
-        pgbench_levels = [c for c in recorded if not run.ceiling_path(c).exists()]
-        found = run.metadata().get("capacity")
-        search = CapacityPlan.from_json(found) if found else None
-    else:
-        options = plans.options_from(given)
-        cells = plans.bench_cells(given)
-        repeats = parse_positive_ints(given["REPEATS"], "REPEATS", 1000)[0]
-        seed = random.randrange(2**32)  # recorded: a resume runs the same order
-        todo = schedule(cells, repeats, seed)
-        total = len(todo)
-        app = given.values.get("APP")
-        name = given.values.get("TARGET") or (
-            f"{app}-{given['SERVER']}" if app else given["SERVER"]
-        )
-        slug = name if given.command == "run" else f"decide-{name}"
-        run, out = None, rundirs.new_run_path(given, slug)
-        search = plans.decide_capacity(given, cells) if given.command == "decide" else None
-        # The database ceiling, after the cells: pgbench at each level the cells measure.
-        levels = sorted({c.connections for c in cells if c.rate is None})
-        with_ceilings = given.values.get("WITH_CEILINGS", "") not in ("", "0")
-        pgbench_levels = levels if with_ceilings else []
-    estimate = sum(options.estimate_s(c, r) for c, r in todo)
-    estimate += sum(cells[0].duration_s for _ in pgbench_levels) if cells else 0
-    what = f"{len(todo)} of {total} measurements ({len(cells)} cells x {repeats} rounds)"
-    if search is not None:
-        estimate += capacity_estimate_s(search, options)
-        what += f", then a capacity search of {len(search.lines)} lines within {search.slo.text()}"
+    bench = _resumed_bench(given) if given["RESUME"] else _new_bench(given)
     if given.on("DRY_RUN"):
-        for cell, round_ in todo:
+        for cell, round_ in bench.todo:
             print(record_key(cell, round_))
-        for line in search.lines if search else ():
+        for line in bench.search.lines if bench.search else ():
             print(f"capacity: {line.variant}")
-        print(f"{what} to run, about {estimate / 60:.1f} minutes")
+        print(f"{bench.what()} to run, about {bench.estimate_s() / 60:.1f} minutes")
         return 0
-    ended = run.metadata().get("capacity_ended", {}) if run else {}
-    searching = search is not None and any(line.variant not in ended for line in search.lines)
-    if run is not None and not todo and not pgbench_levels and not searching:
-        say(f"nothing to resume: every measurement of {run.path} has its record")
+    if bench.done():
+        say(f"nothing to resume: every measurement of {bench.out} has its record")
         return 0
-    entry = provenance_entry("resume" if run else "run", cells)
-    entry |= rundirs.lock(given, run.path if run else out)
-    if run is not None:
-        rundirs.check_resume(run, entry, given)
-    preflight(cells, options)
-    if run is None:
-        body = {
-            "cells": [c.to_json() for c in cells],
-            "schedule": {"repeats": repeats, "seed": seed},
-            "pgbench_levels": pgbench_levels,
-            **({"capacity": search.to_json()} if search else {}),
-        }
-        run = RunDir.create(out, given.command, plans.parameters(given), options.to_json(), body)
-    rundirs.announce(what, estimate, run)
-    resumed = run
+    entry = provenance_entry("resume" if bench.run else "run", bench.cells)
+    entry |= rundirs.lock(given, bench.out)
+    if bench.run is not None:
+        rundirs.check_resume(bench.run, entry, given)
+    preflight(bench.cells, bench.options)
+    run = bench.run or RunDir.create(
+        bench.out, given.command, plans.parameters(given), bench.options.to_json(), bench.body()
+    )
+    rundirs.announce(bench.what(), bench.estimate_s(), run)
     console = Console()
 
     def work() -> None:
-        if todo or pgbench_levels:
-            execute(resumed, options, entry, console)
-        if search is not None:
-            execute_capacity(resumed, options, {**entry, "started_at": now_iso()}, console)
+        if bench.todo or bench.pgbench_levels:
+            execute(run, bench.options, entry, console)
+        if bench.search is not None:
+            execute_capacity(run, bench.options, {**entry, "started_at": now_iso()}, console)
 
     code = rundirs.measure(run, given, work, console)
     return code or _collapse_exit(run, fail_on)

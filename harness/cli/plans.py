@@ -94,6 +94,16 @@ def _workers(given: Given, ordered: bool = False) -> list[int]:
     return parse_workers(given["WORKERS"], cpu_count(), ordered)
 
 
+# A user's app's own settings, refused for the demo app and a target.
+APP_SETTINGS = ("APP_DIR", "APP_PYTHON", "APP_ENV", "APP_PATH")
+
+
+def _refuse_without_app(given: Given, names: Sequence[str]) -> None:
+    for name in names:
+        if name in given.explicit:
+            raise UsageError(f"{name}: only with APP (module:attr, the app to measure)")
+
+
 def bench_cells(given: Given) -> list[Cell]:
     """The cells `make bench` or `make decide` asked for: the matrix of its axes, or the
     target's levels."""
@@ -104,50 +114,19 @@ def bench_cells(given: Given) -> list[Cell]:
     remote = given.values.get("ALLOW_REMOTE", "") not in ("", "0")
     if remote and not given.values.get("TARGET"):
         raise UsageError("ALLOW_REMOTE: only with TARGET (what the harness starts is on 127.0.0.1)")
+    load = loads(load_kinds, connections, rates, cap)
     if given.values.get("APP"):
-        return app_cells(given, duration, connections, loads(load_kinds, connections, rates, cap))
+        return app_cells(given, duration, connections, load)
     if given.command == "decide" and "MODES" in given.explicit:
         raise UsageError("MODE: only with APP; make decide's modes are its VARIANTS")
-    for name in ("APP_DIR", "APP_PYTHON", "APP_ENV", "APP_PATH"):
-        if name in given.explicit:
-            raise UsageError(f"{name}: only with APP (module:attr, the app to measure)")
+    _refuse_without_app(given, APP_SETTINGS)
     if given.values.get("REQUESTS") and not given.values.get("TARGET"):
         raise UsageError(
             "REQUESTS: only with TARGET or APP (the demo app's requests are its WORKLOAD)"
         )
     if given.values.get("TARGET"):
-        modes = tuple(_choices(given, "MODES", Mode))
-        base, path = parse_target(given["TARGET"], remote)
-        target = Target(base, requests_to_send(given, path))
-        if target.requests:
-            if "WORKLOAD" in given.explicit:
-                raise UsageError(
-                    "WORKLOAD: names the demo app's endpoints; a service's own requests are "
-                    "TARGET's path or REQUESTS"
-                )
-            workloads = (Workload.requests,)
-        if refused := [n for n in SERVER_SETTINGS if n in given.explicit]:
-            named = ", ".join(f"{n} ({BY_NAME[n].flag})" for n in refused)
-            raise UsageError(
-                f"TARGET: {named} cannot be used with a target: the harness does not start that "
-                "server, so its settings are recorded as unknown"
-            )
-        if len(modes) != 1 or "MODES" not in given.explicit:
-            raise UsageError("MODE: say which app the target serves: sync or async")
-        load = loads(load_kinds, connections, rates, cap)
-        return target_cells(target, modes[0], workloads, connections, duration, load)
-    if given.command == "decide":
-        variants, styles_name = tuple(parse_variants(given["VARIANTS"])), "VARIANTS"
-        if any(style is SessionStyle.blocking for _, style in variants):
-            raise UsageError(
-                "VARIANTS: async-blocking is a mistake kept for make diagnose and the map; a "
-                "decision sets sync against async done right"
-            )
-    else:
-        modes = tuple(_choices(given, "MODES", Mode))
-        styles = tuple(_choices(given, "STYLES", SessionStyle))
-        variants, styles_name = tuple(itertools.product(modes, styles)), "STYLES"
-        refuse_sync_blocking(variants, "STYLES")
+        return _target_bench_cells(given, workloads, connections, duration, load, remote)
+    variants, styles_name = _bench_variants(given)
     chosen = parse_stacks(
         given["STACK"], "TOKENS" in given.explicit, [s for _, s in variants], styles_name
     )
@@ -191,6 +170,55 @@ def bench_cells(given: Given) -> list[Cell]:
     ).cells()
 
 
+def _target_bench_cells(
+    given: Given,
+    workloads: tuple[Workload, ...],
+    connections: Sequence[int],
+    duration: float,
+    load: Sequence[tuple[int, float | None]],
+    remote: bool,
+) -> list[Cell]:
+    """A running service's levels (TARGET): its one mode, sent TARGET's path or REQUESTS, or
+    the demo app's WORKLOAD where it is the demo app; its server's settings are not ours."""
+    modes = tuple(_choices(given, "MODES", Mode))
+    base, path = parse_target(given["TARGET"], remote)
+    target = Target(base, requests_to_send(given, path))
+    if target.requests:
+        if "WORKLOAD" in given.explicit:
+            raise UsageError(
+                "WORKLOAD: names the demo app's endpoints; a service's own requests are "
+                "TARGET's path or REQUESTS"
+            )
+        workloads = (Workload.requests,)
+    if refused := [n for n in SERVER_SETTINGS if n in given.explicit]:
+        named = ", ".join(f"{n} ({BY_NAME[n].flag})" for n in refused)
+        raise UsageError(
+            f"TARGET: {named} cannot be used with a target: the harness does not start that "
+            "server, so its settings are recorded as unknown"
+        )
+    if len(modes) != 1 or "MODES" not in given.explicit:
+        raise UsageError("MODE: say which app the target serves: sync or async")
+    return target_cells(target, modes[0], workloads, connections, duration, load)
+
+
+def _bench_variants(given: Given) -> tuple[tuple[tuple[Mode, SessionStyle], ...], str]:
+    """The demo app's variants, and the setting that named them: make decide's VARIANTS, make
+    bench's MODES x STYLES."""
+    if given.command == "decide":
+        variants = tuple(parse_variants(given["VARIANTS"]))
+        if any(style is SessionStyle.blocking for _, style in variants):
+            raise UsageError(
+                "VARIANTS: async-blocking is a mistake kept for make diagnose and the map; a "
+                "decision sets sync against async done right"
+            )
+        return variants, "VARIANTS"
+    modes = tuple(_choices(given, "MODES", Mode))
+    styles = tuple(_choices(given, "STYLES", SessionStyle))
+    variants = tuple(itertools.product(modes, styles))
+    refuse_sync_blocking(variants, "STYLES")
+    return variants, "STYLES"
+
+
 # The demo app's settings: a user's app has its own, which the harness does not set.
 DEMO_SETTINGS = tuple(n for n in SERVER_SETTINGS if n not in ("SERVER", "TOKENS", "WORKERS"))
 APP_SPEC = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?$")
@@ -200,43 +228,21 @@ def user_apps(given: Given) -> list[tuple[UserApp, Mode]]:
     """The user's apps (APP, a comma list: a sync and an async version of a service, say), each
     with its mode (MODES: one for all, or one each, in order); their server, tokens and workers
     are placeholders that each cell or line sets."""
-    specs = [t.strip() for t in given["APP"].split(",") if t.strip()]
-    for spec in specs:
-        if not APP_SPEC.match(spec):
-            raise UsageError(f"APP: {spec!r} is not module:attr, e.g. main:app or service.api:app")
-    if len(set(specs)) != len(specs):
-        raise UsageError(f"APP: {given['APP']!r} names an app twice")
+    specs = _app_specs(given)
     demo = (*DEMO_SETTINGS, "WORKLOAD", "TARGET", "TARGET_PID", "VARIANTS", "CEILING_LEVELS")
     if given_demo := [n for n in demo if n in given.explicit]:
         raise UsageError(
             f"APP: {given_demo[0]} is the demo app's setting; your app has its own (give them "
             "in APP_ENV)"
         )
-    modes = [m.strip() for m in given["MODES"].split(",")] if "MODES" in given.explicit else []
-    if not modes:
-        raise UsageError("MODE: say how your app reaches its database: sync or async")
-    if len(modes) == 1:
-        modes *= len(specs)
-    if len(modes) != len(specs) or any(m not in {x.value for x in Mode} for m in modes):
-        raise UsageError(
-            f"MODES: {given['MODES']!r}: give sync or async, once for every app or once for "
-            f"each of the {len(specs)} apps, in APP's order"
-        )
+    modes = _app_modes(given, len(specs))
     directory = Path(given["APP_DIR"]).resolve()
     if not directory.is_dir():
         raise UsageError(f"APP_DIR: {given['APP_DIR']!r} is not a folder")
     python = given["APP_PYTHON"] or sys.executable
     if not Path(python).is_file() or not os.access(python, os.X_OK):
         raise UsageError(f"APP_PYTHON: {python!r} is not an executable file (a venv's bin/python)")
-    path = given["APP_PATH"]
-    if path and not PATH.match(path):
-        raise UsageError(
-            f"APP_PATH: {path!r} must start with / and be printable ASCII without spaces"
-        )
-    if not path and not given["REQUESTS"]:
-        raise UsageError("APP: say what to send it: APP_PATH=/items, or REQUESTS=file.toml")
-    requests = requests_to_send(given, path)
-    assert requests is not None
+    requests = _app_requests(given)
     servers = parse_servers(given["SERVER"])
     found = userenv.check_servers(python, servers)
     env = _app_env(given["APP_ENV"])
@@ -253,10 +259,50 @@ def user_apps(given: Given) -> list[tuple[UserApp, Mode]]:
                 env=env,
                 executor=userenv.runs_on_executor(found),
             ),
-            Mode(mode),
+            mode,
         )
         for spec, mode in zip(specs, modes, strict=True)
     ]
+
+
+def _app_specs(given: Given) -> list[str]:
+    """APP's module:attr items, each named once."""
+    specs = [t.strip() for t in given["APP"].split(",") if t.strip()]
+    for spec in specs:
+        if not APP_SPEC.match(spec):
+            raise UsageError(f"APP: {spec!r} is not module:attr, e.g. main:app or service.api:app")
+    if len(set(specs)) != len(specs):
+        raise UsageError(f"APP: {given['APP']!r} names an app twice")
+    return specs
+
+
+def _app_modes(given: Given, apps: int) -> list[Mode]:
+    """Each app's mode: MODES given once for all `apps`, or once for each in APP's order."""
+    modes = [m.strip() for m in given["MODES"].split(",")] if "MODES" in given.explicit else []
+    if not modes:
+        raise UsageError("MODE: say how your app reaches its database: sync or async")
+    if len(modes) == 1:
+        modes *= apps
+    if len(modes) != apps or any(m not in {x.value for x in Mode} for m in modes):
+        raise UsageError(
+            f"MODES: {given['MODES']!r}: give sync or async, once for every app or once for "
+            f"each of the {apps} apps, in APP's order"
+        )
+    return [Mode(m) for m in modes]
+
+
+def _app_requests(given: Given) -> Requests:
+    """What the user's app is sent: APP_PATH, or the REQUESTS file."""
+    path = given["APP_PATH"]
+    if path and not PATH.match(path):
+        raise UsageError(
+            f"APP_PATH: {path!r} must start with / and be printable ASCII without spaces"
+        )
+    if not path and not given["REQUESTS"]:
+        raise UsageError("APP: say what to send it: APP_PATH=/items, or REQUESTS=file.toml")
+    requests = requests_to_send(given, path)
+    assert requests is not None
+    return requests
 
 
 def app_cells(
@@ -350,9 +396,7 @@ def map_plan(given: Given) -> MapPlan:
     """The failure map `make failure-map` asked for."""
     if given.values.get("APP"):
         return _app_map_plan(given)
-    for name in ("APP_DIR", "APP_PYTHON", "APP_ENV", "APP_PATH", "REQUESTS"):
-        if name in given.explicit:
-            raise UsageError(f"{name}: only with APP (module:attr, the app to measure)")
+    _refuse_without_app(given, (*APP_SETTINGS, "REQUESTS"))
     if "MODES" in given.explicit:
         raise UsageError("MODE: only with APP; the demo map's modes are its VARIANTS")
     default = ",".join(
@@ -551,9 +595,7 @@ def capacity_plan(given: Given) -> CapacityPlan:
         cap = _open_cap(given)
         lines = app_cells(given, duration, (), [(cap, float(start))])
         return _search(given, side_by_side(lines))
-    for name in ("APP_DIR", "APP_PYTHON", "APP_ENV", "APP_PATH", "REQUESTS"):
-        if name in given.explicit:
-            raise UsageError(f"{name}: only with APP (module:attr, the app to measure)")
+    _refuse_without_app(given, (*APP_SETTINGS, "REQUESTS"))
     if "MODES" in given.explicit:
         raise UsageError("MODE: only with APP; make capacity's modes are its VARIANTS")
     variants = tuple(parse_variants(given["VARIANTS"]))
