@@ -173,7 +173,7 @@ def bench_cells(given: Given) -> list[Cell]:
 def _target_bench_cells(
     given: Given,
     workloads: tuple[Workload, ...],
-    connections: Sequence[int],
+    connections: tuple[int, ...],
     duration: float,
     load: Sequence[tuple[int, float | None]],
     remote: bool,

@@ -507,15 +507,15 @@ def p99_throughput_chart(
             drawn += [y for _, y, _ in points]
     top = max(drawn, default=1.0) * 3
     for i, variant in enumerate(labels):
-        mine = [(x, conns) for v, x, conns in stalled if v == variant]
-        if mine:
+        marks = [(x, conns) for v, x, conns in stalled if v == variant]
+        if marks:
             ax.plot(
-                [x for x, _ in mine],
-                [top] * len(mine),
+                [x for x, _ in marks],
+                [top] * len(marks),
                 "x",
                 color=f"C{i}",
                 markersize=9,
-                label=f"{labels[variant]}: collapsed or no p99 at {', '.join(n for _, n in mine)}",
+                label=f"{labels[variant]}: collapsed or no p99 at {', '.join(n for _, n in marks)}",
             )
     ax.set_yscale("log")
     ax.set_ylim(top=top * 1.5)

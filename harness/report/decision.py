@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from harness.domain.axes import DIRECT, Latency, Mode, SessionStyle, Verdict
@@ -198,7 +198,9 @@ def _capacities(
 ) -> dict[tuple[Any, ...], dict[str, Threshold]]:
     """group -> role -> the bracket its capacity search found."""
     out: dict[tuple[Any, ...], dict[str, Threshold]] = {}
-    for line in plan.lines if plan else ():
+    if plan is None:
+        return out
+    for line in plan.lines:
         variant = (line.mode, line.known("style"))
         role = next((k for k, v in roles.parts().items() if v == variant), None)
         if role is not None:
@@ -234,11 +236,21 @@ def decision_rows(records: Sequence[CellResult], plan: CapacityPlan | None = Non
             }
             if any(cells.values()):
                 found.append(_level(level, cells, records))
-        dep = [c for lv in levels if (c := by_key.get((*group, roles.dependency, lv)))]
+        dep = [s for lv in levels if (s := by_key.get((*group, roles.dependency, lv)))]
         held, collapsed_at = _held(dep) if dep else (None, None)
-        slo = plan.slo.text() if plan else ""
-        row = Row(*group, tuple(found), held, collapsed_at, roles)
-        out.append(replace(row, capacity=found_capacity.get(group, {}), slo=slo))
+        section, latency, payload = group
+        row = Row(
+            section,
+            latency,
+            payload,
+            tuple(found),
+            held,
+            collapsed_at,
+            roles,
+            capacity=found_capacity.get(group, {}),
+            slo=plan.slo.text() if plan else "",
+        )
+        out.append(row)
     return out
 
 

@@ -462,7 +462,9 @@ def header(
     first, last = entries[0], entries[-1]
     m, git = first.get("machine", {}), first.get("git", {})
     # A session stopped before the database was up has no `database`; a target's is None.
-    db = next((e["database"] for e in reversed(entries) if "database" in e), {})
+    db: dict[str, Any] | None = next(
+        (e["database"] for e in reversed(entries) if "database" in e), {}
+    )
     wrk = next((e["wrk_version"] for e in reversed(entries) if "wrk_version" in e), "?")
     # make capacity runs no wrk: its sessions record none
     open_only = wrk == "?" and any("open_loop" in e for e in entries)

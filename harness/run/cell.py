@@ -18,7 +18,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import psycopg2
 from sqlalchemy import exc as sqlalchemy_errors
@@ -350,7 +350,7 @@ def run_app_cell(
     judge, with what its log says (SQLAlchemy's pool timeouts, the servers' ASGI errors)."""
     started, t0 = now_iso(), time.monotonic()
     log_path = log_dir / f"{cell.id}.log"
-    figures: dict[str, object] = {}
+    figures: Figures = {}
     judgement: Judgement | None = None
     with _start_app(app, cell.mode, options, log_path, database_url) as server:
         if not server.ready:
@@ -361,12 +361,8 @@ def run_app_cell(
             judgement, figures = _measure_app(cell, app, server, learnt[0], options)
             errors = read_log(log_path).server_errors
             if judgement is None:
-                measured = figures["wrk"]
-                assert isinstance(measured, WrkResult)
-                checks = figures["checks"]
-                assert checks is None or isinstance(checks, Checks)
-                throughput = judge(measured, best_lower_ok_rps, errors, None, app.workers)
-                judgement = by_answers(throughput, checks)
+                throughput = judge(figures["wrk"], best_lower_ok_rps, errors, None, app.workers)
+                judgement = by_answers(throughput, figures["checks"])
                 if judgement.verdict in FROZEN:
                     figures["threads"] = take_dump(server.pid, keep_dump)
     counts = read_log(log_path)
@@ -384,13 +380,13 @@ def run_app_cell(
         elapsed_s=round(time.monotonic() - t0, 2),
         note=judgement.reason if lifecycle else "",
         log_tail="" if judgement.verdict is Verdict.ok else counts.tail,
-        **figures,  # type: ignore[arg-type]
+        **figures,
     )
 
 
 def _measure_app(
     cell: Cell, app: UserApp, server: ServerProcess, shapes: list[object], options: Options
-) -> tuple[Judgement | None, dict[str, object]]:
+) -> tuple[Judgement | None, Figures]:
     """Warm up, then the measured window with the answers sampled; (a lifecycle judgement where
     it went wrong, else None, and the figures)."""
     time.sleep(options.settle_s)
@@ -407,7 +403,7 @@ def _measure_app(
         verdict = Verdict.load_failed if server.alive else Verdict.crashed
         return Judgement(verdict, Rule.lifecycle, str(exc)), {}
     local = _local(command, options)
-    figures: dict[str, object] = {
+    figures: Figures = {
         "wrk": measured.result,
         "checks": checker.checks(),
         "cpu": Cpu(
@@ -436,7 +432,7 @@ def _level_record(
     since: LogCounts,
     started: str,
     t0: float,
-    **figures: object,
+    **figures: Unpack[Figures],
 ) -> CellResult:
     """A ramp's level's record: what its server logged from its window's opening on."""
     counts = read_log(log_path)
@@ -453,7 +449,7 @@ def _level_record(
         note=judgement.reason if lifecycle else "",
         log_tail="" if judgement.verdict is Verdict.ok else _tail_since(log_path, since),
         ramp=ramp,
-        **figures,  # type: ignore[arg-type]
+        **figures,
     )
 
 
@@ -496,8 +492,6 @@ def run_app_ramp(
                     yield record(cell, lifecycle, since, started, t0, **figures)
                     return
                 measured, checks = figures["wrk"], figures["checks"]
-                assert isinstance(measured, WrkResult)
-                assert checks is None or isinstance(checks, Checks)
                 lower = max(filter(None, [best_lower_ok_rps(cell), best]), default=None)
                 errors = read_log(log_path).server_errors - since.server_errors
                 judgement = by_answers(judge(measured, lower, errors, None, app.workers), checks)
@@ -586,7 +580,7 @@ def _run_cell(
     log_path = log_dir / f"{cell.id}.log"
     notes: list[str] = []
 
-    def finish(verdict: Verdict | None, note: str = "", **figures: object) -> CellResult:
+    def finish(verdict: Verdict | None, note: str = "", **figures: Unpack[Figures]) -> CellResult:
         """The record; `verdict` None means judge the measured run, with the log's errors and
         every process's samples."""
         counts = read_log(log_path)
@@ -594,10 +588,10 @@ def _run_cell(
             log_path.unlink(missing_ok=True)
         if verdict is None:
             judgement = judge(
-                figures["wrk"],  # type: ignore[arg-type]
+                figures["wrk"],
                 best_lower_ok_rps,
                 counts.server_errors,
-                figures.get("occupancy"),  # type: ignore[arg-type]
+                figures.get("occupancy"),
                 config.workers,
             )
         else:
@@ -614,7 +608,7 @@ def _run_cell(
             elapsed_s=round(time.monotonic() - t0, 2),
             note="; ".join(n for n in [*notes, note] if n),
             log_tail="" if verdict is Verdict.ok else counts.tail,
-            **figures,  # type: ignore[arg-type]
+            **figures,
         )
 
     with ExitStack() as stack:
@@ -704,6 +698,18 @@ def _after_stop(
             f"integrity: {integrity.acknowledged} acknowledged, {integrity.rows_added} added"
         )
     return integrity, notes
+
+
+class Figures(TypedDict, total=False):
+    """What a measurement adds to its record: the CellResult fields of the same names."""
+
+    wrk: WrkResult
+    cpu: Cpu
+    checks: Checks | None
+    integrity: Integrity | None
+    occupancy: Timeline | None
+    threads: ThreadDump | None
+    window: Window | None
 
 
 @dataclass(frozen=True)
@@ -847,7 +853,11 @@ def _ramp(
             # not this level's.
             since = load.log_at_open or since
             window = _window(load.occupancy, load.waited_s)
-            figures = {"wrk": load.measured.result, "occupancy": load.occupancy, "window": window}
+            figures: Figures = {
+                "wrk": load.measured.result,
+                "occupancy": load.occupancy,
+                "window": window,
+            }
             if not server.alive:
                 why = f"server {server.exit_status()} during the measured run"
                 judgement = Judgement(Verdict.crashed, Rule.lifecycle, why)
@@ -861,9 +871,8 @@ def _ramp(
             if judgement.verdict in FROZEN:
                 settle_until = t0 + ramp.pause_s + config.pool_timeout_s + POOL_TIMEOUT_GRACE_S
                 threads = _stalled(server, keep_dump, options, log_path, settle_until, since)
-            pending = record(
-                cell, judgement, since, started, t0, cpu=load.cpu, threads=threads, **figures
-            )
+            figures["cpu"], figures["threads"] = load.cpu, threads
+            pending = record(cell, judgement, since, started, t0, **figures)
             pending = replace(pending, note="; ".join(window_notes(window)))
             if judgement.verdict not in (Verdict.ok, Verdict.errors, Verdict.unknown):
                 break
