@@ -69,7 +69,6 @@ from harness.run.options import Options
 from servers.registry import WRK_IMAGE
 
 # Settings of a server the harness starts; a target's are unknown, so they cannot be given.
-# Settings of a server the harness starts; a target's are unknown, so they cannot be given.
 SERVER_SETTINGS = (
     "SERVER", "STYLES", "POOLS", "POOL_TIMEOUT", "TOKENS", "WORKERS", "ROWS", "STACK",
     "DATABASE_URL", "OCCUPANCY", "DB_LATENCY", "DRIVERS", "LAYERS", "WITH_CEILINGS",
