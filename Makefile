@@ -128,10 +128,13 @@ test-fast: dev
 test-docker: dev
 	$(PY) -m pytest -m docker tests/test_docker.py
 
+# Style and complexity (ruff), the import contracts, then the types (mypy); all configured in
+# pyproject.toml.
 lint: dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(VENV)/bin/lint-imports --no-cache
+	$(PY) -m mypy
 
 # A dry run only lists what would run: the Python environment, no system package.
 MEASURE_DEPS := $(if $(filter-out 0,$(DRY_RUN)),venv,setup)

@@ -57,41 +57,47 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ok"}
 
     if settings.SESSION_STYLE is SessionStyle.context:
+        _context_routes(app)
+    elif blocking:
+        _blocking_routes(app)
+    else:
+        _dependency_routes(app, settings)
+    return app
 
-        @app.get("/users", response_model=list[UserOut])
-        async def users(request: Request) -> list[Any]:
-            """Every row; the session is opened and closed inside the endpoint."""
-            db = request.app.state.db
-            async with db.unit() as unit:
-                return await db.list_users(unit)
 
-        @app.get("/users/insert-data-to-test", response_model=Inserted)
-        async def insert(request: Request) -> Inserted:
-            """Insert one row and commit; return its id."""
-            db = request.app.state.db
-            async with db.unit() as unit:
-                return await db.insert_user(unit)
+def _context_routes(app: FastAPI) -> None:
+    @app.get("/users", response_model=list[UserOut])
+    async def users(request: Request) -> list[Any]:
+        """Every row; the session is opened and closed inside the endpoint."""
+        db = request.app.state.db
+        async with db.unit() as unit:
+            return await db.list_users(unit)
 
-        return app
+    @app.get("/users/insert-data-to-test", response_model=Inserted)
+    async def insert(request: Request) -> Inserted:
+        """Insert one row and commit; return its id."""
+        db = request.app.state.db
+        async with db.unit() as unit:
+            return await db.insert_user(unit)
 
-    if blocking:
 
-        @app.get("/users", response_model=list[UserOut])
-        async def users_blocking(request: Request) -> list[Any]:
-            """The mistake: the sync session inside `async def`, so the loop waits on the query."""
-            db = request.app.state.db
-            with db.unit() as unit:
-                return db.list_users(unit)
+def _blocking_routes(app: FastAPI) -> None:
+    @app.get("/users", response_model=list[UserOut])
+    async def users_blocking(request: Request) -> list[Any]:
+        """The mistake: the sync session inside `async def`, so the loop waits on the query."""
+        db = request.app.state.db
+        with db.unit() as unit:
+            return db.list_users(unit)
 
-        @app.get("/users/insert-data-to-test", response_model=Inserted)
-        async def insert_blocking(request: Request) -> Inserted:
-            """The mistake, for the insert: the event loop waits on the commit."""
-            db = request.app.state.db
-            with db.unit() as unit:
-                return db.insert_user(unit)
+    @app.get("/users/insert-data-to-test", response_model=Inserted)
+    async def insert_blocking(request: Request) -> Inserted:
+        """The mistake, for the insert: the event loop waits on the commit."""
+        db = request.app.state.db
+        with db.unit() as unit:
+            return db.insert_user(unit)
 
-        return app
 
+def _dependency_routes(app: FastAPI, settings: Settings) -> None:
     session_dep = session_dependency(get_session, settings)
 
     @app.get("/users", response_model=list[UserOut])
@@ -103,5 +109,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def insert_dep(request: Request, unit: Any = session_dep) -> Inserted:
         """Insert one row and commit; return its id."""
         return await request.app.state.db.insert_user(unit)
-
-    return app

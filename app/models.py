@@ -1,16 +1,19 @@
 """The seed's table and response schema, shared by both apps and both stacks.
 
-The table is declared in the classic style (`declarative_base`, `Column`), which SQLAlchemy 1.4
-and 2.x both read the same way; `DeclarativeBase`, `Mapped` and `mapped_column` are 2.0-only.
+The table is declared in the classic style (`declarative_base`), which SQLAlchemy 1.4 and 2.x
+both read the same way; `DeclarativeBase` is 2.0-only, and so is `mapped_column`, which
+app/compat.py gives 1.4 as the plain `Column` it maps the same.
 """
 
+from typing import Any
+
 from pydantic import BaseModel
-from sqlalchemy import Column, Integer, String
-from sqlalchemy.orm import declarative_base
+from sqlalchemy import Integer, String
+from sqlalchemy.orm import Mapped, declarative_base
 
-from app.compat import PYDANTIC_V1
+from app.compat import PYDANTIC_V1, mapped_column
 
-Base = declarative_base()
+Base: Any = declarative_base()  # a class made at run time: to a type checker, any class
 
 # What the driver layer sends, written as SQLAlchemy renders select(User) for the other layers
 # (and as pgbench's ceiling runs it); %s is psycopg's placeholder, asyncpg's is $1.
@@ -22,8 +25,8 @@ INSERT_SQL_ASYNCPG = INSERT_SQL.replace("%s", "$1")
 class User(Base):
     __tablename__ = "users"
 
-    id = Column(Integer, primary_key=True)
-    email = Column(String(255), index=True, nullable=False)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(255), index=True, nullable=False)
 
 
 class UserOut(BaseModel):

@@ -51,23 +51,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ok"}
 
     if settings.SESSION_STYLE is SessionStyle.context:
+        _context_routes(app)
+    else:
+        _dependency_routes(app, settings)
+    return app
 
-        @app.get("/users", response_model=list[UserOut])
-        def users(request: Request) -> list[Any]:
-            """Every row; the session is opened and closed inside the endpoint."""
-            db = request.app.state.db
-            with db.unit() as unit:
-                return db.list_users(unit)
 
-        @app.get("/users/insert-data-to-test", response_model=Inserted)
-        def insert(request: Request) -> Inserted:
-            """Insert one row and commit; return its id."""
-            db = request.app.state.db
-            with db.unit() as unit:
-                return db.insert_user(unit)
+def _context_routes(app: FastAPI) -> None:
+    @app.get("/users", response_model=list[UserOut])
+    def users(request: Request) -> list[Any]:
+        """Every row; the session is opened and closed inside the endpoint."""
+        db = request.app.state.db
+        with db.unit() as unit:
+            return db.list_users(unit)
 
-        return app
+    @app.get("/users/insert-data-to-test", response_model=Inserted)
+    def insert(request: Request) -> Inserted:
+        """Insert one row and commit; return its id."""
+        db = request.app.state.db
+        with db.unit() as unit:
+            return db.insert_user(unit)
 
+
+def _dependency_routes(app: FastAPI, settings: Settings) -> None:
     session_dep = session_dependency(get_session, settings)
 
     @app.get("/users", response_model=list[UserOut])
@@ -79,5 +85,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def insert_dep(request: Request, unit: Any = session_dep) -> Inserted:
         """Insert one row and commit; return its id."""
         return request.app.state.db.insert_user(unit)
-
-    return app

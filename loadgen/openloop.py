@@ -84,13 +84,14 @@ class Run:
         path = url.path or "/"
         if url.query:
             path += "?" + url.query
-        mix = [{"method": "GET", "path": path, "headers": [], "body": ""}], [0]
+        items: list[dict[str, Any]] = [{"method": "GET", "path": path, "headers": [], "body": ""}]
+        order = [0]
         if args.requests:
             with open(args.requests) as file:
                 given = json.load(file)
-            mix = given["items"], given["order"]
-        self.requests = [encode(r, url.netloc) for r in mix[0]]
-        self.order, self.sent_count = mix[1], 0
+            items, order = given["items"], given["order"]
+        self.requests = [encode(r, url.netloc) for r in items]
+        self.order, self.sent_count = order, 0
         self.rate, self.timeout, self.limit = args.rate, args.timeout, args.connections
         self.due_count = max(1, round(args.rate * args.duration))
         self.tolerance = args.tolerance / 1000

@@ -137,7 +137,7 @@ def app_command(server: ServerName, mode: Mode) -> list[str]:
     return argv
 
 
-class _Flow(list):  # type: ignore[type-arg]
+class _Flow(list[Any]):
     """A list rendered on one line ([a, b]) in the YAML."""
 
 

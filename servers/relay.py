@@ -220,8 +220,13 @@ async def serve(upstream: tuple[str, int], latency_s: float, port: int) -> None:
     relay = Relay(loop, upstream, latency_s)
     server = await loop.create_server(lambda: Client(relay), LOOPBACK, port, backlog=1024)
     stop = loop.create_future()
+
+    def stop_once() -> None:  # a second signal finds it stopping already
+        if not stop.done():
+            stop.set_result(None)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        loop.add_signal_handler(sig, stop_once)
     bound = server.sockets[0].getsockname()[1]
     print(f"listening on {LOOPBACK}:{bound}", flush=True)
     await stop

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli.main import main, map_plan, options_from, parser
+from harness.cli.main import main, parser
+from harness.cli.plans import map_plan, options_from
 from harness.cli.variables import COMMANDS, VARIABLES, markdown_table, resolve
 from harness.domain.axes import WrkRunner
 from harness.infra.process import free_port

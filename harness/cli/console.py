@@ -23,6 +23,12 @@ from harness.infra.histogram import measured_ms
 from harness.run.events import Listener
 
 
+def say(text: str) -> None:
+    """A line to the person running the harness, on stderr (stdout is for what a dry run lists
+    and what a command prints for scripts)."""
+    print(text, file=sys.stderr, flush=True)
+
+
 def clock(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 60}:{seconds % 60:02d}"

@@ -188,8 +188,8 @@ def diagnose(dumps: Sequence[Sequence[dict[str, Any]]], stalled: bool = False) -
     saturated = sum(_saturated(dump) for dump in dumps)
     if saturated / len(dumps) >= MAJORITY:
         pool, _, _ = pool_waits(dumps[-1])
-        where = sum((waits([t for t in d if _in_threadpool(t)]) for d in dumps), Counter[str]())
-        top = ", ".join(f"{n}x {w}" for w, n in where.most_common(3))
+        busy = sum((waits([t for t in d if _in_threadpool(t)]) for d in dumps), Counter[str]())
+        top = ", ".join(f"{n}x {w}" for w, n in busy.most_common(3))
         return Diagnosis(
             Cause.threadpool_saturated,
             f"all {pool} threadpool threads busy, none waiting for a connection, in {saturated} "
@@ -386,7 +386,7 @@ def first_cause(r: Round) -> tuple[Level, ProcessLevel] | None:
     a known cause before `unknown` (which only a stall without one gives)."""
     named = [(lv, p) for lv in r.levels if (p := lv.named()) is not None]
     known = [(lv, p) for lv, p in named if p.cause is not Cause.unknown]
-    return (known or named or [None])[0]
+    return (known or named)[0] if named else None
 
 
 STOPS = (LevelVerdict.stalled, LevelVerdict.failing)  # a round ends at such a level

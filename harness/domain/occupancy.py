@@ -302,8 +302,9 @@ def _answered(timeline: Timeline, at_s: float, base: dict[int, int]) -> int:
 
 def total(values: Iterable[int | None]) -> int | None:
     """The sum over processes; None where any of them did not say."""
-    known = list(values)
-    return None if any(v is None for v in known) else sum(known)  # type: ignore[misc]
+    given = list(values)
+    known = [v for v in given if v is not None]
+    return sum(known) if len(known) == len(given) else None
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,12 @@
 """What a run will measure: the matrix of a bench run, and the lines of a failure map.
 
-A matrix is declared once, as typed axes, and expanded with itertools.product. A failure map is
+A matrix is declared once, as typed axes, and expanded into every combination. A failure map is
 a set of lines (a server configuration and a mode, without a connection count) along which a
 search looks for the collapse; a line is not a cell, its probes are.
 """
 
 from __future__ import annotations
 
-import itertools
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -82,24 +81,14 @@ class Matrix:
             tokens = (self.executor_threads,) if stack is Stack.y2021 else self.tokens
             # SERVER=all under 2021 means the servers that stack has (granian came later).
             servers = [s for s in self.servers if stack is Stack.current or s in SERVERS_2021]
-            axes = itertools.product(
-                servers,
-                self.workloads,
-                [
-                    (m, st, d)
-                    for m, st in self.variants
-                    for mode, d in self.drivers
-                    if mode is driver_mode(m, st)
-                ],
-                self.layers,
-                self.pools,
-                tokens,
-                self.workers,
-                self.rows,
-                self.db_latencies,
-                loads(self.loads, self.connections, self.rates, self.open_connections),
-                self.occupancy,
-            )
+            variants = [
+                (m, st, d)
+                for m, st in self.variants
+                for mode, d in self.drivers
+                if mode is driver_mode(m, st)
+            ]
+            levels = loads(self.loads, self.connections, self.rates, self.open_connections)
+            # Every combination, the last axis varying fastest.
             cells += [
                 Cell(
                     server=ServerConfig(
@@ -122,7 +111,17 @@ class Matrix:
                     duration_s=self.duration_s,
                     rate=rate,
                 )
-                for s, wl, (m, st, d), la, p, t, w, r, lat, (c, rate), o in axes
+                for s in servers
+                for wl in self.workloads
+                for m, st, d in variants
+                for la in self.layers
+                for p in self.pools
+                for t in tokens
+                for w in self.workers
+                for r in self.rows
+                for lat in self.db_latencies
+                for c, rate in levels
+                for o in self.occupancy
             ]
         return order(list(dict.fromkeys(cells)))
 

@@ -134,12 +134,24 @@ def _request(item: Any, where: str) -> Request:
     weight = item.get("weight", 1)
     if not isinstance(weight, int) or isinstance(weight, bool) or not 1 <= weight <= MAX_WEIGHT:
         raise UsageError(f"{where}: weight {weight!r} must be a whole number 1-{MAX_WEIGHT}")
-    body = item.get("body", "")
+    body = _body(item.get("body", ""), where)
+    checked = _headers(item.get("headers", {}), where)
+    if body and not any(n.lower() == "content-type" for n, _ in checked):
+        checked.append(("Content-Type", "application/json"))
+    return Request(method, path, tuple(checked), body, weight)
+
+
+def _body(body: Any, where: str) -> str:
+    """The body as sent: text as given, a TOML table or JSON object as JSON."""
     if not isinstance(body, str):
-        body = json.dumps(body)  # a TOML table or JSON object as the body: sent as JSON
+        body = json.dumps(body)
     if len(body.encode()) > MAX_BODY:
         raise UsageError(f"{where}: body of {len(body.encode())} bytes; at most {MAX_BODY}")
-    headers = item.get("headers", {})
+    return body
+
+
+def _headers(headers: Any, where: str) -> list[tuple[str, str]]:
+    """The headers a request may set itself: not those the load generators set."""
     if not isinstance(headers, dict):
         raise UsageError(f"{where}: headers must be a table of name = value")
     checked = []
@@ -152,9 +164,7 @@ def _request(item: Any, where: str) -> Request:
         if not isinstance(value, str) or not re.match(r"^[ -~]*$", value):
             raise UsageError(f"{where}: header {name!r} needs a one-line printable ASCII value")
         checked.append((name, value))
-    if body and not any(n.lower() == "content-type" for n, _ in checked):
-        checked.append(("Content-Type", "application/json"))
-    return Request(method, path, tuple(checked), body, weight)
+    return checked
 
 
 # --- the shape of an answer ---------------------------------------------------------------------

@@ -136,7 +136,10 @@ class Sampler:
         if status == 404:
             self.absent = True
         elif status == 200 and isinstance(body, dict):
-            values = {name: body.get(name) for name in SAMPLE_FIELDS if name != "t_s"}
+            # JSON as the app sent it: a field it does not report is None.
+            values: dict[str, Any] = {
+                name: body.get(name) for name in SAMPLE_FIELDS if name != "t_s"
+            }
             sample = Sample(t_s=at, **values)
             self.samples.append(sample)
             self.latest[sample.pid] = sample

@@ -92,7 +92,9 @@ def throwaway_cluster(
     """Start a private cluster and remove it (process and directory) on exit."""
     initdb, postgres = find_binary("initdb"), find_binary("postgres")
     user = _run_as()
-    creds = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []} if user else {}
+    # PostgreSQL refuses root: as root, its processes run as that user, without root's groups.
+    uid, gid = (user.pw_uid, user.pw_gid) if user else (None, None)
+    groups: list[int] | None = [] if user else None
     root = Path(tempfile.mkdtemp(prefix="syncasync-pg-"))
     register_dir(str(root))
     proc: subprocess.Popen[bytes] | None = None
@@ -115,7 +117,9 @@ def throwaway_cluster(
             check=True,
             capture_output=True,
             cwd=root,
-            **creds,
+            user=uid,
+            group=gid,
+            extra_groups=groups,
         )
         for _attempt in range(5):
             port = free_port()
@@ -139,7 +143,9 @@ def throwaway_cluster(
                     cwd=root,
                     start_new_session=True,
                     preexec_fn=die_with_parent(),
-                    **creds,
+                    user=uid,
+                    group=gid,
+                    extra_groups=groups,
                 )
             register_child(proc)
             url = f"postgresql://{DB_USER}@127.0.0.1:{port}/postgres"
@@ -205,7 +211,7 @@ def _tail(path: Path, lines: int = 20) -> str:
 def count_rows(url: str) -> int:
     with connect(url) as conn, conn.cursor() as cur:
         cur.execute("select count(*) from users")
-        (count,) = cur.fetchone()  # type: ignore[misc]
+        (count,) = cur.fetchone()
     conn.close()
     return int(count)
 
@@ -224,7 +230,7 @@ def client_connections(url: str) -> int:
             "where datname = current_database() and pid <> pg_backend_pid() "
             "and backend_type = 'client backend'"
         )
-        (count,) = cur.fetchone()  # type: ignore[misc]
+        (count,) = cur.fetchone()
     conn.close()
     return int(count)
 
@@ -258,6 +264,6 @@ def server_settings(url: str) -> dict[str, str]:
         cur.execute("select name, setting from pg_settings where name = any(%s)", (list(names),))
         found = dict(cur.fetchall())
         cur.execute("select version()")
-        (version,) = cur.fetchone()  # type: ignore[misc]
+        (version,) = cur.fetchone()
     conn.close()
     return {"version": version, **found}

@@ -19,6 +19,7 @@ import subprocess
 import sys
 from importlib import metadata as importlib_metadata
 from pathlib import Path
+from typing import Any
 
 from app.compat import default_executor_threads
 from harness.domain.axes import Stack
@@ -167,7 +168,7 @@ print(json.dumps({"python": platform.python_version(), "packages": versions}))
 """
 
 
-def _probe(stack: Stack | str, root: Path, packages: tuple[str, ...]) -> dict[str, object]:
+def _probe(stack: Stack | str, root: Path, packages: tuple[str, ...]) -> dict[str, Any]:
     python = venv_python(stack, root)
     if not python.exists():
         raise HarnessError(f"the {Stack(stack)} stack has no venv at {python.parent.parent}")
@@ -188,7 +189,7 @@ def package_versions(
     stack: Stack | str, root: Path = PROJECT_ROOT, packages: tuple[str, ...] = PACKAGES
 ) -> dict[str, str]:
     """Installed versions of `packages` in `stack`'s venv ("not installed" for a missing one)."""
-    return dict(_probe(stack, root, packages)["packages"])  # type: ignore[call-overload]
+    return dict(_probe(stack, root, packages)["packages"])
 
 
 def python_version(stack: Stack | str, root: Path = PROJECT_ROOT) -> str:

@@ -50,10 +50,10 @@ class WrkCommand:
 
     @property
     def script(self) -> Path:
-        mixed = self.requests is not None and not plain(self.requests)
-        if not mixed and not self.per_second:
+        mix = self.requests if self.requests is not None and not plain(self.requests) else None
+        if mix is None and not self.per_second:
             return SCRIPT
-        text = render_lua(self.requests, urlsplit(self.url).netloc) if mixed else SCRIPT.read_text()
+        text = render_lua(mix, urlsplit(self.url).netloc) if mix is not None else SCRIPT.read_text()
         if self.per_second:
             text += "\n" + SECONDS_SCRIPT.read_text()
         return _written(text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -263,6 +264,43 @@ def _latency_axis(rows: Sequence[decision.Row]) -> list[Latency]:
     return sorted({r.latency for r in rows})
 
 
+def _level_at(
+    rows: Sequence[decision.Row], latency: Latency, payload: int, level: int
+) -> decision.Level | None:
+    """The figures at one database latency, payload and connection level, where measured."""
+    row = next((r for r in rows if r.latency == latency and r.rows == payload), None)
+    return next((v for v in row.levels if v.connections == level), None) if row else None
+
+
+@dataclass
+class _Series:
+    """One role's line at one payload and connection level, across the latencies (by index)."""
+
+    xs: list[int] = field(default_factory=list)
+    rps: list[float] = field(default_factory=list)
+    p99: list[float | None] = field(default_factory=list)
+    collapsed: list[tuple[int, float]] = field(default_factory=list)  # × marks
+
+
+def _series(
+    rows: Sequence[decision.Row], latencies: Sequence[Latency], payload: int, level: int, role: str
+) -> _Series:
+    out = _Series()
+    for x, latency in enumerate(latencies):
+        lv = _level_at(rows, latency, payload, level)
+        served = lv.rps.get(role) if lv else None
+        if lv is None or served is None:
+            continue
+        if "collapsed" in lv.verdicts.get(role, ""):
+            out.collapsed.append((x, max(served, 1.0)))  # drawn at 1 req/s if at none
+        if served < 1.0:  # nothing to draw on a log scale
+            continue
+        out.xs.append(x)
+        out.rps.append(served)
+        out.p99.append(lv.p99_ms.get(role))
+    return out
+
+
 def latency_chart(path: Path, title: str, rows: Sequence[decision.Row]) -> None:
     """req/s and p99 against the database latency, for each variant and payload, one column
     per connection level; × marks a median over rounds of which some collapsed."""
@@ -280,36 +318,21 @@ def latency_chart(path: Path, title: str, rows: Sequence[decision.Row]) -> None:
             if variant is None or (role == "dependency" and variant == roles.sync):
                 continue
             for p, payload in enumerate(payloads):
-                xs, rps, p99, bad = [], [], [], []
-                for x, latency in enumerate(latencies):
-                    row = next(
-                        (r for r in rows if r.latency == latency and r.rows == payload), None
-                    )
-                    lv = (
-                        next((v for v in row.levels if v.connections == level), None)
-                        if row
-                        else None
-                    )
-                    served = lv.rps.get(role) if lv else None
-                    if lv is None or served is None:
-                        continue
-                    if "collapsed" in lv.verdicts.get(role, ""):
-                        bad.append((x, max(served, 1.0)))  # drawn at 1 req/s if at none
-                    if served < 1.0:  # nothing to draw on a log scale
-                        continue
-                    xs.append(x)
-                    rps.append(served)
-                    p99.append(lv.p99_ms.get(role))
+                line = _series(rows, latencies, payload, level, role)
                 label = f"{decision.name(variant).replace('`', '')}, {payload} rows"
                 style = PAYLOAD_STYLES[p % len(PAYLOAD_STYLES)]
-                rps_ax.plot(xs, rps, style, color=ROLE_COLORS[role], label=label)
-                shown_p99 = [(x, v) for x, v in zip(xs, p99, strict=True) if v is not None]
+                rps_ax.plot(line.xs, line.rps, style, color=ROLE_COLORS[role], label=label)
+                shown_p99 = [
+                    (x, v) for x, v in zip(line.xs, line.p99, strict=True) if v is not None
+                ]
                 p99_ax.plot(
                     [x for x, _ in shown_p99], [v for _, v in shown_p99], style,
                     color=ROLE_COLORS[role],
                 )  # fmt: skip
-                if bad:
-                    rps_ax.plot(*zip(*bad, strict=True), "x", color="black", markersize=10)
+                if line.collapsed:
+                    rps_ax.plot(
+                        *zip(*line.collapsed, strict=True), "x", color="black", markersize=10
+                    )
         rps_ax.set_title(f"{level} connections")
         rps_ax.set_yscale("log")
         p99_ax.set_yscale("log")
@@ -340,8 +363,7 @@ def ratio_chart(path: Path, title: str, rows: Sequence[decision.Row]) -> None:
             offset = (p - (len(payloads) - 1) / 2) * width
             label: str | None = f"{payload} rows"  # on the first point drawn only
             for x, latency in enumerate(latencies):
-                row = next((r for r in rows if r.latency == latency and r.rows == payload), None)
-                lv = next((v for v in row.levels if v.connections == level), None) if row else None
+                lv = _level_at(rows, latency, payload, level)
                 if lv is None or not isinstance(lv.ratio, Ratio):
                     continue
                 ratio = lv.ratio
@@ -485,15 +507,15 @@ def p99_throughput_chart(
             drawn += [y for _, y, _ in points]
     top = max(drawn, default=1.0) * 3
     for i, variant in enumerate(labels):
-        mine = [(x, conns) for v, x, conns in stalled if v == variant]
-        if mine:
+        marks = [(x, conns) for v, x, conns in stalled if v == variant]
+        if marks:
             ax.plot(
-                [x for x, _ in mine],
-                [top] * len(mine),
+                [x for x, _ in marks],
+                [top] * len(marks),
                 "x",
                 color=f"C{i}",
                 markersize=9,
-                label=f"{labels[variant]}: collapsed or no p99 at {', '.join(n for _, n in mine)}",
+                label=f"{labels[variant]}: collapsed or no p99 at {', '.join(n for _, n in marks)}",
             )
     ax.set_yscale("log")
     ax.set_ylim(top=top * 1.5)

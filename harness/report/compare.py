@@ -98,6 +98,52 @@ def _side(c: CellStats) -> tuple[str, list[float]]:
     return f"{text} ({c.verdict})", values
 
 
+@dataclass(frozen=True)
+class _Pair:
+    """One cell both runs measured: its table row, its JSON, and what FAIL_ON judges in it."""
+
+    row: list[str]
+    data: dict[str, Any]
+    regressions: list[str]
+    unjudged: str | None  # the cell, where its ratio has no interval
+    log: float | None  # the logarithm of a significant B/A
+
+
+def _pair(ca: CellStats, cb: CellStats) -> _Pair:
+    text_a, values_a = _side(ca)
+    text_b, values_b = _side(cb)
+    ratio = unpaired_ratio(values_a, values_b)
+    cell = ca.cell
+    where = f"{cell.variant} at {cell.level_text}"
+    regressions = []
+    if cb.frozen and not ca.frozen and values_a:
+        regressions.append(f"{where}: collapsed in {cb.frozen} of {cb.n} rounds in B, in none in A")
+    if ratio is None:
+        verdict, shown_ratio = "a side did not serve (collapsed or failed)", "-"
+        if values_a and not values_b and not cb.frozen:
+            regressions.append(f"{where}: failed in B, served in A")
+    else:
+        verdict, shown_ratio = _verdict(ratio), ratio.describe().removeprefix("~ ")
+        shown_ratio = shown_ratio.removesuffix(", no significant difference")
+        if verdict == "B slower":
+            regressions.append(f"{where}: B / A {ratio.describe()}")
+    return _Pair(
+        row=[cell.variant, cell.level_short, text_a, text_b, shown_ratio, verdict],
+        data={
+            "variant": cell.variant,
+            "connections": cell.connections,
+            "rate": cell.rate,
+            "a": _side_json(ca, values_a),
+            "b": _side_json(cb, values_b),
+            "b_over_a": _ratio_json(ratio),
+            "verdict": verdict,
+        },
+        regressions=regressions,
+        unjudged=where if ratio is not None and ratio.interval is None else None,
+        log=math.log(ratio.value) if ratio is not None and ratio.significant else None,
+    )
+
+
 def compare(a: RunDir, b: RunDir) -> Compared:
     if a.kind == "map" and b.kind == "map":
         from harness.report.brackets import compare_maps  # two maps compare their thresholds
@@ -123,43 +169,12 @@ def compare(a: RunDir, b: RunDir) -> Compared:
     shared = [k for k in cells_a if k in cells_b]
     if not shared:
         raise UsageError("COMPARE: the runs share no cell (same settings but the one compared)")
-    rows, logs, found, regressions, unjudged = [], [], [], [], []
-    for k in sorted(shared, key=lambda k: (cells_a[k].cell.variant, cells_a[k].cell.level_key)):
-        ca, cb = cells_a[k], cells_b[k]
-        text_a, values_a = _side(ca)
-        text_b, values_b = _side(cb)
-        ratio = unpaired_ratio(values_a, values_b)
-        cell = ca.cell
-        where = f"{cell.variant} at {cell.level_text}"
-        if cb.frozen and not ca.frozen and values_a:
-            regressions.append(
-                f"{where}: collapsed in {cb.frozen} of {cb.n} rounds in B, in none in A"
-            )
-        if ratio is None:
-            verdict, shown_ratio = "a side did not serve (collapsed or failed)", "-"
-            if values_a and not values_b and not cb.frozen:
-                regressions.append(f"{where}: failed in B, served in A")
-        else:
-            if ratio.interval is None:
-                unjudged.append(where)
-            verdict, shown_ratio = _verdict(ratio), ratio.describe().removeprefix("~ ")
-            shown_ratio = shown_ratio.removesuffix(", no significant difference")
-            if ratio.significant:
-                logs.append(math.log(ratio.value))
-            if verdict == "B slower":
-                regressions.append(f"{where}: B / A {ratio.describe()}")
-        rows.append([cell.variant, cell.level_short, text_a, text_b, shown_ratio, verdict])
-        found.append(
-            {
-                "variant": cell.variant,
-                "connections": cell.connections,
-                "rate": cell.rate,
-                "a": _side_json(ca, values_a),
-                "b": _side_json(cb, values_b),
-                "b_over_a": _ratio_json(ratio),
-                "verdict": verdict,
-            }
-        )
+    in_order = sorted(shared, key=lambda k: (cells_a[k].cell.variant, cells_a[k].cell.level_key))
+    pairs = [_pair(cells_a[k], cells_b[k]) for k in in_order]
+    rows = [p.row for p in pairs]
+    logs = [p.log for p in pairs if p.log is not None]
+    regressions = [line for p in pairs for line in p.regressions]
+    unjudged = [p.unjudged for p in pairs if p.unjudged is not None]
     described = ", ".join(
         f"{LABELS.get(f, f)} {shown(ra[0].cell.known(f))} (A) against "
         f"{shown(rb[0].cell.known(f))} (B)"
@@ -187,6 +202,6 @@ def compare(a: RunDir, b: RunDir) -> Compared:
         "b": str(b.path),
         "compared": {f: [shown(ra[0].cell.known(f)), shown(rb[0].cell.known(f))] for f in factors},
         "interval": "95% Welch t on the logarithms of successful req/s",
-        "cells": found,
+        "cells": [p.data for p in pairs],
     }
     return Compared("\n".join(lines) + "\n", data, tuple(regressions), tuple(unjudged))

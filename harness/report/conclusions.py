@@ -20,59 +20,60 @@ def _levels(levels: Sequence[float]) -> str:
     return text[0] if len(text) == 1 else ", ".join(text[:-1]) + " and " + text[-1]
 
 
+def _span(ratios: Sequence[float]) -> str:
+    if len(ratios) == 1:
+        return f"{ratios[0]:.2f}×"
+    return f"{min(ratios):.2f}× to {max(ratios):.2f}×"
+
+
 def _mode_comparisons(records: Sequence[CellResult]) -> list[str]:
     out = []
     for comparison in comparisons.comparisons(records):
         if comparison.factor != "mode" or comparison.a.workload is Workload.health:
             continue
-        faster: dict[str, list[tuple[int, Ratio]]] = {"async": [], "sync": [], "~": []}
-        unsure, notes = [], []
-        unit = "connections"
-        for level in sorted({r.cell.connections for r in records if r.cell.rate is None}):
-            value = comparisons.at_level(comparison, records, level)
-            if value is None:
-                continue
-            if isinstance(value, str):
-                notes.append(f"{level}: {value}")
-            elif value.interval is None:
-                unsure.append((level, value))
-            else:
-                side = "~" if not value.significant else "async" if value.value > 1 else "sync"
-                faster[side].append((level, value))
-        parts = []
-        for side, found in faster.items():
-            if not found:
-                continue
-            ratios = [r.value for _, r in found]
-            span = (
-                f"{min(ratios):.2f}×"
-                if len(ratios) == 1
-                else f"{min(ratios):.2f}× to {max(ratios):.2f}×"
-            )
-            what = (
-                "no significant difference"
-                if side == "~"
-                else f"{side} served more ({span} async/sync)"
-            )
-            parts.append(f"{what} at {_levels([c for c, _ in found])} {unit}")
-        if unsure:
-            ratios = [r.value for _, r in unsure]
-            span = (
-                f"{ratios[0]:.2f}×"
-                if len(ratios) == 1
-                else f"{min(ratios):.2f}× to {max(ratios):.2f}×"
-            )
-            parts.append(
-                f"async/sync {span} at "
-                f"{_levels([c for c, _ in unsure])} {unit}, from one measurement each "
-                "(no interval: REPEATS=5 or more to rank them)"
-            )
-        if notes:
-            parts.append("where a side collapsed: " + "; ".join(notes))
-        if parts:
+        if parts := _mode_findings(comparison, records):
             context = f" ({comparison.context})" if comparison.context else ""
             out.append(f"- **Async or sync{context}**: " + "; ".join(parts) + ".")
     return out
+
+
+def _mode_findings(comparison: comparisons.Comparison, records: Sequence[CellResult]) -> list[str]:
+    """What async against sync showed, level by level: which side served more where its
+    interval says so, the levels without an interval, and where a side collapsed."""
+    faster: dict[str, list[tuple[int, Ratio]]] = {"async": [], "sync": [], "~": []}
+    unsure, notes = [], []
+    unit = "connections"
+    for level in sorted({r.cell.connections for r in records if r.cell.rate is None}):
+        value = comparisons.at_level(comparison, records, level)
+        if value is None:
+            continue
+        if isinstance(value, str):
+            notes.append(f"{level}: {value}")
+        elif value.interval is None:
+            unsure.append((level, value))
+        else:
+            side = "~" if not value.significant else "async" if value.value > 1 else "sync"
+            faster[side].append((level, value))
+    parts = []
+    for side, found in faster.items():
+        if not found:
+            continue
+        span = _span([r.value for _, r in found])
+        what = (
+            "no significant difference"
+            if side == "~"
+            else f"{side} served more ({span} async/sync)"
+        )
+        parts.append(f"{what} at {_levels([c for c, _ in found])} {unit}")
+    if unsure:
+        parts.append(
+            f"async/sync {_span([r.value for _, r in unsure])} at "
+            f"{_levels([c for c, _ in unsure])} {unit}, from one measurement each "
+            "(no interval: REPEATS=5 or more to rank them)"
+        )
+    if notes:
+        parts.append("where a side collapsed: " + "; ".join(notes))
+    return parts
 
 
 def _freezes(cells: Sequence[CellStats]) -> list[str]:

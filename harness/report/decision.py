@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from harness.domain.axes import DIRECT, Latency, Mode, SessionStyle, Verdict
@@ -198,7 +198,9 @@ def _capacities(
 ) -> dict[tuple[Any, ...], dict[str, Threshold]]:
     """group -> role -> the bracket its capacity search found."""
     out: dict[tuple[Any, ...], dict[str, Threshold]] = {}
-    for line in plan.lines if plan else ():
+    if plan is None:
+        return out
+    for line in plan.lines:
         variant = (line.mode, line.known("style"))
         role = next((k for k, v in roles.parts().items() if v == variant), None)
         if role is not None:
@@ -234,11 +236,21 @@ def decision_rows(records: Sequence[CellResult], plan: CapacityPlan | None = Non
             }
             if any(cells.values()):
                 found.append(_level(level, cells, records))
-        dep = [c for lv in levels if (c := by_key.get((*group, roles.dependency, lv)))]
+        dep = [s for lv in levels if (s := by_key.get((*group, roles.dependency, lv)))]
         held, collapsed_at = _held(dep) if dep else (None, None)
-        slo = plan.slo.text() if plan else ""
-        row = Row(*group, tuple(found), held, collapsed_at, roles)
-        out.append(replace(row, capacity=found_capacity.get(group, {}), slo=slo))
+        section, latency, payload = group
+        row = Row(
+            section,
+            latency,
+            payload,
+            tuple(found),
+            held,
+            collapsed_at,
+            roles,
+            capacity=found_capacity.get(group, {}),
+            slo=plan.slo.text() if plan else "",
+        )
+        out.append(row)
     return out
 
 
@@ -268,44 +280,62 @@ def classify(value: Ratio | str | None) -> str:
     return "async" if value.value > 1 else "sync"
 
 
+Kinds = dict[str, list[Level]]  # what each level's ratio says (classify) -> those levels
+
+
+def _conns(kinds: Kinds, kind: str) -> list[int]:
+    return [lv.connections for lv in kinds.get(kind, [])]
+
+
+def _ratios(kinds: Kinds, kind: str) -> list[float]:
+    return [lv.ratio.value for lv in kinds.get(kind, []) if isinstance(lv.ratio, Ratio)]
+
+
 def sentences(row: Row) -> list[str]:
     """What the row's numbers show, then the rule they support (one or two sentences)."""
-    sync = name(row.roles.sync)
     if row.roles.async_ is None or row.roles.sync is None:
         return [f"Needs an async and a sync variant to compare; measured: {name(row.roles.sync)}."]
-    kinds: dict[str, list[Level]] = {}
+    kinds: Kinds = {}
     for level in row.levels:
         kinds.setdefault(classify(level.ratio), []).append(level)
+    out = [_measured_sentence(row, kinds)]
+    if row.capacity:
+        out.insert(0, _capacity_sentence(row))
+    rule = _throughput_rule(row, kinds)
+    if by_capacity := _capacity_rule(row):
+        rule = f"{by_capacity}; by throughput alone: {rule.removeprefix('Rule: ')}"
+    rule += _dependency_clause(row)
+    return [*out, rule + "."]
 
-    def conns(kind: str) -> list[int]:
-        return [lv.connections for lv in kinds.get(kind, [])]
 
-    def ratios(kind: str) -> list[float]:
-        return [lv.ratio.value for lv in kinds.get(kind, []) if isinstance(lv.ratio, Ratio)]
-
+def _measured_sentence(row: Row, kinds: Kinds) -> str:
+    """The sentence of what the levels showed: async/sync where each kind of ratio was found,
+    and both p99s at the highest level that has them."""
     parts = []
     if "async" in kinds:
         parts.append(
-            f"async served more than sync at {_levels(conns('async'))} connections "
-            f"({_span(ratios('async'))}, interval above 1)"
+            f"async served more than sync at {_levels(_conns(kinds, 'async'))} connections "
+            f"({_span(_ratios(kinds, 'async'))}, interval above 1)"
         )
     if "sync" in kinds:
         parts.append(
-            f"sync served more at {_levels(conns('sync'))} (async/sync {_span(ratios('sync'))}, "
-            "interval below 1)"
+            f"sync served more at {_levels(_conns(kinds, 'sync'))} (async/sync "
+            f"{_span(_ratios(kinds, 'sync'))}, interval below 1)"
         )
     if "same" in kinds:
         parts.append(
-            f"no significant difference at {_levels(conns('same'))} ({_span(ratios('same'))})"
+            f"no significant difference at {_levels(_conns(kinds, 'same'))} "
+            f"({_span(_ratios(kinds, 'same'))})"
         )
     if "single" in kinds:
         parts.append(
-            f"async/sync {_span(ratios('single'))} at {_levels(conns('single'))} from one "
-            "measurement each (no interval)"
+            f"async/sync {_span(_ratios(kinds, 'single'))} at {_levels(_conns(kinds, 'single'))} "
+            "from one measurement each (no interval)"
         )
     if "collapsed" in kinds:
         said = "; ".join(f"{lv.connections}: {lv.ratio}" for lv in kinds["collapsed"])
         parts.append(f"no ratio where a side collapsed ({said})")
+    sync = name(row.roles.sync)
     first = f"Against sync {sync.split(' ', 1)[1]}: " + "; ".join(parts) if parts else ""
     top = next(
         (
@@ -318,50 +348,51 @@ def sentences(row: Row) -> list[str]:
     if top is not None:
         a, s = top.p99_ms["async"], top.p99_ms["sync"]
         first += f"; p99 at {top.connections}: {a:,.0f} ms async, {s:,.0f} ms sync"
-    out = [first + "." if first else "No level was measured for both sides."]
-    if row.capacity:
-        out.insert(0, _capacity_sentence(row))
+    return first + "." if first else "No level was measured for both sides."
 
-    wins, losses = conns("async"), conns("sync")
-    measured = [lv.connections for lv in row.levels]
+
+def _throughput_rule(row: Row, kinds: Kinds) -> str:
+    """The rule by throughput: a side that served more at some levels and less at none, or
+    why there is none."""
+    wins, losses = _conns(kinds, "async"), _conns(kinds, "sync")
     if wins and not losses:
-        best = max(
-            kinds["async"], key=lambda lv: lv.ratio.value if isinstance(lv.ratio, Ratio) else 0
-        )
-        assert isinstance(best.ratio, Ratio)
-        if wins == measured:
-            where = "at every level measured"
-        elif wins == measured[measured.index(wins[0]) :]:
-            where = f"from {wins[0]} connections on"
-        else:
-            where = f"at {_levels(wins)} connections"
-        rule = f"Rule: async, {where} (by up to {best.ratio.value - 1:.0%}, at {best.connections})"
-    elif losses and not wins:
-        rule = (
+        return _async_rule(row, kinds["async"])
+    if losses and not wins:
+        return (
             "Rule: sync with the session inside the endpoint, at least as fast here"
             if row.roles.sync and row.roles.sync[1]
             else "Rule: the sync app, at least as fast here"  # its session style is its own
         )
-    elif wins and losses:
-        rule = (
+    if wins and losses:
+        return (
             f"Rule: it depends on the load: async ahead at {_levels(wins)}, sync at "
             f"{_levels(losses)} connections"
         )
-    elif "same" in kinds:
-        rule = "Rule: either, as far as throughput goes at these levels"
-    elif silent := [r for r in ("async", "sync") if not any(lv.rps.get(r) for lv in row.levels)]:
+    if "same" in kinds:
+        return "Rule: either, as far as throughput goes at these levels"
+    if silent := [r for r in ("async", "sync") if not any(lv.rps.get(r) for lv in row.levels)]:
         verdicts = "; ".join(
             f"{name(row.roles.parts()[r])}: "
             + ", ".join(dict.fromkeys(v for lv in row.levels if (v := lv.verdicts.get(r))))
             for r in silent
         )
-        rule = f"Rule: none: {' and '.join(silent)} never served ({verdicts})"
+        return f"Rule: none: {' and '.join(silent)} never served ({verdicts})"
+    return "Rule: none from these measurements (REPEATS=5 or more gives intervals)"
+
+
+def _async_rule(row: Row, ahead: Sequence[Level]) -> str:
+    """Async, where it served more at the levels `ahead` and less at none."""
+    wins = [lv.connections for lv in ahead]
+    measured = [lv.connections for lv in row.levels]
+    best = max(ahead, key=lambda lv: lv.ratio.value if isinstance(lv.ratio, Ratio) else 0)
+    assert isinstance(best.ratio, Ratio)
+    if wins == measured:
+        where = "at every level measured"
+    elif wins == measured[measured.index(wins[0]) :]:
+        where = f"from {wins[0]} connections on"
     else:
-        rule = "Rule: none from these measurements (REPEATS=5 or more gives intervals)"
-    if by_capacity := _capacity_rule(row):
-        rule = f"{by_capacity}; by throughput alone: {rule.removeprefix('Rule: ')}"
-    rule += _dependency_clause(row)
-    return [*out, rule + "."]
+        where = f"at {_levels(wins)} connections"
+    return f"Rule: async, {where} (by up to {best.ratio.value - 1:.0%}, at {best.connections})"
 
 
 def capacity_text(found: Threshold | None) -> str:

@@ -462,9 +462,9 @@ def summary(
                 EVIDENCE_TEXT + "\n",
                 table,
             ]
-    if said := line_findings(plan, records):
+    if findings := line_findings(plan, records):
         parts += ["## What the occupancy of each frozen line shows\n"]
-        parts += [*(f"- {x}" for x in said), ""]
+        parts += [*(f"- {x}" for x in findings), ""]
     if plan.app is not None:
         return "\n".join([*parts, "## Every probe\n", details_table(probes)])
     parts += [
@@ -556,7 +556,7 @@ def line_findings(plan: MapPlan, records: Sequence[CellResult]) -> list[str]:
                     else ")"
                 )
             )
-        clean = froze.window is not None and froze.window.clean
+        clean = froze.window is not None and froze.window.clean is True
         peak = max(_peak_in_flight(timeline, measured_only=clean).values(), default=0)
         why = (
             "a request's dependency exit runs after its response was sent"

@@ -219,48 +219,11 @@ def seed_tables(records: Sequence[CellResult], level: int = 2) -> str:
     """
     out = []
     for rows in table_groups(records):
-        labels = variant_labels(rows)
         by = {(c.cell.variant, c.cell.level): c for c in by_cell(rows)}
-        repeated = any(c.n > 1 for c in by.values())
         cell0 = rows[0].cell
         is_open = cell0.rate is not None
-        load = f", open loop, at most {cell0.connections} connections" if is_open else ""
-        if cell0.requests:  # a foreign service: what it was sent, nothing of its data
-            what = f"`{cell0.requests.label}`"
-            out.append(
-                f"{'#' * level} {cell0.server_label} · {what} "
-                f"({cell0.duration_s:g} s per cell{load})\n"
-            )
-        else:
-            out.append(
-                f"{'#' * level} {cell0.server_label} · {cell0.workload} "
-                f"(`GET {WORKLOAD_PATH[cell0.workload]}`, {shown(cell0.known('rows'))} rows, "
-                f"{latency_text(cell0.db_latency)}{cell0.duration_s:g} s per cell{load})\n"
-            )
-        columns = (
-            ["req/s (median)", "95% CI", "CV", P99_HEAD, "failed", "verdict"]
-            if repeated
-            else ["req/s", P99_HEAD, "failed", "verdict"]
-        )
-        if is_open:
-            columns = [*columns[:-1], SCHEDULE_HEAD, columns[-1]]
-            columns = [c.replace(P99_HEAD, P99_OPEN_HEAD) for c in columns]
-        head = ["req/s due" if is_open else "connections"]
-        for label in labels.values():
-            head += [f"{label} {columns[0]}", *columns[1:]]
-        lines = []
-        for value in sorted({r.cell.level for r in rows}):
-            line = [f"{value:g}"]
-            for variant in labels:
-                c = by.get((variant, value))
-                own = len(columns) - is_open  # _figures gives all but the schedule's
-                figures = _figures(c, repeated) if c else [*[""] * (own - 1), "not run"]
-                if is_open:
-                    figures.insert(-1, _schedule_text(c) if c else "")
-                line += figures
-            lines.append(line)
-        align = ["---:"] * (len(columns) - 1) + ["---"]
-        out.append(md_table(head, lines, ["---:"] + align * len(labels)))
+        out.append(_table_title(cell0, level))
+        out.append(_seed_table(rows, by, is_open))
         if any("†" in _p99_text(c) for c in by.values()):
             out.append(THIN_TEXT + "\n")
         if is_open:
@@ -272,6 +235,52 @@ def seed_tables(records: Sequence[CellResult], level: int = 2) -> str:
                 f"\n\n![p99 against throughput](charts/p99-{slug}.png)\n"
             )
     return "\n".join(out)
+
+
+def _table_title(cell0: Cell, level: int) -> str:
+    load = f", open loop, at most {cell0.connections} connections" if cell0.rate is not None else ""
+    if cell0.requests:  # a foreign service: what it was sent, nothing of its data
+        return (
+            f"{'#' * level} {cell0.server_label} · `{cell0.requests.label}` "
+            f"({cell0.duration_s:g} s per cell{load})\n"
+        )
+    return (
+        f"{'#' * level} {cell0.server_label} · {cell0.workload} "
+        f"(`GET {WORKLOAD_PATH[cell0.workload]}`, {shown(cell0.known('rows'))} rows, "
+        f"{latency_text(cell0.db_latency)}{cell0.duration_s:g} s per cell{load})\n"
+    )
+
+
+def _seed_table(
+    rows: Sequence[CellResult], by: dict[tuple[str, float], CellStats], is_open: bool
+) -> str:
+    """The table: a line per level, each variant's figures side by side."""
+    labels = variant_labels(rows)
+    repeated = any(c.n > 1 for c in by.values())
+    columns = (
+        ["req/s (median)", "95% CI", "CV", P99_HEAD, "failed", "verdict"]
+        if repeated
+        else ["req/s", P99_HEAD, "failed", "verdict"]
+    )
+    if is_open:
+        columns = [*columns[:-1], SCHEDULE_HEAD, columns[-1]]
+        columns = [c.replace(P99_HEAD, P99_OPEN_HEAD) for c in columns]
+    head = ["req/s due" if is_open else "connections"]
+    for label in labels.values():
+        head += [f"{label} {columns[0]}", *columns[1:]]
+    lines = []
+    for value in sorted({r.cell.level for r in rows}):
+        line = [f"{value:g}"]
+        for variant in labels:
+            c = by.get((variant, value))
+            own = len(columns) - is_open  # _figures gives all but the schedule's
+            figures = _figures(c, repeated) if c else [*[""] * (own - 1), "not run"]
+            if is_open:
+                figures.insert(-1, _schedule_text(c) if c else "")
+            line += figures
+        lines.append(line)
+    align = ["---:"] * (len(columns) - 1) + ["---"]
+    return md_table(head, lines, ["---:"] + align * len(labels))
 
 
 P99_HEAD = "p99 ms measured / corrected (responses above)"
@@ -453,7 +462,9 @@ def header(
     first, last = entries[0], entries[-1]
     m, git = first.get("machine", {}), first.get("git", {})
     # A session stopped before the database was up has no `database`; a target's is None.
-    db = next((e["database"] for e in reversed(entries) if "database" in e), {})
+    db: dict[str, Any] | None = next(
+        (e["database"] for e in reversed(entries) if "database" in e), {}
+    )
     wrk = next((e["wrk_version"] for e in reversed(entries) if "wrk_version" in e), "?")
     # make capacity runs no wrk: its sessions record none
     open_only = wrk == "?" and any("open_loop" in e for e in entries)

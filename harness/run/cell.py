@@ -16,8 +16,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import psycopg2
 from sqlalchemy import exc as sqlalchemy_errors
@@ -349,26 +350,19 @@ def run_app_cell(
     judge, with what its log says (SQLAlchemy's pool timeouts, the servers' ASGI errors)."""
     started, t0 = now_iso(), time.monotonic()
     log_path = log_dir / f"{cell.id}.log"
-    figures: dict[str, object] = {}
+    figures: Figures = {}
     judgement: Judgement | None = None
     with _start_app(app, cell.mode, options, log_path, database_url) as server:
         if not server.ready:
-            why = (
-                "exited" if not server.alive else f"gave no answer in {options.start_timeout_s:g}s"
-            )
-            judgement = Judgement(Verdict.failed_to_start, Rule.lifecycle, f"server {why}")
+            judgement = _not_started(server, options)
         elif (learnt := answers.learn(server.url(""), app.requests))[1]:
             judgement = Judgement(Verdict.failed_verification, Rule.lifecycle, learnt[1] or "")
         else:
             judgement, figures = _measure_app(cell, app, server, learnt[0], options)
             errors = read_log(log_path).server_errors
             if judgement is None:
-                measured = figures["wrk"]
-                assert isinstance(measured, WrkResult)
-                checks = figures["checks"]
-                assert checks is None or isinstance(checks, Checks)
-                throughput = judge(measured, best_lower_ok_rps, errors, None, app.workers)
-                judgement = by_answers(throughput, checks)
+                throughput = judge(figures["wrk"], best_lower_ok_rps, errors, None, app.workers)
+                judgement = by_answers(throughput, figures["checks"])
                 if judgement.verdict in FROZEN:
                     figures["threads"] = take_dump(server.pid, keep_dump)
     counts = read_log(log_path)
@@ -386,13 +380,13 @@ def run_app_cell(
         elapsed_s=round(time.monotonic() - t0, 2),
         note=judgement.reason if lifecycle else "",
         log_tail="" if judgement.verdict is Verdict.ok else counts.tail,
-        **figures,  # type: ignore[arg-type]
+        **figures,
     )
 
 
 def _measure_app(
     cell: Cell, app: UserApp, server: ServerProcess, shapes: list[object], options: Options
-) -> tuple[Judgement | None, dict[str, object]]:
+) -> tuple[Judgement | None, Figures]:
     """Warm up, then the measured window with the answers sampled; (a lifecycle judgement where
     it went wrong, else None, and the figures)."""
     time.sleep(options.settle_s)
@@ -409,7 +403,7 @@ def _measure_app(
         verdict = Verdict.load_failed if server.alive else Verdict.crashed
         return Judgement(verdict, Rule.lifecycle, str(exc)), {}
     local = _local(command, options)
-    figures: dict[str, object] = {
+    figures: Figures = {
         "wrk": measured.result,
         "checks": checker.checks(),
         "cpu": Cpu(
@@ -422,6 +416,41 @@ def _measure_app(
         why = f"server {server.exit_status()} during the measured run"
         return Judgement(Verdict.crashed, Rule.lifecycle, why), figures
     return None, figures
+
+
+def _not_started(server: ServerProcess, options: Options) -> Judgement:
+    """A server that exited, or never answered, before its first request."""
+    why = "exited" if not server.alive else f"gave no answer in {options.start_timeout_s:g}s"
+    return Judgement(Verdict.failed_to_start, Rule.lifecycle, f"server {why}")
+
+
+def _level_record(
+    log_path: Path,
+    ramp: Ramp,
+    cell: Cell,
+    judgement: Judgement,
+    since: LogCounts,
+    started: str,
+    t0: float,
+    **figures: Unpack[Figures],
+) -> CellResult:
+    """A ramp's level's record: what its server logged from its window's opening on."""
+    counts = read_log(log_path)
+    lifecycle = judgement.rule is Rule.lifecycle
+    return CellResult(
+        cell=cell,
+        verdict=judgement.verdict,
+        judged_by=str(judgement.rule),
+        judgement=judgement.reason,
+        pool_timeouts=counts.pool_timeouts - since.pool_timeouts,
+        server_errors=counts.server_errors - since.server_errors,
+        started_at=started,
+        elapsed_s=round(time.monotonic() - t0, 2),
+        note=judgement.reason if lifecycle else "",
+        log_tail="" if judgement.verdict is Verdict.ok else _tail_since(log_path, since),
+        ramp=ramp,
+        **figures,
+    )
 
 
 def run_app_ramp(
@@ -440,42 +469,14 @@ def run_app_ramp(
     app = cells[0].user_app
     assert app is not None, "a user's app's ramp"
     log_path = log_dir / f"{cells[0].id}@{number}-ramp.log"
-
-    def record(
-        cell: Cell,
-        judgement: Judgement,
-        since: LogCounts,
-        started: str,
-        t0: float,
-        **figures: object,
-    ) -> CellResult:
-        counts = read_log(log_path)
-        lifecycle = judgement.rule is Rule.lifecycle
-        return CellResult(
-            cell=cell,
-            verdict=judgement.verdict,
-            judged_by=str(judgement.rule),
-            judgement=judgement.reason,
-            pool_timeouts=counts.pool_timeouts - since.pool_timeouts,
-            server_errors=counts.server_errors - since.server_errors,
-            started_at=started,
-            elapsed_s=round(time.monotonic() - t0, 2),
-            note=judgement.reason if lifecycle else "",
-            log_tail="" if judgement.verdict is Verdict.ok else _tail_since(log_path, since),
-            ramp=ramp,
-            **figures,  # type: ignore[arg-type]
-        )
-
+    record = partial(_level_record, log_path, ramp)
     nothing = LogCounts(0, 0, "")
     levels = replace(options, warmup_s=0.0, settle_s=0.0)  # the level before is its warm-up
     started, t0 = now_iso(), time.monotonic()
     try:
         with _start_app(app, cells[0].mode, options, log_path, database_url) as server:
             if not server.ready:
-                alive = server.alive
-                why = "exited" if not alive else f"gave no answer in {options.start_timeout_s:g}s"
-                failed = Judgement(Verdict.failed_to_start, Rule.lifecycle, f"server {why}")
-                yield record(cells[0], failed, nothing, started, t0)
+                yield record(cells[0], _not_started(server, options), nothing, started, t0)
                 return
             shapes, problem = answers.learn(server.url(""), app.requests)
             if problem:
@@ -491,8 +492,6 @@ def run_app_ramp(
                     yield record(cell, lifecycle, since, started, t0, **figures)
                     return
                 measured, checks = figures["wrk"], figures["checks"]
-                assert isinstance(measured, WrkResult)
-                assert checks is None or isinstance(checks, Checks)
                 lower = max(filter(None, [best_lower_ok_rps(cell), best]), default=None)
                 errors = read_log(log_path).server_errors - since.server_errors
                 judgement = by_answers(judge(measured, lower, errors, None, app.workers), checks)
@@ -581,7 +580,7 @@ def _run_cell(
     log_path = log_dir / f"{cell.id}.log"
     notes: list[str] = []
 
-    def finish(verdict: Verdict | None, note: str = "", **figures: object) -> CellResult:
+    def finish(verdict: Verdict | None, note: str = "", **figures: Unpack[Figures]) -> CellResult:
         """The record; `verdict` None means judge the measured run, with the log's errors and
         every process's samples."""
         counts = read_log(log_path)
@@ -589,10 +588,10 @@ def _run_cell(
             log_path.unlink(missing_ok=True)
         if verdict is None:
             judgement = judge(
-                figures["wrk"],  # type: ignore[arg-type]
+                figures["wrk"],
                 best_lower_ok_rps,
                 counts.server_errors,
-                figures.get("occupancy"),  # type: ignore[arg-type]
+                figures.get("occupancy"),
                 config.workers,
             )
         else:
@@ -609,7 +608,7 @@ def _run_cell(
             elapsed_s=round(time.monotonic() - t0, 2),
             note="; ".join(n for n in [*notes, note] if n),
             log_tail="" if verdict is Verdict.ok else counts.tail,
-            **figures,  # type: ignore[arg-type]
+            **figures,
         )
 
     with ExitStack() as stack:
@@ -619,13 +618,8 @@ def _run_cell(
         server, registry = stack.enter_context(
             _start(config, cell.mode, app_url, options, log_path)
         )
-        if not server.ready:
-            why = (
-                "exited" if not server.alive else f"gave no answer in {options.start_timeout_s:g}s"
-            )
-            return finish(Verdict.failed_to_start, f"server {why}")
-        if problem := _verify(server, config, db.url):
-            return finish(Verdict.failed_verification, problem)
+        if failed := _start_problem(server, config, db.url, options):
+            return finish(failed.verdict, failed.reason)
         time.sleep(options.settle_s)
         load_start = time.monotonic()
         warmup_s = 0.0 if cell.onset is Onset.cold else options.warmup_s
@@ -638,21 +632,9 @@ def _run_cell(
         warm, measured, occupancy, cpu = load.warm, load.measured, load.occupancy, load.cpu
         window = _window(occupancy, load.waited_s)
         notes += window_notes(window)
-        if not server.alive:
+        if crash := _crashed(server, relay):
             return finish(
-                Verdict.crashed,
-                f"server {server.exit_status()} during the measured run",
-                wrk=measured.result,
-                occupancy=occupancy,
-                window=window,
-            )
-        if relay and relay.proc.poll() is not None:
-            return finish(
-                Verdict.crashed,
-                f"the latency relay exited ({relay.proc.returncode}) during the measured run",
-                wrk=measured.result,
-                occupancy=occupancy,
-                window=window,
+                Verdict.crashed, crash, wrk=measured.result, occupancy=occupancy, window=window
             )
         frozen = (
             judge(measured.result, best_lower_ok_rps, 0, occupancy, config.workers).verdict
@@ -665,17 +647,8 @@ def _run_cell(
                 server, log_path, load_start + config.pool_timeout_s + POOL_TIMEOUT_GRACE_S
             )
             notes.append(f"kept the stalled server up {waited:.0f} s after the run")
-    # A stopped server must leave no connection behind for the next cell.
-    if left := postgres.drop_client_connections(db.url):
-        notes.append(f"{left} connections outlived the server and were terminated")
-    integrity = None
-    if cell.workload is Workload.insert:
-        runs = [r.result for r in (warm, measured) if r is not None]
-        integrity = _integrity(config, cell, db.url, runs)
-        if not integrity.ok:
-            notes.append(
-                f"integrity: {integrity.acknowledged} acknowledged, {integrity.rows_added} added"
-            )
+    integrity, said = _after_stop(cell, config, db.url, [warm, measured])
+    notes += said
     return finish(
         None,
         wrk=measured.result,
@@ -685,6 +658,58 @@ def _run_cell(
         threads=threads,
         window=window,
     )
+
+
+def _start_problem(
+    server: ServerProcess, config: ServerConfig, db_url: str, options: Options
+) -> Judgement | None:
+    """Why a server the harness started cannot be measured (it did not start, or does not answer
+    as it should); None if it can."""
+    if not server.ready:
+        return _not_started(server, options)
+    if problem := _verify(server, config, db_url):
+        return Judgement(Verdict.failed_verification, Rule.lifecycle, problem)
+    return None
+
+
+def _crashed(server: ServerProcess, relay: Relay | None) -> str:
+    """What exited during the measured run, the server or the latency relay ('' if neither)."""
+    if not server.alive:
+        return f"server {server.exit_status()} during the measured run"
+    if relay and relay.proc.poll() is not None:
+        return f"the latency relay exited ({relay.proc.returncode}) during the measured run"
+    return ""
+
+
+def _after_stop(
+    cell: Cell, config: ServerConfig, db_url: str, runs: Sequence[wrk.WrkRun | None]
+) -> tuple[Integrity | None, list[str]]:
+    """Once the server has stopped: no connection of it left for the next cell, and an insert
+    cell's rows counted against the inserts acknowledged; (that count, notes on what was not
+    as it should be)."""
+    notes = []
+    if left := postgres.drop_client_connections(db_url):
+        notes.append(f"{left} connections outlived the server and were terminated")
+    if cell.workload is not Workload.insert:
+        return None, notes
+    integrity = _integrity(config, cell, db_url, [r.result for r in runs if r is not None])
+    if not integrity.ok:
+        notes.append(
+            f"integrity: {integrity.acknowledged} acknowledged, {integrity.rows_added} added"
+        )
+    return integrity, notes
+
+
+class Figures(TypedDict, total=False):
+    """What a measurement adds to its record: the CellResult fields of the same names."""
+
+    wrk: WrkResult
+    cpu: Cpu
+    checks: Checks | None
+    integrity: Integrity | None
+    occupancy: Timeline | None
+    threads: ThreadDump | None
+    window: Window | None
 
 
 @dataclass(frozen=True)
@@ -790,33 +815,7 @@ def _ramp(
     log_path = log_dir / f"{cells[0].id}@{number}-ramp.log"
     pending: CellResult | None = None  # the latest level's record: the last one waits for the stop
     best = 0.0
-
-    def record(
-        cell: Cell,
-        since: LogCounts,
-        started: str,
-        t0: float,
-        judgement: Judgement,
-        **figures: object,
-    ) -> CellResult:
-        """A level's record: what its server logged from its window's opening on."""
-        counts = read_log(log_path)
-        ok = judgement.verdict is Verdict.ok
-        lifecycle = judgement.rule is Rule.lifecycle
-        return CellResult(
-            cell=cell,
-            verdict=judgement.verdict,
-            judged_by=str(judgement.rule),
-            judgement=judgement.reason,
-            pool_timeouts=counts.pool_timeouts - since.pool_timeouts,
-            server_errors=counts.server_errors - since.server_errors,
-            started_at=started,
-            elapsed_s=round(time.monotonic() - t0, 2),
-            note=judgement.reason if lifecycle else "",
-            log_tail="" if ok else _tail_since(log_path, since),
-            ramp=ramp,
-            **figures,  # type: ignore[arg-type]
-        )
+    record = partial(_level_record, log_path, ramp)
 
     with ExitStack() as stack:
         relay = stack.enter_context(relayed(db.url, config.db_latency))
@@ -825,15 +824,8 @@ def _ramp(
             _start(config, cells[0].mode, app_url, options, log_path)
         )
         start, t0, nothing = now_iso(), time.monotonic(), LogCounts(0, 0, "")
-        if not server.ready:
-            why = (
-                "exited" if not server.alive else f"gave no answer in {options.start_timeout_s:g}s"
-            )
-            judgement = Judgement(Verdict.failed_to_start, Rule.lifecycle, f"server {why}")
-            pending = record(cells[0], nothing, start, t0, judgement)
-        elif problem := _verify(server, config, db.url):
-            judgement = Judgement(Verdict.failed_verification, Rule.lifecycle, problem)
-            pending = record(cells[0], nothing, start, t0, judgement)
+        if failed := _start_problem(server, config, db.url, options):
+            pending = record(cells[0], failed, nothing, start, t0)
         for i, cell in enumerate(cells if pending is None else []):
             if pending is not None:
                 yield pending
@@ -854,18 +846,22 @@ def _ramp(
             except wrk.LoadFailed as exc:
                 verdict = Verdict.load_failed if server.alive else Verdict.crashed
                 pending = record(
-                    cell, since, started, t0, Judgement(verdict, Rule.lifecycle, str(exc))
+                    cell, Judgement(verdict, Rule.lifecycle, str(exc)), since, started, t0
                 )
                 break
             # What the server logged before the window (the previous level's late timeouts) is
             # not this level's.
             since = load.log_at_open or since
             window = _window(load.occupancy, load.waited_s)
-            figures = {"wrk": load.measured.result, "occupancy": load.occupancy, "window": window}
+            figures: Figures = {
+                "wrk": load.measured.result,
+                "occupancy": load.occupancy,
+                "window": window,
+            }
             if not server.alive:
                 why = f"server {server.exit_status()} during the measured run"
                 judgement = Judgement(Verdict.crashed, Rule.lifecycle, why)
-                pending = record(cell, since, started, t0, judgement, **figures)
+                pending = record(cell, judgement, since, started, t0, **figures)
                 break
             lower = max(filter(None, [best_lower_ok_rps(cell), best]), default=None)
             errors = read_log(log_path).server_errors - since.server_errors
@@ -873,30 +869,48 @@ def _ramp(
             best = max(best, load.measured.result.ok_rps)
             threads = None
             if judgement.verdict in FROZEN:
-                threads = take_dump(server.pid, keep_dump)
-                if options.await_pool_timeouts:
-                    deadline = t0 + ramp.pause_s + config.pool_timeout_s + POOL_TIMEOUT_GRACE_S
-                    _settle(server, log_path, deadline, since.pool_timeouts)
-            pending = record(
-                cell, since, started, t0, judgement, cpu=load.cpu, threads=threads, **figures
-            )
+                settle_until = t0 + ramp.pause_s + config.pool_timeout_s + POOL_TIMEOUT_GRACE_S
+                threads = _stalled(server, keep_dump, options, log_path, settle_until, since)
+            figures["cpu"], figures["threads"] = load.cpu, threads
+            pending = record(cell, judgement, since, started, t0, **figures)
             pending = replace(pending, note="; ".join(window_notes(window)))
             if judgement.verdict not in (Verdict.ok, Verdict.errors, Verdict.unknown):
                 break
     if not options.keep_logs:
         log_path.unlink(missing_ok=True)
     assert pending is not None, "a ramp has at least one level"
-    lost = ""
-    try:
-        left = postgres.drop_client_connections(db.url)
-    except DATABASE_ERRORS as exc:  # the last level's record is kept, and the loss reported
-        lost = first_line(exc)
-        note = f"the database stopped answering after the ramp: {lost}"
-    else:
-        note = f"{left} connections outlived the server and were terminated" if left else ""
+    note, lost = _after_ramp(db.url)
     yield replace(pending, note="; ".join(filter(None, [pending.note, note])))
     if lost:
         database_lost(lost)
+
+
+def _stalled(
+    server: ServerProcess,
+    keep_dump: KeepDump,
+    options: Options,
+    log_path: Path,
+    settle_until: float,
+    since: LogCounts,
+) -> ThreadDump:
+    """A stalled level's threads, dumped at once while they still wait; then, if asked, the
+    server kept up until the stall's first pool timeout is logged (or `settle_until`)."""
+    threads = take_dump(server.pid, keep_dump)
+    if options.await_pool_timeouts:
+        _settle(server, log_path, settle_until, since.pool_timeouts)
+    return threads
+
+
+def _after_ramp(db_url: str) -> tuple[str, str]:
+    """Once a ramp's server has stopped, its connections left over terminated: (the note on
+    them, and the database's loss if it stopped answering: the last record is kept, the loss
+    reported)."""
+    try:
+        left = postgres.drop_client_connections(db_url)
+    except DATABASE_ERRORS as exc:
+        lost = first_line(exc)
+        return f"the database stopped answering after the ramp: {lost}", lost
+    return (f"{left} connections outlived the server and were terminated" if left else ""), ""
 
 
 def _tail_since(path: Path, since: LogCounts, lines: int = 30) -> str:

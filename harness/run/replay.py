@@ -39,51 +39,7 @@ def replay(cell: Cell, options: Options) -> Replay | None:
     a warm probe, whose load came from the levels its ramp climbed before it."""
     if cell.onset is Onset.warm:
         return None
-    settings: dict[str, object] = {}
-    if (config := cell.config) is not None:
-        settings |= {
-            "SERVER": config.name,
-            "MODES": cell.mode,
-            "STYLES": config.style,
-            "DRIVERS": config.driver,
-            "LAYERS": config.layer,
-            "POOLS": config.pool,
-            "POOL_TIMEOUT": _seconds(config.pool_timeout_s),
-            "WORKERS": config.workers,
-            "STACK": config.stack,
-            "ROWS": config.rows,
-            "DB_LATENCY": config.db_latency,
-            "OCCUPANCY": "on" if config.occupancy else "off",
-        }
-        if config.stack is not Stack.y2021:  # 2021 has no token limiter to set
-            settings["TOKENS"] = config.tokens
-    elif (app := cell.user_app) is not None:
-        settings |= {
-            "APP": app.app,
-            "APP_DIR": app.directory,
-            "APP_PYTHON": app.python,
-            "SERVER": app.name,
-            "MODES": cell.mode,
-            "TOKENS": app.tokens,
-            "WORKERS": app.workers,
-        }
-        if app.env:
-            settings["APP_ENV"] = " ".join(
-                f"{k}={shlex.quote(_without_password(v) if '://' in v else v)}" for k, v in app.env
-            )
-    else:
-        settings |= {"TARGET": cell.target, "MODES": cell.mode}
-        if not is_loopback(urlsplit(cell.target or "").hostname or ""):
-            settings["ALLOW_REMOTE"] = 1  # as its run was allowed to
-    if (requests := cell.requests) is not None:
-        # A path alone is TARGET's (or APP_PATH); a mix is its file's, which the record names.
-        (first, *more) = requests.items
-        if requests.source or more:
-            settings["REQUESTS"] = requests.source
-        elif cell.user_app:
-            settings["APP_PATH"] = first.path
-        else:
-            settings["TARGET"] = f"{cell.target}{first.path}"
+    settings = _served(cell) | _sent(cell)
     # A cold probe met its load on a fresh server without a warm-up.
     warmup = 0.0 if cell.onset is Onset.cold else options.warmup_s
     load: dict[str, object] = (
@@ -110,3 +66,58 @@ def replay(cell: Cell, options: Options) -> Replay | None:
         environment["DATABASE_URL"] = _without_password(options.database_url)
     words = [f"{k}={shlex.quote(str(v))}" for k, v in settings.items()]
     return Replay("make bench " + " ".join(words), environment)
+
+
+def _served(cell: Cell) -> dict[str, object]:
+    """What served the cell: the demo app's server and its settings, the user's app, or the
+    target."""
+    if (config := cell.config) is not None:
+        settings: dict[str, object] = {
+            "SERVER": config.name,
+            "MODES": cell.mode,
+            "STYLES": config.style,
+            "DRIVERS": config.driver,
+            "LAYERS": config.layer,
+            "POOLS": config.pool,
+            "POOL_TIMEOUT": _seconds(config.pool_timeout_s),
+            "WORKERS": config.workers,
+            "STACK": config.stack,
+            "ROWS": config.rows,
+            "DB_LATENCY": config.db_latency,
+            "OCCUPANCY": "on" if config.occupancy else "off",
+        }
+        if config.stack is not Stack.y2021:  # 2021 has no token limiter to set
+            settings["TOKENS"] = config.tokens
+        return settings
+    if (app := cell.user_app) is not None:
+        settings = {
+            "APP": app.app,
+            "APP_DIR": app.directory,
+            "APP_PYTHON": app.python,
+            "SERVER": app.name,
+            "MODES": cell.mode,
+            "TOKENS": app.tokens,
+            "WORKERS": app.workers,
+        }
+        if app.env:
+            settings["APP_ENV"] = " ".join(
+                f"{k}={shlex.quote(_without_password(v) if '://' in v else v)}" for k, v in app.env
+            )
+        return settings
+    settings = {"TARGET": cell.target, "MODES": cell.mode}
+    if not is_loopback(urlsplit(cell.target or "").hostname or ""):
+        settings["ALLOW_REMOTE"] = 1  # as its run was allowed to
+    return settings
+
+
+def _sent(cell: Cell) -> dict[str, object]:
+    """What a foreign service or a user's app was sent: a path alone is TARGET's (or
+    APP_PATH); a mix is its file's, which the record names."""
+    if (requests := cell.requests) is None:
+        return {}
+    (first, *more) = requests.items
+    if requests.source or more:
+        return {"REQUESTS": requests.source}
+    if cell.user_app:
+        return {"APP_PATH": first.path}
+    return {"TARGET": f"{cell.target}{first.path}"}

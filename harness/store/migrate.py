@@ -38,7 +38,7 @@ def check_format(found: object, what: str) -> int:
             f"{what} has format {found!r}, which this harness cannot read (it reads {readable}); "
             "use the harness version that wrote it"
         )
-    return int(found)  # type: ignore[call-overload]
+    return int(found)
 
 
 def cell_v1(cell: dict[str, Any]) -> dict[str, Any]:

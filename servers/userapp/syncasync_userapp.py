@@ -41,7 +41,8 @@ def _anyio_threadpool():
 USER_APP = _load(os.environ["SYNCASYNC_APP"])
 TOKENS = int(os.environ.get("SYNCASYNC_TOKENS") or 0)
 ANYIO = _anyio_threadpool()
-_sized = set()  # the event loops whose threadpool has its size
+# Quoted: the user's interpreter may be older than 3.9, where set[int] fails when run.
+_sized: "set[int]" = set()  # the event loops (by id) whose threadpool has its size
 
 
 def _size(loop):

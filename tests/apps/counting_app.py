@@ -13,37 +13,10 @@ counts: dict[str, int] = {}
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
-    headers = dict(scope["headers"])
-    method, path = scope["method"], scope["path"]
-    if path == "/counts":
-        answer = counts
-    elif path == "/threadpool":
-        answer = threadpool()
-    else:
-        key = f"{method} {path} {headers.get(b'x-test', b'-').decode()} {body.decode() or '-'}"
-        counts[key] = counts.get(key, 0) + 1
-        if path == "/flaky":
-            flaky = counts[key] > 3
-            answer = {"error": "busy"} if flaky else [{"name": "x", "n": counts[key]}]
-        elif path.startswith("/orders/"):
-            answer = {"order": {"id": int(path.rsplit("/", 1)[1]), "lines": [{"sku": "a"}]}}
-        elif method == "POST":
-            answer = {"created": True, "echo": json.loads(body or b"null")}
-        else:
-            answer = [{"name": "x", "n": 1}]
+        await lifespan(receive, send)
+        return
+    body = await read_body(receive)
+    answer = respond(scope["method"], scope["path"], dict(scope["headers"]), body)
     data = json.dumps(answer).encode()
     await send(
         {
@@ -53,6 +26,43 @@ async def app(scope, receive, send):
         }
     )
     await send({"type": "http.response.body", "body": data})
+
+
+async def lifespan(receive, send):
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def read_body(receive):
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
+def respond(method, path, headers, body):
+    """The answer's JSON; every request but GET /counts and /threadpool is counted."""
+    if path == "/counts":
+        return counts
+    if path == "/threadpool":
+        return threadpool()
+    key = f"{method} {path} {headers.get(b'x-test', b'-').decode()} {body.decode() or '-'}"
+    counts[key] = counts.get(key, 0) + 1
+    if path == "/flaky":
+        flaky = counts[key] > 3
+        return {"error": "busy"} if flaky else [{"name": "x", "n": counts[key]}]
+    if path.startswith("/orders/"):
+        return {"order": {"id": int(path.rsplit("/", 1)[1]), "lines": [{"sku": "a"}]}}
+    if method == "POST":
+        return {"created": True, "echo": json.loads(body or b"null")}
+    return [{"name": "x", "n": 1}]
 
 
 def threadpool() -> dict[str, object]:
