@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +11,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+from PIL import Image
 
 from harness.domain.axes import Latency, Mode, Onset, ServerName, Workload
 from harness.domain.cell import ServerConfig
@@ -20,6 +23,18 @@ from harness.infra.histogram import measured_ms
 from harness.report import decision
 from harness.report.map_summary import first_probes, threshold_of
 from harness.report.stats import CellStats, Ratio
+
+# A chart's flat colours fit a palette of 256: a third of the bytes of matplotlib's RGBA PNG,
+# the same picture (no dithering, so lines stay solid), the same bytes from the same figure.
+PALETTE = 256
+
+
+def _save(fig: Figure, path: Path, dpi: int) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    image = Image.open(buffer).convert("RGB")
+    quantized = image.quantize(PALETTE, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    quantized.save(path, format="PNG", optimize=True)
 
 
 def collapse_chart(
@@ -93,7 +108,7 @@ def collapse_chart(
     ax.set_ylim(0, plan.ceiling * 1.05)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -192,7 +207,7 @@ def throughput_chart(
         " — × marks a probe that collapsed"
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -250,7 +265,7 @@ def timeline_chart(path: Path, record: CellResult) -> None:
     c = record.cell
     fig.suptitle(f"{c.variant}, {c.level_text}: {record.verdict}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -345,7 +360,7 @@ def latency_chart(path: Path, title: str, rows: Sequence[decision.Row]) -> None:
     axes[0][-1].legend(fontsize=7)
     fig.suptitle(f"{title}: throughput and p99 against database latency (× some rounds collapsed)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -390,7 +405,7 @@ def ratio_chart(path: Path, title: str, rows: Sequence[decision.Row]) -> None:
     axes[0][0].legend(fontsize=8)
     fig.suptitle(f"{title}: async / sync req/s, 95% intervals (above 1: async served more)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -468,7 +483,7 @@ def percentile_chart(
     )
     fig.suptitle(f"{title}: latency by percentile ({kinds})", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -526,5 +541,5 @@ def p99_throughput_chart(
     levels = "req/s due" if is_open else "connections"
     ax.set_title(f"{title}: p99 against throughput (labels: {levels})", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path, dpi=100)
     plt.close(fig)
