@@ -114,8 +114,8 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.lock
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements-dev.lock
 	touch $@
 
-# Lint (ruff, the import contracts in pyproject.toml), then the unit and integration tests
-# (the Docker ones are `make test-docker`).
+# Lint (ruff, the import contracts and mypy, configured in pyproject.toml), then the unit and
+# integration tests (the Docker ones are `make test-docker`).
 test: setup dev lint
 	$(PY) -m pytest -m "not docker" --durations=15
 
