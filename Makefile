@@ -169,10 +169,6 @@ diagnose-examples: setup
 capacity: $(MEASURE_DEPS)
 	$(PY) -m harness capacity $(FLAGS)
 
-# The reference under results/: every run listed in reference-runs.toml (what each measures,
-# and the section of results/README.md that presents it), measured in the list's order, each
-# resumed where an interruption left it, then results/README.md regenerated once every run is
-# complete. How long each run took is in the page's table of runs.
 REF ?= results/reference
 # The comparison that chose the open loop's generator (LOAD=open): loadgen/openloop.py, k6, hey,
 # h2load and wrk with a pacing script, at three rates, then against a server that stalls. k6
@@ -187,6 +183,10 @@ generators: setup
 	fi
 	$(PY) -m harness generators --out $(REF)/generators
 
+# The reference under results/: every run listed in reference-runs.toml (what each measures,
+# and the section of results/README.md that presents it) but `generators` (above), measured in
+# the list's order, each resumed where an interruption left it, then results/README.md
+# regenerated once every run is complete. How long each run took is in the page's table of runs.
 reference: setup
 	$(PY) -m harness reference $(REF) --readme results/README.md --measure
 

@@ -320,6 +320,20 @@ def test_resume_of_a_complete_run_runs_nothing(
     ]
 
 
+def test_a_run_whose_every_record_is_there_is_marked_complete_on_resume(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A run that ended between its last record and closing its session would otherwise stay
+    incomplete for good (make reference would resume it again and again)."""
+    shutil.copytree(FIXTURES / "run", tmp_path / "run")
+    meta = tmp_path / "run" / "metadata.json"
+    meta.write_text(meta.read_text().replace('"complete": true', '"complete": false'))
+    assert json.loads(meta.read_text())["complete"] is False
+    code, _, err = cli(capsys, "run", "--resume", str(tmp_path / "run"))
+    assert code == 0 and "nothing to resume" in err
+    assert json.loads(meta.read_text())["complete"] is True
+
+
 def test_a_map_is_resumed_as_a_map(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     shutil.copytree(FIXTURES / "map", tmp_path / "map")
     err = refused(capsys, "run", "--resume", str(tmp_path / "map"))

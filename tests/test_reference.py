@@ -6,12 +6,17 @@ import shutil
 import subprocess
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from harness.cli import plans
 from harness.cli import reference as reference_runs
-from harness.cli.main import main
+from harness.cli.main import main, parser, with_dashed_values
+from harness.cli.variables import resolve
+from harness.domain.cell import Cell
 from harness.domain.errors import HarnessError, UsageError
+from harness.domain.plan import CapacityPlan, MapPlan
 from harness.report import reference
 from harness.store import runlist
 from harness.store.rundir import RunDir
@@ -170,7 +175,10 @@ def test_a_map_planned_otherwise_is_left_out_and_said_so(tmp_path: Path) -> None
     page = tmp_path / "README.md"
     reference.write(root, page, WITH_GRANIAN_MAP)
     text = page.read_text()
-    assert "Left out, planned with other settings than `map`: map-granian." in text
+    assert (
+        "Left out, planned with other settings than `map`: "
+        "[`map-granian`](reference/map-granian/summary.md)."
+    ) in text
     assert "### granian" not in text
 
 
@@ -320,3 +328,102 @@ def test_make_reference_measures_what_is_missing_and_resumes_what_stopped(
     err = capsys.readouterr().err
     assert "not regenerated: not complete: bench-uvicorn (incomplete), bench-gunicorn" in err
     assert not page.exists()
+
+
+def _plan_of(command: tuple[str, ...]) -> tuple[str, Any]:
+    """What a run-list command would measure today, as the CLI plans it (nothing runs)."""
+    args = parser().parse_args(with_dashed_values([*command, "--out", "unused"]))
+    given = resolve(args, args.command)
+    if given.command == "map":
+        return "map", plans.map_plan(given)
+    if given.command == "capacity":
+        return "capacity", plans.capacity_plan(given)
+    cells = plans.bench_cells(given)
+    search = plans.decide_capacity(given, cells) if given.command == "decide" else None
+    return given.command, (cells, search)
+
+
+@pytest.mark.parametrize(
+    "run",
+    [r for r in runlist.load().runs if (REFERENCE / r.name / "metadata.json").is_file()],
+    ids=lambda r: r.name,
+)
+def test_each_listed_command_plans_what_its_committed_run_measured(run: ReferenceRun) -> None:
+    """A default that changed after a run was measured would make `make reference` from
+    nothing measure something else than the page shows: the list pins what the run used."""
+    meta = json.loads((REFERENCE / run.name / "metadata.json").read_text())
+    kind, planned = _plan_of(run.command)
+    assert kind == meta["kind"]
+    if kind == "map":
+        recorded = MapPlan.from_json(meta["plan"])
+        # `drivers` of a mode no variant uses plans nothing (older maps listed both modes').
+        assert recorded.lines() == planned.lines()
+        assert replace(recorded, drivers=planned.drivers) == planned
+    elif kind == "capacity":
+        recorded = CapacityPlan.from_json(meta["capacity"])
+        assert set(recorded.lines) == set(planned.lines)
+        assert replace(recorded, lines=planned.lines) == planned
+    else:
+        cells, search = planned
+        assert {Cell.from_json(c).id for c in meta["cells"]} == {c.id for c in cells}
+        if "capacity" in meta:
+            recorded = CapacityPlan.from_json(meta["capacity"])
+            assert search is not None and set(recorded.lines) == set(search.lines)
+            assert replace(recorded, lines=search.lines) == search
+        else:
+            assert search is None
+
+
+def test_a_section_that_drops_a_measured_run_stops_the_page(tmp_path: Path) -> None:
+    """The 2021 map with no current map to set it beside: its section would say nothing, so
+    the page is refused, naming the run, rather than leaving it out silently."""
+    root = tmp_path / "reference"
+    shutil.copytree(FIXTURES / "map-2021", root / "map-2021")
+    with pytest.raises(HarnessError, match="section stacks does not present map-2021"):
+        reference.readme(root, tmp_path / "README.md")
+
+
+class _Child:
+    """A command's process, as the runner sees it: only its exit code."""
+
+    def __init__(self, argv: list[str], codes: dict[str, int], seen: list[list[str]]) -> None:
+        seen.append(argv[3:])  # after `python -m harness`
+        self.code = codes.get(argv[3], 0)
+
+    def wait(self) -> int:
+        return self.code
+
+    def terminate(self) -> None:
+        pass
+
+
+def test_the_runner_goes_in_order_skips_what_is_done_and_stops_at_the_first_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "reference"
+    shutil.copytree(FIXTURES / "run", root / "bench-uvicorn")  # complete: not run again
+    runs = replace(
+        runlist.load(),
+        runs=tuple(
+            r for r in runlist.load().runs if r.name in ("bench-uvicorn", "bench-gunicorn",
+                                                         "capacity-uvicorn", "decide-uvicorn",
+                                                         "generators")
+        ),
+    )  # fmt: skip
+    seen: list[list[str]] = []
+    said: list[str] = []
+    codes = {"capacity": 1}
+    monkeypatch.setattr(reference_runs.subprocess, "Popen", lambda argv: _Child(argv, codes, seen))
+    assert reference_runs.measure(runs, root, said.append) == 1
+    assert [a[0] for a in seen] == ["run", "capacity"]  # gunicorn, then the search failed
+    assert seen[0][-2:] == ["--out", str(root / "bench-gunicorn")]
+    assert said[-1] == "capacity-uvicorn: stopped (exit 1); `make reference` resumes it"
+    # A refusal is not resumed by running again: said so.
+    seen.clear()
+    codes.update(capacity=0, decide=2)
+    assert reference_runs.measure(runs, root, said.append) == 2
+    assert "decide-uvicorn: refused (exit 2)" in said[-1]
+    codes.update(decide=0)
+    said.clear()
+    assert reference_runs.measure(runs, root, said.append) == 0
+    assert "generators: not measured here; `make generators` measures it" in said

@@ -199,6 +199,9 @@ def _run(given: Given) -> int:
         return 0
     if bench.done():
         say(f"nothing to resume: every measurement of {bench.out} has its record")
+        run = bench.run  # one that ended between its last record and closing its session
+        if run is not None and not run.metadata()["complete"]:
+            run.update_metadata(complete=True)
         return 0
     entry = provenance_entry("resume" if bench.run else "run", bench.cells)
     entry |= rundirs.lock(given, bench.out)
@@ -215,6 +218,8 @@ def _run(given: Given) -> int:
         if bench.todo or bench.pgbench_levels:
             execute(run, bench.options, entry, console)
         if bench.search is not None:
+            # Not complete until its search is: a search cut short is resumed, not taken as done.
+            run.update_metadata(complete=False)
             execute_capacity(run, bench.options, {**entry, "started_at": now_iso()}, console)
 
     code = rundirs.measure(run, given, work, console)
@@ -403,6 +408,8 @@ def _generators(args: argparse.Namespace) -> int:
 
 def _reference(args: argparse.Namespace) -> int:
     root, page = Path(args.root), Path(args.readme)
+    if args.measure and page.parent.is_dir():
+        root.mkdir(parents=True, exist_ok=True)  # a reference measured from nothing
     if not root.is_dir():
         raise UsageError(f"ROOT: {root} is not a directory of reference runs")
     if not root.resolve().is_relative_to(page.resolve().parent):

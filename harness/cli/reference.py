@@ -4,6 +4,8 @@ as the command a user would type, so that its provenance records that command's 
 from __future__ import annotations
 
 import json
+import shlex
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,6 +18,7 @@ from harness.store.runlist import ReferenceRun, RunList
 
 # The commands that continue a run from its metadata; the others start over or keep what is done.
 RESUMABLE = {"run", "decide", "map"}
+USAGE = 2  # a command's exit code where it refused its settings
 
 
 def state(run: ReferenceRun, folder: Path) -> str:
@@ -58,16 +61,30 @@ def measure(runs: RunList, root: Path, say: Callable[[str], None]) -> int:
         argv = resume_argv(run, folder)
         if argv is None:
             continue
-        say(f"{run.name}: python -m harness {' '.join(argv)}")
-        child = subprocess.Popen([sys.executable, "-m", "harness", *argv])
-        try:
-            code = child.wait()
-        except KeyboardInterrupt:  # the child has the same Ctrl-C and writes what it measured
-            code = child.wait()
+        say(f"{run.name}: python -m harness {shlex.join(argv)}")
+        code = _wait(subprocess.Popen([sys.executable, "-m", "harness", *argv]))
+        if code == USAGE:  # refused (a resume with other settings, a folder not a run's)
+            say(f"{run.name}: refused (exit {code}); resolve what it says, then make reference")
+            return code
         if code:
             say(f"{run.name}: stopped (exit {code}); `make reference` resumes it")
             return code
     return 0
+
+
+def _wait(child: subprocess.Popen[bytes]) -> int:
+    """The child's exit code. Ctrl-C reaches the child too (one process group): it writes
+    what it measured and exits, so every interrupt here only waits on for it; SIGTERM is
+    passed on."""
+    previous = signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+    try:
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:
+                continue
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def unfinished(runs: RunList, root: Path) -> list[str]:

@@ -1080,7 +1080,9 @@ def rejudged_section(page: Page) -> list[str]:
     """What `python -m harness migrate` changed in each run, read from the runs' provenance."""
     said = []
     base = page.base
-    for meta_path in sorted(page.root.glob("*/metadata.json")):
+    for meta_path in (page.root / r.name / "metadata.json" for r in page.runs.runs):
+        if not meta_path.is_file():
+            continue
         run = RunDir.open(meta_path.parent)
         for entry in run.metadata()["provenance"]:
             if entry.get("command") != "migrate":
@@ -1131,11 +1133,12 @@ def runs_section(page: Page) -> list[str]:
     return [
         "## The runs",
         "",
-        "Every run below, in the order `make reference` measures them (reference-runs.toml); "
-        "each command is given without its `--out`. *Measured at*: the commit of each session "
-        "that measured it, *(dirty)* where the tree had uncommitted changes; *later*: commands "
-        "that rewrote its records afterwards (`make migrate` judged them again, `compact` "
-        "compressed their dumps).",
+        "Every run below, in the order of reference-runs.toml, the order `make reference` "
+        "measures them in (a run with a make target of its own is measured by that: "
+        "`make generators`); each command is given without its `--out`. *Measured at*: the "
+        "commit of each session that measured it, *(dirty)* where the tree had uncommitted "
+        "changes; *later*: commands that rewrote its records afterwards (`make migrate` judged "
+        "them again, `compact` compressed their dumps or put their records on one line).",
         "",
         md_table(
             ["run", "command", "measured at", "CPU", "started (UTC)", "took", "later"],
@@ -1162,15 +1165,23 @@ def _sessions(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
 
 
 def _took(sessions: Sequence[dict[str, Any]]) -> str:
-    """The measuring sessions' time together, where each recorded its end."""
-    spans = [
-        datetime.fromisoformat(str(e["finished_at"])) - datetime.fromisoformat(str(e["started_at"]))
+    """The time the measuring sessions spanned together (two sessions of one invocation, its
+    matrix and its capacity search, overlap), where each recorded its end."""
+    spans = sorted(
+        (
+            datetime.fromisoformat(str(e["started_at"])),
+            datetime.fromisoformat(str(e["finished_at"])),
+        )
         for e in sessions
         if e.get("finished_at") and e.get("started_at")
-    ]
+    )
     if not spans or len(spans) < len(sessions):
         return "?"
-    minutes = sum(s.total_seconds() for s in spans) / 60
+    seconds, reach = 0.0, spans[0][0]
+    for start, end in spans:
+        seconds += max((end - max(start, reach)).total_seconds(), 0.0)
+        reach = max(reach, end)
+    minutes = seconds / 60
     return f"{minutes:.0f} min" if minutes < 90 else f"{minutes / 60:.1f} h"
 
 
@@ -1237,7 +1248,8 @@ def map_section(page: Page) -> list[str]:
     plan, records, base = maps.plan, maps.records, page.base
     parts = [f"## The failure map ([full report]({_rel(maps.main.path, base)}/summary.md))", ""]
     parts += [
-        f"Left out, planned with other settings than `{maps.main.path.name}`: {n}."
+        f"Left out, planned with other settings than `{maps.main.path.name}`: "
+        f"[`{n}`]({_rel(page.root / n, base)}/summary.md)."
         for n in maps.left_out
     ]
     for server in plan.servers:
@@ -1484,8 +1496,25 @@ def readme(root: Path, page_path: Path, runs: RunList | None = None) -> str:
     page = Page(root, page_path.parent, runs)
     parts = _header(page)
     for section in runs.sections:
-        parts += SECTIONS[section](page)
+        drawn = SECTIONS[section](page)
+        if dropped := _not_linked(page, section, "\n".join(drawn)):
+            raise HarnessError(
+                f"results page: section {section} does not present {', '.join(dropped)} "
+                "(a run measured but not shown)"
+            )
+        parts += drawn
     return "\n".join(parts).rstrip() + "\n"
+
+
+def _not_linked(page: Page, section: str, text: str) -> list[str]:
+    """The section's runs measured so far that its text does not link."""
+    return [
+        run.name
+        for run in page.runs.of(section)
+        if (page.root / run.name).is_dir()
+        and any((page.root / run.name).iterdir())
+        and f"]({_rel(page.root / run.name, page.base)}/" not in text
+    ]
 
 
 def write(root: Path, page: Path, runs: RunList | None = None) -> None:

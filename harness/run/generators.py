@@ -121,6 +121,7 @@ def compare(
     """Every candidate at every rate in each round (shuffled), then each against the stall."""
     rng = random.Random(seed)
     records = []
+    started = now_iso()
     with serving("minimal") as url:
         for round_ in range(1, rounds + 1):
             plan = [(c, r) for c in candidates for r in RATES]
@@ -138,6 +139,8 @@ def compare(
         "kind": "generators",
         "machine": machine(),
         "git": git_commit(),
+        "started_at": started,
+        "finished_at": now_iso(),
         "versions": {c.name: c.version() for c in candidates},
         "how": {c.name: c.how for c in candidates},
         "from_due": {c.name: c.from_due for c in candidates},

@@ -13,6 +13,9 @@ from pathlib import Path
 from harness.domain.errors import UsageError
 
 RUN_LIST = Path(__file__).resolve().parents[2] / "reference-runs.toml"
+# The commands a reference run may be (by their own names, not make's aliases): what the
+# runner knows how to resume or keep.
+COMMANDS = frozenset({"run", "decide", "map", "capacity", "diagnose-examples", "generators"})
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ def load(path: Path = RUN_LIST) -> RunList:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise UsageError(f"{path}: {exc}") from exc
     sections = tuple(data.get("sections", ()))
+    if twice := sorted({s for s in sections if sections.count(s) > 1}):
+        raise UsageError(f"{path}: a section listed twice: {', '.join(twice)}")
     runs = []
     for entry in data.get("run", ()):
         name, section, command = entry.get("name"), entry.get("section"), entry.get("command")
@@ -55,6 +60,12 @@ def load(path: Path = RUN_LIST) -> RunList:
             raise UsageError(
                 f"{path}: run {name}: section {section!r} is not one of {', '.join(sections)}"
             )
+        if command[0] not in COMMANDS:
+            raise UsageError(
+                f"{path}: run {name}: {command[0]!r} is not one of {', '.join(sorted(COMMANDS))}"
+            )
+        if not isinstance(entry.get("measured_by", ""), str):
+            raise UsageError(f"{path}: run {name}: measured_by is a make command, as a string")
         extra = set(entry) - {"name", "section", "command", "measured_by"}
         if extra:
             raise UsageError(f"{path}: run {name}: unknown key {', '.join(sorted(extra))}")
