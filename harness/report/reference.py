@@ -1431,7 +1431,7 @@ def _tables(title: str, runs: Sequence[RunDir], base: Path) -> list[str]:
             f"Run [`{run.path.name}`]({_rel(run.path, base)}/summary.md) "
             f"(every cell's figures, CPU split and notes are there).",
             "",
-            summary.seed_tables(records, level=3),
+            summary.seed_tables(records, level=3, charts=f"{_rel(run.path, base)}/charts"),
             *(["Comparisons (B / A, 95% intervals):", "", table] if table else []),
         ]
     return parts

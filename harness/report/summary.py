@@ -211,11 +211,12 @@ def charted(rows: Sequence[CellResult]) -> bool:
     return any(r.wrk and r.wrk.histograms for r in rows)
 
 
-def seed_tables(records: Sequence[CellResult], level: int = 2) -> str:
+def seed_tables(records: Sequence[CellResult], level: int = 2, charts: str = "charts") -> str:
     """One table per server and workload: rows are connections, columns each variant's figures,
     followed by links to its latency charts where its records kept histograms.
 
-    `level`: the markdown heading level of each table's title.
+    `level`: the markdown heading level of each table's title; `charts`: the charts' folder as
+    the page that shows the tables links it.
     """
     out = []
     for rows in table_groups(records):
@@ -231,8 +232,9 @@ def seed_tables(records: Sequence[CellResult], level: int = 2) -> str:
         if charted(rows):
             slug = group_slug(cell0)
             out.append(
-                f"![latency by percentile at each connection level](charts/percentiles-{slug}.png)"
-                f"\n\n![p99 against throughput](charts/p99-{slug}.png)\n"
+                "![latency by percentile at each connection level]"
+                f"({charts}/percentiles-{slug}.png)"
+                f"\n\n![p99 against throughput]({charts}/p99-{slug}.png)\n"
             )
     return "\n".join(out)
 
