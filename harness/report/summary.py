@@ -260,7 +260,7 @@ def _seed_table(
     labels = variant_labels(rows)
     repeated = any(c.n > 1 for c in by.values())
     columns = (
-        ["req/s (median)", "95% CI", "CV", P99_HEAD, "failed", "verdict"]
+        ["req/s (median)", "interval of the median (coverage)", "CV", P99_HEAD, "failed", "verdict"]
         if repeated
         else ["req/s", P99_HEAD, "failed", "verdict"]
     )
@@ -342,7 +342,7 @@ def _figures(c: CellStats, repeated: bool) -> list[str]:
         return figures
     ci, cv = c.interval, c.cv
     spread = [
-        f"{ci.low:,.1f}–{ci.high:,.1f}" if ci else f"n={c.n}",
+        f"{ci.low:,.1f}–{ci.high:,.1f} ({ci.coverage:.0%})" if ci else f"n={c.n}",
         f"{cv:.0%}" if cv is not None else "-",
     ]
     return [figures[0], *spread, *figures[1:]]
