@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
+from harness.cli import main as cli_main
 from harness.cli import plans
 from harness.cli import reference as reference_runs
 from harness.cli.main import main, parser, with_dashed_values
-from harness.cli.variables import resolve
+from harness.cli.variables import Given, resolve
 from harness.domain.cell import Cell
 from harness.domain.errors import HarnessError, UsageError
 from harness.domain.plan import CapacityPlan, MapPlan
@@ -330,17 +331,19 @@ def test_make_reference_measures_what_is_missing_and_resumes_what_stopped(
     assert not page.exists()
 
 
+def _given(command: tuple[str, ...]) -> Given:
+    args = parser().parse_args(with_dashed_values([*command, "--out", "unused"]))
+    return resolve(args, args.command)
+
+
 def _plan_of(command: tuple[str, ...]) -> tuple[str, Any]:
     """What a run-list command would measure today, as the CLI plans it (nothing runs)."""
-    args = parser().parse_args(with_dashed_values([*command, "--out", "unused"]))
-    given = resolve(args, args.command)
+    given = _given(command)
     if given.command == "map":
         return "map", plans.map_plan(given)
     if given.command == "capacity":
         return "capacity", plans.capacity_plan(given)
-    cells = plans.bench_cells(given)
-    search = plans.decide_capacity(given, cells) if given.command == "decide" else None
-    return given.command, (cells, search)
+    return given.command, cli_main._new_bench(given)
 
 
 @pytest.mark.parametrize(
@@ -364,14 +367,19 @@ def test_each_listed_command_plans_what_its_committed_run_measured(run: Referenc
         assert set(recorded.lines) == set(planned.lines)
         assert replace(recorded, lines=planned.lines) == planned
     else:
-        cells, search = planned
-        assert {Cell.from_json(c).id for c in meta["cells"]} == {c.id for c in cells}
+        assert {Cell.from_json(c).id for c in meta["cells"]} == {c.id for c in planned.cells}
+        assert meta["schedule"]["repeats"] == planned.repeats
+        assert meta.get("pgbench_levels", []) == planned.pgbench_levels
+        search = planned.search
         if "capacity" in meta:
             recorded = CapacityPlan.from_json(meta["capacity"])
             assert search is not None and set(recorded.lines) == set(search.lines)
             assert replace(recorded, lines=search.lines) == search
         else:
             assert search is None
+    # The options each measurement ran with (warm-up, settle, wrk's timeout, pinning...).
+    options = plans.options_from(_given(run.command)).to_json()
+    assert {k: options.get(k) for k in meta["options"]} == meta["options"]
 
 
 def test_a_section_that_drops_a_measured_run_stops_the_page(tmp_path: Path) -> None:

@@ -201,7 +201,9 @@ def _run(given: Given) -> int:
         say(f"nothing to resume: every measurement of {bench.out} has its record")
         run = bench.run  # one that ended between its last record and closing its session
         if run is not None and not run.metadata()["complete"]:
+            rundirs.lock(given, bench.out)
             run.update_metadata(complete=True)
+            files.write(run)  # its report, which the session's end did not write
         return 0
     entry = provenance_entry("resume" if bench.run else "run", bench.cells)
     entry |= rundirs.lock(given, bench.out)
@@ -218,7 +220,8 @@ def _run(given: Given) -> int:
         if bench.todo or bench.pgbench_levels:
             execute(run, bench.options, entry, console)
         if bench.search is not None:
-            # Not complete until its search is: a search cut short is resumed, not taken as done.
+            # Not complete until its search is: a search cut short is resumed, not taken as done
+            # (the search's own session marks it complete, or does so at once with nothing left).
             run.update_metadata(complete=False)
             execute_capacity(run, bench.options, {**entry, "started_at": now_iso()}, console)
 
@@ -408,14 +411,14 @@ def _generators(args: argparse.Namespace) -> int:
 
 def _reference(args: argparse.Namespace) -> int:
     root, page = Path(args.root), Path(args.readme)
-    if args.measure and page.parent.is_dir():
-        root.mkdir(parents=True, exist_ok=True)  # a reference measured from nothing
-    if not root.is_dir():
-        raise UsageError(f"ROOT: {root} is not a directory of reference runs")
     if not root.resolve().is_relative_to(page.resolve().parent):
         raise UsageError(
             f"README: {page} must be in a folder that holds {root}, so its links can be relative"
         )
+    if args.measure and page.parent.is_dir():
+        root.mkdir(parents=True, exist_ok=True)  # a reference measured from nothing
+    if not root.is_dir():
+        raise UsageError(f"ROOT: {root} is not a directory of reference runs")
     runs = runlist.load()
     if args.measure and (code := reference_runs.measure(runs, root, say)):
         return code

@@ -60,7 +60,7 @@ class Warning_(StrEnum):
 HINTS = {
     Warning_.unstable: "more REPEATS, a longer DURATION, or a quieter machine",
     Warning_.outlier: "look at that measurement's record; more REPEATS make the median robust",
-    Warning_.single: "REPEATS=5 or more gives an interval",
+    Warning_.single: "REPEATS=3 or more gives an interval; 6 or more one of 95%",
 }
 
 
@@ -77,7 +77,8 @@ class Flag:
 class Interval:
     low: float
     high: float
-    coverage: float = CONFIDENCE  # the probability it holds the true value, by construction
+    # The probability it holds the true value, at least (ties between values only add to it).
+    coverage: float = CONFIDENCE
 
     def contains(self, value: float) -> bool:
         return self.low <= value <= self.high

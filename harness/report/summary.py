@@ -340,12 +340,20 @@ def _figures(c: CellStats, repeated: bool) -> list[str]:
     ]
     if not repeated:
         return figures
-    ci, cv = c.interval, c.cv
-    spread = [
-        f"{ci.low:,.1f}–{ci.high:,.1f} ({ci.coverage:.0%})" if ci else f"n={c.n}",
-        f"{cv:.0%}" if cv is not None else "-",
-    ]
+    cv = c.cv
+    spread = [_median_interval_text(c), f"{cv:.0%}" if cv is not None else "-"]
     return [figures[0], *spread, *figures[1:]]
+
+
+def _median_interval_text(c: CellStats) -> str:
+    """The interval of the median with the coverage it has at least; none below 3 rounds, nor
+    where every value is the same (a collapse's zeros)."""
+    ci = c.interval
+    if ci is None:
+        return f"n={c.n}"
+    if ci.low == ci.high:
+        return "-"
+    return f"{ci.low:,.1f}–{ci.high:,.1f} (≥{ci.coverage:.0%})"
 
 
 def warnings_section(records: Sequence[CellResult]) -> str:
