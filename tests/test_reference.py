@@ -4,7 +4,7 @@ import json
 import os
 import shutil
 import subprocess
-from dataclasses import replace
+from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from harness.cli import plans
 from harness.cli import reference as reference_runs
 from harness.cli.main import main, parser, with_dashed_values
 from harness.cli.variables import Given, resolve
-from harness.domain.cell import Cell
+from harness.domain.cell import Cell, UserApp
 from harness.domain.errors import HarnessError, UsageError
 from harness.domain.plan import CapacityPlan, MapPlan
 from harness.report import reference
@@ -336,6 +336,20 @@ def _given(command: tuple[str, ...]) -> Given:
     return resolve(args, args.command)
 
 
+def _portable(found: Any) -> Any:
+    """A plan without the checkout's own path: a user's app's folder by its last two parts
+    (examples/items) and its interpreter by name, so that a run measured in one clone plans
+    the same in another."""
+    if isinstance(found, UserApp):
+        folder = "/".join(Path(found.directory).parts[-2:])
+        return replace(found, directory=folder, python=Path(found.python).name)
+    if is_dataclass(found) and not isinstance(found, type):
+        return replace(found, **{f.name: _portable(getattr(found, f.name)) for f in fields(found)})
+    if isinstance(found, tuple | list):
+        return type(found)(_portable(x) for x in found)
+    return found
+
+
 def _plan_of(command: tuple[str, ...]) -> tuple[str, Any]:
     """What a run-list command would measure today, as the CLI plans it (nothing runs)."""
     given = _given(command)
@@ -356,14 +370,15 @@ def test_each_listed_command_plans_what_its_committed_run_measured(run: Referenc
     nothing measure something else than the page shows: the list pins what the run used."""
     meta = json.loads((REFERENCE / run.name / "metadata.json").read_text())
     kind, planned = _plan_of(run.command)
+    planned = _portable(planned)
     assert kind == meta["kind"]
     if kind == "map":
-        recorded = MapPlan.from_json(meta["plan"])
+        recorded = _portable(MapPlan.from_json(meta["plan"]))
         # `drivers` of a mode no variant uses plans nothing (older maps listed both modes').
-        assert recorded.lines() == planned.lines()
+        assert _portable(recorded.lines()) == _portable(planned.lines())
         assert replace(recorded, drivers=planned.drivers) == planned
     elif kind == "capacity":
-        recorded = CapacityPlan.from_json(meta["capacity"])
+        recorded = _portable(CapacityPlan.from_json(meta["capacity"]))
         assert set(recorded.lines) == set(planned.lines)
         assert replace(recorded, lines=planned.lines) == planned
     else:
@@ -372,7 +387,7 @@ def test_each_listed_command_plans_what_its_committed_run_measured(run: Referenc
         assert meta.get("pgbench_levels", []) == planned.pgbench_levels
         search = planned.search
         if "capacity" in meta:
-            recorded = CapacityPlan.from_json(meta["capacity"])
+            recorded = _portable(CapacityPlan.from_json(meta["capacity"]))
             assert search is not None and set(recorded.lines) == set(search.lines)
             assert replace(recorded, lines=search.lines) == search
         else:
